@@ -1,0 +1,284 @@
+"""The ``mvgraph`` command line: parse options, call one library function, render the result.
+
+Exit codes: 0 success; 1 an error or a difference found (``check``) or a failed step;
+2 usage error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mvgraph.version import __version__
+from mvgraph.api import load_graph
+from mvgraph.db import embedded
+from mvgraph.db.connect import connect, redact, resolve_dsn
+from mvgraph.db.migrate import migrate
+from mvgraph.definitions import Kind
+from mvgraph.errors import MvgraphError, UsageError
+from mvgraph.graph import MVGraph, diff
+from mvgraph.render import deps_tree, escape, graph_tree
+
+app = typer.Typer(
+    name="mvgraph",
+    help="Keep PostgreSQL materialized views fresh.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+embedded_app = typer.Typer(help="The embedded PostgreSQL server (DSN 'embedded').",
+                           no_args_is_help=True)
+app.add_typer(embedded_app, name="embedded")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class State:
+    """Global options, set by the callback and read by each command."""
+
+    dsn: str | None = None
+    debug: bool = False
+    search_path: list[str] = field(default_factory=lambda: ["public"])
+
+
+state = State()
+
+
+class Format(StrEnum):
+    """Output formats of graph-shaped results."""
+
+    tree = "tree"
+    json = "json"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN, or 'embedded'.",
+                                            show_default=False)]
+FromSqlOpt = Annotated[list[Path] | None, typer.Option(
+    "--from-sql", help="SQL files or folders to read instead of the database ('-' is stdin).")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+SchemaOpt = Annotated[list[str] | None, typer.Option("--schema", help="Only these schemas.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Undefined references are errors.")]
+SearchPathOpt = Annotated[str | None, typer.Option(
+    "--search-path", help="Comma-separated search_path for bare names (default public).")]
+
+
+def _search_path(value: str | None) -> list[str]:
+    if value:
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return state.search_path
+
+
+def _dsn(local: str | None) -> str | None:
+    return local or state.dsn
+
+
+@app.callback()
+def _main(
+    dsn: DsnOpt = None,
+    use_embedded: Annotated[bool, typer.Option("--embedded", help="Use the embedded server.")]
+    = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    search_path: SearchPathOpt = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    """Keep PostgreSQL materialized views fresh."""
+    if version:
+        out.print(f"mvgraph {__version__}")
+        raise typer.Exit(0)
+    state.dsn = embedded.EMBEDDED if use_embedded else dsn
+    state.debug = debug
+    state.search_path = _search_path(search_path) if search_path else ["public"]
+
+
+def _load(from_sql: list[Path] | None, dsn: str | None, schemas: list[str] | None,
+          strict: bool, search_path: str | None) -> MVGraph:
+    if from_sql:
+        return load_graph(sql=from_sql, search_path=_search_path(search_path),
+                          schemas=schemas or None, strict=strict)
+    return load_graph(dsn=_dsn(dsn), schemas=schemas or None, strict=strict)
+
+
+def _warn(graph: MVGraph) -> None:
+    for line in graph.warnings:
+        err.print(f"[yellow]warning:[/] {escape(line)}")
+
+
+def _emit(graph: MVGraph, fmt: Format, title: str) -> None:
+    if fmt is Format.json:
+        sys.stdout.write(graph.to_json() + "\n")
+    elif fmt is Format.dot:
+        sys.stdout.write(graph.to_dot())
+    elif fmt is Format.mermaid:
+        sys.stdout.write(graph.to_mermaid())
+    else:
+        out.print(graph_tree(graph, title))
+
+
+@app.command()
+def graph(
+    from_sql: FromSqlOpt = None,
+    fmt: FormatOpt = Format.tree,
+    select: Annotated[str | None, typer.Option("--select", "-s",
+                                               help="dbt-style selector, e.g. '+mv5+'.")] = None,
+    schema: SchemaOpt = None,
+    strict: StrictOpt = False,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Show the dependency graph of the database, or of SQL files."""
+    g = _load(from_sql, dsn, schema, strict, search_path)
+    _warn(g)
+    if select:
+        g = g.subgraph(g.select(select, _search_path(search_path)))
+    _emit(g, fmt, "SQL files" if from_sql else "database")
+
+
+@app.command()
+def deps(
+    name: Annotated[str, typer.Argument(help="The relation, e.g. mv5 or marts.orders.")],
+    up: Annotated[bool, typer.Option("--up", help="Only what it reads.")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Only what reads it.")] = False,
+    from_sql: FromSqlOpt = None,
+    fmt: FormatOpt = Format.tree,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Show what a relation reads and what reads it."""
+    g = _load(from_sql, dsn, None, False, search_path)
+    _warn(g)
+    node = g.resolve(name, _search_path(search_path))
+    both = not up and not down
+    if fmt is Format.tree:
+        out.print(deps_tree(g, node, up or both, down or both))
+        return
+    nodes = {node}
+    if up or both:
+        nodes |= g.upstream(node)
+    if down or both:
+        nodes |= g.downstream(node)
+    _emit(g.subgraph(nodes), fmt, str(node))
+
+
+@app.command()
+def check(
+    from_sql: FromSqlOpt = None,
+    schema: SchemaOpt = None,
+    search_path: SearchPathOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Compare SQL files with the database; exit 1 when anything differs."""
+    if not from_sql:
+        raise UsageError("check needs --from-sql PATH to compare with the database")
+    files = load_graph(sql=from_sql, search_path=_search_path(search_path),
+                       schemas=schema or None)
+    schemas = schema or sorted({n.schema for n in files.g
+                                if files.kind(n) is not Kind.EXTERNAL})
+    db = load_graph(dsn=_dsn(dsn), schemas=schemas)
+    result = diff(files, db)
+    if as_json:
+        sys.stdout.write(json.dumps({"equal": result.empty, **result.to_dict()}, indent=2) + "\n")
+    elif result.empty:
+        out.print(f"[green]in sync:[/] {len(files)} relations, "
+                  f"{files.g.number_of_edges()} dependencies match")
+    else:
+        for line in result.lines():
+            out.print(f"[red]-[/] {escape(line)}")
+    if not result.empty:
+        raise typer.Exit(1)
+
+
+@app.command()
+def init(dsn: DsnOpt = None) -> None:
+    """Install or upgrade mvgraph's schema in the database."""
+    with connect(_dsn(dsn)) as conn:
+        applied = migrate(conn)
+    if applied:
+        for m in applied:
+            out.print(f"applied migration {m.version:04d} {m.name}")
+    else:
+        out.print("mvgraph schema is up to date")
+
+
+@embedded_app.command("status")
+def embedded_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Whether the embedded server runs, and where its data lives."""
+    s = embedded.status()
+    if as_json:
+        sys.stdout.write(json.dumps({"running": s.running, "data_dir": str(s.data_dir),
+                                     "uri": s.uri, "pid": s.pid}) + "\n")
+    else:
+        word = "[green]running[/]" if s.running else "[yellow]stopped[/]"
+        out.print(f"embedded PostgreSQL {word}; data in {s.data_dir}"
+                  + (f"; pid {s.pid}; {s.uri}" if s.running else ""))
+
+
+@embedded_app.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded server."""
+    out.print("stopped" if embedded.stop() else "was not running")
+
+
+@embedded_app.command("uri")
+def embedded_uri() -> None:
+    """Start the embedded server if needed and print its URI."""
+    sys.stdout.write(embedded.start() + "\n")
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep/--no-keep",
+                                       help="Keep the demo database afterwards.")] = True,
+) -> None:
+    """Load example schemas into the embedded server and show what mvgraph sees."""
+    from mvgraph.demo import run_demo
+
+    run_demo(out, keep=keep)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this; ``main`` exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:  # typer handles its usage errors (exit 2) and typer.Exit itself, then exits
+        app(args=args, prog_name="mvgraph", standalone_mode=True)
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        return 130
+    except MvgraphError as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        return exc.exit_code
+    except Exception as exc:  # an mvgraph bug: short message unless --debug
+        if debug:
+            raise
+        err.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}; "
+                  "rerun with --debug and report it")
+        return 3
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
+
+
+__all__ = ["app", "main", "redact", "resolve_dsn", "run"]

@@ -1,0 +1,1 @@
+"""Talking to PostgreSQL: connecting, the embedded server, migrations and the named queries."""

@@ -1,0 +1,59 @@
+"""Finding the DSN and opening connections; passwords never leave this module in output."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from mvgraph.db import embedded
+from mvgraph.errors import ConnectionFailed
+
+
+def resolve_dsn(dsn: str | None = None) -> str:
+    """The DSN to use: the argument, then MVGRAPH_DSN, DATABASE_URL, then libpq defaults ("").
+
+    The value ``embedded`` starts (or reuses) the embedded server and returns its URI.
+    """
+    chosen = dsn or os.environ.get("MVGRAPH_DSN") or os.environ.get("DATABASE_URL") or ""
+    if chosen.strip() == embedded.EMBEDDED:
+        return embedded.start()
+    return chosen
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs.
+
+    >>> redact("postgresql://bob:secret@db/app")
+    'user=bob host=db dbname=app'
+    """
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable dsn>"
+    params.pop("password", None)
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def connect(dsn: str | None = None, *, autocommit: bool = True,
+            application_name: str = "mvgraph") -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection to the resolved DSN.
+
+    Raises:
+        ConnectionFailed: the server cannot be reached; the message names the DSN without password.
+    """
+    target = resolve_dsn(dsn)
+    try:
+        return psycopg.connect(target, autocommit=autocommit, application_name=application_name)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        password = conninfo_to_dict(target).get("password") if target else None
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise ConnectionFailed(
+            f"cannot connect to {redact(target) or 'the default server'}: {reason}; "
+            "check --dsn, MVGRAPH_DSN or use --embedded") from None
+    except psycopg.ProgrammingError as exc:
+        raise ConnectionFailed(f"invalid DSN: {str(exc).splitlines()[0]}; give a URI such as "
+                               "postgresql://user@host/db or key=value pairs") from None

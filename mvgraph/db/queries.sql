@@ -1,0 +1,287 @@
+-- Every SQL statement the package runs with fixed text lives here, under a name.
+-- Dynamic identifiers are composed with psycopg.sql where the statement is built.
+
+-- name: relations
+-- All user relations (tables, views, materialized views, foreign and partitioned tables).
+SELECT n.nspname AS schema,
+       c.relname AS name,
+       c.relkind::text AS relkind,
+       pg_get_userbyid(c.relowner) AS owner,
+       c.relispopulated AS populated,
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END AS definition,
+       EXISTS (SELECT 1 FROM pg_index i
+                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+                  AND i.indpred IS NULL AND i.indexprs IS NULL) AS concurrent_index,
+       c.oid::bigint AS oid
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
+   AND n.nspname NOT LIKE 'pg\_toast%'
+   AND n.nspname NOT LIKE 'pg\_temp\_%'
+
+-- name: dependencies
+-- input -> dependent pairs from the rewrite rules of views and materialized views.
+SELECT DISTINCT d.refobjid::bigint AS input, r.ev_class::bigint AS dependent
+  FROM pg_rewrite r
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+ WHERE d.refclassid = 'pg_class'::regclass
+   AND d.deptype = 'n'
+   AND d.refobjid <> r.ev_class
+
+-- name: volatile_functions
+-- Time-dependent or volatile functions each view calls, read from its rewrite rule.
+WITH calls AS (
+    SELECT r.ev_class, (regexp_matches(r.ev_action::text, ':funcid (\d+)', 'g'))[1]::oid AS fn
+      FROM pg_rewrite r
+     WHERE r.ev_class IN (SELECT c.oid FROM pg_class c WHERE c.relkind IN ('v', 'm'))
+), svf AS (
+    SELECT r.ev_class, (regexp_matches(r.ev_action::text, '\{SQLVALUEFUNCTION :op (\d+)', 'g'))[1]::int AS op
+      FROM pg_rewrite r
+)
+SELECT ev_class::bigint AS oid, p.proname AS function
+  FROM calls JOIN pg_proc p ON p.oid = calls.fn
+ WHERE p.provolatile = 'v' OR p.proname = ANY(%(time_functions)s)
+UNION
+SELECT ev_class::bigint, (ARRAY['current_date', 'current_time', 'current_time', 'current_timestamp',
+       'current_timestamp', 'localtime', 'localtime', 'localtimestamp', 'localtimestamp'])[op + 1]
+  FROM svf
+ WHERE op BETWEEN 0 AND 8
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM mvgraph.schema_version
+
+-- name: schema_version_exists
+SELECT to_regclass('mvgraph.schema_version') IS NOT NULL
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(hashtextextended('mvgraph.migrate', 0))
+
+-- name: bootstrap
+CREATE SCHEMA IF NOT EXISTS mvgraph;
+CREATE TABLE IF NOT EXISTS mvgraph.schema_version (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: record_migration
+INSERT INTO mvgraph.schema_version (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: server_version
+SELECT current_setting('server_version_num')::int
+
+-- name: relation_info
+-- oid, populated flag and CONCURRENTLY-usable unique index of the named relations.
+SELECT u.name, c.oid::bigint, c.relkind::text, c.relispopulated,
+       EXISTS (SELECT 1 FROM pg_index i
+                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+                  AND i.indpred IS NULL AND i.indexprs IS NULL)
+  FROM unnest(%(names)s::text[]) AS u(name)
+  JOIN pg_class c ON c.oid = to_regclass(u.name)
+
+-- name: ensure_mv_state
+INSERT INTO mvgraph.mv_state (mv, name)
+SELECT u.oid, u.name FROM unnest(%(oids)s::oid[], %(names)s::text[]) AS u(oid, name)
+ON CONFLICT (mv) DO UPDATE SET name = EXCLUDED.name WHERE mv_state.name <> EXCLUDED.name
+
+-- name: mv_states
+SELECT mv::bigint, refreshed_at, duration_s, early_cutoff, volatile_mode, fingerprint
+  FROM mvgraph.mv_state WHERE mv = ANY(%(oids)s::oid[])
+
+-- name: table_modes
+-- Tracking mode of base tables: an explicit row, else 'always' for foreign tables, else 'stats'.
+SELECT c.oid::bigint,
+       coalesce(m.mode, CASE WHEN c.relkind = 'f' THEN 'always' ELSE 'stats' END), m.since
+  FROM pg_class c LEFT JOIN mvgraph.table_mode m ON m.relid = c.oid
+ WHERE c.oid = ANY(%(oids)s::oid[])
+
+-- name: change_counts
+-- Changes to each (view, input) pair that the view's last refresh did not see.
+SELECT u.mv::bigint, u.input::bigint, c.kind::text, count(*), max(c.at)
+  FROM unnest(%(mvs)s::oid[], %(inputs)s::oid[]) AS u(mv, input)
+  JOIN mvgraph.mv_state s ON s.mv = u.mv AND s.snapshot IS NOT NULL
+  JOIN mvgraph.change_log c ON c.relid = u.input
+ WHERE NOT pg_visible_in_snapshot(c.xid, s.snapshot)
+   AND c.xid IS DISTINCT FROM s.refresh_xid
+ GROUP BY 1, 2, 3
+
+-- name: stat_counters
+-- Write counters and file node of tables (summed over partitions), for 'stats' mode.
+SELECT u.oid::bigint,
+       (SELECT coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint
+          FROM pg_stat_all_tables s
+         WHERE s.relid = u.oid
+            OR s.relid IN (SELECT p.relid FROM pg_partition_tree(u.oid) p)),
+       (SELECT c.relfilenode FROM pg_class c WHERE c.oid = u.oid)
+  FROM unnest(%(oids)s::oid[]) AS u(oid)
+
+-- name: stat_inputs
+-- Recorded counters of 'stats' inputs at each view's last refresh.
+SELECT mv::bigint, input::bigint, stat_counter, filenode::bigint
+  FROM mvgraph.mv_input WHERE mv = ANY(%(oids)s::oid[]) AND stat_counter IS NOT NULL
+
+-- name: event_trigger_present
+SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'mvgraph_ddl_end'
+                                                 AND evtenabled <> 'D')
+
+-- name: create_event_trigger
+CREATE EVENT TRIGGER mvgraph_ddl_end ON ddl_command_end EXECUTE FUNCTION mvgraph.on_ddl_end()
+
+-- name: get_setting
+SELECT value FROM mvgraph.setting WHERE key = %(key)s
+
+-- name: put_setting
+INSERT INTO mvgraph.setting (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+
+-- name: set_table_mode
+INSERT INTO mvgraph.table_mode (relid, name, mode) VALUES (%(oid)s, %(name)s, %(mode)s)
+ON CONFLICT (relid) DO UPDATE SET mode = EXCLUDED.mode, name = EXCLUDED.name, since = now()
+
+-- name: clear_table_mode
+DELETE FROM mvgraph.table_mode WHERE relid = %(oid)s
+
+-- name: log_tracking_start
+-- Views reading a table become stale when its tracking starts: earlier writes were not logged.
+INSERT INTO mvgraph.change_log (relid, xid, kind) VALUES (%(oid)s, pg_current_xact_id(), 't')
+ON CONFLICT (relid, xid) DO UPDATE SET kind = 't'
+
+-- name: partitions
+SELECT relid::bigint FROM pg_partition_tree(%(oid)s::oid) WHERE relid <> %(oid)s::oid
+
+-- name: configure_mv
+UPDATE mvgraph.mv_state
+   SET early_cutoff = coalesce(%(early_cutoff)s, early_cutoff),
+       volatile_mode = coalesce(%(volatile_mode)s, volatile_mode)
+ WHERE mv = %(oid)s
+
+-- name: compact_changes
+-- Drop change rows that every dependent view has already seen.
+DELETE FROM mvgraph.change_log c
+ WHERE NOT EXISTS (
+       SELECT 1 FROM mvgraph.mv_input i JOIN mvgraph.mv_state s ON s.mv = i.mv
+        WHERE i.input = c.relid
+          AND (s.snapshot IS NULL
+               OR (NOT pg_visible_in_snapshot(c.xid, s.snapshot)
+                   AND c.xid IS DISTINCT FROM s.refresh_xid)))
+   AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
+
+-- name: create_track_trigger
+CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({parent})
+
+-- name: drop_track_trigger
+DROP TRIGGER IF EXISTS mvgraph_track ON {table}
+
+-- name: refresh_mv
+REFRESH MATERIALIZED VIEW {concurrently} {mv}
+
+-- name: fingerprint
+-- Order-independent content fingerprint: row count and the sum of per-row hashes.
+SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text
+  FROM {mv} AS t
+
+-- name: step_begin
+SET LOCAL lock_timeout = {lock_timeout};
+SET LOCAL statement_timeout = {statement_timeout};
+SET LOCAL mvgraph.refreshing = 'on';
+SELECT pg_advisory_xact_lock({key});
+UPDATE mvgraph.mv_state SET name = name WHERE mv = {oid}
+
+-- name: record_refresh
+-- Inside the refresh transaction: what it saw and its inputs (with 'stats' counters).
+WITH state AS (
+    UPDATE mvgraph.mv_state
+       SET snapshot = pg_current_snapshot(), refresh_xid = pg_current_xact_id(),
+           refreshed_at = now(), duration_s = %(duration)s, fingerprint = %(fingerprint)s,
+           name = %(name)s
+     WHERE mv = %(oid)s
+), gone AS (
+    DELETE FROM mvgraph.mv_input WHERE mv = %(oid)s AND input <> ALL(%(inputs)s::oid[])
+)
+INSERT INTO mvgraph.mv_input (mv, input, stat_counter, filenode)
+SELECT %(oid)s, u.input, u.counter, u.filenode
+  FROM unnest(%(inputs)s::oid[], %(counters)s::bigint[], %(filenodes)s::oid[])
+       AS u(input, counter, filenode)
+ON CONFLICT (mv, input) DO UPDATE
+   SET stat_counter = EXCLUDED.stat_counter, filenode = EXCLUDED.filenode
+
+-- name: log_refresh
+INSERT INTO mvgraph.change_log (relid, xid, kind) VALUES (%(oid)s, pg_current_xact_id(), 'r')
+ON CONFLICT (relid, xid) DO UPDATE SET kind = 'r'
+
+-- name: lock_holders
+-- Who holds (or waits on) the advisory lock of a view or a lock on the view itself.
+SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown application'),
+       a.usename, coalesce(left(a.query, 80), '')
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.granted AND a.pid <> pg_backend_pid()
+   AND ((l.locktype = 'advisory' AND l.classid::bigint = (%(key)s::bigint >> 32)
+         AND l.objid::bigint = (%(key)s::bigint & 4294967295) AND l.objsubid = 1)
+        OR (l.locktype = 'relation' AND l.relation = %(oid)s::oid))
+ ORDER BY (l.locktype = 'advisory') DESC
+ LIMIT 1
+
+-- name: relation_name
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = %(oid)s::oid
+
+-- name: begin_rr
+BEGIN ISOLATION LEVEL REPEATABLE READ
+
+-- name: commit
+COMMIT
+
+-- name: rollback
+ROLLBACK
+
+-- name: mv_state_row
+SELECT early_cutoff, fingerprint FROM mvgraph.mv_state WHERE mv = %(oid)s
+
+-- name: past_durations
+-- Average of the last five successful refresh durations of each view.
+SELECT name, avg(duration_s)
+  FROM (SELECT name, duration_s,
+               row_number() OVER (PARTITION BY name ORDER BY finished_at DESC) AS rn
+          FROM mvgraph.job_step
+         WHERE status = 'done' AND name = ANY(%(names)s::text[])) recent
+ WHERE rn <= 5
+ GROUP BY name
+
+-- name: create_job
+INSERT INTO mvgraph.job (kind, statement, status, options, started_at, pid, host)
+VALUES (%(kind)s, %(statement)s, 'running', %(options)s, now(), pg_backend_pid(),
+        %(host)s)
+RETURNING id
+
+-- name: create_steps
+INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
+SELECT %(job)s, u.seq, u.name, u.mv, u.planned, u.reason
+  FROM unnest(%(seqs)s::int[], %(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
+              %(reasons)s::text[]) AS u(seq, name, mv, planned, reason)
+
+-- name: step_running
+UPDATE mvgraph.job_step SET status = 'running', started_at = clock_timestamp(),
+       backend_pid = pg_backend_pid()
+ WHERE job_id = %(job)s AND seq = %(seq)s
+
+-- name: step_finished
+UPDATE mvgraph.job_step
+   SET status = %(status)s, reason = %(reason)s, finished_at = clock_timestamp(),
+       duration_s = %(duration)s, error = %(error)s, concurrent = %(concurrent)s,
+       started_at = coalesce(started_at, clock_timestamp()),
+       backend_pid = coalesce(backend_pid, pg_backend_pid())
+ WHERE job_id = %(job)s AND seq = %(seq)s
+
+-- name: finish_job
+UPDATE mvgraph.job SET status = %(status)s, finished_at = clock_timestamp(), error = %(error)s
+ WHERE id = %(job)s
+
+-- name: purge_jobs
+DELETE FROM mvgraph.job
+ WHERE finished_at < now() - make_interval(days => coalesce(
+       (SELECT value::int FROM mvgraph.setting WHERE key = 'retention_days'), 30))
+
+-- name: event_trigger_setting
+SELECT value FROM mvgraph.setting WHERE key = 'event_trigger'

@@ -1,0 +1,107 @@
+"""The error hierarchy. Every error a user can cause is an MvgraphError with a one-line message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import errors as pgerrors
+
+
+class MvgraphError(Exception):
+    """Root of every error mvgraph raises on purpose. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(MvgraphError):
+    """The command line or a call was wrong (bad option, unknown selector syntax)."""
+
+    exit_code = 2
+
+
+class ConnectionFailed(MvgraphError):
+    """The database could not be reached."""
+
+
+class DatabaseError(MvgraphError):
+    """PostgreSQL refused a statement."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class LockTimeout(DatabaseError):
+    """A lock could not be taken within the lock timeout."""
+
+
+class StatementTimeout(DatabaseError):
+    """A statement ran longer than the statement timeout, or was cancelled."""
+
+
+class PermissionDenied(DatabaseError):
+    """The role lacks a privilege."""
+
+
+class SqlParseError(MvgraphError):
+    """A SQL file could not be parsed; names the file, line and statement."""
+
+    def __init__(self, message: str, path: str = "<sql>", line: int = 0, statement: str = "") -> None:
+        super().__init__(f"{path}:{line}: {message}" + (f" in: {statement}" if statement else ""))
+        self.path = path
+        self.line = line
+        self.statement = statement
+
+
+class CycleError(MvgraphError):
+    """The definitions contain a dependency cycle; ``cycle`` lists it in order."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        path = " -> ".join([*cycle, cycle[0]]) if cycle else "?"
+        super().__init__(f"dependency cycle: {path}; break it by changing one of these definitions")
+        self.cycle = cycle
+
+
+class UnknownRelation(MvgraphError):
+    """A name that is neither in the graph nor in the catalog."""
+
+
+class UndefinedReference(MvgraphError):
+    """A definition reads a relation defined nowhere (raised in strict mode)."""
+
+
+class SelectorError(UsageError):
+    """A graph selector expression is malformed."""
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def translate(exc: psycopg.Error) -> MvgraphError:
+    """Turn a psycopg error into the matching MvgraphError with a one-line message."""
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(exc, "sqlstate", None)
+    primary = (diag.message_primary if diag is not None else None) or _first_line(str(exc))
+    if isinstance(exc, pgerrors.LockNotAvailable):
+        return LockTimeout(f"{primary}; another session holds the lock, retry or raise the "
+                           "lock timeout", sqlstate)
+    if isinstance(exc, pgerrors.QueryCanceled):
+        return StatementTimeout(f"{primary}; raise the statement timeout or retry", sqlstate)
+    if isinstance(exc, pgerrors.InsufficientPrivilege):
+        return PermissionDenied(f"{primary}; ask the owner for the privilege", sqlstate)
+    if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
+        return ConnectionFailed(f"cannot connect: {_first_line(str(exc))}; check --dsn or "
+                                "MVGRAPH_DSN")
+    return DatabaseError(primary, sqlstate)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Context manager that re-raises psycopg errors as MvgraphError (the one place it happens)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate(exc) from exc

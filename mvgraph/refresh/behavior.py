@@ -1,0 +1,228 @@
+"""The five refresh behaviours and planning: a pure function of graph, behaviour and change facts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from mvgraph.definitions import Kind
+from mvgraph.errors import UsageError
+from mvgraph.graph import MVGraph
+from mvgraph.names import RelationName
+
+
+class RefreshBehavior(StrEnum):
+    """GaussDB's refresh behaviours."""
+
+    DEFAULT = "DEFAULT"
+    RESTRICT = "RESTRICT"
+    CASCADE_FORWARD = "CASCADE FORWARD"
+    CASCADE_BACKWARD = "CASCADE BACKWARD"
+    CASCADE_ALL = "CASCADE ALL"
+
+    @classmethod
+    def parse(cls, text: str | RefreshBehavior | None) -> RefreshBehavior:
+        """Accept the spellings people type.
+
+        >>> RefreshBehavior.parse("cascade_all"), RefreshBehavior.parse("all")
+        (<RefreshBehavior.CASCADE_ALL: 'CASCADE ALL'>, <RefreshBehavior.CASCADE_ALL: 'CASCADE ALL'>)
+        >>> RefreshBehavior.parse("Forward").value
+        'CASCADE FORWARD'
+        """
+        if isinstance(text, RefreshBehavior):
+            return text
+        if text is None:
+            return cls.DEFAULT
+        words = re.sub(r"[\s_\-]+", " ", text.strip().upper())
+        words = words.removeprefix("CASCADE ") if words != "CASCADE" else words
+        aliases = {
+            "DEFAULT": cls.DEFAULT, "": cls.DEFAULT, "RESTRICT": cls.RESTRICT,
+            "FORWARD": cls.CASCADE_FORWARD, "BACKWARD": cls.CASCADE_BACKWARD,
+            "ALL": cls.CASCADE_ALL, "CASCADE": cls.CASCADE_ALL,
+            "DOWNSTREAM": cls.CASCADE_FORWARD, "UPSTREAM": cls.CASCADE_BACKWARD,
+        }
+        if words in aliases:
+            return aliases[words]
+        raise UsageError(f"unknown refresh behaviour {text!r}; use default, restrict, "
+                         "cascade forward, cascade backward or cascade all")
+
+    @property
+    def is_cascade(self) -> bool:
+        """True for the three cascades."""
+        return self.value.startswith("CASCADE")
+
+
+class Action(StrEnum):
+    """What a plan step will do."""
+
+    REFRESH = "refresh"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class InputChange:
+    """One reason an input counts as changed since a view's last refresh."""
+
+    input: RelationName
+    kind: str  # write | refresh | outside | ddl | tracking | stats | always
+    transactions: int = 0
+    last_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MVFacts:
+    """What the database says about one materialized view's freshness."""
+
+    name: RelationName
+    populated: bool = True
+    refreshed_at: datetime | None = None  # None: mvgraph never refreshed it
+    changes: tuple[InputChange, ...] = ()
+    volatile: tuple[str, ...] = ()  # volatile functions that make it always stale
+    outside_refreshes_seen: bool = True  # False when the event trigger could not be installed
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One view in a plan, with its verdict and the reason for it."""
+
+    name: RelationName
+    action: Action
+    reason: str
+    after: tuple[RelationName, ...] = ()  # earlier steps of the plan this one depends on
+    forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """An ordered list of steps for one behaviour on one or more targets."""
+
+    behavior: RefreshBehavior
+    targets: tuple[RelationName, ...]
+    steps: tuple[Step, ...] = field(default=())
+
+    @property
+    def to_refresh(self) -> list[Step]:
+        """Steps that will refresh."""
+        return [s for s in self.steps if s.action is Action.REFRESH]
+
+    def statement(self) -> str:
+        """The GaussDB statement this plan stands for."""
+        names = ", ".join(str(t) for t in self.targets)
+        return f"REFRESH MATERIALIZED VIEW {names} {self.behavior.value}"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "behavior": self.behavior.value,
+            "targets": [str(t) for t in self.targets],
+            "steps": [{"name": str(s.name), "action": s.action.value, "reason": s.reason,
+                       "after": [str(a) for a in s.after]} for s in self.steps],
+        }
+
+
+def materialized_scope(graph: MVGraph, target: RelationName,
+                       behavior: RefreshBehavior) -> set[RelationName]:
+    """The materialized views a behaviour touches for one target (the target included)."""
+    chosen: set[RelationName] = {target}
+    if behavior in (RefreshBehavior.CASCADE_BACKWARD, RefreshBehavior.CASCADE_ALL):
+        chosen |= graph.upstream(target)
+    if behavior in (RefreshBehavior.CASCADE_FORWARD, RefreshBehavior.CASCADE_ALL):
+        chosen |= graph.downstream(target)
+    return {n for n in chosen if graph.kind(n) is Kind.MATVIEW}
+
+
+def step_dependencies(graph: MVGraph, steps: Iterable[RelationName]) -> dict[RelationName,
+                                                                             set[RelationName]]:
+    """For each step, the other steps upstream of it (through any path in the graph)."""
+    chosen = set(steps)
+    return {s: graph.upstream(s) & chosen for s in chosen}
+
+
+def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
+    """The verdict for one view from its facts alone.
+
+    >>> decide(MVFacts(RelationName("public", "mv1")))[1]
+    'never refreshed by mvgraph'
+    """
+    if forced:
+        return Action.REFRESH, f"forced ({forced})"
+    if not facts.populated:
+        return Action.REFRESH, "not populated"
+    if facts.refreshed_at is None:
+        return Action.REFRESH, "never refreshed by mvgraph"
+    if facts.volatile:
+        return Action.REFRESH, f"calls {', '.join(facts.volatile)} (always stale)"
+    if facts.changes:
+        return Action.REFRESH, "; ".join(describe_change(c) for c in facts.changes)
+    reason = f"unchanged since {facts.refreshed_at:%Y-%m-%d %H:%M:%S}"
+    if not facts.outside_refreshes_seen:
+        reason += " (refreshes outside mvgraph are not seen: no event trigger)"
+    return Action.SKIP, reason
+
+
+def describe_change(c: InputChange) -> str:
+    """A person-readable sentence for one input change."""
+    when = f" at {c.last_at:%Y-%m-%d %H:%M:%S}" if c.last_at else ""
+    plural = "s" if c.transactions != 1 else ""
+    if c.kind == "write":
+        return f"input {c.input} changed ({c.transactions} transaction{plural} since last refresh)"
+    if c.kind == "refresh":
+        return f"input {c.input} was refreshed{when}"
+    if c.kind == "outside":
+        return f"input {c.input} was refreshed outside mvgraph{when}"
+    if c.kind == "ddl":
+        return f"definition of input {c.input} changed{when}"
+    if c.kind == "tracking":
+        return f"change tracking of input {c.input} started{when}"
+    if c.kind == "stats":
+        return f"input {c.input} changed (approximate: pg_stat counters)"
+    if c.kind == "always":
+        return f"input {c.input} is in 'always' mode"
+    return f"input {c.input} changed ({c.kind})"
+
+
+def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehavior | str,
+         facts: Mapping[RelationName, MVFacts], *, force: bool = False,
+         scope: Iterable[RelationName] | None = None) -> Plan:
+    """Order the views a behaviour touches and give each a verdict and reason.
+
+    ``facts`` must hold an entry for every materialized view in scope (a missing entry counts as
+    never refreshed). With ``scope`` the set of views is given directly (dbt selectors); every
+    view in it is refreshed with DEFAULT semantics. Staleness propagates: a step after an upstream
+    step that refreshes is stale too.
+
+    Raises:
+        UsageError: a target is not a materialized view.
+    """
+    behavior = RefreshBehavior.parse(behavior)
+    for t in targets:
+        if t not in graph:
+            raise UsageError(f"{t} is not in the graph")
+        if scope is None and graph.kind(t) is not Kind.MATVIEW:
+            raise UsageError(f"{t} is a {graph.kind(t).value}, not a materialized view; "
+                             "name a materialized view")
+    if scope is not None:
+        chosen = {n for n in scope if graph.kind(n) is Kind.MATVIEW}
+    else:
+        chosen = set()
+        for t in targets:
+            chosen |= materialized_scope(graph, t, behavior)
+    deps = step_dependencies(graph, chosen)
+    forced_by = "RESTRICT" if behavior is RefreshBehavior.RESTRICT else (
+        "--force" if force else None)
+    verdicts: dict[RelationName, Action] = {}
+    steps: list[Step] = []
+    for name in graph.order(chosen):
+        after = tuple(sorted(deps[name]))
+        action, reason = decide(facts.get(name, MVFacts(name)), forced_by)
+        if action is Action.SKIP:
+            refreshed = [a for a in after if verdicts[a] is Action.REFRESH]
+            if refreshed:
+                action = Action.REFRESH
+                reason = f"input {refreshed[0]} is refreshed earlier in this run"
+        verdicts[name] = action
+        steps.append(Step(name, action, reason, after, forced=forced_by is not None))
+    return Plan(behavior, tuple(targets), tuple(steps))

@@ -1,0 +1,253 @@
+"""Change tracking (triggers, event trigger, table modes) and the freshness facts of each view."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from mvgraph.db.queries import query
+from mvgraph.definitions import Kind
+from mvgraph.errors import UsageError, translated
+from mvgraph.graph import MVGraph
+from mvgraph.names import RelationName
+from mvgraph.refresh.behavior import InputChange, MVFacts
+
+log = logging.getLogger("mvgraph")
+Conn = psycopg.Connection[tuple[object, ...]]
+
+MODES = ("triggers", "stats", "always")
+_KIND_WORDS = {"w": "write", "r": "refresh", "o": "outside", "d": "ddl", "t": "tracking"}
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A relation as the database sees it right now."""
+
+    name: RelationName
+    oid: int
+    relkind: str
+    populated: bool
+    concurrent_index: bool
+
+
+def freshness_inputs(graph: MVGraph, mv: RelationName) -> set[RelationName]:
+    """What a view's freshness depends on: inputs up to the nearest tables and materialized views,
+    with the plain views on the way (their definitions can change)."""
+    found: set[RelationName] = set()
+    stack = list(graph.inputs(mv))
+    while stack:
+        node = stack.pop()
+        if node in found:
+            continue
+        found.add(node)
+        if graph.kind(node) is Kind.VIEW:
+            stack.extend(graph.inputs(node))
+    return found
+
+
+def volatile_functions(graph: MVGraph, mv: RelationName) -> tuple[str, ...]:
+    """Volatile functions the view calls, itself or through the plain views it reads."""
+    names = set(graph.attrs(mv).get("volatile_functions") or ())
+    for node in freshness_inputs(graph, mv):
+        if graph.kind(node) is Kind.VIEW:
+            names |= set(graph.attrs(node).get("volatile_functions") or ())
+    return tuple(sorted(names))
+
+
+def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, Relation]:
+    """Current oid, kind, populated flag and index facts of existing relations."""
+    wanted = {str(n): n for n in names}
+    with translated():
+        rows = conn.execute(query("relation_info"), {"names": list(wanted)}).fetchall()
+    return {wanted[str(r[0])]: Relation(wanted[str(r[0])], int(str(r[1])), str(r[2]), bool(r[3]),
+                                        bool(r[4])) for r in rows}
+
+
+def event_trigger_present(conn: Conn) -> bool:
+    """True when mvgraph's DDL event trigger is installed and enabled."""
+    with translated():
+        row = conn.execute(query("event_trigger_present")).fetchone()
+    return bool(row and row[0])
+
+
+def install_event_trigger(conn: Conn) -> bool:
+    """Install the DDL event trigger if possible; warn once (and remember) when not permitted."""
+    if event_trigger_present(conn):
+        return True
+    try:
+        with conn.transaction():
+            conn.execute(query("create_event_trigger"))
+        return True
+    except pgerrors.InsufficientPrivilege:
+        with translated():
+            row = conn.execute(query("get_setting"), {"key": "event_trigger"}).fetchone()
+            if not row:
+                conn.execute(query("put_setting"), {"key": "event_trigger",
+                                                    "value": "unavailable"})
+                log.warning("cannot create the event trigger (needs superuser): refreshes done "
+                            "outside mvgraph and definition changes will not be noticed")
+        return False
+    except pgerrors.DuplicateObject:
+        return True
+
+
+def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
+    """Track a base table by ``triggers`` (exact), ``stats`` (approximate) or ``always``.
+
+    Raises:
+        UsageError: unknown mode, or the relation is not a base table.
+    """
+    if mode not in MODES:
+        raise UsageError(f"unknown tracking mode {mode!r}; use triggers, stats or always")
+    rel = relations(conn, [table]).get(table)
+    if rel is None or rel.relkind not in ("r", "p", "f"):
+        raise UsageError(f"{table} is not a table in this database; track base tables only")
+    if mode == "triggers" and rel.relkind == "f":
+        raise UsageError(f"{table} is a foreign table and cannot have triggers; use --mode always")
+    with translated(), conn.transaction():
+        _drop_triggers(conn, rel)
+        if mode == "triggers":
+            conn.execute(sql.SQL(query("create_track_trigger")).format(
+                table=table.identifier, parent=sql.SQL("")))
+            for part in _partitions(conn, rel.oid):
+                conn.execute(sql.SQL(query("create_track_trigger")).format(
+                    table=_regclass_ident(conn, part), parent=sql.Literal(str(rel.oid))))
+        conn.execute(query("set_table_mode"), {"oid": rel.oid, "name": str(table), "mode": mode})
+        conn.execute(query("log_tracking_start"), {"oid": rel.oid})
+
+
+def untrack(conn: Conn, table: RelationName) -> None:
+    """Remove a table's tracking triggers; it falls back to ``stats`` mode."""
+    rel = relations(conn, [table]).get(table)
+    if rel is None:
+        raise UsageError(f"{table} is not a table in this database")
+    with translated(), conn.transaction():
+        _drop_triggers(conn, rel)
+        conn.execute(query("clear_table_mode"), {"oid": rel.oid})
+        conn.execute(query("log_tracking_start"), {"oid": rel.oid})
+
+
+def _partitions(conn: Conn, oid: int) -> list[int]:
+    return [int(str(r[0])) for r in conn.execute(query("partitions"), {"oid": oid}).fetchall()]
+
+
+def _regclass_ident(conn: Conn, oid: int) -> sql.Composable:
+    row = conn.execute(query("relation_name"), {"oid": oid}).fetchone()
+    assert row is not None
+    return sql.Identifier(str(row[0]), str(row[1]))
+
+
+def _drop_triggers(conn: Conn, rel: Relation) -> None:
+    if rel.relkind == "f":
+        return
+    conn.execute(sql.SQL(query("drop_track_trigger")).format(table=rel.name.identifier))
+    for part in _partitions(conn, rel.oid):
+        conn.execute(sql.SQL(query("drop_track_trigger")).format(
+            table=_regclass_ident(conn, part)))
+
+
+def base_tables_upstream_of_views(graph: MVGraph) -> list[RelationName]:
+    """Every base table some materialized view reads (through any views)."""
+    tables: set[RelationName] = set()
+    for node in graph.g:
+        if graph.kind(node) is Kind.MATVIEW:
+            tables |= {n for n in freshness_inputs(graph, node)
+                       if graph.kind(n).is_base and graph.kind(n) is not Kind.EXTERNAL}
+    return sorted(tables)
+
+
+def table_modes(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[str, datetime | None]]:
+    """Tracking mode of each table oid."""
+    with translated():
+        rows = conn.execute(query("table_modes"), {"oids": list(oids)}).fetchall()
+    return {int(str(r[0])): (str(r[1]), r[2] if isinstance(r[2], datetime) else None)
+            for r in rows}
+
+
+def stat_counters(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(write counter, file node) of each table, for ``stats`` mode."""
+    with translated():
+        rows = conn.execute(query("stat_counters"), {"oids": list(oids)}).fetchall()
+    return {int(str(r[0])): (int(str(r[1])), int(str(r[2]))) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class FactsContext:
+    """Everything needed to compute facts: the graph, the views' current relations."""
+
+    graph: MVGraph
+    rels: Mapping[RelationName, Relation]
+    outside_seen: bool
+
+
+def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
+                 rels: Mapping[RelationName, Relation] | None = None,
+                 outside_seen: bool | None = None) -> dict[RelationName, MVFacts]:
+    """The freshness facts of each view, in a handful of queries."""
+    mvs = list(mvs)
+    inputs = {mv: freshness_inputs(graph, mv) for mv in mvs}
+    if rels is None:
+        rels = relations(conn, set(mvs) | {i for s in inputs.values() for i in s})
+    if outside_seen is None:
+        outside_seen = event_trigger_present(conn)
+    mv_oids = [rels[m].oid for m in mvs if m in rels]
+    by_oid = {r.oid: r.name for r in rels.values()}
+    with translated():
+        states = {int(str(r[0])): r for r in conn.execute(query("mv_states"),
+                                                           {"oids": mv_oids}).fetchall()}
+        pairs = [(rels[m].oid, rels[i].oid) for m in mvs if m in rels for i in inputs[m]
+                 if i in rels]
+        counts = conn.execute(query("change_counts"), {
+            "mvs": [p[0] for p in pairs], "inputs": [p[1] for p in pairs]}).fetchall()
+    changes: dict[int, list[InputChange]] = defaultdict(list)
+    for mv_oid, input_oid, kind, n, last_at in counts:
+        changes[int(str(mv_oid))].append(InputChange(
+            by_oid[int(str(input_oid))], _KIND_WORDS.get(str(kind), str(kind)), int(str(n)),
+            last_at if isinstance(last_at, datetime) else None))
+    base = {rels[i].oid for s in inputs.values() for i in s
+            if i in rels and rels[i].relkind in ("r", "p", "f")}
+    modes = table_modes(conn, base) if base else {}
+    stats_oids = {o for o, (mode, _) in modes.items() if mode == "stats"}
+    if stats_oids:
+        current = stat_counters(conn, stats_oids)
+        with translated():
+            recorded = {(int(str(r[0])), int(str(r[1]))): (int(str(r[2])), int(str(r[3])))
+                        for r in conn.execute(query("stat_inputs"), {"oids": mv_oids})}
+    out: dict[RelationName, MVFacts] = {}
+    for mv in mvs:
+        rel = rels.get(mv)
+        if rel is None:
+            raise UsageError(f"{mv} does not exist in the database; check the name")
+        state = states.get(rel.oid)
+        refreshed_at = state[1] if state is not None and isinstance(state[1], datetime) else None
+        found = list(changes.get(rel.oid, ()))
+        for inp in sorted(inputs[mv]):
+            r = rels.get(inp)
+            if r is None or r.oid not in modes:
+                continue
+            mode = modes[r.oid][0]
+            if mode == "always":
+                found.append(InputChange(inp, "always"))
+            elif mode == "stats" and refreshed_at is not None and (
+                    recorded.get((rel.oid, r.oid)) != current.get(r.oid)):
+                found.append(InputChange(inp, "stats"))
+        volatile_mode = str(state[4]) if state is not None else "auto"
+        volatile = () if volatile_mode == "never" else volatile_functions(graph, mv)
+        if volatile_mode == "always" and not volatile:
+            volatile = ("(configured always stale)",)
+        out[mv] = MVFacts(
+            name=mv,
+            populated=rel.populated,
+            refreshed_at=refreshed_at,
+            changes=tuple(sorted(found, key=lambda c: (str(c.input), c.kind))),
+            volatile=volatile,
+            outside_refreshes_seen=outside_seen,
+        )
+    return out

@@ -1,0 +1,491 @@
+"""Running a plan: one REPEATABLE READ transaction per view, advisory locks, parallel workers.
+
+Each step, in its own transaction: take the view's advisory lock, touch its state row (a
+serialization failure there means another process refreshed it meanwhile: decide again), decide
+from fresh facts whether it is stale, ``REFRESH MATERIALIZED VIEW [CONCURRENTLY]``, and record
+what the refresh saw, all before COMMIT. A view is therefore either refreshed and recorded, or
+untouched.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from mvgraph.db.queries import query
+from mvgraph.errors import MvgraphError, translate
+from mvgraph.graph import MVGraph
+from mvgraph.names import RelationName
+from mvgraph.refresh.behavior import Action, Plan, Step, decide
+from mvgraph.refresh.changes import (
+    Relation,
+    event_trigger_present,
+    freshness_inputs,
+    gather_facts,
+    relations,
+    stat_counters,
+    table_modes,
+)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+LOCK_NAMESPACE = 0x6D76  # "mv": high 32 bits of every per-view advisory lock key
+MAX_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOptions:
+    """How to run a plan."""
+
+    parallel: int = 1
+    atomic: bool = False
+    concurrently: str = "auto"  # auto | always | never
+    lock_timeout: str = "10s"
+    statement_timeout: str = "0"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What happened to one view."""
+
+    name: RelationName
+    action: str  # refreshed | skipped | failed | blocked | cancelled
+    reason: str
+    duration_s: float = 0.0
+    error: str | None = None
+    concurrently: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the documented ``--json`` step shape)."""
+        out: dict[str, Any] = {"name": str(self.name), "action": self.action,
+                               "reason": self.reason, "duration_s": round(self.duration_s, 4)}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReport:
+    """The outcome of a run: ``status`` is ok, failed or cancelled."""
+
+    status: str
+    steps: tuple[StepResult, ...]
+    job_id: int | None
+    elapsed_s: float
+    plan: Plan
+
+    @property
+    def refreshed(self) -> list[RelationName]:
+        """Views that were refreshed."""
+        return [s.name for s in self.steps if s.action == "refreshed"]
+
+    @property
+    def skipped(self) -> list[RelationName]:
+        """Views that were skipped as unchanged."""
+        return [s.name for s in self.steps if s.action == "skipped"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``--json`` shape."""
+        return {"status": self.status, "job_id": self.job_id,
+                "elapsed_s": round(self.elapsed_s, 4),
+                "steps": [s.to_dict() for s in self.steps]}
+
+
+Listener = Callable[[str, RelationName, StepResult | None], None]
+
+
+def advisory_key(oid: int) -> int:
+    """The advisory lock key of a view: a namespace in the high bits, its oid in the low bits."""
+    return (LOCK_NAMESPACE << 32) | oid
+
+
+@contextmanager
+def repeatable_read(conn: Conn) -> Iterator[None]:
+    """BEGIN ISOLATION LEVEL REPEATABLE READ ... COMMIT, rolled back on any exception."""
+    conn.execute(query("begin_rr"))
+    try:
+        yield
+    except BaseException:
+        if not conn.closed:
+            with suppress(psycopg.Error):
+                conn.execute(query("rollback"))
+        raise
+    conn.execute(query("commit"))
+
+
+class _Cancelled(Exception):
+    """The run was cancelled before this step started."""
+
+
+@dataclass
+class Executor:
+    """Runs one plan against one database."""
+
+    conn: Conn  # control connection (autocommit); also runs the steps when parallel == 1
+    graph: MVGraph
+    plan: Plan
+    options: RefreshOptions = field(default_factory=RefreshOptions)
+    listener: Listener | None = None
+    job_kind: str = "refresh"
+
+    def __post_init__(self) -> None:
+        self._cancel = threading.Event()
+        self._active: dict[int, Conn] = {}
+        self._lock = threading.Lock()
+        self.job_id: int | None = None
+        self.rels: dict[RelationName, Relation] = {}
+        self.inputs: dict[RelationName, set[RelationName]] = {}
+        self.stats_inputs: dict[RelationName, list[Relation]] = {}
+        self.outside_seen = True
+        self.seq = {s.name: i + 1 for i, s in enumerate(self.plan.steps)}
+        self.results: dict[RelationName, StepResult] = {}
+
+    # ---- public ---------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Cancel running statements at once; steps not started are cancelled."""
+        self._cancel.set()
+        with self._lock:
+            for c in list(self._active.values()):
+                with suppress(psycopg.Error):
+                    c.cancel_safe()
+
+    def run(self) -> RefreshReport:
+        """Run the plan and return what happened (never raises for a failed step)."""
+        start = time.monotonic()
+        self._prepare()
+        try:
+            if self.options.atomic:
+                self._run_atomic()
+            elif self.options.parallel > 1:
+                self._run_parallel()
+            else:
+                self._run_serial()
+        except KeyboardInterrupt:
+            self.cancel()
+            if self.options.atomic:
+                self.results.clear()  # the one transaction was rolled back
+        reason = "run cancelled" if self._cancel.is_set() else "not run"
+        ordered = tuple(self.results.get(s.name) or StepResult(s.name, "cancelled", reason)
+                        for s in self.plan.steps)
+        status = ("cancelled" if self._cancel.is_set() else
+                  "failed" if any(r.action in ("failed", "blocked") for r in ordered) else
+                  "cancelled" if any(r.action == "cancelled" for r in ordered) else "ok")
+        self._finish(status, ordered)
+        return RefreshReport(status, ordered, self.job_id, time.monotonic() - start, self.plan)
+
+    # ---- setup and bookkeeping ------------------------------------------------------------------
+    def _prepare(self) -> None:
+        names = [s.name for s in self.plan.steps]
+        self.inputs = {n: freshness_inputs(self.graph, n) for n in names}
+        everything = set(names) | {i for s in self.inputs.values() for i in s}
+        self.rels = relations(self.conn, everything)
+        missing = [n for n in names if n not in self.rels]
+        if missing:
+            raise MvgraphError(f"{missing[0]} does not exist in the database; reload the graph")
+        self.outside_seen = event_trigger_present(self.conn)
+        base = {self.rels[i].oid: self.rels[i] for s in self.inputs.values() for i in s
+                if i in self.rels and self.rels[i].relkind in ("r", "p")}
+        modes = table_modes(self.conn, base) if base else {}
+        stats = {oid for oid, (mode, _) in modes.items() if mode == "stats"}
+        self.stats_inputs = {n: [self.rels[i] for i in sorted(self.inputs[n])
+                                 if i in self.rels and self.rels[i].oid in stats] for n in names}
+        oids = [self.rels[n].oid for n in names]
+        opts = {"behavior": self.plan.behavior.value, "targets": [str(t) for t in
+                self.plan.targets], "parallel": self.options.parallel,
+                "atomic": self.options.atomic}
+        try:
+            self.conn.execute(query("ensure_mv_state"), {"oids": oids,
+                                                         "names": [str(n) for n in names]})
+            row = self.conn.execute(query("create_job"), {
+                "kind": self.job_kind, "statement": self.plan.statement(),
+                "options": json.dumps(opts), "host": socket.gethostname()}).fetchone()
+            assert row is not None
+            self.job_id = int(str(row[0]))
+            self.conn.execute(query("create_steps"), {
+                "job": self.job_id, "seqs": [self.seq[n] for n in names],
+                "names": [str(n) for n in names], "mvs": oids,
+                "planned": [s.action.value for s in self.plan.steps],
+                "reasons": [s.reason for s in self.plan.steps]})
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def _finish(self, status: str, results: tuple[StepResult, ...]) -> None:
+        error = next((f"{r.name}: {r.error}" for r in results if r.error), None)
+        try:
+            for r in results:  # steps not recorded by a worker
+                if self.options.atomic or r.action in ("blocked", "cancelled"):
+                    self._record_step(self.conn, r)
+            self.conn.execute(query("finish_job"), {"status": "done" if status == "ok" else
+                                                    status, "error": error, "job": self.job_id})
+            self.conn.execute(query("compact_changes"))
+            self.conn.execute(query("purge_jobs"))
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def _record_step(self, conn: Conn, r: StepResult) -> None:
+        status = {"refreshed": "done", "skipped": "skipped"}.get(r.action, r.action)
+        conn.execute(query("step_finished"), {
+            "status": status, "reason": r.reason, "duration": r.duration_s, "error": r.error,
+            "concurrent": r.concurrently, "job": self.job_id, "seq": self.seq[r.name]})
+
+    def _emit(self, event: str, name: RelationName, result: StepResult | None = None) -> None:
+        if self.listener is not None:
+            self.listener(event, name, result)
+
+    # ---- strategies -----------------------------------------------------------------------------
+    def _run_serial(self) -> None:
+        for step in self.plan.steps:
+            self.results[step.name] = self._guarded(self.conn, step, self.results)
+
+    def _run_parallel(self) -> None:
+        results = self.results
+        priority = self._priorities()
+        sorter = TopologicalSorter({s.name: set(s.after) for s in self.plan.steps})
+        sorter.prepare()
+        steps = {s.name: s for s in self.plan.steps}
+        ready: list[tuple[float, str, RelationName]] = []
+        running: dict[Future[StepResult], RelationName] = {}
+        info = self.conn.info
+        dsn = make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+        with ConnectionPool(dsn, min_size=self.options.parallel,
+                            max_size=self.options.parallel, open=True,
+                            kwargs={"autocommit": True, "application_name": "mvgraph"}) as pool, \
+                ThreadPoolExecutor(self.options.parallel) as workers:
+
+            def task(step: Step) -> StepResult:
+                with pool.connection() as c:
+                    result = self._guarded(c, step, results)
+                results[step.name] = result
+                return result
+
+            while sorter.is_active():
+                for name in sorter.get_ready():
+                    heapq.heappush(ready, (-priority[name], str(name), name))
+                while ready and len(running) < self.options.parallel:
+                    _, _, name = heapq.heappop(ready)
+                    early = self._precheck(steps[name], results)
+                    if early is not None:
+                        results[name] = early
+                        sorter.done(name)
+                        self._emit("finish", name, early)
+                        continue
+                    running[workers.submit(task, steps[name])] = name
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = running.pop(fut)
+                    results[name] = fut.result()
+                    sorter.done(name)
+
+    def _run_atomic(self) -> None:
+        for _attempt in range(MAX_RETRIES):
+            results = self.results
+            results.clear()
+            try:
+                self._register(self.conn)
+                with repeatable_read(self.conn):
+                    for step in self.plan.steps:
+                        self._check_cancel()
+                        self._emit("start", step.name)
+                        result = self._attempt(self.conn, step, in_transaction=True)
+                        results[step.name] = result
+                        self._emit("finish", step.name, result)
+                return
+            except pgerrors.SerializationFailure:
+                continue
+            except (psycopg.Error, _Cancelled) as exc:
+                self.results = self._atomic_failure(dict(results), exc)
+                return
+            finally:
+                self._unregister()
+        self.results = self._atomic_failure({}, MvgraphError("too many concurrent refreshes"))
+
+    def _atomic_failure(self, done: dict[RelationName, StepResult],
+                        exc: BaseException) -> dict[RelationName, StepResult]:
+        cancelled = self._cancel.is_set() or isinstance(exc, _Cancelled)
+        failed_at = next((s.name for s in self.plan.steps if s.name not in done), None)
+        message = _message(exc)
+        out = {}
+        for s in self.plan.steps:
+            if cancelled:
+                out[s.name] = StepResult(s.name, "cancelled", "run cancelled; rolled back")
+            elif s.name == failed_at:
+                out[s.name] = StepResult(s.name, "failed", s.reason, error=message)
+            else:
+                out[s.name] = StepResult(s.name, "cancelled",
+                                         f"rolled back: the atomic run failed at {failed_at}")
+        return out
+
+    # ---- one step ---------------------------------------------------------------------------------
+    def _precheck(self, step: Step,
+                  results: dict[RelationName, StepResult]) -> StepResult | None:
+        if self._cancel.is_set():
+            return StepResult(step.name, "cancelled", "run cancelled before this step")
+        for up in step.after:
+            r = results.get(up)
+            if r is not None and r.action in ("failed", "blocked", "cancelled"):
+                cause = up if r.action == "failed" else r.reason.removeprefix("blocked by ")
+                return StepResult(step.name, "blocked", f"blocked by {cause}")
+        return None
+
+    def _guarded(self, conn: Conn, step: Step,
+                 results: dict[RelationName, StepResult]) -> StepResult:
+        early = self._precheck(step, results)
+        if early is not None:
+            self._emit("finish", step.name, early)
+            return early
+        self._emit("start", step.name)
+        result = self._with_retries(conn, step)
+        self._emit("finish", step.name, result)
+        return result
+
+    def _with_retries(self, conn: Conn, step: Step) -> StepResult:
+        self._register(conn)
+        started = time.monotonic()
+        try:
+            conn.execute(query("step_running"), {"job": self.job_id, "seq": self.seq[step.name]})
+            for _attempt in range(MAX_RETRIES):
+                try:
+                    return self._attempt(conn, step, in_transaction=False)
+                except pgerrors.SerializationFailure:
+                    continue  # refreshed by another process meanwhile: decide again
+            raise MvgraphError(f"{step.name} kept being refreshed by other processes; retry")
+        except (psycopg.Error, MvgraphError) as exc:
+            cancelled = self._cancel.is_set() and isinstance(exc, pgerrors.QueryCanceled)
+            result = StepResult(
+                step.name, "cancelled" if cancelled else "failed",
+                "cancelled while running" if cancelled else step.reason,
+                time.monotonic() - started, None if cancelled else self._explain(conn, step, exc))
+            with suppress(psycopg.Error):
+                self._record_step(conn, result)
+            return result
+        finally:
+            self._unregister()
+
+    def _attempt(self, conn: Conn, step: Step, in_transaction: bool) -> StepResult:
+        """One try at one step; inside the atomic transaction when ``in_transaction``."""
+        rel = self.rels[step.name]
+        counters = stat_counters(conn, [r.oid for r in self.stats_inputs[step.name]]) \
+            if self.stats_inputs[step.name] else {}
+        with nullcontext() if in_transaction else repeatable_read(conn):
+            conn.execute(sql.SQL(query("step_begin")).format(
+                lock_timeout=sql.Literal(self.options.lock_timeout),
+                statement_timeout=sql.Literal(self.options.statement_timeout),
+                key=sql.Literal(advisory_key(rel.oid)), oid=sql.Literal(rel.oid)))
+            reason = step.reason
+            if not step.forced:
+                facts = gather_facts(conn, self.graph, [step.name], rels=self.rels,
+                                     outside_seen=self.outside_seen)[step.name]
+                action, reason = decide(facts)
+                if action is Action.SKIP:
+                    result = StepResult(step.name, "skipped", reason)
+                    if not in_transaction:
+                        self._record_step(conn, result)
+                    return result
+            row = conn.execute(query("mv_state_row"), {"oid": rel.oid}).fetchone()
+            early_cutoff, old_fingerprint = (bool(row[0]), row[1]) if row else (False, None)
+            concurrently = self._concurrently(rel)
+            began = time.monotonic()
+            conn.execute(sql.SQL(query("refresh_mv")).format(
+                concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
+                mv=step.name.identifier))
+            duration = time.monotonic() - began
+            fingerprint = None
+            changed = True
+            if early_cutoff:
+                fp = conn.execute(sql.SQL(query("fingerprint")).format(
+                    mv=step.name.identifier)).fetchone()
+                fingerprint = str(fp[0]) if fp else None
+                changed = fingerprint != old_fingerprint
+                if not changed:
+                    reason += "; content unchanged (early cutoff: dependents stay fresh)"
+            inputs = [self.rels[i] for i in sorted(self.inputs[step.name]) if i in self.rels]
+            conn.execute(query("record_refresh"), {
+                "oid": rel.oid, "name": str(step.name), "duration": duration,
+                "fingerprint": fingerprint,
+                "inputs": [r.oid for r in inputs],
+                "counters": [counters.get(r.oid, (None, None))[0] for r in inputs],
+                "filenodes": [counters.get(r.oid, (None, None))[1] for r in inputs]})
+            if changed:
+                conn.execute(query("log_refresh"), {"oid": rel.oid})
+            result = StepResult(step.name, "refreshed", reason, duration,
+                                concurrently=concurrently)
+            if not in_transaction:
+                self._record_step(conn, result)
+            if rel.relkind == "m" and not rel.populated:
+                self.rels[step.name] = Relation(rel.name, rel.oid, rel.relkind, True,
+                                                rel.concurrent_index)
+        return result
+
+    def _concurrently(self, rel: Relation) -> bool:
+        mode = self.options.concurrently
+        if mode == "never" or not rel.populated:
+            return False
+        if mode == "always":
+            return True
+        return rel.concurrent_index
+
+    def _explain(self, conn: Conn, step: Step, exc: BaseException) -> str:
+        """A one-line error; for lock timeouts, who holds the lock."""
+        message = _message(exc)
+        if isinstance(exc, pgerrors.LockNotAvailable):
+            rel = self.rels[step.name]
+            try:
+                row = conn.execute(query("lock_holders"), {
+                    "key": advisory_key(rel.oid), "oid": rel.oid}).fetchone()
+            except psycopg.Error:
+                row = None
+            holder = (f"pid {row[0]} ({row[1]}, user {row[2]})" if row else "another session")
+            message = (f"{step.name} is locked by {holder}; waited {self.options.lock_timeout}. "
+                       "Retry later or raise --lock-timeout")
+        return message
+
+    def _priorities(self) -> dict[RelationName, float]:
+        """Longest remaining path (by past durations) from each step to the end of the plan."""
+        names = [str(s.name) for s in self.plan.steps]
+        rows = self.conn.execute(query("past_durations"), {"names": names}).fetchall()
+        past = {str(r[0]): float(str(r[1])) for r in rows if r[1] is not None}
+        default = sum(past.values()) / len(past) if past else 1.0
+        weight = {s.name: past.get(str(s.name), default) for s in self.plan.steps}
+        after_of: dict[RelationName, list[RelationName]] = {s.name: [] for s in self.plan.steps}
+        for s in self.plan.steps:
+            for up in s.after:
+                after_of[up].append(s.name)
+        remaining: dict[RelationName, float] = {}
+        for s in reversed(self.plan.steps):
+            remaining[s.name] = weight[s.name] + max(
+                (remaining[d] for d in after_of[s.name]), default=0.0)
+        return remaining
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled()
+
+    def _register(self, conn: Conn) -> None:
+        with self._lock:
+            self._active[threading.get_ident()] = conn
+
+    def _unregister(self) -> None:
+        with self._lock:
+            self._active.pop(threading.get_ident(), None)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error):
+        return str(translate(exc))
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,243 @@
+"""Refresh operations for the library and CLI: plan, refresh, track, status, configure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from mvgraph.catalog import read_definitions
+from mvgraph.db.connect import connect
+from mvgraph.db.migrate import ensure_schema
+from mvgraph.db.queries import query
+from mvgraph.definitions import Kind
+from mvgraph.errors import UsageError, translated
+from mvgraph.graph import MVGraph
+from mvgraph.names import RelationName
+from mvgraph.refresh import changes
+from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, decide
+from mvgraph.refresh.behavior import plan as make_plan
+from mvgraph.refresh.executor import Executor, Listener, RefreshOptions, RefreshReport
+
+Conn = psycopg.Connection[tuple[object, ...]]
+Target = str | psycopg.Connection[tuple[object, ...]] | None
+
+_SELECTOR_CHARS = set("+@*?,")
+
+
+@contextmanager
+def session(target: Target) -> Iterator[Conn]:
+    """A ready autocommit connection: the given one, or a new one from a DSN (closed after)."""
+    if isinstance(target, psycopg.Connection):
+        if not target.autocommit:
+            if target.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise UsageError("the connection is inside a transaction; commit first or pass "
+                                 "an autocommit connection")
+            target.autocommit = True
+        prepare(target)
+        yield target
+        return
+    with connect(target) as conn:
+        prepare(conn)
+        yield conn
+
+
+def prepare(conn: Conn) -> None:
+    """Install or upgrade mvgraph's schema and, where permitted, its event trigger."""
+    ensure_schema(conn)
+    if not changes.event_trigger_present(conn):
+        with translated():
+            row = conn.execute(query("event_trigger_setting")).fetchone()
+        if not row:
+            changes.install_event_trigger(conn)
+
+
+def is_selector(text: str) -> bool:
+    """True when a target is a dbt-style selector rather than a plain name."""
+    return bool(_SELECTOR_CHARS & set(text)) or " " in text.strip()
+
+
+def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavior | None = None,
+               *, force: bool = False, search_path: Sequence[str] = ("public",),
+               graph: MVGraph | None = None) -> tuple[MVGraph, Plan]:
+    """The plan for targets (names, or dbt selectors refreshed with DEFAULT semantics)."""
+    if not targets:
+        raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
+    g = graph or MVGraph.from_definitions(read_definitions(conn))
+    parsed = RefreshBehavior.parse(behavior)
+    if any(is_selector(t) for t in targets):
+        if parsed not in (RefreshBehavior.DEFAULT, RefreshBehavior.RESTRICT):
+            raise UsageError("a selector already says which views to refresh; drop --cascade")
+        scope = g.select(" ".join(targets), search_path)
+        names = [n for n in scope if g.kind(n) is Kind.MATVIEW]
+        if not names:
+            raise UsageError(f"selector {' '.join(targets)!r} matches no materialized view")
+        facts = changes.gather_facts(conn, g, names)
+        return g, make_plan(g, names, parsed, facts, force=force, scope=names)
+    names = [g.resolve(t, search_path) for t in targets]
+    touched = set()
+    for n in names:
+        if g.kind(n) is Kind.MATVIEW:
+            from mvgraph.refresh.behavior import materialized_scope
+
+            touched |= materialized_scope(g, n, parsed)
+    facts = changes.gather_facts(conn, g, sorted(touched))
+    return g, make_plan(g, names, parsed, facts, force=force)
+
+
+def plan(target: Target, targets: str | Sequence[str], behavior: str | None = None, *,
+         force: bool = False, search_path: Sequence[str] = ("public",)) -> Plan:
+    """Plan a refresh without running it.
+
+    Example:
+        >>> p = mvgraph.plan("postgresql:///app", "mv5", "cascade all")  # doctest: +SKIP
+        >>> [(str(s.name), s.action.value) for s in p.steps]  # doctest: +SKIP
+        [('public.mv1', 'skip'), ('public.mv5', 'refresh'), ('public.mv6', 'refresh')]
+    """
+    names = [targets] if isinstance(targets, str) else list(targets)
+    with session(target) as conn:
+        return build_plan(conn, names, behavior, force=force, search_path=search_path)[1]
+
+
+def refresh(target: Target, targets: str | Sequence[str], behavior: str | None = None, *,
+            parallel: int = 1, atomic: bool = False, concurrently: str = "auto",
+            lock_timeout: str = "10s", statement_timeout: str = "0", force: bool = False,
+            search_path: Sequence[str] = ("public",), listener: Listener | None = None,
+            executor_hook: object = None) -> RefreshReport:
+    """Refresh views with one of the five behaviours; returns what happened to each view.
+
+    Example:
+        >>> report = mvgraph.refresh("postgresql:///app", "mv5", behavior="cascade all",
+        ...                          parallel=4)  # doctest: +SKIP
+        >>> report.status, [str(n) for n in report.refreshed]  # doctest: +SKIP
+        ('ok', ['public.mv1', 'public.mv5', 'public.mv6'])
+    """
+    if parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    if concurrently not in ("auto", "always", "never"):
+        raise UsageError("--concurrently must be auto, always or never")
+    names = [targets] if isinstance(targets, str) else list(targets)
+    with session(target) as conn:
+        g, p = build_plan(conn, names, behavior, force=force, search_path=search_path)
+        options = RefreshOptions(parallel=1 if atomic else parallel, atomic=atomic,
+                                 concurrently=concurrently, lock_timeout=lock_timeout,
+                                 statement_timeout=statement_timeout)
+        executor = Executor(conn, g, p, options, listener)
+        if callable(executor_hook):
+            executor_hook(executor)
+        return executor.run()
+
+
+def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
+          mode: str = "triggers", search_path: Sequence[str] = ("public",)
+          ) -> list[RelationName]:
+    """Set the tracking mode of tables (``every``: all base tables upstream of any view)."""
+    with session(target) as conn:
+        g = MVGraph.from_definitions(read_definitions(conn))
+        names = _tables(g, tables, every, search_path)
+        for name in names:
+            changes.set_mode(conn, name, mode)
+        return names
+
+
+def untrack(target: Target, tables: Sequence[str] = (), *, every: bool = False,
+            search_path: Sequence[str] = ("public",)) -> list[RelationName]:
+    """Remove tracking triggers; the tables fall back to ``stats`` mode."""
+    with session(target) as conn:
+        g = MVGraph.from_definitions(read_definitions(conn))
+        names = _tables(g, tables, every, search_path)
+        for name in names:
+            changes.untrack(conn, name)
+        return names
+
+
+def _tables(g: MVGraph, tables: Sequence[str], every: bool,
+            search_path: Sequence[str]) -> list[RelationName]:
+    if every:
+        return changes.base_tables_upstream_of_views(g)
+    if not tables:
+        raise UsageError("name tables to track, or pass --all")
+    return [g.resolve(t, search_path) for t in tables]
+
+
+def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
+              volatile: str | None = None, search_path: Sequence[str] = ("public",)) -> None:
+    """Per-view options: early cutoff, and how volatile functions count (auto/always/never)."""
+    if volatile not in (None, "auto", "always", "never"):
+        raise UsageError("--volatile must be auto, always or never")
+    with session(target) as conn:
+        g = MVGraph.from_definitions(read_definitions(conn))
+        name = g.resolve(view, search_path)
+        if g.kind(name) is not Kind.MATVIEW:
+            raise UsageError(f"{name} is not a materialized view")
+        rel = changes.relations(conn, [name])[name]
+        with translated():
+            conn.execute(query("ensure_mv_state"), {"oids": [rel.oid], "names": [str(name)]})
+            conn.execute(query("configure_mv"), {"oid": rel.oid, "early_cutoff": early_cutoff,
+                                                 "volatile_mode": volatile})
+
+
+@dataclass(frozen=True, slots=True)
+class ViewStatus:
+    """Freshness of one view."""
+
+    name: RelationName
+    fresh: bool
+    reason: str
+    refreshed_at: datetime | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TableStatus:
+    """Tracking mode of one base table."""
+
+    name: RelationName
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Every view's freshness and every base table's tracking mode."""
+
+    views: tuple[ViewStatus, ...]
+    tables: tuple[TableStatus, ...]
+    event_trigger: bool
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "event_trigger": self.event_trigger,
+            "views": [{"name": str(v.name), "fresh": v.fresh, "reason": v.reason,
+                       "refreshed_at": v.refreshed_at.isoformat() if v.refreshed_at else None,
+                       "duration_s": v.duration_s} for v in self.views],
+            "tables": [{"name": str(t.name), "mode": t.mode} for t in self.tables],
+        }
+
+
+def status(target: Target) -> StatusReport:
+    """Freshness of every materialized view and tracking mode of every base table they read."""
+    with session(target) as conn:
+        g = MVGraph.from_definitions(read_definitions(conn))
+        mvs = [n for n in g.order() if g.kind(n) is Kind.MATVIEW]
+        facts = changes.gather_facts(conn, g, mvs)
+        rels = changes.relations(conn, mvs)
+        with translated():
+            durations = {int(str(r[0])): r[2] for r in conn.execute(
+                query("mv_states"), {"oids": [r.oid for r in rels.values()]})}
+        views = []
+        for n in mvs:
+            action, reason = decide(facts[n])
+            d = durations.get(rels[n].oid)
+            views.append(ViewStatus(n, action is Action.SKIP, reason, facts[n].refreshed_at,
+                                    float(str(d)) if d is not None else None))
+        tables = changes.base_tables_upstream_of_views(g)
+        trels = changes.relations(conn, tables)
+        modes = changes.table_modes(conn, [r.oid for r in trels.values()])
+        return StatusReport(
+            tuple(views),
+            tuple(TableStatus(t, modes[trels[t].oid][0]) for t in tables if t in trels),
+            changes.event_trigger_present(conn))

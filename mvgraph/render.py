@@ -1,0 +1,72 @@
+"""Turning results into text for people: rich trees and tables. Only the CLI calls this."""
+
+from __future__ import annotations
+
+from rich.tree import Tree
+
+from mvgraph.definitions import Kind
+from mvgraph.graph import MVGraph
+from mvgraph.names import RelationName
+
+KIND_STYLE = {
+    Kind.MATVIEW: "bold cyan",
+    Kind.VIEW: "magenta",
+    Kind.TABLE: "green",
+    Kind.PARTITIONED_TABLE: "green",
+    Kind.FOREIGN_TABLE: "green",
+    Kind.EXTERNAL: "red",
+}
+
+
+def label(graph: MVGraph, node: RelationName) -> str:
+    """A node's name coloured by kind, with its kind in dim text."""
+    kind = graph.kind(node)
+    text = f"[{KIND_STYLE[kind]}]{escape(str(node))}[/] [dim]{kind.value}[/]"
+    volatile = graph.attrs(node).get("volatile_functions")
+    if volatile:
+        text += f" [yellow](volatile: {', '.join(volatile)})[/]"
+    return text
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in names."""
+    return text.replace("[", r"\[")
+
+
+def graph_tree(graph: MVGraph, title: str = "mvgraph") -> Tree:
+    """Sources at the top, each node's dependents beneath it; a node seen before is not expanded."""
+    root = Tree(f"[bold]{escape(title)}[/] [dim]({len(graph)} relations, "
+                f"{graph.g.number_of_edges()} dependencies)[/]")
+    seen: set[RelationName] = set()
+    sources = [n for n in graph.order() if not graph.inputs(n)]
+    for node in sources:
+        _grow(graph, root, node, seen, graph.dependents)
+    return root
+
+
+def deps_tree(graph: MVGraph, node: RelationName, up: bool, down: bool) -> Tree:
+    """The inputs (up) and/or dependents (down) of one node as trees rooted at it."""
+    root = Tree(label(graph, node))
+    if up:
+        branch = root.add("[bold]reads (upstream)[/]")
+        seen: set[RelationName] = {node}
+        for child in graph.inputs(node):
+            _grow(graph, branch, child, seen, graph.inputs)
+    if down:
+        branch = root.add("[bold]read by (downstream)[/]")
+        seen = {node}
+        for child in graph.dependents(node):
+            _grow(graph, branch, child, seen, graph.dependents)
+    return root
+
+
+def _grow(graph: MVGraph, parent: Tree, node: RelationName, seen: set[RelationName],
+          step: object) -> None:
+    if node in seen:
+        parent.add(f"[dim]{escape(str(node))} (shown above)[/]")
+        return
+    seen.add(node)
+    branch = parent.add(label(graph, node))
+    assert callable(step)
+    for child in step(node):
+        _grow(graph, branch, child, seen, step)

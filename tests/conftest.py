@@ -1,0 +1,70 @@
+"""Shared fixtures: one PostgreSQL server per session, one fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # fixtures/ is importable as a package
+
+from mvgraph.db.connect import connect  # noqa: E402
+from mvgraph.db.migrate import migrate  # noqa: E402
+from mvgraph.db.scripts import drop_database, recreate_database, with_dbname  # noqa: E402
+from tests.pgserver import test_server  # noqa: E402
+
+FIXTURES = ROOT / "fixtures"
+TEMPLATE = "mvgraph_test_template"
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of the session's server (its maintenance database)."""
+    os.environ.setdefault("MVGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("parse-cache")))
+    with test_server() as dsn:
+        with connect(dsn) as admin:
+            recreate_database(admin, TEMPLATE)
+        with connect(with_dbname(dsn, TEMPLATE)) as conn:
+            migrate(conn)
+        yield dsn
+        with connect(dsn) as admin:
+            drop_database(admin, TEMPLATE)
+
+
+@pytest.fixture
+def db_dsn(server_dsn: str) -> Iterator[str]:
+    """A fresh database, copied from the migrated template, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with connect(server_dsn) as admin:
+        recreate_database(admin, name, template=TEMPLATE)
+    try:
+        yield with_dbname(server_dsn, name)
+    finally:
+        with connect(server_dsn) as admin:
+            drop_database(admin, name)
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection to the test's database."""
+    with connect(db_dsn) as c:
+        yield c
+
+
+@pytest.fixture
+def empty_db_dsn(server_dsn: str) -> Iterator[str]:
+    """A fresh database without the mvgraph schema."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    with connect(server_dsn) as admin:
+        recreate_database(admin, name)
+    try:
+        yield with_dbname(server_dsn, name)
+    finally:
+        with connect(server_dsn) as admin:
+            drop_database(admin, name)

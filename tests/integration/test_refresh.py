@@ -1,0 +1,376 @@
+"""The refresh engine against a real server: behaviours, change detection, execution."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import psycopg
+import pytest
+
+import mvgraph
+from mvgraph.db.connect import connect
+from mvgraph.db.scripts import run_files, run_script
+from mvgraph.refresh.executor import Executor, RefreshReport
+from tests.conftest import FIXTURES
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@pytest.fixture
+def gauss(conn: Conn, db_dsn: str) -> Conn:
+    """The GaussDB fixture, every table tracked by triggers, every view refreshed once."""
+    run_files(conn, [FIXTURES / "gaussdb_nested" / "schema.sql"])
+    mvgraph.track(conn, every=True)
+    report = mvgraph.refresh(conn, "+mv6 mv2")
+    assert report.status == "ok"
+    return conn
+
+
+def acted(report: RefreshReport) -> dict[str, str]:
+    return {str(s.name): s.action for s in report.steps}
+
+
+def refreshed(report: RefreshReport) -> list[str]:
+    return [str(n) for n in report.refreshed]
+
+
+def test_first_refresh_refreshes_never_refreshed_views(conn: Conn) -> None:
+    run_files(conn, [FIXTURES / "gaussdb_nested" / "schema.sql"])
+    report = mvgraph.refresh(conn, "mv5", "cascade all")
+    assert refreshed(report) == ["public.mv1", "public.mv5", "public.mv6"]
+    assert report.steps[0].reason == "never refreshed by mvgraph"
+
+
+@pytest.mark.parametrize(("behavior", "steps"), [
+    ("cascade all", ["public.mv1", "public.mv5", "public.mv6"]),
+    ("cascade backward", ["public.mv1", "public.mv5"]),
+    ("cascade forward", ["public.mv5", "public.mv6"]),
+    ("restrict", ["public.mv5"]),
+    ("default", ["public.mv5"]),
+])
+def test_gaussdb_orders_on_the_server(gauss: Conn, behavior: str, steps: list[str]) -> None:
+    report = mvgraph.refresh(gauss, "mv5", behavior)
+    assert [str(s.name) for s in report.steps] == steps
+    forced = behavior == "restrict"
+    assert refreshed(report) == (["public.mv5"] if forced else [])
+
+
+WRITES = {
+    "insert": "INSERT INTO test_table VALUES (10, 1, 5)",
+    "update": "UPDATE test_table SET val = val + 1 WHERE id = 1",
+    "delete": "DELETE FROM test_table WHERE id = 5",
+    "truncate": "TRUNCATE test_table CASCADE",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRITES))
+def test_write_makes_the_cascade_refresh(gauss: Conn, kind: str) -> None:
+    gauss.execute(WRITES[kind])
+    p = mvgraph.plan(gauss, "mv5", "cascade all")
+    assert [s.action.value for s in p.steps] == ["refresh", "refresh", "refresh"]
+    assert "input public.test_table changed (1 transaction" in p.steps[0].reason
+    report = mvgraph.refresh(gauss, "mv5", "cascade all")
+    assert refreshed(report) == ["public.mv1", "public.mv5", "public.mv6"]
+    again = mvgraph.refresh(gauss, "mv5", "cascade all")
+    assert refreshed(again) == []
+    assert again.steps[0].reason.startswith("unchanged since")
+
+
+def test_copy_counts_as_a_write(gauss: Conn) -> None:
+    with gauss.cursor() as cur, cur.copy("COPY test_table FROM STDIN") as copy:
+        copy.write_row((20, 2, 7))
+    assert refreshed(mvgraph.refresh(gauss, "mv1")) == ["public.mv1"]
+
+
+def test_unrelated_write_skips(gauss: Conn) -> None:
+    gauss.execute("INSERT INTO t2 VALUES (9, 'zeta')")
+    report = mvgraph.refresh(gauss, "mv5", "cascade all")
+    assert refreshed(report) == []
+    assert refreshed(mvgraph.refresh(gauss, "mv2")) == ["public.mv2"]
+
+
+def test_rolled_back_write_is_not_a_change(gauss: Conn) -> None:
+    with pytest.raises(psycopg.errors.RaiseException), gauss.transaction():
+        gauss.execute("INSERT INTO test_table VALUES (11, 1, 1)")
+        gauss.execute("DO $$ BEGIN RAISE EXCEPTION 'roll back'; END $$")
+    assert refreshed(mvgraph.refresh(gauss, "mv5", "cascade all")) == []
+
+
+def test_writer_committing_across_the_snapshot_is_not_lost(gauss: Conn, db_dsn: str) -> None:
+    """A write in progress when the refresh takes its snapshot counts for the next run."""
+    with connect(db_dsn, autocommit=False) as writer:
+        writer.execute("INSERT INTO test_table VALUES (30, 3, 3)")  # open, uncommitted
+        report = mvgraph.refresh(gauss, "mv1", "restrict")
+        assert refreshed(report) == ["public.mv1"]
+        writer.commit()
+    seen = gauss.execute("SELECT count(*) FROM mv1 WHERE id = 30").fetchone()
+    assert seen == (0,)
+    p = mvgraph.plan(gauss, "mv1")
+    assert p.steps[0].action.value == "refresh", p.steps[0].reason
+    assert refreshed(mvgraph.refresh(gauss, "mv1")) == ["public.mv1"]
+    assert gauss.execute("SELECT count(*) FROM mv1 WHERE id = 30").fetchone() == (1,)
+
+
+def test_plain_refresh_outside_mvgraph_is_noticed(gauss: Conn) -> None:
+    gauss.execute("REFRESH MATERIALIZED VIEW mv5")
+    p = mvgraph.plan(gauss, "mv5", "cascade forward")
+    verdicts = {str(s.name): s for s in p.steps}
+    assert verdicts["public.mv6"].action.value == "refresh"
+    assert "refreshed outside mvgraph" in verdicts["public.mv6"].reason
+
+
+def test_view_redefinition_is_noticed(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE t (id int PRIMARY KEY, v int);
+        INSERT INTO t VALUES (1, 1), (2, 2);
+        CREATE VIEW v AS SELECT id, v FROM t;
+        CREATE MATERIALIZED VIEW m AS SELECT id, v FROM v;
+    """)
+    mvgraph.track(conn, every=True)
+    mvgraph.refresh(conn, "m")
+    assert refreshed(mvgraph.refresh(conn, "m")) == []
+    conn.execute("CREATE OR REPLACE VIEW v AS SELECT id, v * 10 AS v FROM t")
+    p = mvgraph.plan(conn, "m")
+    assert p.steps[0].reason == "definition of input public.v changed" or \
+        p.steps[0].reason.startswith("definition of input public.v changed")
+    mvgraph.refresh(conn, "m")
+    assert conn.execute("SELECT sum(v) FROM m").fetchone() == (30,)
+
+
+def test_early_cutoff_keeps_dependents_fresh(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE t (id int PRIMARY KEY, v int);
+        INSERT INTO t VALUES (1, 1), (2, 2);
+        CREATE MATERIALIZED VIEW m1 AS SELECT sum(v) AS total FROM t;
+        CREATE MATERIALIZED VIEW m2 AS SELECT total * 2 AS double FROM m1;
+    """)
+    mvgraph.track(conn, every=True)
+    mvgraph.configure(conn, "m1", early_cutoff=True)
+    mvgraph.refresh(conn, "m1", "cascade forward")
+    conn.execute("UPDATE t SET v = 3 - v")  # a real write; the sum stays 3
+    report = mvgraph.refresh(conn, "m1", "cascade forward")
+    assert acted(report) == {"public.m1": "refreshed", "public.m2": "skipped"}
+    assert "early cutoff" in report.steps[0].reason
+    conn.execute("UPDATE t SET v = v + 1")
+    report = mvgraph.refresh(conn, "m1", "cascade forward")
+    assert refreshed(report) == ["public.m1", "public.m2"]
+    assert conn.execute("SELECT double FROM m2").fetchone() == (10,)
+
+
+def test_volatile_views_are_always_stale_unless_configured(conn: Conn) -> None:
+    run_script(conn, "CREATE TABLE t (id int); CREATE MATERIALIZED VIEW m AS "
+                     "SELECT id, now() AS at FROM t;")
+    mvgraph.track(conn, every=True)
+    mvgraph.refresh(conn, "m")
+    report = mvgraph.refresh(conn, "m")
+    assert refreshed(report) == ["public.m"] and "now" in report.steps[0].reason
+    mvgraph.configure(conn, "m", volatile="never")
+    assert refreshed(mvgraph.refresh(conn, "m")) == []
+
+
+def test_stats_and_always_modes(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE s (id int); CREATE TABLE a (id int);
+        CREATE MATERIALIZED VIEW ms AS SELECT id FROM s;
+        CREATE MATERIALIZED VIEW ma AS SELECT id FROM a;
+    """)
+    mvgraph.track(conn, ["a"], mode="always")
+    mvgraph.refresh(conn, "ms ma")
+    assert refreshed(mvgraph.refresh(conn, "ma")) == ["public.ma"]
+    assert refreshed(mvgraph.refresh(conn, "ms")) == []
+    conn.execute("INSERT INTO s VALUES (1)")
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    time.sleep(0.05)
+    p = mvgraph.plan(conn, "ms")
+    assert p.steps[0].reason == "input public.s changed (approximate: pg_stat counters)"
+    conn.execute("TRUNCATE s")  # TRUNCATE is not counted by pg_stat, the new file node is
+    mvgraph.refresh(conn, "ms")
+    conn.execute("INSERT INTO s VALUES (2)")
+    mvgraph.refresh(conn, "ms")
+    conn.execute("TRUNCATE s")
+    assert mvgraph.plan(conn, "ms").steps[0].action.value == "refresh"
+
+
+def test_failure_blocks_downstream_and_unrelated_steps_go_on(gauss: Conn) -> None:
+    gauss.execute("INSERT INTO test_table VALUES (40, 9, 1); INSERT INTO t2 VALUES (40, 'x')")
+    gauss.execute("CREATE FUNCTION boom() RETURNS int LANGUAGE plpgsql AS "
+                  "$$ BEGIN RETURN 1; END $$")
+    gauss.execute("CREATE MATERIALIZED VIEW mv_fail AS SELECT boom() AS x FROM mv1")
+    gauss.execute("CREATE MATERIALIZED VIEW mv_after AS SELECT x FROM mv_fail")
+    mvgraph.refresh(gauss, "mv_fail", "cascade forward")
+    gauss.execute("CREATE OR REPLACE FUNCTION boom() RETURNS int LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'boom failed'; END $$")
+    report = mvgraph.refresh(gauss, "+mv_after mv2 +mv6")
+    got = acted(report)
+    assert got["public.mv_fail"] == "failed"
+    assert got["public.mv_after"] == "blocked"
+    assert got["public.mv2"] == "refreshed" and got["public.mv6"] == "refreshed"
+    assert report.status == "failed"
+    blocked = next(s for s in report.steps if str(s.name) == "public.mv_after")
+    assert blocked.reason == "blocked by public.mv_fail"
+    failed = next(s for s in report.steps if str(s.name) == "public.mv_fail")
+    assert failed.error is not None and "boom failed" in failed.error
+
+
+def test_atomic_failure_leaves_every_view_as_it_was(gauss: Conn) -> None:
+    gauss.execute("CREATE FUNCTION boom2(i int) RETURNS int LANGUAGE plpgsql AS "
+                  "$$ BEGIN RETURN i; END $$")
+    gauss.execute("CREATE MATERIALIZED VIEW mv7 AS SELECT boom2(grp) AS g FROM mv6")
+    mvgraph.refresh(gauss, "mv7")
+    before = gauss.execute("SELECT count(*), sum(val) FROM mv1").fetchone()
+    gauss.execute("INSERT INTO test_table VALUES (50, 1, 1000)")
+    gauss.execute("CREATE OR REPLACE FUNCTION boom2(i int) RETURNS int LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'no'; END $$")
+    report = mvgraph.refresh(gauss, "mv1", "cascade forward", atomic=True)
+    assert report.status == "failed"
+    assert acted(report)["public.mv7"] == "failed"
+    assert acted(report)["public.mv1"] == "cancelled"
+    assert gauss.execute("SELECT count(*), sum(val) FROM mv1").fetchone() == before
+    assert mvgraph.plan(gauss, "mv1").steps[0].action.value == "refresh"
+
+
+def test_atomic_success_refreshes_everything_in_one_transaction(gauss: Conn) -> None:
+    gauss.execute("INSERT INTO test_table VALUES (51, 1, 7)")
+    report = mvgraph.refresh(gauss, "mv5", "cascade all", atomic=True)
+    assert report.status == "ok"
+    assert refreshed(report) == ["public.mv1", "public.mv5", "public.mv6"]
+    assert refreshed(mvgraph.refresh(gauss, "mv5", "cascade all")) == []
+
+
+def test_concurrently_chosen_only_when_possible(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE t (id int PRIMARY KEY);
+        INSERT INTO t VALUES (1);
+        CREATE MATERIALIZED VIEW with_idx AS SELECT id FROM t;
+        CREATE UNIQUE INDEX ON with_idx (id);
+        CREATE MATERIALIZED VIEW partial_idx AS SELECT id FROM t;
+        CREATE UNIQUE INDEX ON partial_idx (id) WHERE id > 0;
+        CREATE MATERIALIZED VIEW no_data AS SELECT id FROM t WITH NO DATA;
+        CREATE UNIQUE INDEX ON no_data (id);
+    """)
+    report = mvgraph.refresh(conn, "with_idx partial_idx no_data")
+    by = {str(s.name): s.concurrently for s in report.steps}
+    assert by == {"public.with_idx": True, "public.partial_idx": False, "public.no_data": False}
+    report = mvgraph.refresh(conn, "no_data", "restrict")
+    assert report.steps[0].concurrently is True  # populated now
+    report = mvgraph.refresh(conn, "with_idx", "restrict", concurrently="never")
+    assert report.steps[0].concurrently is False
+    report = mvgraph.refresh(conn, "partial_idx", "restrict", concurrently="always")
+    assert report.status == "failed" and "concurrently" in (report.steps[0].error or "").lower()
+
+
+def test_parallel_run_respects_dependencies(gauss: Conn) -> None:
+    gauss.execute("INSERT INTO test_table VALUES (60, 1, 1); INSERT INTO t2 VALUES (60, 'p')")
+    report = mvgraph.refresh(gauss, "+mv6 mv2", parallel=3)
+    assert report.status == "ok"
+    assert sorted(refreshed(report)) == ["public.mv1", "public.mv2", "public.mv5", "public.mv6"]
+    rows = gauss.execute("SELECT name, started_at, finished_at FROM mvgraph.job_step "
+                         "WHERE job_id = %s", [report.job_id]).fetchall()
+    times = {r[0]: (r[1], r[2]) for r in rows}
+    assert times["public.mv1"][1] <= times["public.mv5"][0]
+    assert times["public.mv5"][1] <= times["public.mv6"][0]
+
+
+def test_overlapping_cascades_in_two_processes(gauss: Conn, db_dsn: str) -> None:
+    """Each view is refreshed by one process at a time, and neither deadlocks."""
+    gauss.execute("CREATE TABLE probe (mv text, at timestamptz, pid int)")
+    gauss.execute("INSERT INTO test_table VALUES (70, 1, 1)")
+    reports: list[RefreshReport] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            reports.append(mvgraph.refresh(db_dsn, "mv5", "cascade all", lock_timeout="20s"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert all(r.status == "ok" for r in reports)
+    counts: dict[str, int] = {}
+    for r in reports:
+        for n in r.refreshed:
+            counts[str(n)] = counts.get(str(n), 0) + 1
+    assert counts == {"public.mv1": 1, "public.mv5": 1, "public.mv6": 1}
+
+
+def test_lock_timeout_names_the_holder(gauss: Conn, db_dsn: str) -> None:
+    from mvgraph.refresh.changes import relations
+    from mvgraph.refresh.executor import advisory_key
+
+    oid = relations(gauss, [mvgraph.RelationName("public", "mv1")])[
+        mvgraph.RelationName("public", "mv1")].oid
+    with connect(db_dsn, application_name="blocker", autocommit=False) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(oid)])
+        report = mvgraph.refresh(gauss, "mv1", "restrict", lock_timeout="200ms")
+        holder.rollback()
+    assert report.status == "failed"
+    error = report.steps[0].error or ""
+    assert "blocker" in error and "public.mv1" in error and "--lock-timeout" in error
+
+
+def test_cancel_marks_remaining_steps_and_leaves_views_untouched(gauss: Conn) -> None:
+    gauss.execute("CREATE FUNCTION nap(float8) RETURNS int LANGUAGE sql "
+                  "AS 'SELECT 1 FROM pg_sleep($1)'")
+    gauss.execute("CREATE MATERIALIZED VIEW slow AS SELECT nap(5) AS s, grp FROM mv5 "
+                  "WITH NO DATA")
+
+    def cancel_soon(executor: Executor) -> None:
+        threading.Timer(1.0, executor.cancel).start()
+
+    gauss.execute("INSERT INTO test_table VALUES (80, 1, 1)")
+    report = mvgraph.refresh(gauss, "+slow+", executor_hook=cancel_soon)
+    assert report.status == "cancelled"
+    assert acted(report)["public.slow"] == "cancelled"
+    assert gauss.execute("SELECT relispopulated FROM pg_class WHERE oid = 'slow'::regclass"
+                         ).fetchone() == (False,)
+
+
+def test_every_run_is_recorded_as_a_job_with_steps(gauss: Conn) -> None:
+    gauss.execute("INSERT INTO test_table VALUES (90, 1, 1)")
+    report = mvgraph.refresh(gauss, "mv5", "cascade backward")
+    job = gauss.execute("SELECT statement, status FROM mvgraph.job WHERE id = %s",
+                        [report.job_id]).fetchone()
+    assert job == ("REFRESH MATERIALIZED VIEW public.mv5 CASCADE BACKWARD", "done")
+    steps = gauss.execute("SELECT name, status, reason, duration_s IS NOT NULL, backend_pid "
+                          "FROM mvgraph.job_step WHERE job_id = %s ORDER BY seq",
+                          [report.job_id]).fetchall()
+    assert [s[:2] for s in steps] == [("public.mv1", "done"), ("public.mv5", "done")]
+    assert all(s[3] and s[4] for s in steps)
+
+
+def test_change_log_is_compacted(gauss: Conn) -> None:
+    for i in range(5):
+        gauss.execute("INSERT INTO test_table VALUES (%s, 1, 1)", [100 + i])
+    before = gauss.execute("SELECT count(*) FROM mvgraph.change_log").fetchone()
+    assert before is not None and before[0] >= 5
+    mvgraph.refresh(gauss, "+mv6")
+    after = gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
+                          "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone()
+    assert after == (0,)
+
+
+def test_status_lists_views_and_tables(gauss: Conn) -> None:
+    gauss.execute("INSERT INTO t2 VALUES (99, 'q')")
+    st = mvgraph.status(gauss)
+    views = {str(v.name): v for v in st.views}
+    assert views["public.mv2"].fresh is False
+    assert views["public.mv5"].fresh is True and views["public.mv5"].refreshed_at is not None
+    assert {str(t.name): t.mode for t in st.tables} == {"public.t2": "triggers",
+                                                       "public.test_table": "triggers"}
+    assert st.event_trigger is True
+
+
+def test_tracking_start_makes_readers_stale(conn: Conn) -> None:
+    run_script(conn, "CREATE TABLE t (id int); CREATE MATERIALIZED VIEW m AS SELECT id FROM t;")
+    mvgraph.refresh(conn, "m")
+    mvgraph.track(conn, ["t"])
+    p = mvgraph.plan(conn, "m")
+    assert p.steps[0].reason.startswith("change tracking of input public.t started")
+    assert io  # keep import used for COPY helpers in future tests
