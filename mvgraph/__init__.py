@@ -23,34 +23,22 @@ from mvgraph.graph import GraphDiff, MVGraph, diff
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, Step
 from mvgraph.refresh.executor import RefreshReport, StepResult
+
+# The function shadows the subpackage attribute on purpose: ``mvgraph.refresh(...)`` is the
+# library call; the subpackage stays importable as ``mvgraph.refresh.executor`` and so on.
 from mvgraph.refresh.service import (
     StatusReport,
     configure,
     plan,
+    refresh,
     status,
     track,
     untrack,
 )
-
-# The function shadows the subpackage attribute on purpose: ``mvgraph.refresh(...)`` is the
-# library call; the subpackage stays importable as ``mvgraph.refresh.executor`` and so on.
-from mvgraph.refresh.service import refresh  # noqa: I001
 from mvgraph.version import __version__
 
 __all__ = [
     "Action",
-    "Plan",
-    "RefreshBehavior",
-    "RefreshReport",
-    "StatusReport",
-    "Step",
-    "StepResult",
-    "configure",
-    "plan",
-    "refresh",
-    "status",
-    "track",
-    "untrack",
     "ConnectionFailed",
     "CycleError",
     "DatabaseError",
@@ -61,15 +49,27 @@ __all__ = [
     "MVGraph",
     "MvgraphError",
     "PermissionDenied",
+    "Plan",
+    "RefreshBehavior",
+    "RefreshReport",
     "RelationName",
     "Schedule",
     "SelectorError",
     "SqlParseError",
     "StatementTimeout",
+    "StatusReport",
+    "Step",
+    "StepResult",
     "UndefinedReference",
     "UnknownRelation",
     "UsageError",
     "__version__",
+    "configure",
     "diff",
     "load_graph",
+    "plan",
+    "refresh",
+    "status",
+    "track",
+    "untrack",
 ]

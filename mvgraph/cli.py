@@ -17,7 +17,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mvgraph.version import __version__
 from mvgraph.api import load_graph
 from mvgraph.db import embedded
 from mvgraph.db.connect import connect, redact, resolve_dsn
@@ -26,6 +25,7 @@ from mvgraph.definitions import Kind
 from mvgraph.errors import MvgraphError, UsageError
 from mvgraph.graph import MVGraph, diff
 from mvgraph.render import deps_tree, escape, graph_tree
+from mvgraph.version import __version__
 
 app = typer.Typer(
     name="mvgraph",
@@ -199,6 +199,231 @@ def check(
             out.print(f"[red]-[/] {escape(line)}")
     if not result.empty:
         raise typer.Exit(1)
+
+
+BehaviorOpt = Annotated[str | None, typer.Option(
+    "--cascade", help="forward, backward or all (default: the view alone).")]
+RestrictOpt = Annotated[bool, typer.Option("--restrict",
+                                           help="Refresh the view alone, unconditionally.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _behavior(cascade: str | None, restrict: bool) -> str:
+    if cascade and restrict:
+        raise UsageError("--cascade and --restrict exclude each other; pick one")
+    if restrict:
+        return "restrict"
+    if cascade:
+        from mvgraph.refresh.behavior import RefreshBehavior
+
+        word = cascade if cascade.lower().startswith("cascade") else f"cascade {cascade}"
+        return RefreshBehavior.parse(word).value
+    return "default"
+
+
+@app.command("plan")
+def plan_cmd(
+    targets: Annotated[list[str], typer.Argument(help="Views or dbt selectors (+mv5+).")],
+    cascade: BehaviorOpt = None,
+    restrict: RestrictOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Refresh every step.")] = False,
+    as_json: JsonOpt = False,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Show what a refresh would do, and why, without refreshing."""
+    import mvgraph
+    from mvgraph.render_refresh import plan_table
+
+    p = mvgraph.plan(resolve_dsn(_dsn(dsn)), targets, _behavior(cascade, restrict), force=force,
+                     search_path=_search_path(search_path))
+    if as_json:
+        sys.stdout.write(json.dumps(p.to_dict(), indent=2) + "\n")
+    else:
+        out.print(plan_table(p))
+
+
+@app.command("refresh")
+def refresh_cmd(
+    targets: Annotated[list[str], typer.Argument(help="Views or dbt selectors (+mv5+).")],
+    cascade: BehaviorOpt = None,
+    restrict: RestrictOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Refresh every step.")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1,
+                                          help="Views refreshed at once.")] = 1,
+    atomic: Annotated[bool, typer.Option("--atomic",
+                                         help="One transaction: all old or all new.")] = False,
+    concurrently: Annotated[str, typer.Option(
+        "--concurrently", help="auto (when a unique index allows), always or never.")] = "auto",
+    lock_timeout: Annotated[str, typer.Option("--lock-timeout")] = "10s",
+    statement_timeout: Annotated[str, typer.Option("--statement-timeout")] = "0",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    as_json: JsonOpt = False,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled."""
+    import mvgraph
+    from mvgraph.render_refresh import LiveProgress, report_table
+
+    behavior = _behavior(cascade, restrict)
+    target = resolve_dsn(_dsn(dsn))
+    if dry_run:
+        plan_cmd(targets, cascade, restrict, force, as_json, search_path, target)
+        return
+    kwargs = {"parallel": parallel, "atomic": atomic, "concurrently": concurrently,
+              "lock_timeout": lock_timeout, "statement_timeout": statement_timeout,
+              "force": force, "search_path": _search_path(search_path)}
+    if as_json or not out.is_terminal:
+        report = mvgraph.refresh(target, targets, behavior, **kwargs)  # type: ignore[arg-type]
+    else:
+        with LiveProgress(out, 0) as live:
+            def hook(executor: object) -> None:
+                from mvgraph.refresh.executor import Executor
+
+                assert isinstance(executor, Executor)
+                live.progress.update(live.task, total=len(executor.plan.steps))
+
+            report = mvgraph.refresh(target, targets, behavior, listener=live,
+                                     executor_hook=hook, **kwargs)  # type: ignore[arg-type]
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        out.print(report_table(report))
+    if report.status != "ok":
+        raise typer.Exit(130 if report.status == "cancelled" else 1)
+
+
+@app.command()
+def track(
+    tables: Annotated[list[str] | None, typer.Argument(help="Base tables.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every table upstream of any view.")]
+    = False,
+    mode: Annotated[str, typer.Option("--mode", help="triggers (exact), stats or always.")]
+    = "triggers",
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Track writes to base tables so that unchanged views are skipped."""
+    import mvgraph
+
+    done = mvgraph.track(resolve_dsn(_dsn(dsn)), tables or [], every=every, mode=mode,
+                         search_path=_search_path(search_path))
+    for name in done:
+        out.print(f"{escape(str(name))}: {mode}")
+    if not done:
+        out.print("no base tables found upstream of any materialized view")
+
+
+@app.command()
+def untrack(
+    tables: Annotated[list[str] | None, typer.Argument(help="Base tables.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every tracked table.")] = False,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Remove tracking triggers; the tables fall back to stats mode."""
+    import mvgraph
+
+    for name in mvgraph.untrack(resolve_dsn(_dsn(dsn)), tables or [], every=every,
+                                search_path=_search_path(search_path)):
+        out.print(f"{escape(str(name))}: stats")
+
+
+@app.command("status")
+def status_cmd(as_json: JsonOpt = False, dsn: DsnOpt = None) -> None:
+    """Freshness of every view; tracking mode of every base table."""
+    import mvgraph
+    from mvgraph.render_refresh import status_table
+
+    st = mvgraph.status(resolve_dsn(_dsn(dsn)))
+    if as_json:
+        sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
+        return
+    for table in status_table(st):
+        out.print(table)
+    if not st.event_trigger:
+        err.print("[yellow]warning:[/] no event trigger: refreshes done outside mvgraph are "
+                  "not seen")
+
+
+@app.command()
+def configure(
+    view: Annotated[str, typer.Argument(help="The materialized view.")],
+    early_cutoff: Annotated[bool | None, typer.Option(
+        "--early-cutoff/--no-early-cutoff",
+        help="Compare a content fingerprint after refresh; unchanged content keeps "
+             "dependents fresh.")] = None,
+    volatile: Annotated[str | None, typer.Option(
+        "--volatile", help="auto (volatile functions make it always stale), always, never.")]
+    = None,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Set per-view refresh options."""
+    import mvgraph
+
+    mvgraph.configure(resolve_dsn(_dsn(dsn)), view, early_cutoff=early_cutoff,
+                      volatile=volatile, search_path=_search_path(search_path))
+    out.print(f"{escape(view)}: updated")
+
+
+@app.command("sql")
+def sql_cmd(
+    statement: Annotated[str | None, typer.Argument(help="SQL to run (or use -f FILE).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A script file ('-': stdin).")]
+    = None,
+    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1)] = 1,
+    as_json: JsonOpt = False,
+    search_path: SearchPathOpt = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is."""
+    from mvgraph.frontend import execute_script
+    from mvgraph.refresh.service import session
+    from mvgraph.render_refresh import psql_text, report_table
+
+    if (statement is None) == (file is None):
+        raise UsageError("give one SQL statement or --file FILE")
+    if file is not None:
+        text = sys.stdin.read() if str(file) == "-" else _read(file)
+        source = str(file)
+    else:
+        text, source = statement or "", "<command line>"
+    results = []
+    failed: str | None = None
+    with session(resolve_dsn(_dsn(dsn))) as conn:
+        for outcome in execute_script(conn, text, source=source,
+                                      search_path=_search_path(search_path), parallel=parallel):
+            if as_json:
+                results.append({"line": outcome.line, "status": outcome.status,
+                                "columns": outcome.columns,
+                                "rows": [[_jsonable(v) for v in r] for r in outcome.rows],
+                                "refresh": outcome.report.to_dict() if outcome.report else None})
+            elif outcome.report is not None:
+                out.print(report_table(outcome.report))
+            elif outcome.columns:
+                out.print(escape(psql_text(outcome.columns, outcome.rows)) + "\n")
+            else:
+                out.print(escape(outcome.status))
+            if outcome.report is not None and outcome.report.status != "ok":
+                failed = outcome.report.status
+                break
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2, default=str) + "\n")
+    if failed:
+        raise typer.Exit(130 if failed == "cancelled" else 1)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}; check the path") from None
+
+
+def _jsonable(value: object) -> object:
+    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
 
 
 @app.command()

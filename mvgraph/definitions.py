@@ -1,4 +1,4 @@
-"""Definitions: what both sources (SQL files, live catalog) produce, and what the graph is built from."""
+"""Definitions: what both sources (SQL files, the catalog) produce; the graph is built of them."""
 
 from __future__ import annotations
 

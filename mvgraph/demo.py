@@ -10,7 +10,7 @@ from mvgraph.api import load_graph
 from mvgraph.db import embedded
 from mvgraph.db.connect import connect
 from mvgraph.db.migrate import migrate
-from mvgraph.db.scripts import recreate_database, run_files, with_dbname
+from mvgraph.db.scripts import drop_database, recreate_database, run_files, with_dbname
 from mvgraph.errors import UsageError
 from mvgraph.render import deps_tree, graph_tree
 
@@ -52,11 +52,35 @@ def run_demo(console: Console, keep: bool = True) -> str:
     console.print(deps_tree(graph, deepest, up=True, down=False))
     same = "the same" if not _differs(from_files, graph) else "DIFFERENT"
     console.print(f"\ngraph from the SQL files and graph from the catalog are {same}")
-    console.print(f"try: mvgraph graph --dsn embedded ... or mvgraph --dsn '{dsn}' graph")
+    _refresh_tour(console, dsn)
+    console.print(f"\ntry: mvgraph --dsn '{dsn}' status   (or graph, plan, refresh ...)")
     if not keep:
         with connect(uri) as admin:
-            recreate_database(admin, DEMO_DB)
+            drop_database(admin, DEMO_DB)
     return dsn
+
+
+def _refresh_tour(console: Console, dsn: str) -> None:
+    """Track writes, refresh once, change a table, then plan and run CASCADE ALL on mv5."""
+    import mvgraph
+    from mvgraph.render_refresh import plan_table, report_table
+
+    console.rule("[bold]refreshing")
+    tracked = mvgraph.track(dsn, every=True)
+    console.print(f"tracking writes to {len(tracked)} base tables with statement triggers")
+    first = mvgraph.refresh(dsn, "*", parallel=2)
+    console.print(f"first refresh of everything: {len(first.refreshed)} views refreshed in "
+                  f"{first.elapsed_s:.2f}s (job {first.job_id})")
+    with connect(dsn) as conn:
+        conn.execute("INSERT INTO public.test_table (id, grp, val) VALUES (100, 1, 5)")
+    console.print("\n[bold]INSERT INTO public.test_table ...[/] then "
+                  "[bold]REFRESH MATERIALIZED VIEW mv5 CASCADE ALL[/]:")
+    console.print(plan_table(mvgraph.plan(dsn, "mv5", "cascade all")))
+    report = mvgraph.refresh(dsn, "mv5", "cascade all")
+    console.print(report_table(report))
+    again = mvgraph.refresh(dsn, "mv5", "cascade all")
+    console.print(f"running it again refreshes {len(again.refreshed)} views: "
+                  f"{again.steps[0].reason}")
 
 
 def _differs(a: object, b: object) -> bool:

@@ -48,7 +48,8 @@ class PermissionDenied(DatabaseError):
 class SqlParseError(MvgraphError):
     """A SQL file could not be parsed; names the file, line and statement."""
 
-    def __init__(self, message: str, path: str = "<sql>", line: int = 0, statement: str = "") -> None:
+    def __init__(self, message: str, path: str = "<sql>", line: int = 0,
+                 statement: str = "") -> None:
         super().__init__(f"{path}:{line}: {message}" + (f" in: {statement}" if statement else ""))
         self.path = path
         self.line = line

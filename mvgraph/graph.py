@@ -67,7 +67,8 @@ class MVGraph:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_definitions(cls, definitions: Iterable[Definition], *, strict: bool = False) -> MVGraph:
+    def from_definitions(cls, definitions: Iterable[Definition], *,
+                         strict: bool = False) -> MVGraph:
         """Build a graph; undefined inputs become EXTERNAL nodes (an error when ``strict``).
 
         Raises:
@@ -147,7 +148,7 @@ class MVGraph:
             candidate = RelationName(schema, parsed.name)
             if candidate in self.g:
                 return candidate
-        matches = sorted(n for n in self.g if n.name == parsed.name)
+        matches: list[RelationName] = sorted(n for n in self.g if n.name == parsed.name)
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -186,7 +187,7 @@ class MVGraph:
         return list(nx.lexicographical_topological_sort(g, key=_sort_key))
 
     def layers(self, nodes: Iterable[RelationName] | None = None) -> list[list[RelationName]]:
-        """Nodes grouped by longest-path depth from a source (layer 0 holds nodes with no inputs)."""
+        """Nodes grouped by longest-path depth (layer 0 holds the nodes with no inputs)."""
         depth = self.depths(nodes)
         out: list[list[RelationName]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
         for node in sorted(depth):
@@ -240,9 +241,11 @@ class MVGraph:
         depth = self.depths()
         for item, n in zip(nodes, self.order(), strict=True):
             item["layer"] = depth[n]
-        edges = [{"from": str(s), "to": str(t)}
-                 for s, t in sorted(self.g.edges, key=lambda e: (_sort_key(e[0]), _sort_key(e[1])))]
+        edges = [{"from": str(s), "to": str(t)} for s, t in self._sorted_edges()]
         return {"version": JSON_VERSION, "nodes": nodes, "edges": edges}
+
+    def _sorted_edges(self) -> list[tuple[RelationName, RelationName]]:
+        return sorted(self.g.edges, key=lambda e: (_sort_key(e[0]), _sort_key(e[1])))
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`."""
@@ -277,7 +280,7 @@ class MVGraph:
             kind = self.kind(n)
             shape = shapes.get(kind, "cylinder")
             lines.append(f"  {_dot_id(n)} [label={_dot_id(n)}, shape={shape}];")
-        for s, t in sorted(self.g.edges, key=lambda e: (_sort_key(e[0]), _sort_key(e[1]))):
+        for s, t in self._sorted_edges():
             lines.append(f"  {_dot_id(s)} -> {_dot_id(t)};")
         lines.append("}")
         return "\n".join(lines) + "\n"
@@ -291,7 +294,7 @@ class MVGraph:
             left, right = brackets.get(self.kind(n), ("[(", ")]"))
             label = str(n).replace('"', "#quot;")
             lines.append(f'  {ident}{left}"{label}"{right}')
-        for s, t in sorted(self.g.edges, key=lambda e: (_sort_key(e[0]), _sort_key(e[1]))):
+        for s, t in self._sorted_edges():
             lines.append(f"  {ids[s]} --> {ids[t]}")
         return "\n".join(lines) + "\n"
 

@@ -12,7 +12,13 @@ _PLAIN = re.compile(r"^[a-z_][a-z0-9_$]*$")
 
 # Reserved words that must be quoted even when lower case (a practical subset of PostgreSQL's).
 _RESERVED = frozenset(
-    ["all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case", "cast", "check", "collate", "column", "constraint", "create", "current_catalog", "current_date", "current_role", "current_time", "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially", "intersect", "into", "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null", "offset", "on", "only", "or", "order", "placing", "primary", "references", "returning", "select", "session_user", "some", "symmetric", "table", "then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "when", "where", "window", "with"]
+    """all analyse analyze and any array as asc asymmetric both case cast check collate column
+    constraint create current_catalog current_date current_role current_time current_timestamp
+    current_user default deferrable desc distinct do else end except false fetch for foreign from
+    grant group having in initially intersect into lateral leading limit localtime localtimestamp
+    not null offset on only or order placing primary references returning select session_user
+    some symmetric table then to trailing true union unique user using variadic when where window
+    with""".split()  # noqa: SIM905
 )
 
 

@@ -1,4 +1,4 @@
-"""dbt-style graph selectors: ``+mv5``, ``mv5+``, ``2+mv5+1``, ``@mv5``, globs, unions, intersections.
+"""dbt-style graph selectors: ``+mv5``, ``mv5+``, ``2+mv5+1``, ``@mv5``, globs, unions and more.
 
 Grammar: an expression is selectors separated by spaces (union); a selector is terms joined by
 commas (intersection); a term is ``[@][N+]pattern[+N]`` where ``+`` before the pattern adds
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 _TERM = re.compile(r"^(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<pattern>[^+@]+?)(?:\+(?P<down>\d*))?$")
 
 
-def select(graph: MVGraph, expr: str, search_path: Sequence[str] = ("public",)) -> set[RelationName]:
+def select(graph: MVGraph, expr: str,
+           search_path: Sequence[str] = ("public",)) -> set[RelationName]:
     """The set of nodes an expression selects.
 
     Raises:

@@ -8,16 +8,18 @@ import os
 import pickle
 import sys
 from collections.abc import Iterable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 import platformdirs
-import sqlglot
 
-from mvgraph.version import __version__
 from mvgraph.definitions import Definition
 from mvgraph.dialect import AlterSchedule, Define, Drop, Rename, ScriptResult, parse_script
 from mvgraph.errors import UsageError
 from mvgraph.names import RelationName
+from mvgraph.version import __version__
+
+_SQLGLOT_VERSION = version("sqlglot")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ def parse_file_text(text: str, path: str, search_path: Sequence[str],
     if not use_cache:
         return parse_script(text, path=path, search_path=search_path)
     key = hashlib.sha256("\x00".join(
-        [__version__, sqlglot.__version__, path, ",".join(search_path), text]).encode()).hexdigest()
+        [__version__, _SQLGLOT_VERSION, path, ",".join(search_path), text]).encode()).hexdigest()
     target = cache_dir() / key[:2] / f"{key}.pickle"
     try:
         with target.open("rb") as fh:

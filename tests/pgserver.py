@@ -1,4 +1,4 @@
-"""Test servers: the embedded PostgreSQL wheel, a cluster from MVGRAPH_TEST_PGBIN, or a given DSN."""
+"""Test servers: the embedded PostgreSQL wheel, a MVGRAPH_TEST_PGBIN cluster, or a given DSN."""
 
 from __future__ import annotations
 

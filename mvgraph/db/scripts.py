@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import LiteralString, cast
 
 import psycopg
 from psycopg import sql
@@ -18,7 +17,7 @@ def run_script(conn: psycopg.Connection[tuple[object, ...]], text: str,
     """Run a multi-statement script as one simple query (like ``psql -1``-less ``-f``)."""
     try:
         with translated():
-            conn.execute(sql.SQL(cast(LiteralString, text)))
+            conn.execute(text.encode())
     except DatabaseError as exc:
         raise DatabaseError(f"{source}: {exc}", exc.sqlstate) from exc
 

@@ -1,4 +1,4 @@
-"""The five refresh behaviours and planning: a pure function of graph, behaviour and change facts."""
+"""The five refresh behaviours, and planning: a pure function of graph, behaviour and facts."""
 
 from __future__ import annotations
 

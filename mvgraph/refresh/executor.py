@@ -331,7 +331,7 @@ class Executor:
                                          f"rolled back: the atomic run failed at {failed_at}")
         return out
 
-    # ---- one step ---------------------------------------------------------------------------------
+    # ---- one step -------------------------------------------------------------------------
     def _precheck(self, step: Step,
                   results: dict[RelationName, StepResult]) -> StepResult | None:
         if self._cancel.is_set():

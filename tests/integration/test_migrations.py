@@ -50,5 +50,5 @@ def test_versions_recorded_and_rerun_is_a_no_op(empty_db_dsn: str) -> None:
         assert current_version(conn) == latest_version()
         assert migrate(conn) == []
         ensure_schema(conn)
-        rows = conn.execute("SELECT version, name FROM mvgraph.schema_version ORDER BY 1").fetchall()
+        rows = conn.execute("SELECT version FROM mvgraph.schema_version ORDER BY 1").fetchall()
         assert [r[0] for r in rows] == [m.version for m in migrations()]

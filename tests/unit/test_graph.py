@@ -73,7 +73,7 @@ def test_undefined_reference_is_external_with_warning_or_error_when_strict() -> 
     g = MVGraph.from_definitions([mv("a", "missing")])
     assert g.kind(R("public", "missing")) is Kind.EXTERNAL
     assert any("public.missing" in w for w in g.warnings)
-    with pytest.raises(UndefinedReference, match="public.missing"):
+    with pytest.raises(UndefinedReference, match=r"public\.missing"):
         MVGraph.from_definitions([mv("a", "missing")], strict=True)
 
 
@@ -120,7 +120,8 @@ def test_json_shape_and_round_trip(gauss: MVGraph) -> None:
 
 
 def test_quoted_names_survive_export() -> None:
-    g = MVGraph.from_definitions([table('"Sales"."Big Orders"'), mv('r."Daily"', '"Sales"."Big Orders"')])
+    g = MVGraph.from_definitions([table('"Sales"."Big Orders"'),
+                                  mv('r."Daily"', '"Sales"."Big Orders"')])
     data = json.loads(g.to_json())
     assert data["edges"] == [{"from": '"Sales"."Big Orders"', "to": 'r."Daily"'}]
     assert diff(g, MVGraph.from_json(g.to_json())).empty

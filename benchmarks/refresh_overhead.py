@@ -1,0 +1,119 @@
+"""Per-view overhead of ``mvgraph refresh`` against plain ``psql -f`` of the same statements.
+
+300 trivial materialized views (the synthetic DAG, 3 rows per table) are loaded into two
+identical databases on one server: ``plain`` (no mvgraph: the baseline) and ``managed`` (where
+mvgraph installs its schema and event trigger). Each round times, side by side:
+
+* ``psql -f refresh.sql`` on ``plain``: ``REFRESH MATERIALIZED VIEW`` of every view in mvgraph's
+  plan order, each statement in autocommit;
+* ``mvgraph refresh 'public.*' --force --json`` on ``managed``, as a user would run it (a new
+  process: interpreter start, imports, catalog read, planning, bookkeeping);
+* ``mvgraph.refresh(dsn, 'public.*', force=True)``, the library call (modules imported).
+
+Goal: CLI time / psql time <= 1.15. Run: ``python benchmarks/refresh_overhead.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from _common import (
+    Result,
+    best,
+    database,
+    fmt_s,
+    fmt_samples,
+    load_script,
+    machine_note,
+    mvgraph_cli,
+    parse_args,
+    print_table,
+    progress,
+    psql,
+    server,
+    server_note,
+    timed,
+)
+
+import mvgraph
+from fixtures.synthetic import generate
+
+GOAL = 1.15
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    n_views, rounds = (40, 2) if args.quick else (300, 5)
+    schema = generate(n_views, seed=2)
+    work = Path(tempfile.mkdtemp(prefix="mvgraph-refresh-overhead-"))
+    try:
+        with server() as srv, database(srv, "plain") as plain, \
+                database(srv, "managed") as managed:
+            progress(f"loading {n_views} materialized views into two databases (setup)")
+            script = schema.sql(with_data=True)
+            load_script(plain, script, work, "plain.sql")
+            load_script(managed, script, work, "managed.sql")
+
+            # Warm-up (not measured): installs mvgraph's schema and event trigger, so that no
+            # measured run pays the one-time migration; warms both databases' caches.
+            mvgraph_cli("refresh", "public.*", "--force", "--json", "--dsn", managed)
+            steps = mvgraph.plan(managed, "public.*", force=True).steps
+            order = [str(s.name) for s in steps]
+            assert len(order) == n_views, len(order)
+            refresh_sql = work / "refresh.sql"
+            refresh_sql.write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n"
+                                           for name in order), encoding="utf-8")
+            psql(plain, file=refresh_sql)
+            settings = server_note(srv)
+            startup = best([timed(lambda: mvgraph_cli("refresh", "--help"))[0] for _ in range(3)])
+
+            t_psql: list[float] = []
+            t_cli: list[float] = []
+            t_lib: list[float] = []
+            for rnd in range(rounds):
+                t_psql.append(timed(lambda: psql(plain, file=refresh_sql))[0])
+                seconds, proc = timed(lambda: mvgraph_cli(
+                    "refresh", "public.*", "--force", "--json", "--dsn", managed))
+                report = json.loads(proc.stdout)
+                assert report["status"] == "ok", report["status"]
+                assert sum(s["action"] == "refreshed" for s in report["steps"]) == n_views
+                t_cli.append(seconds)
+                seconds, lib_report = timed(lambda: mvgraph.refresh(managed, "public.*",
+                                                                    force=True))
+                assert len(lib_report.refreshed) == n_views
+                t_lib.append(seconds)
+                progress(f"round {rnd + 1}: psql {t_psql[-1]:.3f} s, cli {t_cli[-1]:.3f} s, "
+                         f"library {t_lib[-1]:.3f} s")
+
+        ratio = best(t_cli) / best(t_psql)
+        lib_ratio = best(t_lib) / best(t_psql)
+        per_view = (best(t_cli) - best(t_psql)) / n_views * 1000
+        rows = [
+            Result(f"psql -f, {n_views} REFRESH statements", fmt_s(best(t_psql))),
+            Result("mvgraph refresh --force (CLI)", fmt_s(best(t_cli))),
+            Result("mvgraph.refresh(force=True) (library)", fmt_s(best(t_lib))),
+            Result("CLI start-up alone (mvgraph refresh --help)", fmt_s(startup)),
+            Result("overhead per view, CLI - psql", f"{per_view:.2f} ms"),
+            Result("ratio CLI / psql", f"{ratio:.2f}", f"<= {GOAL}",
+                   None if args.quick else ratio <= GOAL),
+            Result("ratio library / psql", f"{lib_ratio:.2f}", f"(<= {GOAL})"),
+        ]
+        notes = [
+            f"best of {rounds} alternating rounds; samples psql [{fmt_samples(t_psql)}] s, "
+            f"cli [{fmt_samples(t_cli)}] s, library [{fmt_samples(t_lib)}] s",
+            f"{n_views} MVs over {len(schema.tables)} tables of 3 rows; synthetic DAG depth 8; "
+            "psql on an identical database without mvgraph, same server",
+            settings,
+            machine_note(),
+        ]
+        print_table("refresh_overhead: mvgraph refresh vs psql -f"
+                    + (" (--quick: no goal)" if args.quick else ""), rows, notes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Parallel scheduling: ``mvgraph refresh --parallel 2`` makespan against its lower bound.
+
+Heavy views (each a full scan and GROUP BY over 1-3 million rows, 0.2-1 s) form a DAG with a
+critical path and some parallelism: a chain ``c1 -> c2 -> c3 -> c4`` over the largest table,
+six independent views ``w1 .. w6`` over the smaller ones, and ``x1``/``x2`` each merging two
+``w`` views. Each round, side by side:
+
+* serial: ``mvgraph refresh 'public.*' --force --json``; the steps' ``duration_s`` give each
+  view's work;
+* parallel: the same with ``--parallel 2``; its ``elapsed_s`` is the makespan.
+
+Lower bound = max(critical path, total work / 2) from the serial run of the same round.
+Goal: makespan / lower bound <= 1.15. The database sets ``max_parallel_workers_per_gather = 0``
+so that each refresh uses one core, as the bound assumes (otherwise a serial refresh would
+already use both cores through parallel query). Run:
+``python benchmarks/refresh_parallel.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    Result,
+    best,
+    database,
+    fmt_s,
+    load_script,
+    machine_note,
+    median,
+    mvgraph_cli,
+    parse_args,
+    print_table,
+    progress,
+    psql,
+    server,
+    server_note,
+    timed,
+)
+
+GOAL = 1.15
+WORKERS = 2
+
+# name -> (table it scans, GROUP BY modulus, views it reads)
+VIEWS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "c1": ("s3", 1000, ()),
+    "c2": ("s3", 1100, ("c1",)),
+    "c3": ("s3", 1200, ("c2",)),
+    "c4": ("s3", 1300, ("c3",)),
+    "w1": ("s1", 500, ()),
+    "w2": ("s1", 600, ()),
+    "w3": ("s2", 700, ()),
+    "w4": ("s2", 800, ()),
+    "w5": ("s1", 900, ()),
+    "w6": ("s2", 400, ()),
+    "x1": ("s2", 300, ("w1", "w3")),
+    "x2": ("s1", 200, ("w4", "w5")),
+}
+
+
+def schema_sql(scale: int) -> str:
+    """Tables ``s1 .. s3`` of 1, 2 and 3 x ``scale`` rows, then the views in dependency order."""
+    out = []
+    for i in (1, 2, 3):
+        out.append(f"CREATE TABLE s{i} (id int NOT NULL, g int NOT NULL, x int NOT NULL);")
+        out.append(f"INSERT INTO s{i} SELECT n, (n * 37) % 100003, (n * 7919) % 10007 "
+                   f"FROM generate_series(1, {i * scale}) AS n;")
+        out.append(f"ANALYZE s{i};")
+    for name, (table, modulus, reads) in VIEWS.items():
+        query = (f"SELECT g % {modulus} AS k, count(*) AS n, sum(x)::bigint AS s, "
+                 f"max(x) AS m FROM {table} GROUP BY 1")
+        for r in reads:
+            query += f" UNION ALL SELECT k, n, s, m FROM {r}"
+        out.append(f"CREATE MATERIALIZED VIEW {name} AS {query};")
+    return "\n".join(out) + "\n"
+
+
+def lower_bound(durations: dict[str, float]) -> tuple[float, float, float]:
+    """(critical path, total work / WORKERS, the bound) for per-view durations."""
+    finish: dict[str, float] = {}
+    for name, (_, _, reads) in VIEWS.items():  # VIEWS is in dependency order
+        finish[name] = durations[name] + max((finish[r] for r in reads), default=0.0)
+    critical = max(finish.values())
+    spread = sum(durations.values()) / WORKERS
+    return critical, spread, max(critical, spread)
+
+
+def run(dsn: str, *extra: str) -> tuple[float, dict[str, Any]]:
+    """One forced refresh of every view through the CLI: wall seconds and the JSON report."""
+    seconds, proc = timed(lambda: mvgraph_cli("refresh", "public.*", "--force", "--json",
+                                              "--dsn", dsn, *extra))
+    report: dict[str, Any] = json.loads(proc.stdout)
+    assert report["status"] == "ok", report["status"]
+    assert all(s["action"] == "refreshed" for s in report["steps"])
+    return seconds, report
+
+
+def durations_of(report: dict[str, Any]) -> dict[str, float]:
+    """View name (unqualified) -> REFRESH seconds."""
+    return {s["name"].split(".")[-1]: float(s["duration_s"]) for s in report["steps"]}
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    scale, rounds = (100_000, 2) if args.quick else (1_000_000, 3)
+    work = Path(tempfile.mkdtemp(prefix="mvgraph-refresh-parallel-"))
+    try:
+        with server() as srv, database(srv, "refresh_parallel") as dsn:
+            settings = server_note(srv)
+            dbname = dsn.split("dbname=")[-1].split()[0]
+            psql(dsn, command=f"ALTER DATABASE {dbname} SET max_parallel_workers_per_gather = 0")
+            progress(f"loading 6 x {scale:,} rows and {len(VIEWS)} views (setup)")
+            load_script(dsn, schema_sql(scale), work)
+            run(dsn)  # warm-up: installs mvgraph's schema, warms the caches, records durations
+
+            ratios: list[float] = []
+            makespans: list[float] = []
+            bounds: list[tuple[float, float, float]] = []
+            walls: list[tuple[float, float]] = []
+            serial_work: list[float] = []
+            parallel_work: list[float] = []
+            for rnd in range(rounds):
+                wall_serial, serial = run(dsn)
+                wall_parallel, parallel = run(dsn, "--parallel", str(WORKERS))
+                work_of = durations_of(serial)
+                bound = lower_bound(work_of)
+                makespan = float(parallel["elapsed_s"])
+                bounds.append(bound)
+                makespans.append(makespan)
+                ratios.append(makespan / bound[2])
+                walls.append((wall_serial, wall_parallel))
+                serial_work.append(sum(work_of.values()))
+                parallel_work.append(sum(durations_of(parallel).values()))
+                progress(f"round {rnd + 1}: serial {serial['elapsed_s']:.3f} s, parallel "
+                         f"makespan {makespan:.3f} s, bound {bound[2]:.3f} s "
+                         f"(critical path {bound[0]:.3f}, work/2 {bound[1]:.3f}), "
+                         f"ratio {ratios[-1]:.3f}")
+
+        i = ratios.index(best(ratios))
+        critical, spread, bound_value = bounds[i]
+        rows = [
+            Result("serial: total work (sum of REFRESH durations)", fmt_s(serial_work[i])),
+            Result("critical path (serial durations)", fmt_s(critical)),
+            Result(f"total work / {WORKERS}", fmt_s(spread)),
+            Result("lower bound max(critical path, work / 2)", fmt_s(bound_value)),
+            Result(f"makespan --parallel {WORKERS} (report elapsed_s)", fmt_s(makespans[i])),
+            Result("ratio makespan / lower bound", f"{ratios[i]:.3f}", f"<= {GOAL}",
+                   None if args.quick else ratios[i] <= GOAL),
+            Result("ratio, median of rounds", f"{median(ratios):.3f}"),
+            Result("REFRESH time summed, parallel run / serial run",
+                   f"{parallel_work[i] / serial_work[i]:.3f}"),
+        ]
+        notes = [
+            "best round of " + str(rounds) + " (serial then parallel each round); ratios ["
+            + ", ".join(f"{r:.3f}" for r in ratios) + "]",
+            "CLI wall seconds (serial, parallel) per round: "
+            + ", ".join(f"({s:.2f}, {p:.2f})" for s, p in walls),
+            "the last row > 1 means two concurrent refreshes each ran slower than alone "
+            "(shared CPU, memory bandwidth)",
+            f"{len(VIEWS)} views over tables of {scale:,} / {2 * scale:,} / {3 * scale:,} rows; "
+            "max_parallel_workers_per_gather = 0 in the benchmark database",
+            settings,
+            machine_note(),
+        ]
+        print_table("refresh_parallel: --parallel 2 makespan vs lower bound"
+                    + (" (--quick: no goal)" if args.quick else ""), rows, notes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Write overhead of change tracking: pgbench TPS with and without mvgraph's triggers.
+
+``pgbench -i -s 10`` (the server's own pgbench), then TPC-B-like runs (``-c 4 -j 2 -T 20``)
+alternating between:
+
+* without: no tracking triggers (``mvgraph untrack`` of the four tables);
+* with: ``mvgraph track pgbench_accounts pgbench_branches pgbench_tellers pgbench_history``
+  (statement-level triggers logging each writing transaction into ``mvgraph.change_log``).
+
+The order alternates each pair (without/with, then with/without, ...) so that drift (table and
+log growth, caches) does not favour one side. Goal: TPS with / TPS without >= 0.90, from the
+means over the runs. Run: ``python benchmarks/tracking_overhead.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+
+from _common import (
+    Result,
+    database,
+    machine_note,
+    mvgraph_cli,
+    parse_args,
+    pg_bin,
+    print_table,
+    progress,
+    server,
+    server_note,
+)
+
+GOAL = 0.90
+TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
+_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
+
+
+def pgbench(dsn: str, *args: str) -> str:
+    """Run pgbench; return its standard output."""
+    proc = subprocess.run([pg_bin("pgbench"), *args, dsn], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def tps(dsn: str, options: Sequence[str]) -> float:
+    """TPS of one TPC-B-like run."""
+    out = pgbench(dsn, *options)
+    m = _TPS.search(out)
+    if not m:
+        raise RuntimeError(f"no tps line in pgbench output:\n{out}")
+    return float(m.group(1))
+
+
+def set_tracking(dsn: str, on: bool) -> None:
+    """Install (``mvgraph track``) or remove (``mvgraph untrack``) the tracking triggers."""
+    mvgraph_cli("track" if on else "untrack", *TABLES, "--dsn", dsn)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    scale, seconds, pairs = (1, 3, 1) if args.quick else (10, 20, 3)
+    options = ["-c", "4", "-j", "2", "-T", str(seconds)]
+    with server() as srv, database(srv, "tracking") as dsn:
+        settings = server_note(srv)
+        progress(f"pgbench -i -s {scale} (setup)")
+        pgbench(dsn, "-i", "-q", "-s", str(scale))
+        # Install mvgraph's schema (and event trigger) once, so both sides run with it present.
+        set_tracking(dsn, True)
+        set_tracking(dsn, False)
+        pgbench(dsn, "-c", "4", "-j", "2", "-T", str(max(1, seconds // 4)))  # warm-up
+        without: list[float] = []
+        with_tracking: list[float] = []
+        for pair in range(pairs):
+            for on in ((False, True) if pair % 2 == 0 else (True, False)):
+                set_tracking(dsn, on)
+                value = tps(dsn, options)
+                (with_tracking if on else without).append(value)
+                progress(f"pair {pair + 1}: {'with' if on else 'without'} tracking: "
+                         f"{value:.1f} tps")
+        set_tracking(dsn, False)
+
+    ratio = mean(with_tracking) / mean(without)
+    worst = min(with_tracking) / max(without)
+    rows = [
+        Result("TPS without tracking (mean)", f"{mean(without):.1f}"),
+        Result("TPS with tracking triggers (mean)", f"{mean(with_tracking):.1f}"),
+        Result("ratio with / without", f"{ratio:.3f}", f">= {GOAL}",
+               None if args.quick else ratio >= GOAL),
+        Result("ratio, worst with / best without", f"{worst:.3f}"),
+    ]
+    notes = [
+        f"{pairs} alternating pairs of pgbench -c 4 -j 2 -T {seconds} (TPC-B-like, scale "
+        f"{scale}); without [{', '.join(f'{v:.1f}' for v in without)}], with "
+        f"[{', '.join(f'{v:.1f}' for v in with_tracking)}]",
+        "tracked tables: " + ", ".join(TABLES),
+        settings,
+        machine_note(),
+    ]
+    print_table("tracking_overhead: pgbench TPS with vs without tracking triggers"
+                + (" (--quick: no goal)" if args.quick else ""), rows, notes)
+
+
+if __name__ == "__main__":
+    main()

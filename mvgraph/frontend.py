@@ -1,0 +1,122 @@
+"""The SQL front-end (``mvgraph sql``): GaussDB statement forms become library calls; every other
+statement goes to PostgreSQL unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from sqlglot.errors import TokenError
+from sqlglot.tokenizer_core import Token, TokenType
+
+from mvgraph.dialect import MvgraphPostgres, split_statements
+from mvgraph.errors import DatabaseError, translate
+from mvgraph.names import quote_ident
+from mvgraph.refresh.behavior import RefreshBehavior
+from mvgraph.refresh.executor import RefreshReport
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+_BEHAVIOR_WORDS = {"DEFAULT", "RESTRICT", "CASCADE", "FORWARD", "BACKWARD", "ALL"}
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshStatement:
+    """``REFRESH MATERIALIZED VIEW [CONCURRENTLY] name [behaviour]`` in GaussDB's form."""
+
+    name: str  # as written, quoted where needed; resolved through the search path when bare
+    behavior: RefreshBehavior
+    concurrently: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one statement of a script did."""
+
+    line: int
+    text: str
+    report: RefreshReport | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    status: str = ""
+
+
+def parse_refresh(text: str) -> RefreshStatement | None:
+    """Recognise the GaussDB REFRESH form; None for anything else (``WITH [NO] DATA`` included).
+
+    >>> parse_refresh("refresh materialized view S.mv5 cascade all")  # doctest: +ELLIPSIS
+    RefreshStatement(name='s.mv5', behavior=<...CASCADE_ALL...>, concurrently=False)
+    >>> parse_refresh("REFRESH MATERIALIZED VIEW mv WITH NO DATA") is None
+    True
+    """
+    try:
+        tokens = [t for t in MvgraphPostgres().tokenize(text)
+                  if t.token_type != TokenType.SEMICOLON]
+    except TokenError:
+        return None
+    words = [_word(t) for t in tokens]
+    if words[:3] != ["REFRESH", "MATERIALIZED", "VIEW"]:
+        return None
+    i = 3
+    concurrently = i < len(words) and words[i] == "CONCURRENTLY"
+    i += int(concurrently)
+    parts: list[str] = []
+    while i < len(tokens) and len(parts) < 2:
+        part = _name_part(tokens[i])
+        if part is None:
+            return None
+        parts.append(part)
+        i += 1
+        if i < len(tokens) and tokens[i].token_type == TokenType.DOT:
+            i += 1
+        else:
+            break
+    rest = words[i:]
+    if not parts or any(w not in _BEHAVIOR_WORDS for w in rest):
+        return None
+    behavior = RefreshBehavior.parse(" ".join(rest)) if rest else RefreshBehavior.DEFAULT
+    return RefreshStatement(".".join(quote_ident(p) for p in parts), behavior, concurrently)
+
+
+def _name_part(tok: Token) -> str | None:
+    if tok.token_type == TokenType.IDENTIFIER:
+        return tok.text
+    if tok.text.replace("$", "_").isidentifier():
+        return tok.text.lower()
+    return None
+
+
+def _word(tok: Token) -> str:
+    return tok.text.upper() if tok.token_type != TokenType.IDENTIFIER else f'"{tok.text}"'
+
+
+def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
+                   search_path: Sequence[str] = ("public",),
+                   parallel: int = 1) -> Iterator[Outcome]:
+    """Run a script statement by statement (autocommit), yielding each outcome.
+
+    Raises:
+        DatabaseError: a statement failed; the message names its line. Earlier statements stay.
+    """
+    from mvgraph.refresh.service import refresh
+
+    for line, statement in split_statements(text):
+        refresh_stmt = parse_refresh(statement)
+        if refresh_stmt is not None:
+            report = refresh(conn, [refresh_stmt.name], refresh_stmt.behavior.value,
+                             concurrently="always" if refresh_stmt.concurrently else "auto",
+                             parallel=parallel, search_path=search_path)
+            yield Outcome(line, statement, report=report, status="REFRESH MATERIALIZED VIEW")
+            continue
+        try:
+            cur = conn.execute(statement.encode())  # bytes: passed untouched, no placeholders
+        except psycopg.Error as exc:
+            err = translate(exc)
+            raise DatabaseError(f"{source}:{line}: {err}", getattr(err, "sqlstate", None)
+                                ) from exc
+        outcome = Outcome(line, statement, status=cur.statusmessage or "")
+        if cur.description is not None:
+            outcome.columns = [d.name for d in cur.description]
+            outcome.rows = cur.fetchall()
+        yield outcome

@@ -1,0 +1,123 @@
+"""Rendering plans, reports and status for people (the CLI's refresh output)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mvgraph.names import RelationName
+from mvgraph.refresh.behavior import Action, Plan
+from mvgraph.refresh.executor import RefreshReport, StepResult
+from mvgraph.refresh.service import StatusReport
+from mvgraph.render import escape
+
+ACTION_STYLE = {"refreshed": "green", "skipped": "dim", "failed": "bold red",
+                "blocked": "red", "cancelled": "yellow"}
+
+
+def plan_table(p: Plan) -> Table:
+    """A plan as a table: order, view, verdict, reason."""
+    t = Table(title=escape(p.statement()), title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("view")
+    t.add_column("action")
+    t.add_column("reason")
+    for i, s in enumerate(p.steps, 1):
+        style = "green" if s.action is Action.REFRESH else "dim"
+        t.add_row(str(i), escape(str(s.name)), f"[{style}]{s.action.value}[/]", escape(s.reason))
+    return t
+
+
+def report_table(r: RefreshReport) -> Table:
+    """A finished run as a table."""
+    t = Table(title=f"job {r.job_id}: {r.status} in {r.elapsed_s:.2f}s", title_justify="left")
+    t.add_column("view")
+    t.add_column("action")
+    t.add_column("seconds", justify="right")
+    t.add_column("reason / error")
+    for s in r.steps:
+        style = ACTION_STYLE.get(s.action, "")
+        mode = " (concurrently)" if s.concurrently else ""
+        detail = s.reason + (f" — {s.error}" if s.error else "")
+        t.add_row(escape(str(s.name)), f"[{style}]{s.action}{mode}[/]", f"{s.duration_s:.3f}",
+                  escape(detail))
+    return t
+
+
+def status_table(st: StatusReport) -> list[Table]:
+    """Views with freshness, and tables with tracking mode."""
+    views = Table(title="materialized views", title_justify="left")
+    for col in ("view", "state", "last refresh", "seconds", "why"):
+        views.add_column(col)
+    for v in st.views:
+        state = "[green]fresh[/]" if v.fresh else "[yellow]stale[/]"
+        when = f"{v.refreshed_at:%Y-%m-%d %H:%M:%S}" if v.refreshed_at else "never"
+        dur = f"{v.duration_s:.3f}" if v.duration_s is not None else ""
+        views.add_row(escape(str(v.name)), state, when, dur, escape(v.reason))
+    tables = Table(title="base tables", title_justify="left")
+    tables.add_column("table")
+    tables.add_column("tracking")
+    for tb in st.tables:
+        label = {"triggers": "triggers (exact)", "stats": "stats (approximate)",
+                 "always": "always stale"}.get(tb.mode, tb.mode)
+        tables.add_row(escape(str(tb.name)), label)
+    return [views, tables]
+
+
+class LiveProgress:
+    """A rich progress display fed by executor events (called from worker threads)."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]refresh"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[running]}"), TimeRemainingColumn(), console=console,
+            transient=True)
+        self.task = self.progress.add_task("refresh", total=total, running="")
+        self.running: list[str] = []
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: str, name: RelationName, result: StepResult | None) -> None:
+        with self.lock:
+            if event == "start":
+                self.running.append(str(name))
+            else:
+                if str(name) in self.running:
+                    self.running.remove(str(name))
+                self.progress.advance(self.task)
+            shown = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
+            self.progress.update(self.task, running=escape(shown))
+
+
+def psql_text(columns: list[str], rows: list[tuple[object, ...]]) -> str:
+    """Rows aligned the way psql prints them, with the row count.
+
+    >>> print(psql_text(["id", "name"], [(1, "a")]))
+     id | name
+    ----+------
+      1 | a
+    (1 row)
+    """
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+               for i in range(len(columns))]
+    head = " " + " | ".join(c.center(w) for c, w in zip(columns, widths, strict=True))
+    rule = "-" + "-+-".join("-" * w for w in widths) + "-"
+    lines = [head.rstrip(), rule]
+    for r in cells:
+        parts = [v.rjust(w) if numeric[i] else v.ljust(w)
+                 for i, (v, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append((" " + " | ".join(parts)).rstrip())
+    lines.append(f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""The refresh commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mvgraph.cli import run
+from mvgraph.db.connect import connect
+from mvgraph.db.scripts import run_files
+from tests.conftest import FIXTURES, ROOT
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def gauss_dsn(db_dsn: str) -> str:
+    with connect(db_dsn) as conn:
+        run_files(conn, [FIXTURES / "gaussdb_nested" / "schema.sql"])
+    return db_dsn
+
+
+def test_refresh_json_shape_and_exit_codes(capsys: pytest.CaptureFixture[str],
+                                           gauss_dsn: str) -> None:
+    code, out, _ = cli(capsys, "refresh", "mv5", "--cascade", "all", "--json", "--dsn", gauss_dsn)
+    assert code == 0
+    data = json.loads(out)
+    assert data["status"] == "ok"
+    assert [(s["name"], s["action"]) for s in data["steps"]] == [
+        ("public.mv1", "refreshed"), ("public.mv5", "refreshed"), ("public.mv6", "refreshed")]
+    assert all(isinstance(s["duration_s"], float) and s["reason"] for s in data["steps"])
+
+
+def test_plan_and_dry_run_do_not_refresh(capsys: pytest.CaptureFixture[str],
+                                         gauss_dsn: str) -> None:
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "plan", "mv5", "--cascade", "backward",
+                       "--json")
+    assert code == 0
+    assert [s["name"] for s in json.loads(out)["steps"]] == ["public.mv1", "public.mv5"]
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "refresh", "+mv5+", "--dry-run")
+    assert code == 0 and "never refreshed" in out
+    with connect(gauss_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM mvgraph.job").fetchone() == (0,)
+
+
+def test_failed_step_exits_1(capsys: pytest.CaptureFixture[str], gauss_dsn: str) -> None:
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv1", "--restrict",
+                       "--concurrently", "always", "--json")
+    assert code == 1
+    assert json.loads(out)["steps"][0]["action"] == "failed"
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str], gauss_dsn: str) -> None:
+    code, _, err = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv5", "--cascade", "sideways")
+    assert code == 2 and "unknown refresh behaviour" in err
+    code, _, err = cli(capsys, "--dsn", gauss_dsn, "refresh", "t2")
+    assert code == 2 and "not a materialized view" in err
+    code, _, err = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv5", "--cascade", "all",
+                       "--restrict")
+    assert code == 2
+
+
+def test_track_status_and_skip(capsys: pytest.CaptureFixture[str], gauss_dsn: str) -> None:
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "track", "--all")
+    assert code == 0 and "public.test_table: triggers" in out
+    cli(capsys, "--dsn", gauss_dsn, "refresh", "+mv6")
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "status", "--json")
+    data = json.loads(out)
+    assert {v["name"]: v["fresh"] for v in data["views"]}["public.mv6"] is True
+    with connect(gauss_dsn) as conn:
+        conn.execute("INSERT INTO test_table VALUES (77, 1, 1)")
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "status", "--json")
+    assert {v["name"]: v["fresh"] for v in json.loads(out)["views"]}["public.mv1"] is False
+
+
+def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str) -> None:
+    with connect(gauss_dsn) as conn:
+        conn.execute("CREATE FUNCTION nap(float8) RETURNS int LANGUAGE sql "
+                     "AS 'SELECT 1 FROM pg_sleep($1)'")
+        conn.execute("CREATE MATERIALIZED VIEW slow AS SELECT nap(30) AS s FROM mv1 "
+                     "WITH NO DATA")
+    env = {**os.environ, "MVGRAPH_DSN": gauss_dsn, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "refresh", "+slow", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 20
+    with connect(gauss_dsn) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                               "'REFRESH MATERIALIZED VIEW%slow%'").fetchone()
+            if row and row[0]:
+                break
+            time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    data = json.loads(out)
+    assert data["status"] == "cancelled"
+    assert {s["name"]: s["action"] for s in data["steps"]}["public.slow"] == "cancelled"
+    with connect(gauss_dsn) as conn:
+        assert conn.execute("SELECT relispopulated FROM pg_class WHERE relname = 'slow'"
+                            ).fetchone() == (False,)
+        assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                            "'REFRESH MATERIALIZED VIEW%slow%' AND state = 'active'"
+                            ).fetchone() == (0,)
