@@ -130,7 +130,10 @@ def psql(dsn: str, *, file: Path | None = None, command: str | None = None,
         args += ["-f", str(file)]
     if command is not None:
         args += ["-c", command]
-    return subprocess.run(args, check=True, capture_output=True, text=True)
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"psql exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc
 
 
 def load_script(dsn: str, script: str, workdir: Path, name: str = "setup.sql") -> None:

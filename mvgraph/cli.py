@@ -255,8 +255,11 @@ def refresh_cmd(
                                          help="One transaction: all old or all new.")] = False,
     concurrently: Annotated[str, typer.Option(
         "--concurrently", help="auto (when a unique index allows), always or never.")] = "auto",
-    lock_timeout: Annotated[str, typer.Option("--lock-timeout")] = "10s",
-    statement_timeout: Annotated[str, typer.Option("--statement-timeout")] = "0",
+    lock_timeout: Annotated[str | None, typer.Option(
+        "--lock-timeout", help="Lock wait per view, e.g. 10s (default: setting).")] = None,
+    statement_timeout: Annotated[str | None, typer.Option(
+        "--statement-timeout", help="Per view, e.g. 5min; 0 = none (default: setting).")]
+    = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     as_json: JsonOpt = False,
     search_path: SearchPathOpt = None,
@@ -424,6 +427,24 @@ def _read(path: Path) -> str:
 
 def _jsonable(value: object) -> object:
     return value if isinstance(value, int | float | str | bool) or value is None else str(value)
+
+
+@app.command("settings")
+def settings_cmd(
+    key: Annotated[str | None, typer.Argument(help="Setting to change.")] = None,
+    value: Annotated[str | None, typer.Argument(help="Its new value.")] = None,
+    as_json: JsonOpt = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Show mvgraph's settings in the database, or set one (retention_days, lock_timeout, ...)."""
+    from mvgraph.refresh.service import settings
+
+    current = settings(resolve_dsn(_dsn(dsn)), key, value)
+    if as_json:
+        sys.stdout.write(json.dumps(current, indent=2) + "\n")
+    else:
+        for k, v in current.items():
+            out.print(f"{k} = {escape(v)}")
 
 
 @app.command()

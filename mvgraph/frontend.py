@@ -50,15 +50,20 @@ def parse_refresh(text: str) -> RefreshStatement | None:
     >>> parse_refresh("REFRESH MATERIALIZED VIEW mv WITH NO DATA") is None
     True
     """
+    dialect = MvgraphPostgres()
     try:
-        tokens = [t for t in MvgraphPostgres().tokenize(text)
-                  if t.token_type != TokenType.SEMICOLON]
+        head = [t for t in dialect.tokenize(text) if t.token_type != TokenType.SEMICOLON]
+        # sqlglot reads REFRESH as a command whose arguments are one string: tokenise them too
+        if len(head) != 2 or head[0].token_type != TokenType.COMMAND \
+                or head[0].text.upper() != "REFRESH":
+            return None
+        tokens = dialect.tokenize(head[1].text)
     except TokenError:
         return None
     words = [_word(t) for t in tokens]
-    if words[:3] != ["REFRESH", "MATERIALIZED", "VIEW"]:
+    if words[:2] != ["MATERIALIZED", "VIEW"]:
         return None
-    i = 3
+    i = 2
     concurrently = i < len(words) and words[i] == "CONCURRENTLY"
     i += int(concurrently)
     parts: list[str] = []

@@ -285,3 +285,6 @@ DELETE FROM mvgraph.job
 
 -- name: event_trigger_setting
 SELECT value FROM mvgraph.setting WHERE key = 'event_trigger'
+
+-- name: all_settings
+SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key

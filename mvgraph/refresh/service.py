@@ -104,7 +104,8 @@ def plan(target: Target, targets: str | Sequence[str], behavior: str | None = No
 
 def refresh(target: Target, targets: str | Sequence[str], behavior: str | None = None, *,
             parallel: int = 1, atomic: bool = False, concurrently: str = "auto",
-            lock_timeout: str = "10s", statement_timeout: str = "0", force: bool = False,
+            lock_timeout: str | None = None, statement_timeout: str | None = None,
+            force: bool = False,
             search_path: Sequence[str] = ("public",), listener: Listener | None = None,
             executor_hook: object = None) -> RefreshReport:
     """Refresh views with one of the five behaviours; returns what happened to each view.
@@ -122,13 +123,45 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
     names = [targets] if isinstance(targets, str) else list(targets)
     with session(target) as conn:
         g, p = build_plan(conn, names, behavior, force=force, search_path=search_path)
-        options = RefreshOptions(parallel=1 if atomic else parallel, atomic=atomic,
-                                 concurrently=concurrently, lock_timeout=lock_timeout,
-                                 statement_timeout=statement_timeout)
+        options = RefreshOptions(
+            parallel=1 if atomic else parallel, atomic=atomic, concurrently=concurrently,
+            lock_timeout=lock_timeout or get_setting(conn, "lock_timeout", "10s"),
+            statement_timeout=statement_timeout or get_setting(conn, "statement_timeout", "0"))
         executor = Executor(conn, g, p, options, listener)
         if callable(executor_hook):
             executor_hook(executor)
         return executor.run()
+
+
+SETTINGS = {
+    "retention_days": "days that finished jobs and their steps are kept",
+    "lock_timeout": "default lock wait per refresh (e.g. 10s)",
+    "statement_timeout": "default statement timeout per refresh (0 = none)",
+}
+
+
+def get_setting(conn: Conn, key: str, default: str) -> str:
+    """One setting from ``mvgraph.setting``."""
+    with translated():
+        row = conn.execute(query("get_setting"), {"key": key}).fetchone()
+    return str(row[0]) if row else default
+
+
+def settings(target: Target, key: str | None = None, value: str | None = None
+             ) -> dict[str, str]:
+    """Read all settings, or set one (``key`` and ``value``); returns the settings."""
+    with session(target) as conn:
+        if key is not None:
+            if key not in SETTINGS:
+                raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
+            if value is None:
+                raise UsageError(f"give a value for {key}")
+            if key == "retention_days" and not value.isdigit():
+                raise UsageError("retention_days must be a whole number of days")
+            with translated():
+                conn.execute(query("put_setting"), {"key": key, "value": value})
+        with translated():
+            return {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
 
 
 def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,

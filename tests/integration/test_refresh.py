@@ -374,3 +374,29 @@ def test_tracking_start_makes_readers_stale(conn: Conn) -> None:
     p = mvgraph.plan(conn, "m")
     assert p.steps[0].reason.startswith("change tracking of input public.t started")
     assert io  # keep import used for COPY helpers in future tests
+
+
+def test_settings_and_retention(gauss: Conn) -> None:
+    assert mvgraph.refresh.__module__  # the library function, not the subpackage
+    from mvgraph.refresh.service import settings
+
+    with pytest.raises(mvgraph.UsageError, match="unknown setting"):
+        settings(gauss, "nope", "1")
+    assert settings(gauss, "retention_days", "0")["retention_days"] == "0"
+    old = mvgraph.refresh(gauss, "mv1")
+    gauss.execute("UPDATE mvgraph.job SET finished_at = now() - interval '1 day' WHERE id = %s",
+                  [old.job_id])
+    mvgraph.refresh(gauss, "mv1")
+    assert gauss.execute("SELECT count(*) FROM mvgraph.job WHERE id = %s",
+                         [old.job_id]).fetchone() == (0,)
+    settings(gauss, "lock_timeout", "150ms")
+    from mvgraph.refresh.changes import relations
+    from mvgraph.refresh.executor import advisory_key
+
+    name = mvgraph.RelationName("public", "mv1")
+    key = advisory_key(relations(gauss, [name])[name].oid)
+    with connect(gauss.info.dsn, autocommit=False) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        report = mvgraph.refresh(gauss, "mv1", "restrict")
+        holder.rollback()
+    assert report.status == "failed" and "150ms" in (report.steps[0].error or "")

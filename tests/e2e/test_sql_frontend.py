@@ -1,0 +1,74 @@
+"""``mvgraph sql``: GaussDB REFRESH forms through the engine, other SQL passed through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mvgraph.cli import run
+from mvgraph.db.connect import connect
+from mvgraph.db.scripts import run_files
+from mvgraph.frontend import parse_refresh
+from mvgraph.refresh.behavior import RefreshBehavior
+from tests.conftest import FIXTURES
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("text", "name", "behavior", "concurrently"), [
+    ("REFRESH MATERIALIZED VIEW mv5", "mv5", RefreshBehavior.DEFAULT, False),
+    ("refresh materialized view mv5 cascade all;", "mv5", RefreshBehavior.CASCADE_ALL, False),
+    ("REFRESH MATERIALIZED VIEW CONCURRENTLY s.mv5 RESTRICT", "s.mv5",
+     RefreshBehavior.RESTRICT, True),
+    ('REFRESH MATERIALIZED VIEW "Rep"."Big One" CASCADE BACKWARD', '"Rep"."Big One"',
+     RefreshBehavior.CASCADE_BACKWARD, False),
+    ("/* c */ REFRESH MATERIALIZED VIEW mv5 -- x\n CASCADE FORWARD", "mv5",
+     RefreshBehavior.CASCADE_FORWARD, False),
+])
+def test_parse_refresh_forms(text: str, name: str, behavior: RefreshBehavior,
+                             concurrently: bool) -> None:
+    stmt = parse_refresh(text)
+    assert stmt is not None
+    assert (stmt.name, stmt.behavior, stmt.concurrently) == (name, behavior, concurrently)
+
+
+@pytest.mark.parametrize("text", ["REFRESH MATERIALIZED VIEW mv5 WITH NO DATA",
+                                  "SELECT 1", "REFRESH MATERIALIZED VIEW mv5 CASCADE SIDEWAYS"])
+def test_other_statements_are_not_engine_refreshes(text: str) -> None:
+    assert parse_refresh(text) is None
+
+
+def test_script_runs_statement_by_statement(capsys: pytest.CaptureFixture[str], db_dsn: str,
+                                            tmp_path: Path) -> None:
+    with connect(db_dsn) as conn:
+        run_files(conn, [FIXTURES / "gaussdb_nested" / "schema.sql"])
+    script = tmp_path / "s.sql"
+    script.write_text("""
+        INSERT INTO test_table VALUES (200, 1, 1);
+        REFRESH MATERIALIZED VIEW mv5 CASCADE ALL;
+        SELECT grp, total_val FROM mv5 ORDER BY grp;
+        DO $$ BEGIN PERFORM 1; END $$;
+    """)
+    code, out, _ = cli(capsys, "--dsn", db_dsn, "sql", "-f", str(script), "--json")
+    assert code == 0
+    results = json.loads(out)
+    assert [r["status"] for r in results] == ["INSERT 0 1", "REFRESH MATERIALIZED VIEW",
+                                              "SELECT 3", "DO"]
+    refresh = results[1]["refresh"]
+    assert [s["name"] for s in refresh["steps"]] == ["public.mv1", "public.mv5", "public.mv6"]
+    assert results[2]["columns"] == ["grp", "total_val"]
+    code, out, _ = cli(capsys, "--dsn", db_dsn, "sql", "SELECT 1 AS one")
+    assert code == 0 and "(1 row)" in out and "one" in out
+
+
+def test_failing_statement_names_its_line(capsys: pytest.CaptureFixture[str],
+                                          db_dsn: str) -> None:
+    code, _, err = cli(capsys, "--dsn", db_dsn, "sql", "SELECT 1;\nSELECT * FROM nowhere;")
+    assert code == 1
+    assert "<command line>:2" in err and "nowhere" in err and "Traceback" not in err
