@@ -77,26 +77,26 @@ class MVGraph:
         """
         g: nx.DiGraph = nx.DiGraph()
         defs = {d.name: d for d in definitions}
-        for d in defs.values():
-            g.add_node(d.name, **_attrs(d))
+        g.add_nodes_from((d.name, _attrs(d)) for d in defs.values())
         warnings: list[str] = []
         for d in sorted(defs.values(), key=lambda x: x.name):
-            for src in sorted(d.reads):
-                if src not in defs:
-                    message = (f"{d.name} reads {src}, which is defined nowhere; add its "
-                               "definition or load it into the database")
-                    if strict:
-                        raise UndefinedReference(message)
-                    if src not in g:
-                        g.add_node(src, **_attrs(Definition(src, Kind.EXTERNAL)))
-                    warnings.append(message)
-                g.add_edge(src, d.name)
+            for src in sorted(s for s in d.reads if s not in defs):
+                message = (f"{d.name} reads {src}, which is defined nowhere; add its "
+                           "definition or load it into the database")
+                if strict:
+                    raise UndefinedReference(message)
+                if src not in g:
+                    g.add_node(src, **_attrs(Definition(src, Kind.EXTERNAL)))
+                warnings.append(message)
+        g.add_edges_from((src, d.name) for d in defs.values() for src in d.reads)
         graph = cls(g, warnings)
         graph.check_acyclic()
         return graph
 
     def check_acyclic(self) -> None:
         """Raise CycleError naming one cycle, if there is any."""
+        if nx.is_directed_acyclic_graph(self.g):
+            return
         try:
             cycle = nx.find_cycle(self.g)
         except nx.NetworkXNoCycle:

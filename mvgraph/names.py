@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import total_ordering
+from typing import NamedTuple
 
 from psycopg import sql
 
@@ -71,10 +70,12 @@ def _split_parts(text: str) -> list[str]:
     return parts
 
 
-@total_ordering
-@dataclass(frozen=True, slots=True)
-class RelationName:
-    """A schema-qualified relation name; ``str()`` gives the quoted ``schema.name`` form."""
+class RelationName(NamedTuple):
+    """A schema-qualified relation name; ``str()`` gives the quoted ``schema.name`` form.
+
+    A named tuple: hashing, ordering and pickling run at C speed, which matters for graphs of
+    tens of thousands of nodes.
+    """
 
     schema: str
     name: str
@@ -100,10 +101,8 @@ class RelationName:
     def __str__(self) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, RelationName):
-            return NotImplemented
-        return (self.schema, self.name) < (other.schema, other.name)
+    def __repr__(self) -> str:
+        return f"RelationName(schema={self.schema!r}, name={self.name!r})"
 
     @property
     def identifier(self) -> sql.Identifier:
