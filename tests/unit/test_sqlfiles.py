@@ -1,0 +1,87 @@
+"""Loading SQL files: order, renames, schedules, cross-file resolution, and the parse cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mvgraph import RelationName, load_graph
+from mvgraph.sqlfiles import cache_dir, load_sql
+
+R = RelationName
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MVGRAPH_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_alter_refresh_default_keeps_the_schedule(tmp_path: Path) -> None:
+    f = write(tmp_path, "a.sql", """
+        CREATE TABLE t (a int);
+        CREATE MATERIALIZED VIEW mv REFRESH CASCADE ALL START WITH ('2020-01-01'::timestamptz)
+            EVERY (interval '1 s') AS SELECT a FROM t;
+        ALTER MATERIALIZED VIEW mv REFRESH default;
+    """)
+    d = {x.name: x for x in load_sql([f]).definitions}[R("public", "mv")]
+    assert d.schedule is not None
+    assert d.schedule.behavior == "DEFAULT"
+    assert d.schedule.start is not None and "2020-01-01" in d.schedule.start
+    assert d.schedule.every is not None
+
+
+def test_bare_names_resolve_against_every_file(tmp_path: Path) -> None:
+    a = write(tmp_path, "1.sql", "SET search_path TO staging, raw;\n"
+                                 "CREATE MATERIALIZED VIEW staging.m AS SELECT * FROM t;\n")
+    b = write(tmp_path, "2.sql", "CREATE TABLE raw.t (id int);\n")
+    g = load_graph(sql=[a, b])
+    assert g.inputs(R("staging", "m")) == [R("raw", "t")]
+    assert not g.warnings
+
+
+def test_rename_is_followed_by_readers(tmp_path: Path) -> None:
+    f = write(tmp_path, "r.sql", """
+        CREATE TABLE t (id int);
+        CREATE MATERIALIZED VIEW m AS SELECT id FROM t;
+        ALTER TABLE t RENAME TO t2;
+        DROP MATERIALIZED VIEW IF EXISTS gone;
+    """)
+    g = load_graph(sql=[f])
+    assert g.inputs(R("public", "m")) == [R("public", "t2")]
+
+
+def test_warm_load_equals_cold_and_uses_the_cache(tmp_path: Path, private_cache: Path) -> None:
+    f = write(tmp_path, "c.sql", "CREATE TABLE t (id int);\n"
+                                 "CREATE MATERIALIZED VIEW m AS SELECT id, now() FROM t;\n")
+    cold = load_sql([f])
+    assert any(cache_dir().rglob("*.marshal"))
+    warm = load_sql([f])
+    assert warm == cold
+    uncached = load_sql([f], use_cache=False)
+    assert uncached == cold
+
+
+def test_changed_file_is_parsed_again(tmp_path: Path) -> None:
+    f = write(tmp_path, "d.sql", "CREATE TABLE t (id int);\n")
+    load_sql([f])
+    f.write_text("CREATE TABLE t (id int);\nCREATE VIEW v AS SELECT id FROM t;\n")
+    assert [str(d.name) for d in load_sql([f]).definitions] == ["public.t", "public.v"]
+
+
+def test_many_files_parse_in_parallel_with_the_same_result(tmp_path: Path) -> None:
+    big = "".join(f"CREATE MATERIALIZED VIEW m{i} AS SELECT id, v + {i} AS v "
+                  f"FROM t JOIN u USING (id) WHERE v > {i};\n" for i in range(3000))
+    files = [write(tmp_path, "0.sql", "CREATE TABLE t (id int, v int); CREATE TABLE u (id int);"),
+             write(tmp_path, "1.sql", big), write(tmp_path, "2.sql", big.replace(" m", " n"))]
+    parallel = load_sql(files, use_cache=False)
+    serial = [load_sql([p], use_cache=False).definitions for p in files]
+    assert len(parallel.definitions) == 2 + 6000
+    assert {d.name for d in parallel.definitions} == {d.name for s in serial for d in s}
