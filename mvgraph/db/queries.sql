@@ -107,12 +107,14 @@ SELECT u.mv::bigint, u.input::bigint, c.kind::text, count(*), max(c.at)
  GROUP BY 1, 2, 3
 
 -- name: stat_counters
--- Write counters and file node of tables (summed over partitions), for 'stats' mode.
+-- Write counters and file node of tables (summed over partitions), for 'stats' mode. The
+-- pg_stat_get_* functions read one table's entry, far cheaper than the pg_stat_all_tables view.
 SELECT u.oid::bigint,
-       (SELECT coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint
-          FROM pg_stat_all_tables s
-         WHERE s.relid = u.oid
-            OR s.relid IN (SELECT p.relid FROM pg_partition_tree(u.oid) p)),
+       (SELECT coalesce(sum(pg_stat_get_tuples_inserted(t.relid)
+                            + pg_stat_get_tuples_updated(t.relid)
+                            + pg_stat_get_tuples_deleted(t.relid)), 0)::bigint
+          FROM (SELECT u.oid AS relid
+                 UNION SELECT p.relid FROM pg_partition_tree(u.oid) p) t),
        (SELECT c.relfilenode FROM pg_class c WHERE c.oid = u.oid)
   FROM unnest(%(oids)s::oid[]) AS u(oid)
 
@@ -183,11 +185,13 @@ SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(t::text, 0)::numer
   FROM {mv} AS t
 
 -- name: step_begin
+-- Sent in one round trip after BEGIN: the limits, the view's lock, then a touch of its state row
+-- (a serialization failure there means another process refreshed it after our snapshot).
 SET LOCAL lock_timeout = {lock_timeout};
 SET LOCAL statement_timeout = {statement_timeout};
 SET LOCAL mvgraph.refreshing = 'on';
 SELECT pg_advisory_xact_lock({key});
-UPDATE mvgraph.mv_state SET name = name WHERE mv = {oid}
+UPDATE mvgraph.mv_state SET name = name WHERE mv = {oid} RETURNING early_cutoff, fingerprint
 
 -- name: record_refresh
 -- Inside the refresh transaction: what it saw and its inputs (with 'stats' counters).
@@ -235,9 +239,6 @@ COMMIT
 
 -- name: rollback
 ROLLBACK
-
--- name: mv_state_row
-SELECT early_cutoff, fingerprint FROM mvgraph.mv_state WHERE mv = %(oid)s
 
 -- name: past_durations
 -- Average of the last five successful refresh durations of each view.
@@ -288,3 +289,8 @@ SELECT value FROM mvgraph.setting WHERE key = 'event_trigger'
 
 -- name: all_settings
 SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
+
+-- name: set_commit_mode
+-- Returns the previous value, so that it can be restored.
+SELECT current_setting('synchronous_commit') AS previous,
+       set_config('synchronous_commit', %(value)s, false)

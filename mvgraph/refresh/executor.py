@@ -56,6 +56,9 @@ class RefreshOptions:
     concurrently: str = "auto"  # auto | always | never
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
+    # Refreshes rebuild derived data: committing them asynchronously cannot break consistency
+    # (the view and mvgraph's record of it commit together); a crash may only lose the latest.
+    synchronous_commit: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +117,13 @@ def advisory_key(oid: int) -> int:
 
 
 @contextmanager
-def repeatable_read(conn: Conn) -> Iterator[None]:
-    """BEGIN ISOLATION LEVEL REPEATABLE READ ... COMMIT, rolled back on any exception."""
-    conn.execute(query("begin_rr"))
+def repeatable_read(conn: Conn, begin: bool = True) -> Iterator[None]:
+    """BEGIN ISOLATION LEVEL REPEATABLE READ ... COMMIT, rolled back on any exception.
+
+    With ``begin=False`` the caller sends BEGIN itself (batched with its first statements).
+    """
+    if begin:
+        conn.execute(query("begin_rr"))
     try:
         yield
     except BaseException:
@@ -166,6 +173,22 @@ class Executor:
     def run(self) -> RefreshReport:
         """Run the plan and return what happened (never raises for a failed step)."""
         start = time.monotonic()
+        with self._commit_mode(self.conn):
+            return self._run(start)
+
+    @contextmanager
+    def _commit_mode(self, conn: Conn) -> Iterator[None]:
+        """Use the configured synchronous_commit on this connection, restoring it afterwards."""
+        row = conn.execute(query("set_commit_mode"),
+                           {"value": self.options.synchronous_commit}).fetchone()
+        try:
+            yield
+        finally:
+            if row is not None and not conn.closed:
+                with suppress(psycopg.Error):
+                    conn.execute(query("set_commit_mode"), {"value": row[0]})
+
+    def _run(self, start: float) -> RefreshReport:
         self._prepare()
         try:
             if self.options.atomic:
@@ -267,7 +290,7 @@ class Executor:
                 ThreadPoolExecutor(self.options.parallel) as workers:
 
             def task(step: Step) -> StepResult:
-                with pool.connection() as c:
+                with pool.connection() as c, self._commit_mode(c):
                     result = self._guarded(c, step, results)
                 results[step.name] = result
                 return result
@@ -382,11 +405,17 @@ class Executor:
         rel = self.rels[step.name]
         counters = stat_counters(conn, [r.oid for r in self.stats_inputs[step.name]]) \
             if self.stats_inputs[step.name] else {}
-        with nullcontext() if in_transaction else repeatable_read(conn):
-            conn.execute(sql.SQL(query("step_begin")).format(
-                lock_timeout=sql.Literal(self.options.lock_timeout),
-                statement_timeout=sql.Literal(self.options.statement_timeout),
-                key=sql.Literal(advisory_key(rel.oid)), oid=sql.Literal(rel.oid)))
+        begin = sql.SQL(query("step_begin")).format(
+            lock_timeout=sql.Literal(self.options.lock_timeout),
+            statement_timeout=sql.Literal(self.options.statement_timeout),
+            key=sql.Literal(advisory_key(rel.oid)), oid=sql.Literal(rel.oid))
+        if not in_transaction:
+            begin = sql.SQL(";\n").join([sql.SQL(query("begin_rr")), begin])
+        with nullcontext() if in_transaction else repeatable_read(conn, begin=False):
+            cur = conn.execute(begin)
+            while cur.nextset():
+                pass  # the last result is the state row
+            row = cur.fetchone()
             reason = step.reason
             if not step.forced:
                 facts = gather_facts(conn, self.graph, [step.name], rels=self.rels,
@@ -397,7 +426,6 @@ class Executor:
                     if not in_transaction:
                         self._record_step(conn, result)
                     return result
-            row = conn.execute(query("mv_state_row"), {"oid": rel.oid}).fetchone()
             early_cutoff, old_fingerprint = (bool(row[0]), row[1]) if row else (False, None)
             concurrently = self._concurrently(rel)
             began = time.monotonic()
@@ -415,18 +443,19 @@ class Executor:
                 if not changed:
                     reason += "; content unchanged (early cutoff: dependents stay fresh)"
             inputs = [self.rels[i] for i in sorted(self.inputs[step.name]) if i in self.rels]
-            conn.execute(query("record_refresh"), {
-                "oid": rel.oid, "name": str(step.name), "duration": duration,
-                "fingerprint": fingerprint,
-                "inputs": [r.oid for r in inputs],
-                "counters": [counters.get(r.oid, (None, None))[0] for r in inputs],
-                "filenodes": [counters.get(r.oid, (None, None))[1] for r in inputs]})
-            if changed:
-                conn.execute(query("log_refresh"), {"oid": rel.oid})
             result = StepResult(step.name, "refreshed", reason, duration,
                                 concurrently=concurrently)
-            if not in_transaction:
-                self._record_step(conn, result)
+            with conn.pipeline():  # one round trip for the bookkeeping
+                conn.execute(query("record_refresh"), {
+                    "oid": rel.oid, "name": str(step.name), "duration": duration,
+                    "fingerprint": fingerprint,
+                    "inputs": [r.oid for r in inputs],
+                    "counters": [counters.get(r.oid, (None, None))[0] for r in inputs],
+                    "filenodes": [counters.get(r.oid, (None, None))[1] for r in inputs]})
+                if changed:
+                    conn.execute(query("log_refresh"), {"oid": rel.oid})
+                if not in_transaction:
+                    self._record_step(conn, result)
             if rel.relkind == "m" and not rel.populated:
                 self.rels[step.name] = Relation(rel.name, rel.oid, rel.relkind, True,
                                                 rel.concurrent_index)

@@ -126,7 +126,8 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
         options = RefreshOptions(
             parallel=1 if atomic else parallel, atomic=atomic, concurrently=concurrently,
             lock_timeout=lock_timeout or get_setting(conn, "lock_timeout", "10s"),
-            statement_timeout=statement_timeout or get_setting(conn, "statement_timeout", "0"))
+            statement_timeout=statement_timeout or get_setting(conn, "statement_timeout", "0"),
+            synchronous_commit=get_setting(conn, "synchronous_commit", "off"))
         executor = Executor(conn, g, p, options, listener)
         if callable(executor_hook):
             executor_hook(executor)
@@ -137,6 +138,8 @@ SETTINGS = {
     "retention_days": "days that finished jobs and their steps are kept",
     "lock_timeout": "default lock wait per refresh (e.g. 10s)",
     "statement_timeout": "default statement timeout per refresh (0 = none)",
+    "synchronous_commit": "commit mode of refresh transactions (off: fast, a crash may lose "
+                          "the latest refreshes but never consistency; on: durable)",
 }
 
 

@@ -112,4 +112,5 @@ CREATE INDEX job_finished ON mvgraph.job (finished_at);
 INSERT INTO mvgraph.setting (key, value) VALUES
     ('retention_days', '30'),
     ('lock_timeout', '10s'),
-    ('statement_timeout', '0');
+    ('statement_timeout', '0'),
+    ('synchronous_commit', 'off');
