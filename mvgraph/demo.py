@@ -81,6 +81,16 @@ def _refresh_tour(console: Console, dsn: str) -> None:
     again = mvgraph.refresh(dsn, "mv5", "cascade all")
     console.print(f"running it again refreshes {len(again.refreshed)} views: "
                   f"{again.steps[0].reason}")
+    with connect(dsn) as conn:
+        conn.execute("UPDATE raw.regions SET region_name = upper(region_name) "
+                     "WHERE region_id = 1")
+    everything = mvgraph.refresh(dsn, "*", parallel=2)
+    console.print(f"\n[bold]UPDATE raw.regions ...[/] then [bold]mvgraph refresh '*'[/]: "
+                  f"{len(everything.refreshed)} refreshed, {len(everything.skipped)} skipped "
+                  f"as unchanged, in {everything.elapsed_s:.2f}s")
+    for step in everything.steps:
+        if step.action == "refreshed":
+            console.print(f"  refreshed {step.name}: {step.reason}")
 
 
 def _differs(a: object, b: object) -> bool:

@@ -136,9 +136,25 @@ def materialized_scope(graph: MVGraph, target: RelationName,
 
 def step_dependencies(graph: MVGraph, steps: Iterable[RelationName]) -> dict[RelationName,
                                                                              set[RelationName]]:
-    """For each step, the other steps upstream of it (through any path in the graph)."""
+    """For each step, the nearest steps upstream of it: reached through any path of the graph
+    (plain views, tables, views outside the plan) without passing another step."""
     chosen = set(steps)
-    return {s: graph.upstream(s) & chosen for s in chosen}
+    out: dict[RelationName, set[RelationName]] = {}
+    for s in chosen:
+        found: set[RelationName] = set()
+        seen: set[RelationName] = set()
+        stack = list(graph.g.predecessors(s))
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node in chosen:
+                found.add(node)
+            else:
+                stack.extend(graph.g.predecessors(node))
+        out[s] = found
+    return out
 
 
 def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
@@ -215,7 +231,8 @@ def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehav
         "--force" if force else None)
     verdicts: dict[RelationName, Action] = {}
     steps: list[Step] = []
-    for name in graph.order(chosen):
+    for name in (n for n in graph.order() if n in chosen):  # the whole graph's order: paths
+        # between steps may run through views that are not steps
         after = tuple(sorted(deps[name]))
         action, reason = decide(facts.get(name, MVFacts(name)), forced_by)
         if action is Action.SKIP:

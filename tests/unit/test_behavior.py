@@ -93,7 +93,20 @@ def test_after_lists_upstream_steps_through_views() -> None:
     p = plan(gauss(), [rel("mv6")], "cascade backward", ALL_FRESH)
     after = {str(s.name): [str(a) for a in s.after] for s in p.steps}
     assert after == {"public.mv1": [], "public.mv5": ["public.mv1"],
-                     "public.mv6": ["public.mv1", "public.mv5"]}
+                     "public.mv6": ["public.mv5"]}
+
+
+def test_order_follows_paths_through_views_outside_the_plan() -> None:
+    """b reads a only through the plain view v; the plan must still put a first."""
+    g = MVGraph.from_definitions([
+        Definition(rel("t"), Kind.TABLE),
+        Definition(rel("z_first"), Kind.MATVIEW, frozenset({rel("t")})),
+        Definition(rel("v"), Kind.VIEW, frozenset({rel("z_first")})),
+        Definition(rel("a_second"), Kind.MATVIEW, frozenset({rel("v")})),
+    ])
+    p = plan(g, [], "default", {}, scope=[rel("z_first"), rel("a_second")])
+    assert [str(s.name) for s in p.steps] == ["public.z_first", "public.a_second"]
+    assert p.steps[1].after == (rel("z_first"),)
 
 
 def test_selector_scope_refreshes_each_view_with_default() -> None:
