@@ -121,8 +121,12 @@ def database(srv: Server, prefix: str = "bench") -> Iterator[str]:
 
 
 def psql(dsn: str, *, file: Path | None = None, command: str | None = None,
-         single_transaction: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run psql (quiet, no psqlrc, stop on the first error) on a file or a command."""
+         single_transaction: bool = False,
+         options: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run psql (quiet, no psqlrc, stop on the first error) on a file or a command.
+
+    ``options`` is passed as ``PGOPTIONS`` (e.g. ``-c synchronous_commit=off``).
+    """
     args = [pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn]
     if single_transaction:
         args.append("-1")
@@ -130,7 +134,10 @@ def psql(dsn: str, *, file: Path | None = None, command: str | None = None,
         args += ["-f", str(file)]
     if command is not None:
         args += ["-c", command]
-    proc = subprocess.run(args, capture_output=True, text=True)
+    env = dict(os.environ)
+    if options is not None:
+        env["PGOPTIONS"] = options
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"psql exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc

@@ -43,7 +43,9 @@ def load_graph(
         defs = loaded.definitions
         if schemas:
             defs = [d for d in defs if d.name.schema in set(schemas)]
-        return MVGraph.from_definitions(defs, strict=strict)
+        graph = MVGraph.from_definitions(defs, strict=strict)
+        graph.ignored_statements = loaded.ignored
+        return graph
     if conn is not None:
         return MVGraph.from_definitions(read_definitions(conn, schemas), strict=strict)
     with connect(dsn) as own:

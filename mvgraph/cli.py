@@ -143,6 +143,8 @@ def graph(
     _warn(g)
     if select:
         g = g.subgraph(g.select(select, _search_path(search_path)))
+    if from_sql and fmt is Format.tree:
+        err.print(f"[dim]{g.ignored_statements} other statements ignored[/]")
     _emit(g, fmt, "SQL files" if from_sql else "database")
 
 

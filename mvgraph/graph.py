@@ -64,6 +64,7 @@ class MVGraph:
     def __init__(self, digraph: nx.DiGraph | None = None, warnings: Sequence[str] = ()) -> None:
         self.g: nx.DiGraph = digraph if digraph is not None else nx.DiGraph()
         self.warnings: list[str] = list(warnings)
+        self.ignored_statements = 0  # SQL statements read but not about relations (SQL files)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
