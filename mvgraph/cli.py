@@ -269,6 +269,7 @@ def refresh_cmd(
 ) -> None:
     """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled."""
     import mvgraph
+    from mvgraph.refresh.executor import Executor
     from mvgraph.render_refresh import LiveProgress, report_table
 
     behavior = _behavior(cascade, restrict)
@@ -283,10 +284,7 @@ def refresh_cmd(
         report = mvgraph.refresh(target, targets, behavior, **kwargs)  # type: ignore[arg-type]
     else:
         with LiveProgress(out, 0) as live:
-            def hook(executor: object) -> None:
-                from mvgraph.refresh.executor import Executor
-
-                assert isinstance(executor, Executor)
+            def hook(executor: Executor) -> None:
                 live.progress.update(live.task, total=len(executor.plan.steps))
 
             report = mvgraph.refresh(target, targets, behavior, listener=live,

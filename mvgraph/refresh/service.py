@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +18,7 @@ from mvgraph.errors import UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
-from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, decide
+from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, decide, materialized_scope
 from mvgraph.refresh.behavior import plan as make_plan
 from mvgraph.refresh.executor import Executor, Listener, RefreshOptions, RefreshReport
 
@@ -78,11 +78,9 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
         facts = changes.gather_facts(conn, g, names)
         return g, make_plan(g, names, parsed, facts, force=force, scope=names)
     names = [g.resolve(t, search_path) for t in targets]
-    touched = set()
+    touched: set[RelationName] = set()
     for n in names:
         if g.kind(n) is Kind.MATVIEW:
-            from mvgraph.refresh.behavior import materialized_scope
-
             touched |= materialized_scope(g, n, parsed)
     facts = changes.gather_facts(conn, g, sorted(touched))
     return g, make_plan(g, names, parsed, facts, force=force)
@@ -107,7 +105,7 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
             lock_timeout: str | None = None, statement_timeout: str | None = None,
             force: bool = False,
             search_path: Sequence[str] = ("public",), listener: Listener | None = None,
-            executor_hook: object = None) -> RefreshReport:
+            executor_hook: Callable[[Executor], None] | None = None) -> RefreshReport:
     """Refresh views with one of the five behaviours; returns what happened to each view.
 
     Example:
@@ -129,7 +127,7 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
             statement_timeout=statement_timeout or get_setting(conn, "statement_timeout", "0"),
             synchronous_commit=get_setting(conn, "synchronous_commit", "off"))
         executor = Executor(conn, g, p, options, listener)
-        if callable(executor_hook):
+        if executor_hook is not None:  # lets callers reach the executor, e.g. to cancel it
             executor_hook(executor)
         return executor.run()
 
