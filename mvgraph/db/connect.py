@@ -26,7 +26,7 @@ def redact(dsn: str) -> str:
     """The DSN without its password, for messages and logs.
 
     >>> redact("postgresql://bob:secret@db/app")
-    'user=bob host=db dbname=app'
+    'user=bob dbname=app host=db'
     """
     try:
         params = conninfo_to_dict(dsn)

@@ -179,25 +179,27 @@ def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
     return Action.SKIP, reason
 
 
+_CHANGE_TEXT = {
+    "write": "input {input} changed ({n} transaction{s} since last refresh)",
+    "refresh": "input {input} was refreshed{when}",
+    "outside": "input {input} was refreshed outside mvgraph{when}",
+    "ddl": "definition of input {input} changed{when}",
+    "tracking": "change tracking of input {input} started{when}",
+    "stats": "input {input} changed (approximate: pg_stat counters)",
+    "always": "input {input} is in 'always' mode",
+}
+
+
 def describe_change(c: InputChange) -> str:
-    """A person-readable sentence for one input change."""
+    """A person-readable sentence for one input change.
+
+    >>> describe_change(InputChange(RelationName("raw", "orders"), "write", 3))
+    'input raw.orders changed (3 transactions since last refresh)'
+    """
+    text = _CHANGE_TEXT.get(c.kind, "input {input} changed (" + c.kind + ")")
     when = f" at {c.last_at:%Y-%m-%d %H:%M:%S}" if c.last_at else ""
-    plural = "s" if c.transactions != 1 else ""
-    if c.kind == "write":
-        return f"input {c.input} changed ({c.transactions} transaction{plural} since last refresh)"
-    if c.kind == "refresh":
-        return f"input {c.input} was refreshed{when}"
-    if c.kind == "outside":
-        return f"input {c.input} was refreshed outside mvgraph{when}"
-    if c.kind == "ddl":
-        return f"definition of input {c.input} changed{when}"
-    if c.kind == "tracking":
-        return f"change tracking of input {c.input} started{when}"
-    if c.kind == "stats":
-        return f"input {c.input} changed (approximate: pg_stat counters)"
-    if c.kind == "always":
-        return f"input {c.input} is in 'always' mode"
-    return f"input {c.input} changed ({c.kind})"
+    return text.format(input=c.input, n=c.transactions, s="" if c.transactions == 1 else "s",
+                       when=when)
 
 
 def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehavior | str,

@@ -90,10 +90,11 @@ def plan(target: Target, targets: str | Sequence[str], behavior: str | None = No
          force: bool = False, search_path: Sequence[str] = ("public",)) -> Plan:
     """Plan a refresh without running it.
 
-    Example:
-        >>> p = mvgraph.plan("postgresql:///app", "mv5", "cascade all")  # doctest: +SKIP
-        >>> [(str(s.name), s.action.value) for s in p.steps]  # doctest: +SKIP
-        [('public.mv1', 'skip'), ('public.mv5', 'refresh'), ('public.mv6', 'refresh')]
+    Example::
+
+        p = mvgraph.plan("postgresql:///app", "mv5", "cascade all")
+        [(str(s.name), s.action.value) for s in p.steps]
+        # [('public.mv1', 'skip'), ('public.mv5', 'refresh'), ('public.mv6', 'refresh')]
     """
     names = [targets] if isinstance(targets, str) else list(targets)
     with session(target) as conn:
@@ -108,11 +109,12 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
             executor_hook: Callable[[Executor], None] | None = None) -> RefreshReport:
     """Refresh views with one of the five behaviours; returns what happened to each view.
 
-    Example:
-        >>> report = mvgraph.refresh("postgresql:///app", "mv5", behavior="cascade all",
-        ...                          parallel=4)  # doctest: +SKIP
-        >>> report.status, [str(n) for n in report.refreshed]  # doctest: +SKIP
-        ('ok', ['public.mv1', 'public.mv5', 'public.mv6'])
+    Example::
+
+        report = mvgraph.refresh("postgresql:///app", "mv5", behavior="cascade all",
+                                 parallel=4)
+        report.status, [str(n) for n in report.refreshed]
+        # ('ok', ['public.mv1', 'public.mv5', 'public.mv6'])
     """
     if parallel < 1:
         raise UsageError("--parallel must be at least 1")
