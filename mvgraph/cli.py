@@ -85,6 +85,12 @@ def _dsn(local: str | None) -> str | None:
     return local or state.dsn
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"mvgraph {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     dsn: DsnOpt = None,
@@ -92,12 +98,10 @@ def _main(
     = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     search_path: SearchPathOpt = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.",
+                                          is_eager=True, callback=_print_version)] = False,
 ) -> None:
     """Keep PostgreSQL materialized views fresh."""
-    if version:
-        out.print(f"mvgraph {__version__}")
-        raise typer.Exit(0)
     state.dsn = embedded.EMBEDDED if use_embedded else dsn
     state.debug = debug
     state.search_path = _search_path(search_path) if search_path else ["public"]

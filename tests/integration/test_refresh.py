@@ -400,3 +400,21 @@ def test_settings_and_retention(gauss: Conn) -> None:
         report = mvgraph.refresh(gauss, "mv1", "restrict")
         holder.rollback()
     assert report.status == "failed" and "150ms" in (report.steps[0].error or "")
+
+
+def test_writes_to_a_partition_count_for_the_partitioned_table(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE p (id int, v int) PARTITION BY RANGE (id);
+        CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);
+        CREATE MATERIALIZED VIEW mp AS SELECT count(*) AS n FROM p;
+    """)
+    mvgraph.track(conn, every=True)
+    mvgraph.refresh(conn, "mp")
+    assert refreshed(mvgraph.refresh(conn, "mp")) == []
+    conn.execute("INSERT INTO p1 VALUES (1, 1)")  # straight into the partition
+    p = mvgraph.plan(conn, "mp")
+    assert p.steps[0].reason.startswith("input public.p changed (1 transaction")
+    with conn.transaction():  # several statements, one transaction: one change
+        conn.execute("INSERT INTO p VALUES (2, 2)")
+        conn.execute("UPDATE p SET v = v + 1")
+    assert "(2 transactions" in mvgraph.plan(conn, "mp").steps[0].reason

@@ -11,11 +11,20 @@ CREATE TABLE mvgraph.change_log (
     PRIMARY KEY (relid, xid)
 );
 
+-- The statement trigger of tracked tables. A transaction-local setting remembers that this
+-- transaction already logged this table, so later statements skip the insert (and the insert
+-- needs no ON CONFLICT); a rolled-back subtransaction resets the setting with its row.
 CREATE FUNCTION mvgraph.track_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target oid := coalesce(TG_ARGV[0]::oid, TG_RELID);
+    flag text := 'mvgraph.logged_' || target::text;
 BEGIN
-    INSERT INTO mvgraph.change_log (relid, xid) VALUES (TG_RELID, pg_current_xact_id())
-    ON CONFLICT DO NOTHING;
+    IF current_setting(flag, true) IS DISTINCT FROM 'y' THEN
+        INSERT INTO mvgraph.change_log (relid, xid) VALUES (target, pg_current_xact_id())
+        ON CONFLICT DO NOTHING;
+        PERFORM set_config(flag, 'y', true);
+    END IF;
     RETURN NULL;
 END
 $$;
