@@ -160,6 +160,7 @@ class Executor:
         self.outside_seen = True
         self.seq = {s.name: i + 1 for i, s in enumerate(self.plan.steps)}
         self.results: dict[RelationName, StepResult] = {}
+        self._unrecorded: list[StepResult] = []  # skipped without a transaction; recorded last
 
     # ---- public ---------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -249,8 +250,10 @@ class Executor:
     def _finish(self, status: str, results: tuple[StepResult, ...]) -> None:
         error = next((f"{r.name}: {r.error}" for r in results if r.error), None)
         try:
-            for r in results:  # steps not recorded by a worker
-                if self.options.atomic or r.action in ("blocked", "cancelled"):
+            late = [r for r in results  # steps not recorded by a worker
+                    if self.options.atomic or r.action in ("blocked", "cancelled")]
+            with self.conn.pipeline():
+                for r in late + [u for u in self._unrecorded if u not in late]:
                     self._record_step(self.conn, r)
             self.conn.execute(query("finish_job"), {"status": "done" if status == "ok" else
                                                     status, "error": error, "job": self.job_id})
@@ -366,9 +369,21 @@ class Executor:
                 return StepResult(step.name, "blocked", f"blocked by {cause}")
         return None
 
+    @staticmethod
+    def _still_unchanged(step: Step, results: dict[RelationName, StepResult]) -> bool:
+        """A step the plan skips, with no upstream step refreshed in this run, is skipped without
+        a transaction: its facts were read moments ago by the plan. A write committed since then
+        is not lost; it counts for the next run, as if it had come a moment later."""
+        return (step.action is Action.SKIP and not step.forced
+                and not any(results[a].action == "refreshed" for a in step.after
+                            if a in results))
+
     def _guarded(self, conn: Conn, step: Step,
                  results: dict[RelationName, StepResult]) -> StepResult:
         early = self._precheck(step, results)
+        if early is None and self._still_unchanged(step, results):
+            early = StepResult(step.name, "skipped", step.reason)
+            self._unrecorded.append(early)
         if early is not None:
             self._emit("finish", step.name, early)
             return early

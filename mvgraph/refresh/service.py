@@ -123,11 +123,13 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
     names = [targets] if isinstance(targets, str) else list(targets)
     with session(target) as conn:
         g, p = build_plan(conn, names, behavior, force=force, search_path=search_path)
+        with translated():
+            stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
         options = RefreshOptions(
             parallel=1 if atomic else parallel, atomic=atomic, concurrently=concurrently,
-            lock_timeout=lock_timeout or get_setting(conn, "lock_timeout", "10s"),
-            statement_timeout=statement_timeout or get_setting(conn, "statement_timeout", "0"),
-            synchronous_commit=get_setting(conn, "synchronous_commit", "off"))
+            lock_timeout=lock_timeout or stored.get("lock_timeout", "10s"),
+            statement_timeout=statement_timeout or stored.get("statement_timeout", "0"),
+            synchronous_commit=stored.get("synchronous_commit", "off"))
         executor = Executor(conn, g, p, options, listener)
         if executor_hook is not None:  # lets callers reach the executor, e.g. to cancel it
             executor_hook(executor)
