@@ -418,3 +418,13 @@ def test_writes_to_a_partition_count_for_the_partitioned_table(conn: Conn) -> No
         conn.execute("INSERT INTO p VALUES (2, 2)")
         conn.execute("UPDATE p SET v = v + 1")
     assert "(2 transactions" in mvgraph.plan(conn, "mp").steps[0].reason
+
+
+def test_skipped_steps_are_recorded_too(gauss: Conn) -> None:
+    report = mvgraph.refresh(gauss, "mv5", "cascade all")
+    assert refreshed(report) == []
+    rows = gauss.execute("SELECT name, status, reason FROM mvgraph.job_step WHERE job_id = %s "
+                         "ORDER BY seq", [report.job_id]).fetchall()
+    assert [r[:2] for r in rows] == [("public.mv1", "skipped"), ("public.mv5", "skipped"),
+                                     ("public.mv6", "skipped")]
+    assert all(str(r[2]).startswith("unchanged since") for r in rows)
