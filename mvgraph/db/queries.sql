@@ -30,14 +30,19 @@ SELECT DISTINCT d.refobjid::bigint AS input, r.ev_class::bigint AS dependent
    AND d.refobjid <> r.ev_class
 
 -- name: volatile_functions
--- Time-dependent or volatile functions each view calls, read from its rewrite rule.
-WITH calls AS (
-    SELECT r.ev_class, (regexp_matches(r.ev_action::text, ':funcid (\d+)', 'g'))[1]::oid AS fn
+-- Time-dependent or volatile functions each user view calls, read from its rewrite rule.
+WITH rules AS (
+    SELECT r.ev_class, r.ev_action::text AS tree
       FROM pg_rewrite r
-     WHERE r.ev_class IN (SELECT c.oid FROM pg_class c WHERE c.relkind IN ('v', 'm'))
+      JOIN pg_class c ON c.oid = r.ev_class
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('v', 'm')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
+), calls AS (
+    SELECT ev_class, (regexp_matches(tree, ':funcid (\d+)', 'g'))[1]::oid AS fn FROM rules
 ), svf AS (
-    SELECT r.ev_class, (regexp_matches(r.ev_action::text, '\{SQLVALUEFUNCTION :op (\d+)', 'g'))[1]::int AS op
-      FROM pg_rewrite r
+    SELECT ev_class, (regexp_matches(tree, '\{SQLVALUEFUNCTION :op (\d+)', 'g'))[1]::int AS op
+      FROM rules
 )
 SELECT ev_class::bigint AS oid, p.proname AS function
   FROM calls JOIN pg_proc p ON p.oid = calls.fn
