@@ -73,9 +73,6 @@ CREATE TABLE IF NOT EXISTS mvgraph.schema_version (
 -- name: record_migration
 INSERT INTO mvgraph.schema_version (version, name) VALUES (%(version)s, %(name)s)
 
--- name: server_version
-SELECT current_setting('server_version_num')::int
-
 -- name: relation_info
 -- oid, populated flag and CONCURRENTLY-usable unique index of the named relations.
 SELECT u.name, c.oid::bigint, c.relkind::text, c.relispopulated,

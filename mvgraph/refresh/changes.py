@@ -178,15 +178,6 @@ def stat_counters(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[int, int]]
     return {int(str(r[0])): (int(str(r[1])), int(str(r[2]))) for r in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class FactsContext:
-    """Everything needed to compute facts: the graph, the views' current relations."""
-
-    graph: MVGraph
-    rels: Mapping[RelationName, Relation]
-    outside_seen: bool
-
-
 def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
                  rels: Mapping[RelationName, Relation] | None = None,
                  outside_seen: bool | None = None) -> dict[RelationName, MVFacts]:

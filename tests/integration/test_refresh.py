@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
@@ -133,8 +132,7 @@ def test_view_redefinition_is_noticed(conn: Conn) -> None:
     assert refreshed(mvgraph.refresh(conn, "m")) == []
     conn.execute("CREATE OR REPLACE VIEW v AS SELECT id, v * 10 AS v FROM t")
     p = mvgraph.plan(conn, "m")
-    assert p.steps[0].reason == "definition of input public.v changed" or \
-        p.steps[0].reason.startswith("definition of input public.v changed")
+    assert p.steps[0].reason.startswith("definition of input public.v changed")
     mvgraph.refresh(conn, "m")
     assert conn.execute("SELECT sum(v) FROM m").fetchone() == (30,)
 
@@ -375,7 +373,6 @@ def test_tracking_start_makes_readers_stale(conn: Conn) -> None:
     mvgraph.track(conn, ["t"])
     p = mvgraph.plan(conn, "m")
     assert p.steps[0].reason.startswith("change tracking of input public.t started")
-    assert io  # keep import used for COPY helpers in future tests
 
 
 def test_settings_and_retention(gauss: Conn) -> None:
