@@ -28,14 +28,16 @@ TIME_FUNCTIONS = (
 
 
 def read_definitions(conn: psycopg.Connection[tuple[object, ...]],
-                     schemas: Sequence[str] | None = None) -> list[Definition]:
+                     schemas: Sequence[str] | None = None,
+                     with_sql: bool = True) -> list[Definition]:
     """Every user relation with the relations its rule reads.
 
     With ``schemas``, only relations in those schemas are returned, plus the relations they read
-    directly (so that every edge has both ends).
+    directly (so that every edge has both ends). ``with_sql=False`` leaves out the view
+    definitions, whose reading waits for any running plain REFRESH (planning never needs them).
     """
     with translated():
-        rows = conn.execute(query("relations")).fetchall()
+        rows = conn.execute(query("relations"), {"with_sql": with_sql}).fetchall()
         deps = conn.execute(query("dependencies")).fetchall()
         volatile = conn.execute(query("volatile_functions"),
                                 {"time_functions": list(TIME_FUNCTIONS)}).fetchall()

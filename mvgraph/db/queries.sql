@@ -8,7 +8,9 @@ SELECT n.nspname AS schema,
        c.relkind::text AS relkind,
        pg_get_userbyid(c.relowner) AS owner,
        c.relispopulated AS populated,
-       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END AS definition,
+       -- pg_get_viewdef waits for a running plain REFRESH: only read when asked for
+       CASE WHEN %(with_sql)s AND c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END
+           AS definition,
        EXISTS (SELECT 1 FROM pg_index i
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
                   AND i.indpred IS NULL AND i.indexprs IS NULL) AS concurrent_index,
@@ -17,8 +19,8 @@ SELECT n.nspname AS schema,
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
-   AND n.nspname NOT LIKE 'pg\_toast%'
-   AND n.nspname NOT LIKE 'pg\_temp\_%'
+   AND n.nspname NOT LIKE 'pg\_toast%%'
+   AND n.nspname NOT LIKE 'pg\_temp\_%%'
 
 -- name: dependencies
 -- input -> dependent pairs from the rewrite rules of views and materialized views.
@@ -74,11 +76,14 @@ CREATE TABLE IF NOT EXISTS mvgraph.schema_version (
 INSERT INTO mvgraph.schema_version (version, name) VALUES (%(version)s, %(name)s)
 
 -- name: relation_info
--- oid, populated flag and CONCURRENTLY-usable unique index of the named relations.
+-- oid, populated flag, CONCURRENTLY-usable unique index and partition ancestors of relations.
 SELECT u.name, c.oid::bigint, c.relkind::text, c.relispopulated,
        EXISTS (SELECT 1 FROM pg_index i
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
-                  AND i.indpred IS NULL AND i.indexprs IS NULL)
+                  AND i.indpred IS NULL AND i.indexprs IS NULL),
+       CASE WHEN c.relispartition THEN ARRAY(
+           SELECT a::bigint FROM pg_partition_ancestors(c.oid) a WHERE a <> c.oid)
+       ELSE '{}'::bigint[] END
   FROM unnest(%(names)s::text[]) AS u(name)
   JOIN pg_class c ON c.oid = to_regclass(u.name)
 
@@ -117,7 +122,8 @@ SELECT u.oid::bigint,
                             + pg_stat_get_tuples_deleted(t.relid)), 0)::bigint
           FROM (SELECT u.oid AS relid
                  UNION SELECT p.relid FROM pg_partition_tree(u.oid) p) t),
-       (SELECT c.relfilenode FROM pg_class c WHERE c.oid = u.oid)
+       (SELECT coalesce(sum(c.relfilenode::bigint), 0)::bigint FROM pg_class c
+         WHERE c.oid = u.oid OR c.oid IN (SELECT p.relid FROM pg_partition_tree(u.oid) p))
   FROM unnest(%(oids)s::oid[]) AS u(oid)
 
 -- name: stat_inputs
@@ -160,6 +166,19 @@ UPDATE mvgraph.mv_state
        volatile_mode = coalesce(%(volatile_mode)s, volatile_mode)
  WHERE mv = %(oid)s
 
+-- name: compaction_lock
+-- Every refresh holds ROW EXCLUSIVE on mv_input from before its snapshot until it commits, so
+-- holding SHARE here means no refresh is running: none can still need a row deleted below.
+LOCK TABLE mvgraph.mv_input IN SHARE MODE NOWAIT
+
+-- name: forget_dropped_views
+WITH gone AS (DELETE FROM mvgraph.mv_state s
+               WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.mv AND c.relkind = 'm')
+               RETURNING mv)
+DELETE FROM mvgraph.mv_input i
+ WHERE i.mv IN (SELECT mv FROM gone)
+    OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = i.mv AND c.relkind = 'm')
+
 -- name: compact_changes
 -- Drop change rows that every dependent view has already seen.
 DELETE FROM mvgraph.change_log c
@@ -172,8 +191,11 @@ DELETE FROM mvgraph.change_log c
    AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
 
 -- name: create_track_trigger
+-- ENABLE ALWAYS: writes applied by logical replication or under session_replication_role =
+-- replica change the table too.
 CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
-FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({parent})
+FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write();
+ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 
 -- name: drop_track_trigger
 DROP TRIGGER IF EXISTS mvgraph_track ON {table}
@@ -187,11 +209,13 @@ SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(t::text, 0)::numer
   FROM {mv} AS t
 
 -- name: step_begin
--- Sent in one round trip after BEGIN: the limits, the view's lock, then a touch of its state row
--- (a serialization failure there means another process refreshed it after our snapshot).
+-- Sent in one round trip after BEGIN: the limits, a lock that keeps compaction away (taken
+-- before the snapshot: LOCK needs none), the view's lock, then a touch of its state row (a
+-- serialization failure there means another process refreshed it after our snapshot).
 SET LOCAL lock_timeout = {lock_timeout};
 SET LOCAL statement_timeout = {statement_timeout};
 SET LOCAL mvgraph.refreshing = 'on';
+LOCK TABLE mvgraph.mv_input IN ROW EXCLUSIVE MODE;
 SELECT pg_advisory_xact_lock({key});
 UPDATE mvgraph.mv_state SET name = name WHERE mv = {oid} RETURNING early_cutoff, fingerprint
 
@@ -208,7 +232,7 @@ WITH state AS (
 )
 INSERT INTO mvgraph.mv_input (mv, input, stat_counter, filenode)
 SELECT %(oid)s, u.input, u.counter, u.filenode
-  FROM unnest(%(inputs)s::oid[], %(counters)s::bigint[], %(filenodes)s::oid[])
+  FROM unnest(%(inputs)s::oid[], %(counters)s::bigint[], %(filenodes)s::bigint[])
        AS u(input, counter, filenode)
 ON CONFLICT (mv, input) DO UPDATE
    SET stat_counter = EXCLUDED.stat_counter, filenode = EXCLUDED.filenode
@@ -296,3 +320,16 @@ SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 -- Returns the previous value, so that it can be restored.
 SELECT current_setting('synchronous_commit') AS previous,
        set_config('synchronous_commit', %(value)s, false)
+
+-- name: untracked_partitions
+-- Partitions of trigger-tracked tables that lack the tracking trigger (created after `track`).
+SELECT u.oid::bigint, n.nspname, c.relname
+  FROM unnest(%(oids)s::oid[]) AS u(oid)
+  JOIN pg_partition_tree(u.oid) p ON p.relid <> u.oid
+  JOIN pg_class c ON c.oid = p.relid AND c.relkind IN ('r', 'f')
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = p.relid AND t.tgname = 'mvgraph_track')
+
+-- name: try_setting
+SELECT set_config(%(key)s, %(value)s, true)

@@ -187,6 +187,8 @@ _CHANGE_TEXT = {
     "tracking": "change tracking of input {input} started{when}",
     "stats": "input {input} changed (approximate: pg_stat counters)",
     "always": "input {input} is in 'always' mode",
+    "untracked": "input {input} has a partition without the tracking trigger (run mvgraph track "
+                 "{input} again)",
 }
 
 

@@ -35,6 +35,13 @@ class Relation:
     relkind: str
     populated: bool
     concurrent_index: bool
+    ancestors: tuple[int, ...] = ()  # partitioned tables above a partition
+
+    @property
+    def change_oids(self) -> tuple[int, ...]:
+        """Whose change rows concern this relation: itself and, for a partition, its
+        ancestors (a write routed through a partitioned table logs only that table)."""
+        return (self.oid, *self.ancestors)
 
 
 def freshness_inputs(graph: MVGraph, mv: RelationName) -> set[RelationName]:
@@ -66,8 +73,9 @@ def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, R
     wanted = {str(n): n for n in names}
     with translated():
         rows = conn.execute(query("relation_info"), {"names": list(wanted)}).fetchall()
-    return {wanted[str(r[0])]: Relation(wanted[str(r[0])], int(str(r[1])), str(r[2]), bool(r[3]),
-                                        bool(r[4])) for r in rows}
+    return {wanted[str(r[0])]: Relation(
+        wanted[str(r[0])], int(str(r[1])), str(r[2]), bool(r[3]), bool(r[4]),
+        tuple(int(a) for a in r[5]) if isinstance(r[5], list) else ()) for r in rows}
 
 
 def event_trigger_present(conn: Conn) -> bool:
@@ -114,11 +122,11 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
     with translated(), conn.transaction():
         _drop_triggers(conn, rel)
         if mode == "triggers":
-            conn.execute(sql.SQL(query("create_track_trigger")).format(
-                table=table.identifier, parent=sql.SQL("")))
+            conn.execute(sql.SQL(query("create_track_trigger")).format(table=table.identifier))
             for part in _partitions(conn, rel.oid):
+                _drop_trigger(conn, _regclass_ident(conn, part))
                 conn.execute(sql.SQL(query("create_track_trigger")).format(
-                    table=_regclass_ident(conn, part), parent=sql.Literal(str(rel.oid))))
+                    table=_regclass_ident(conn, part)))
         conn.execute(query("set_table_mode"), {"oid": rel.oid, "name": str(table), "mode": mode})
         conn.execute(query("log_tracking_start"), {"oid": rel.oid})
 
@@ -126,8 +134,8 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
 def untrack(conn: Conn, table: RelationName) -> None:
     """Remove a table's tracking triggers; it falls back to ``stats`` mode."""
     rel = relations(conn, [table]).get(table)
-    if rel is None:
-        raise UsageError(f"{table} is not a table in this database")
+    if rel is None or rel.relkind not in ("r", "p", "f"):
+        raise UsageError(f"{table} is not a table in this database; untrack base tables only")
     with translated(), conn.transaction():
         _drop_triggers(conn, rel)
         conn.execute(query("clear_table_mode"), {"oid": rel.oid})
@@ -144,13 +152,16 @@ def _regclass_ident(conn: Conn, oid: int) -> sql.Composable:
     return sql.Identifier(str(row[0]), str(row[1]))
 
 
+def _drop_trigger(conn: Conn, table: sql.Composable) -> None:
+    conn.execute(sql.SQL(query("drop_track_trigger")).format(table=table))
+
+
 def _drop_triggers(conn: Conn, rel: Relation) -> None:
     if rel.relkind == "f":
         return
-    conn.execute(sql.SQL(query("drop_track_trigger")).format(table=rel.name.identifier))
+    _drop_trigger(conn, rel.name.identifier)
     for part in _partitions(conn, rel.oid):
-        conn.execute(sql.SQL(query("drop_track_trigger")).format(
-            table=_regclass_ident(conn, part)))
+        _drop_trigger(conn, _regclass_ident(conn, part))
 
 
 def base_tables_upstream_of_views(graph: MVGraph) -> list[RelationName]:
@@ -189,23 +200,35 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
     if outside_seen is None:
         outside_seen = event_trigger_present(conn)
     mv_oids = [rels[m].oid for m in mvs if m in rels]
-    by_oid = {r.oid: r.name for r in rels.values()}
+    label: dict[tuple[int, int], RelationName] = {}  # (view, oid whose changes count) -> input
+    for m in mvs:
+        if m in rels:
+            for i in inputs[m]:
+                if i in rels:
+                    for oid in rels[i].change_oids:
+                        label.setdefault((rels[m].oid, oid), i)
     with translated():
         states = {int(str(r[0])): r for r in conn.execute(query("mv_states"),
                                                            {"oids": mv_oids}).fetchall()}
-        pairs = [(rels[m].oid, rels[i].oid) for m in mvs if m in rels for i in inputs[m]
-                 if i in rels]
         counts = conn.execute(query("change_counts"), {
-            "mvs": [p[0] for p in pairs], "inputs": [p[1] for p in pairs]}).fetchall()
+            "mvs": [p[0] for p in label], "inputs": [p[1] for p in label]}).fetchall()
     changes: dict[int, list[InputChange]] = defaultdict(list)
     for mv_oid, input_oid, kind, n, last_at in counts:
         changes[int(str(mv_oid))].append(InputChange(
-            by_oid[int(str(input_oid))], _KIND_WORDS.get(str(kind), str(kind)), int(str(n)),
+            label[(int(str(mv_oid)), int(str(input_oid)))],
+            _KIND_WORDS.get(str(kind), str(kind)), int(str(n)),
             last_at if isinstance(last_at, datetime) else None))
     base = {rels[i].oid for s in inputs.values() for i in s
             if i in rels and rels[i].relkind in ("r", "p", "f")}
     modes = table_modes(conn, base) if base else {}
     stats_oids = {o for o, (mode, _) in modes.items() if mode == "stats"}
+    partitioned = [o for o, (mode, _) in modes.items() if mode == "triggers"
+                   and any(r.oid == o and r.relkind == "p" for r in rels.values())]
+    untracked: set[int] = set()
+    if partitioned:
+        with translated():
+            untracked = {int(str(r[0])) for r in conn.execute(query("untracked_partitions"),
+                                                               {"oids": partitioned})}
     if stats_oids:
         current = stat_counters(conn, stats_oids)
         with translated():
@@ -224,6 +247,8 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             if r is None or r.oid not in modes:
                 continue
             mode = modes[r.oid][0]
+            if r.oid in untracked:
+                found.append(InputChange(inp, "untracked"))
             if mode == "always":
                 found.append(InputChange(inp, "always"))
             elif mode == "stats" and refreshed_at is not None and (

@@ -160,6 +160,7 @@ class Executor:
         self.outside_seen = True
         self.seq = {s.name: i + 1 for i, s in enumerate(self.plan.steps)}
         self.results: dict[RelationName, StepResult] = {}
+        self._atomic_counters: dict[int, tuple[int, int]] = {}
         self._unrecorded: list[StepResult] = []  # skipped without a transaction; recorded last
 
     # ---- public ---------------------------------------------------------------------------------
@@ -202,6 +203,12 @@ class Executor:
             self.cancel()
             if self.options.atomic:
                 self.results.clear()  # the one transaction was rolled back
+        except BaseException as exc:  # an mvgraph bug or a lost connection: close the job
+            done = tuple(self.results.get(s.name) or StepResult(
+                s.name, "cancelled", f"not run: {_message(exc)}") for s in self.plan.steps)
+            with suppress(Exception):
+                self._finish("failed", done)
+            raise
         reason = "run cancelled" if self._cancel.is_set() else "not run"
         ordered = tuple(self.results.get(s.name) or StepResult(s.name, "cancelled", reason)
                         for s in self.plan.steps)
@@ -257,10 +264,20 @@ class Executor:
                     self._record_step(self.conn, r)
             self.conn.execute(query("finish_job"), {"status": "done" if status == "ok" else
                                                     status, "error": error, "job": self.job_id})
-            self.conn.execute(query("compact_changes"))
             self.conn.execute(query("purge_jobs"))
+            self._compact()
         except psycopg.Error as exc:
             raise translate(exc) from exc
+
+    def _compact(self) -> None:
+        """Drop change rows every reader has seen, when no refresh is running anywhere."""
+        try:
+            with repeatable_read(self.conn):
+                self.conn.execute(query("compaction_lock"))
+                self.conn.execute(query("forget_dropped_views"))
+                self.conn.execute(query("compact_changes"))
+        except pgerrors.LockNotAvailable:
+            pass  # refreshes are running; a later run compacts
 
     def _record_step(self, conn: Conn, r: StepResult) -> None:
         status = {"refreshed": "done", "skipped": "skipped"}.get(r.action, r.action)
@@ -293,8 +310,12 @@ class Executor:
                 ThreadPoolExecutor(self.options.parallel) as workers:
 
             def task(step: Step) -> StepResult:
-                with pool.connection() as c, self._commit_mode(c):
-                    result = self._guarded(c, step, results)
+                try:
+                    with pool.connection() as c, self._commit_mode(c):
+                        result = self._guarded(c, step, results)
+                except Exception as exc:  # e.g. no connection to be had: the step fails
+                    result = StepResult(step.name, "failed", step.reason, error=_message(exc))
+                    self._unrecorded.append(result)
                 results[step.name] = result
                 return result
 
@@ -312,14 +333,20 @@ class Executor:
                     running[workers.submit(task, steps[name])] = name
                 if not running:
                     continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    self.cancel()  # before the pools' exits wait for the workers
+                    raise
                 for fut in done:
                     name = running.pop(fut)
                     results[name] = fut.result()
                     sorter.done(name)
 
     def _run_atomic(self) -> None:
+        stats = {r.oid for rs in self.stats_inputs.values() for r in rs}
         for _attempt in range(MAX_RETRIES):
+            self._atomic_counters = stat_counters(self.conn, stats) if stats else {}
             results = self.results
             results.clear()
             try:
@@ -418,8 +445,11 @@ class Executor:
     def _attempt(self, conn: Conn, step: Step, in_transaction: bool) -> StepResult:
         """One try at one step; inside the atomic transaction when ``in_transaction``."""
         rel = self.rels[step.name]
-        counters = stat_counters(conn, [r.oid for r in self.stats_inputs[step.name]]) \
-            if self.stats_inputs[step.name] else {}
+        if in_transaction:  # --atomic: read before the transaction began (see _run_atomic)
+            counters = self._atomic_counters
+        else:  # before the snapshot, so the record errs toward "changed"
+            counters = stat_counters(conn, [r.oid for r in self.stats_inputs[step.name]]) \
+                if self.stats_inputs[step.name] else {}
         begin = sql.SQL(query("step_begin")).format(
             lock_timeout=sql.Literal(self.options.lock_timeout),
             statement_timeout=sql.Literal(self.options.statement_timeout),
@@ -458,15 +488,17 @@ class Executor:
                 if not changed:
                     reason += "; content unchanged (early cutoff: dependents stay fresh)"
             inputs = [self.rels[i] for i in sorted(self.inputs[step.name]) if i in self.rels]
+            oids = list(dict.fromkeys(o for r in inputs for o in r.change_oids))
+            recorded = {r.oid: counters.get(r.oid, (None, None)) for r in inputs}
             result = StepResult(step.name, "refreshed", reason, duration,
                                 concurrently=concurrently)
             with conn.pipeline():  # one round trip for the bookkeeping
                 conn.execute(query("record_refresh"), {
                     "oid": rel.oid, "name": str(step.name), "duration": duration,
                     "fingerprint": fingerprint,
-                    "inputs": [r.oid for r in inputs],
-                    "counters": [counters.get(r.oid, (None, None))[0] for r in inputs],
-                    "filenodes": [counters.get(r.oid, (None, None))[1] for r in inputs]})
+                    "inputs": oids,
+                    "counters": [recorded.get(o, (None, None))[0] for o in oids],
+                    "filenodes": [recorded.get(o, (None, None))[1] for o in oids]})
                 if changed:
                     conn.execute(query("log_refresh"), {"oid": rel.oid})
                 if not in_transaction:

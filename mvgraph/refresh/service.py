@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,8 +57,14 @@ def prepare(conn: Conn) -> None:
 
 
 def is_selector(text: str) -> bool:
-    """True when a target is a dbt-style selector rather than a plain name."""
-    return bool(_SELECTOR_CHARS & set(text)) or " " in text.strip()
+    """True when a target is a dbt-style selector rather than a plain name (characters inside
+    double quotes belong to a name).
+
+    >>> is_selector("+mv5"), is_selector('"Sales Q1+"'), is_selector("a b")
+    (True, False, True)
+    """
+    unquoted = re.sub(r'"(?:[^"]|"")*"', "x", text.strip())
+    return bool(_SELECTOR_CHARS & set(unquoted)) or " " in unquoted
 
 
 def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavior | None = None,
@@ -66,7 +73,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
     """The plan for targets (names, or dbt selectors refreshed with DEFAULT semantics)."""
     if not targets:
         raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
-    g = graph or MVGraph.from_definitions(read_definitions(conn))
+    g = graph or MVGraph.from_definitions(read_definitions(conn, with_sql=False))
     parsed = RefreshBehavior.parse(behavior)
     if any(is_selector(t) for t in targets):
         if parsed not in (RefreshBehavior.DEFAULT, RefreshBehavior.RESTRICT):
@@ -122,6 +129,10 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
         raise UsageError("--concurrently must be auto, always or never")
     names = [targets] if isinstance(targets, str) else list(targets)
     with session(target) as conn:
+        for key, value in (("lock_timeout", lock_timeout),
+                           ("statement_timeout", statement_timeout)):
+            if value is not None:
+                _validate_setting(conn, key, value)
         g, p = build_plan(conn, names, behavior, force=force, search_path=search_path)
         with translated():
             stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
@@ -145,6 +156,20 @@ SETTINGS = {
 }
 
 
+def _validate_setting(conn: Conn, key: str, value: str) -> None:
+    """Refuse a value every later refresh would trip over."""
+    if key == "retention_days":
+        if not value.isdigit() or not 0 <= int(value) <= 36500:
+            raise UsageError("retention_days must be a whole number of days (0 to 36500)")
+        return
+    try:  # let PostgreSQL judge the value, in a transaction that is rolled back
+        with conn.transaction(force_rollback=True):
+            conn.execute(query("try_setting"), {"key": key, "value": value})
+    except psycopg.Error:
+        example = "on or off" if key == "synchronous_commit" else "10s, 500ms or 0"
+        raise UsageError(f"{value!r} is not a valid {key}; use e.g. {example}") from None
+
+
 def get_setting(conn: Conn, key: str, default: str) -> str:
     """One setting from ``mvgraph.setting``."""
     with translated():
@@ -161,8 +186,7 @@ def settings(target: Target, key: str | None = None, value: str | None = None
                 raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
             if value is None:
                 raise UsageError(f"give a value for {key}")
-            if key == "retention_days" and not value.isdigit():
-                raise UsageError("retention_days must be a whole number of days")
+            _validate_setting(conn, key, value)
             with translated():
                 conn.execute(query("put_setting"), {"key": key, "value": value})
         with translated():
@@ -174,7 +198,7 @@ def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
           ) -> list[RelationName]:
     """Set the tracking mode of tables (``every``: all base tables upstream of any view)."""
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn))
+        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.set_mode(conn, name, mode)
@@ -185,7 +209,7 @@ def untrack(target: Target, tables: Sequence[str] = (), *, every: bool = False,
             search_path: Sequence[str] = ("public",)) -> list[RelationName]:
     """Remove tracking triggers; the tables fall back to ``stats`` mode."""
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn))
+        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.untrack(conn, name)
@@ -207,7 +231,7 @@ def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
     if volatile not in (None, "auto", "always", "never"):
         raise UsageError("--volatile must be auto, always or never")
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn))
+        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
         name = g.resolve(view, search_path)
         if g.kind(name) is not Kind.MATVIEW:
             raise UsageError(f"{name} is not a materialized view")
@@ -259,7 +283,7 @@ class StatusReport:
 def status(target: Target) -> StatusReport:
     """Freshness of every materialized view and tracking mode of every base table they read."""
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn))
+        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
         mvs = [n for n in g.order() if g.kind(n) is Kind.MATVIEW]
         facts = changes.gather_facts(conn, g, mvs)
         rels = changes.relations(conn, mvs)

@@ -83,14 +83,16 @@ def test_track_status_and_skip(capsys: pytest.CaptureFixture[str], gauss_dsn: st
     assert {v["name"]: v["fresh"] for v in json.loads(out)["views"]}["public.mv1"] is False
 
 
-def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str) -> None:
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str, parallel: str) -> None:
     with connect(gauss_dsn) as conn:
         conn.execute("CREATE FUNCTION nap(float8) RETURNS int LANGUAGE sql "
                      "AS 'SELECT 1 FROM pg_sleep($1)'")
         conn.execute("CREATE MATERIALIZED VIEW slow AS SELECT nap(30) AS s FROM mv1 "
                      "WITH NO DATA")
     env = {**os.environ, "MVGRAPH_DSN": gauss_dsn, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "refresh", "+slow", "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "refresh", "+slow", "--json",
+                             "--parallel", parallel],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 20
     with connect(gauss_dsn) as conn:
@@ -101,7 +103,9 @@ def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str) -> None:
                 break
             time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
     out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10, "the running refresh was not cancelled at once"
     assert proc.returncode == 130, err
     data = json.loads(out)
     assert data["status"] == "cancelled"

@@ -427,3 +427,96 @@ def test_skipped_steps_are_recorded_too(gauss: Conn) -> None:
     assert [r[:2] for r in rows] == [("public.mv1", "skipped"), ("public.mv5", "skipped"),
                                      ("public.mv6", "skipped")]
     assert all(str(r[2]).startswith("unchanged since") for r in rows)
+
+
+def test_partition_writes_through_the_parent_and_new_partitions(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE ev (id int, v int) PARTITION BY RANGE (id);
+        CREATE TABLE ev_a PARTITION OF ev FOR VALUES FROM (0) TO (100);
+        CREATE MATERIALIZED VIEW m_all AS SELECT count(*) AS n FROM ev;
+        CREATE MATERIALIZED VIEW m_part AS SELECT count(*) AS n FROM ev_a;
+    """)
+    mvgraph.track(conn, every=True)  # tracks ev and ev_a (sorted: the parent first)
+    mvgraph.refresh(conn, "m_all m_part")
+    conn.execute("INSERT INTO ev_a VALUES (1, 1)")  # straight into the partition
+    assert {str(s.name): s.action.value for s in mvgraph.plan(conn, "m_all m_part").steps} == {
+        "public.m_all": "refresh", "public.m_part": "refresh"}
+    mvgraph.refresh(conn, "m_all m_part")
+    conn.execute("INSERT INTO ev VALUES (2, 2)")  # routed through the parent
+    assert {str(s.name): s.action.value for s in mvgraph.plan(conn, "m_all m_part").steps} == {
+        "public.m_all": "refresh", "public.m_part": "refresh"}
+    mvgraph.refresh(conn, "m_all m_part")
+    conn.execute("CREATE TABLE ev_b PARTITION OF ev FOR VALUES FROM (100) TO (200)")
+    reason = mvgraph.plan(conn, "m_all").steps[0].reason
+    assert "without the tracking trigger" in reason
+
+
+def test_replica_role_writes_are_tracked(gauss: Conn) -> None:
+    with gauss.transaction():
+        gauss.execute("SET LOCAL session_replication_role = replica")
+        gauss.execute("INSERT INTO test_table VALUES (300, 1, 1)")
+    assert mvgraph.plan(gauss, "mv1").steps[0].action.value == "refresh"
+
+
+def test_truncating_a_partitioned_table_in_stats_mode(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE pe (id int) PARTITION BY RANGE (id);
+        CREATE TABLE pe1 PARTITION OF pe FOR VALUES FROM (0) TO (10);
+        INSERT INTO pe VALUES (1), (2);
+        CREATE MATERIALIZED VIEW mpe AS SELECT count(*) AS n FROM pe;
+    """)
+    mvgraph.refresh(conn, "mpe")
+    conn.execute("TRUNCATE pe")
+    assert mvgraph.plan(conn, "mpe").steps[0].action.value == "refresh"
+
+
+def test_compaction_waits_for_running_refreshes(gauss: Conn, db_dsn: str) -> None:
+    gauss.execute("INSERT INTO test_table VALUES (400, 1, 1)")
+    with connect(db_dsn, autocommit=False) as running:  # stands for a refresh in progress
+        running.execute("LOCK TABLE mvgraph.mv_input IN ROW EXCLUSIVE MODE")
+        mvgraph.refresh(gauss, "+mv6", force=True)
+        kept = gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
+                             "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone()
+        running.rollback()
+    assert kept is not None and kept[0] >= 1
+    mvgraph.refresh(gauss, "+mv6")
+    assert gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
+                         "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone() == (0,)
+
+
+def test_dropped_views_are_forgotten(gauss: Conn) -> None:
+    gauss.execute("DROP MATERIALIZED VIEW mv6")
+    mvgraph.refresh(gauss, "mv5", "restrict")
+    names = [r[0] for r in gauss.execute("SELECT name FROM mvgraph.mv_state").fetchall()]
+    assert "public.mv6" not in names and "public.mv5" in names
+
+
+def test_planning_is_not_blocked_by_a_running_plain_refresh(gauss: Conn, db_dsn: str) -> None:
+    with connect(db_dsn, autocommit=False) as busy:
+        busy.execute("REFRESH MATERIALIZED VIEW mv6")  # holds ACCESS EXCLUSIVE until commit
+        done: list[object] = []
+        worker = threading.Thread(target=lambda: done.append(mvgraph.plan(db_dsn, "mv2")))
+        worker.start()
+        worker.join(10)
+        busy.rollback()
+    assert done, "planning waited for the lock on an unrelated view"
+
+
+def test_quoted_names_with_selector_characters(conn: Conn) -> None:
+    run_script(conn, 'CREATE TABLE t (id int); '
+                     'CREATE MATERIALIZED VIEW "Sales Q1+" AS SELECT id FROM t;')
+    report = mvgraph.refresh(conn, '"Sales Q1+"', "cascade forward")
+    assert refreshed(report) == ['public."Sales Q1+"']
+
+
+def test_bad_settings_and_timeouts_are_usage_errors(gauss: Conn) -> None:
+    from mvgraph.refresh.service import settings
+
+    for key, value in (("synchronous_commit", "maybe"), ("lock_timeout", "soon"),
+                       ("retention_days", "99999999999")):
+        with pytest.raises(mvgraph.UsageError, match=key):
+            settings(gauss, key, value)
+    with pytest.raises(mvgraph.UsageError, match="lock_timeout"):
+        mvgraph.refresh(gauss, "mv1", lock_timeout="bogus")
+    with pytest.raises(mvgraph.UsageError, match="not a table"):
+        mvgraph.untrack(gauss, ["mv1"])

@@ -17,11 +17,13 @@ CREATE TABLE mvgraph.change_log (
 CREATE FUNCTION mvgraph.track_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    target oid := coalesce(TG_ARGV[0]::oid, TG_RELID);
-    flag text := 'mvgraph.logged_' || target::text;
+    flag text := 'mvgraph.logged_' || TG_RELID::text;
 BEGIN
     IF current_setting(flag, true) IS DISTINCT FROM 'y' THEN
-        INSERT INTO mvgraph.change_log (relid, xid) VALUES (target, pg_current_xact_id())
+        -- a write to a partition is a write to every partitioned table above it
+        INSERT INTO mvgraph.change_log (relid, xid)
+        SELECT r, pg_current_xact_id()
+          FROM (SELECT TG_RELID AS r UNION SELECT pg_partition_ancestors(TG_RELID)) rels
         ON CONFLICT DO NOTHING;
         PERFORM set_config(flag, 'y', true);
     END IF;
@@ -76,7 +78,7 @@ CREATE TABLE mvgraph.mv_input (
     mv           oid NOT NULL,
     input        oid NOT NULL,
     stat_counter bigint,
-    filenode     oid,
+    filenode     bigint,  -- sum of the file nodes of the table and its partitions
     PRIMARY KEY (mv, input)
 );
 
@@ -115,6 +117,7 @@ CREATE TABLE mvgraph.job_step (
     error        text,
     PRIMARY KEY (job_id, seq)
 );
+CREATE INDEX mv_input_input ON mvgraph.mv_input (input);
 CREATE INDEX job_step_name_done ON mvgraph.job_step (name, finished_at) WHERE status = 'done';
 CREATE INDEX job_finished ON mvgraph.job (finished_at);
 
