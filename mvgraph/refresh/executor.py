@@ -425,9 +425,13 @@ class Executor:
         try:
             conn.execute(query("step_running"), {"job": self.job_id, "seq": self.seq[step.name]})
             for _attempt in range(MAX_RETRIES):
+                if self._cancel.is_set():
+                    result = StepResult(step.name, "cancelled", "run cancelled before this step")
+                    self._record_step(conn, result)
+                    return result
                 try:
                     return self._attempt(conn, step, in_transaction=False)
-                except pgerrors.SerializationFailure:
+                except (pgerrors.SerializationFailure, pgerrors.DeadlockDetected):
                     continue  # refreshed by another process meanwhile: decide again
             raise MvgraphError(f"{step.name} kept being refreshed by other processes; retry")
         except (psycopg.Error, MvgraphError) as exc:
