@@ -194,7 +194,7 @@ DELETE FROM mvgraph.change_log c
 -- ENABLE ALWAYS: writes applied by logical replication or under session_replication_role =
 -- replica change the table too.
 CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
-FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write();
+FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 
 -- name: drop_track_trigger

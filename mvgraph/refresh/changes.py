@@ -122,11 +122,14 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
     with translated(), conn.transaction():
         _drop_triggers(conn, rel)
         if mode == "triggers":
-            conn.execute(sql.SQL(query("create_track_trigger")).format(table=table.identifier))
+            is_partition = bool(rel.ancestors)
+            conn.execute(sql.SQL(query("create_track_trigger")).format(
+                table=table.identifier,
+                args=sql.Literal("partition") if is_partition else sql.SQL("")))
             for part in _partitions(conn, rel.oid):
                 _drop_trigger(conn, _regclass_ident(conn, part))
                 conn.execute(sql.SQL(query("create_track_trigger")).format(
-                    table=_regclass_ident(conn, part)))
+                    table=_regclass_ident(conn, part), args=sql.Literal("partition")))
         conn.execute(query("set_table_mode"), {"oid": rel.oid, "name": str(table), "mode": mode})
         conn.execute(query("log_tracking_start"), {"oid": rel.oid})
 

@@ -20,11 +20,14 @@ DECLARE
     flag text := 'mvgraph.logged_' || TG_RELID::text;
 BEGIN
     IF current_setting(flag, true) IS DISTINCT FROM 'y' THEN
-        -- a write to a partition is a write to every partitioned table above it
-        INSERT INTO mvgraph.change_log (relid, xid)
-        SELECT r, pg_current_xact_id()
-          FROM (SELECT TG_RELID AS r UNION SELECT pg_partition_ancestors(TG_RELID)) rels
-        ON CONFLICT DO NOTHING;
+        IF TG_NARGS = 0 THEN
+            INSERT INTO mvgraph.change_log (relid, xid) VALUES (TG_RELID, pg_current_xact_id())
+            ON CONFLICT DO NOTHING;
+        ELSE  -- on a partition: a write here is a write to every partitioned table above it
+            INSERT INTO mvgraph.change_log (relid, xid)
+            SELECT a, pg_current_xact_id() FROM pg_partition_ancestors(TG_RELID) a
+            ON CONFLICT DO NOTHING;
+        END IF;
         PERFORM set_config(flag, 'y', true);
     END IF;
     RETURN NULL;
