@@ -11,24 +11,18 @@ CREATE TABLE mvgraph.change_log (
     PRIMARY KEY (relid, xid)
 );
 
--- The statement trigger of tracked tables. A transaction-local setting remembers that this
--- transaction already logged this table, so later statements skip the insert (and the insert
--- needs no ON CONFLICT); a rolled-back subtransaction resets the setting with its row.
+-- The statement trigger of tracked tables: one row per table and writing transaction (later
+-- statements of the same transaction find the row and insert nothing).
 CREATE FUNCTION mvgraph.track_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    flag text := 'mvgraph.logged_' || TG_RELID::text;
 BEGIN
-    IF current_setting(flag, true) IS DISTINCT FROM 'y' THEN
-        IF TG_NARGS = 0 THEN
-            INSERT INTO mvgraph.change_log (relid, xid) VALUES (TG_RELID, pg_current_xact_id())
-            ON CONFLICT DO NOTHING;
-        ELSE  -- on a partition: a write here is a write to every partitioned table above it
-            INSERT INTO mvgraph.change_log (relid, xid)
-            SELECT a, pg_current_xact_id() FROM pg_partition_ancestors(TG_RELID) a
-            ON CONFLICT DO NOTHING;
-        END IF;
-        PERFORM set_config(flag, 'y', true);
+    IF TG_NARGS = 0 THEN
+        INSERT INTO mvgraph.change_log (relid, xid) VALUES (TG_RELID, pg_current_xact_id())
+        ON CONFLICT DO NOTHING;
+    ELSE  -- on a partition: a write here is a write to every partitioned table above it
+        INSERT INTO mvgraph.change_log (relid, xid)
+        SELECT a, pg_current_xact_id() FROM pg_partition_ancestors(TG_RELID) a
+        ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
 END
