@@ -212,6 +212,8 @@ BehaviorOpt = Annotated[str | None, typer.Option(
 RestrictOpt = Annotated[bool, typer.Option("--restrict",
                                            help="Refresh the view alone, unconditionally.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TargetsArg = Annotated[list[str], typer.Argument(help="Views or dbt selectors (+mv5+).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Refresh every step.")]
 
 
 def _behavior(cascade: str | None, restrict: bool) -> str:
@@ -229,10 +231,10 @@ def _behavior(cascade: str | None, restrict: bool) -> str:
 
 @app.command("plan")
 def plan_cmd(
-    targets: Annotated[list[str], typer.Argument(help="Views or dbt selectors (+mv5+).")],
+    targets: TargetsArg,
     cascade: BehaviorOpt = None,
     restrict: RestrictOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Refresh every step.")] = False,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
@@ -251,10 +253,10 @@ def plan_cmd(
 
 @app.command("refresh")
 def refresh_cmd(
-    targets: Annotated[list[str], typer.Argument(help="Views or dbt selectors (+mv5+).")],
+    targets: TargetsArg,
     cascade: BehaviorOpt = None,
     restrict: RestrictOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Refresh every step.")] = False,
+    force: ForceOpt = False,
     parallel: Annotated[int, typer.Option("--parallel", "-j", min=1,
                                           help="Views refreshed at once.")] = 1,
     atomic: Annotated[bool, typer.Option("--atomic",

@@ -310,9 +310,6 @@ DELETE FROM mvgraph.job
  WHERE finished_at < now() - make_interval(days => coalesce(
        (SELECT value::int FROM mvgraph.setting WHERE key = 'retention_days'), 30))
 
--- name: event_trigger_setting
-SELECT value FROM mvgraph.setting WHERE key = 'event_trigger'
-
 -- name: all_settings
 SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 

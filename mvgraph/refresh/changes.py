@@ -86,9 +86,10 @@ def event_trigger_present(conn: Conn) -> bool:
 
 
 def install_event_trigger(conn: Conn) -> bool:
-    """Install the DDL event trigger if possible; warn once (and remember) when not permitted."""
-    if event_trigger_present(conn):
-        return True
+    """Install the DDL event trigger if possible; warn once (and remember) when not permitted.
+
+    The caller has checked that it is missing; a concurrent install counts as success.
+    """
     try:
         with conn.transaction():
             conn.execute(query("create_event_trigger"))

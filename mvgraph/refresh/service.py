@@ -49,11 +49,9 @@ def session(target: Target) -> Iterator[Conn]:
 def prepare(conn: Conn) -> None:
     """Install or upgrade mvgraph's schema and, where permitted, its event trigger."""
     ensure_schema(conn)
-    if not changes.event_trigger_present(conn):
-        with translated():
-            row = conn.execute(query("event_trigger_setting")).fetchone()
-        if not row:
-            changes.install_event_trigger(conn)
+    if not changes.event_trigger_present(conn) and \
+            get_setting(conn, "event_trigger", "") != "unavailable":
+        changes.install_event_trigger(conn)
 
 
 def is_selector(text: str) -> bool:
