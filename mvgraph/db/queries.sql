@@ -114,22 +114,15 @@ SELECT u.mv::bigint, u.input::bigint, c.kind::text, count(*), max(c.at)
  GROUP BY 1, 2, 3
 
 -- name: stat_counters
--- Write counters and file node of tables (summed over partitions), for 'stats' mode. The
--- pg_stat_get_* functions read one table's entry, far cheaper than the pg_stat_all_tables view.
-SELECT u.oid::bigint,
-       (SELECT coalesce(sum(pg_stat_get_tuples_inserted(t.relid)
-                            + pg_stat_get_tuples_updated(t.relid)
-                            + pg_stat_get_tuples_deleted(t.relid)), 0)::bigint
-          FROM (SELECT u.oid AS relid
-                 UNION SELECT p.relid FROM pg_partition_tree(u.oid) p) t),
-       (SELECT coalesce(sum(c.relfilenode::bigint), 0)::bigint FROM pg_class c
-         WHERE c.oid = u.oid OR c.oid IN (SELECT p.relid FROM pg_partition_tree(u.oid) p))
-  FROM unnest(%(oids)s::oid[]) AS u(oid)
+-- Write counters and file node of tables, for 'stats' mode (see mvgraph.write_counters).
+SELECT relid::bigint, counter, filenode FROM mvgraph.write_counters(%(oids)s::oid[])
 
 -- name: stat_inputs
 -- Recorded counters of 'stats' inputs at each view's last refresh.
-SELECT mv::bigint, input::bigint, stat_counter, filenode::bigint
-  FROM mvgraph.mv_input WHERE mv = ANY(%(oids)s::oid[]) AND stat_counter IS NOT NULL
+SELECT s.mv::bigint, u.input::bigint, u.counter, u.filenode
+  FROM mvgraph.mv_state s,
+       unnest(s.stat_inputs, s.stat_counters, s.stat_filenodes) AS u(input, counter, filenode)
+ WHERE s.mv = ANY(%(oids)s::oid[])
 
 -- name: event_trigger_present
 SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'mvgraph_ddl_end'
@@ -167,27 +160,26 @@ UPDATE mvgraph.mv_state
  WHERE mv = %(oid)s
 
 -- name: compaction_lock
--- Every refresh holds ROW EXCLUSIVE on mv_input from before its snapshot until it commits, so
+-- Every refresh holds ROW EXCLUSIVE on mv_state from before its snapshot until it commits, so
 -- holding SHARE here means no refresh is running: none can still need a row deleted below.
-LOCK TABLE mvgraph.mv_input IN SHARE MODE NOWAIT
+LOCK TABLE mvgraph.mv_state IN SHARE MODE NOWAIT
 
 -- name: forget_dropped_views
-WITH gone AS (DELETE FROM mvgraph.mv_state s
-               WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.mv AND c.relkind = 'm')
-               RETURNING mv)
-DELETE FROM mvgraph.mv_input i
- WHERE i.mv IN (SELECT mv FROM gone)
-    OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = i.mv AND c.relkind = 'm')
+DELETE FROM mvgraph.mv_state s
+ WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.mv AND c.relkind = 'm')
 
 -- name: compact_changes
 -- Drop change rows that every dependent view has already seen.
+WITH readers AS MATERIALIZED (
+    SELECT unnest(s.inputs) AS input, s.snapshot, s.refresh_xid FROM mvgraph.mv_state s
+)
 DELETE FROM mvgraph.change_log c
  WHERE NOT EXISTS (
-       SELECT 1 FROM mvgraph.mv_input i JOIN mvgraph.mv_state s ON s.mv = i.mv
-        WHERE i.input = c.relid
-          AND (s.snapshot IS NULL
-               OR (NOT pg_visible_in_snapshot(c.xid, s.snapshot)
-                   AND c.xid IS DISTINCT FROM s.refresh_xid)))
+       SELECT 1 FROM readers r
+        WHERE r.input = c.relid
+          AND (r.snapshot IS NULL
+               OR (NOT pg_visible_in_snapshot(c.xid, r.snapshot)
+                   AND c.xid IS DISTINCT FROM r.refresh_xid)))
    AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
 
 -- name: create_track_trigger
@@ -202,44 +194,6 @@ DROP TRIGGER IF EXISTS mvgraph_track ON {table}
 
 -- name: refresh_mv
 REFRESH MATERIALIZED VIEW {concurrently} {mv}
-
--- name: fingerprint
--- Order-independent content fingerprint: row count and the sum of per-row hashes.
-SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text
-  FROM {mv} AS t
-
--- name: step_begin
--- Sent in one round trip after BEGIN: the limits, a lock that keeps compaction away (taken
--- before the snapshot: LOCK needs none), the view's lock, then a touch of its state row (a
--- serialization failure there means another process refreshed it after our snapshot).
-SET LOCAL lock_timeout = {lock_timeout};
-SET LOCAL statement_timeout = {statement_timeout};
-SET LOCAL mvgraph.refreshing = 'on';
-LOCK TABLE mvgraph.mv_input IN ROW EXCLUSIVE MODE;
-SELECT pg_advisory_xact_lock({key});
-UPDATE mvgraph.mv_state SET name = name WHERE mv = {oid} RETURNING early_cutoff, fingerprint
-
--- name: record_refresh
--- Inside the refresh transaction: what it saw and its inputs (with 'stats' counters).
-WITH state AS (
-    UPDATE mvgraph.mv_state
-       SET snapshot = pg_current_snapshot(), refresh_xid = pg_current_xact_id(),
-           refreshed_at = now(), duration_s = %(duration)s, fingerprint = %(fingerprint)s,
-           name = %(name)s
-     WHERE mv = %(oid)s
-), gone AS (
-    DELETE FROM mvgraph.mv_input WHERE mv = %(oid)s AND input <> ALL(%(inputs)s::oid[])
-)
-INSERT INTO mvgraph.mv_input (mv, input, stat_counter, filenode)
-SELECT %(oid)s, u.input, u.counter, u.filenode
-  FROM unnest(%(inputs)s::oid[], %(counters)s::bigint[], %(filenodes)s::bigint[])
-       AS u(input, counter, filenode)
-ON CONFLICT (mv, input) DO UPDATE
-   SET stat_counter = EXCLUDED.stat_counter, filenode = EXCLUDED.filenode
-
--- name: log_refresh
-INSERT INTO mvgraph.change_log (relid, xid, kind) VALUES (%(oid)s, pg_current_xact_id(), 'r')
-ON CONFLICT (relid, xid) DO UPDATE SET kind = 'r'
 
 -- name: lock_holders
 -- Who holds (or waits on) the advisory lock of a view or a lock on the view itself.
@@ -259,6 +213,27 @@ SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 
 -- name: begin_rr
 BEGIN ISOLATION LEVEL REPEATABLE READ
+
+-- name: begin_step
+-- A refresh step's transaction: READ COMMITTED, so that each statement of mvgraph.refresh_step
+-- sees what committed before it (see 0003_refresh_step.sql).
+BEGIN ISOLATION LEVEL READ COMMITTED
+
+-- name: keep_compaction_away
+-- Taken before any snapshot (LOCK needs none) and held until COMMIT: compaction, which needs
+-- SHARE on mv_state, cannot delete a change row this refresh may still need.
+LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE
+
+-- name: lock_view
+-- The view's advisory lock: no two processes refresh one view at once.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: refresh_step
+SELECT outcome, duration_s, content_changed
+  FROM mvgraph.refresh_step(%(oid)s, %(name)s, %(key)s, %(concurrently)s, %(job)s, %(seq)s,
+                            %(reason)s, %(inputs)s::oid[], %(stats)s::oid[],
+                            %(counters)s::bigint[], %(filenodes)s::bigint[],
+                            %(check)s, %(seen)s)
 
 -- name: commit
 COMMIT
@@ -288,11 +263,6 @@ SELECT %(job)s, u.seq, u.name, u.mv, u.planned, u.reason
   FROM unnest(%(seqs)s::int[], %(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
               %(reasons)s::text[]) AS u(seq, name, mv, planned, reason)
 
--- name: step_running
-UPDATE mvgraph.job_step SET status = 'running', started_at = clock_timestamp(),
-       backend_pid = pg_backend_pid()
- WHERE job_id = %(job)s AND seq = %(seq)s
-
 -- name: step_finished
 UPDATE mvgraph.job_step
    SET status = %(status)s, reason = %(reason)s, finished_at = clock_timestamp(),
@@ -313,10 +283,13 @@ DELETE FROM mvgraph.job
 -- name: all_settings
 SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 
--- name: set_commit_mode
--- Returns the previous value, so that it can be restored.
-SELECT current_setting('synchronous_commit') AS previous,
-       set_config('synchronous_commit', %(value)s, false)
+-- name: set_session
+-- The settings a run's refreshes use, for this session; returns the previous values (to restore).
+SELECT current_setting('synchronous_commit'), current_setting('lock_timeout'),
+       current_setting('statement_timeout'),
+       set_config('synchronous_commit', %(synchronous_commit)s, false),
+       set_config('lock_timeout', %(lock_timeout)s, false),
+       set_config('statement_timeout', %(statement_timeout)s, false)
 
 -- name: untracked_partitions
 -- Partitions of trigger-tracked tables that lack the tracking trigger (created after `track`).

@@ -93,6 +93,8 @@ class Step:
     reason: str
     after: tuple[RelationName, ...] = ()  # earlier steps of the plan this one depends on
     forced: bool = False
+    seen: datetime | None = None  # the view's last mvgraph refresh when the plan was made
+    propagated: bool = False  # stale only because an upstream step refreshes in this run
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,12 +240,15 @@ def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehav
     for name in (n for n in graph.order() if n in chosen):  # the whole graph's order: paths
         # between steps may run through views that are not steps
         after = tuple(sorted(deps[name]))
-        action, reason = decide(facts.get(name, MVFacts(name)), forced_by)
+        own = facts.get(name, MVFacts(name))
+        action, reason = decide(own, forced_by)
+        propagated = False
         if action is Action.SKIP:
             refreshed = [a for a in after if verdicts[a] is Action.REFRESH]
             if refreshed:
-                action = Action.REFRESH
+                action, propagated = Action.REFRESH, True
                 reason = f"input {refreshed[0]} is refreshed earlier in this run"
         verdicts[name] = action
-        steps.append(Step(name, action, reason, after, forced=forced_by is not None))
+        steps.append(Step(name, action, reason, after, forced=forced_by is not None,
+                          seen=own.refreshed_at, propagated=propagated))
     return Plan(behavior, tuple(targets), tuple(steps))

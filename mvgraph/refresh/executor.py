@@ -1,10 +1,12 @@
-"""Running a plan: one REPEATABLE READ transaction per view, advisory locks, parallel workers.
+"""Running a plan: one transaction per view, advisory locks, parallel workers.
 
-Each step, in its own transaction: take the view's advisory lock, touch its state row (a
-serialization failure there means another process refreshed it meanwhile: decide again), decide
-from fresh facts whether it is stale, ``REFRESH MATERIALIZED VIEW [CONCURRENTLY]``, and record
-what the refresh saw, all before COMMIT. A view is therefore either refreshed and recorded, or
-untouched.
+Each step is one transaction, sent in one round trip: ``BEGIN``, a lock that keeps compaction
+away, ``mvgraph.refresh_step(...)`` (the view's advisory lock, a check that its last refresh is
+still the one the plan saw, ``REFRESH MATERIALIZED VIEW [CONCURRENTLY]`` and the record of what
+the refresh saw, all server-side: see ``0003_refresh_step.sql``), ``COMMIT``. A view is therefore
+either refreshed and recorded, or untouched. When the plan's verdict may be out of date (another
+process refreshed the view meanwhile, or an upstream step's content did not change), the step
+decides again from fresh facts read under the view's lock.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -162,6 +163,7 @@ class Executor:
         self.results: dict[RelationName, StepResult] = {}
         self._atomic_counters: dict[int, tuple[int, int]] = {}
         self._unrecorded: list[StepResult] = []  # skipped without a transaction; recorded last
+        self._changed: dict[RelationName, bool] = {}  # refreshed views: did their content change
 
     # ---- public ---------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -175,20 +177,33 @@ class Executor:
     def run(self) -> RefreshReport:
         """Run the plan and return what happened (never raises for a failed step)."""
         start = time.monotonic()
-        with self._commit_mode(self.conn):
+        with self._session_settings(self.conn):
             return self._run(start)
 
+    def _apply_settings(self, conn: Conn, values: tuple[str, str, str] | None = None
+                        ) -> tuple[str, str, str] | None:
+        """Set commit mode and timeouts for this session; returns the previous values."""
+        o = self.options
+        new = values or (o.synchronous_commit, o.lock_timeout, o.statement_timeout)
+        row = conn.execute(query("set_session"), dict(zip(
+            ("synchronous_commit", "lock_timeout", "statement_timeout"), new,
+            strict=True))).fetchone()
+        return (str(row[0]), str(row[1]), str(row[2])) if row else None
+
+    def _configure(self, conn: Conn) -> None:
+        """A pool connection's setup: the run's settings (the pool closes it after the run)."""
+        self._apply_settings(conn)
+
     @contextmanager
-    def _commit_mode(self, conn: Conn) -> Iterator[None]:
-        """Use the configured synchronous_commit on this connection, restoring it afterwards."""
-        row = conn.execute(query("set_commit_mode"),
-                           {"value": self.options.synchronous_commit}).fetchone()
+    def _session_settings(self, conn: Conn) -> Iterator[None]:
+        """The run's commit mode and timeouts on this connection, restored afterwards."""
+        previous = self._apply_settings(conn)
         try:
             yield
         finally:
-            if row is not None and not conn.closed:
+            if previous is not None and not conn.closed:
                 with suppress(psycopg.Error):
-                    conn.execute(query("set_commit_mode"), {"value": row[0]})
+                    self._apply_settings(conn, previous)
 
     def _run(self, start: float) -> RefreshReport:
         self._prepare()
@@ -306,12 +321,13 @@ class Executor:
         dsn = make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
         with ConnectionPool(dsn, min_size=self.options.parallel,
                             max_size=self.options.parallel, open=True,
+                            configure=self._configure,
                             kwargs={"autocommit": True, "application_name": "mvgraph"}) as pool, \
                 ThreadPoolExecutor(self.options.parallel) as workers:
 
             def task(step: Step) -> StepResult:
                 try:
-                    with pool.connection() as c, self._commit_mode(c):
+                    with pool.connection() as c:
                         result = self._guarded(c, step, results)
                 except Exception as exc:  # e.g. no connection to be had: the step fails
                     result = StepResult(step.name, "failed", step.reason, error=_message(exc))
@@ -349,9 +365,11 @@ class Executor:
             self._atomic_counters = stat_counters(self.conn, stats) if stats else {}
             results = self.results
             results.clear()
+            self._changed.clear()
             try:
                 self._register(self.conn)
                 with repeatable_read(self.conn):
+                    self.conn.execute(query("keep_compaction_away"))
                     for step in self.plan.steps:
                         self._check_cancel()
                         self._emit("start", step.name)
@@ -396,19 +414,17 @@ class Executor:
                 return StepResult(step.name, "blocked", f"blocked by {cause}")
         return None
 
-    @staticmethod
-    def _still_unchanged(step: Step, results: dict[RelationName, StepResult]) -> bool:
-        """A step the plan skips, with no upstream step refreshed in this run, is skipped without
+    def _still_unchanged(self, step: Step) -> bool:
+        """A step the plan skips, with no upstream step changed in this run, is skipped without
         a transaction: its facts were read moments ago by the plan. A write committed since then
         is not lost; it counts for the next run, as if it had come a moment later."""
         return (step.action is Action.SKIP and not step.forced
-                and not any(results[a].action == "refreshed" for a in step.after
-                            if a in results))
+                and not any(self._changed.get(a) for a in step.after))
 
     def _guarded(self, conn: Conn, step: Step,
                  results: dict[RelationName, StepResult]) -> StepResult:
         early = self._precheck(step, results)
-        if early is None and self._still_unchanged(step, results):
+        if early is None and self._still_unchanged(step):
             early = StepResult(step.name, "skipped", step.reason)
             self._unrecorded.append(early)
         if early is not None:
@@ -423,7 +439,6 @@ class Executor:
         self._register(conn)
         started = time.monotonic()
         try:
-            conn.execute(query("step_running"), {"job": self.job_id, "seq": self.seq[step.name]})
             for _attempt in range(MAX_RETRIES):
                 if self._cancel.is_set():
                     result = StepResult(step.name, "cancelled", "run cancelled before this step")
@@ -432,7 +447,7 @@ class Executor:
                 try:
                     return self._attempt(conn, step, in_transaction=False)
                 except (pgerrors.SerializationFailure, pgerrors.DeadlockDetected):
-                    continue  # refreshed by another process meanwhile: decide again
+                    continue  # lost a race with another process: decide again
             raise MvgraphError(f"{step.name} kept being refreshed by other processes; retry")
         except (psycopg.Error, MvgraphError) as exc:
             cancelled = self._cancel.is_set() and isinstance(exc, pgerrors.QueryCanceled)
@@ -448,69 +463,102 @@ class Executor:
 
     def _attempt(self, conn: Conn, step: Step, in_transaction: bool) -> StepResult:
         """One try at one step; inside the atomic transaction when ``in_transaction``."""
-        rel = self.rels[step.name]
-        if in_transaction:  # --atomic: read before the transaction began (see _run_atomic)
-            counters = self._atomic_counters
-        else:  # before the snapshot, so the record errs toward "changed"
-            counters = stat_counters(conn, [r.oid for r in self.stats_inputs[step.name]]) \
-                if self.stats_inputs[step.name] else {}
-        begin = sql.SQL(query("step_begin")).format(
-            lock_timeout=sql.Literal(self.options.lock_timeout),
-            statement_timeout=sql.Literal(self.options.statement_timeout),
-            key=sql.Literal(advisory_key(rel.oid)), oid=sql.Literal(rel.oid))
-        if not in_transaction:
-            begin = sql.SQL(";\n").join([sql.SQL(query("begin_rr")), begin])
-        with nullcontext() if in_transaction else repeatable_read(conn, begin=False):
-            cur = conn.execute(begin)
-            while cur.nextset():
-                pass  # the last result is the state row
-            row = cur.fetchone()
-            reason = step.reason
-            if not step.forced:
-                facts = gather_facts(conn, self.graph, [step.name], rels=self.rels,
-                                     outside_seen=self.outside_seen)[step.name]
-                action, reason = decide(facts)
-                if action is Action.SKIP:
-                    result = StepResult(step.name, "skipped", reason)
-                    if not in_transaction:
-                        self._record_step(conn, result)
-                    return result
-            early_cutoff, old_fingerprint = (bool(row[0]), row[1]) if row else (False, None)
-            concurrently = self._concurrently(rel)
-            began = time.monotonic()
-            conn.execute(sql.SQL(query("refresh_mv")).format(
-                concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
-                mv=step.name.identifier))
-            duration = time.monotonic() - began
-            fingerprint = None
-            changed = True
-            if early_cutoff:
-                fp = conn.execute(sql.SQL(query("fingerprint")).format(
-                    mv=step.name.identifier)).fetchone()
-                fingerprint = str(fp[0]) if fp else None
-                changed = fingerprint != old_fingerprint
-                if not changed:
-                    reason += "; content unchanged (early cutoff: dependents stay fresh)"
-            inputs = [self.rels[i] for i in sorted(self.inputs[step.name]) if i in self.rels]
-            oids = list(dict.fromkeys(o for r in inputs for o in r.change_oids))
-            recorded = {r.oid: counters.get(r.oid, (None, None)) for r in inputs}
-            result = StepResult(step.name, "refreshed", reason, duration,
-                                concurrently=concurrently)
-            with conn.pipeline():  # one round trip for the bookkeeping
-                conn.execute(query("record_refresh"), {
-                    "oid": rel.oid, "name": str(step.name), "duration": duration,
-                    "fingerprint": fingerprint,
-                    "inputs": oids,
-                    "counters": [recorded.get(o, (None, None))[0] for o in oids],
-                    "filenodes": [recorded.get(o, (None, None))[1] for o in oids]})
-                if changed:
-                    conn.execute(query("log_refresh"), {"oid": rel.oid})
+        reason = self._verdict_holds(step)
+        if reason is not None:  # the plan's verdict stands unless the view was refreshed since
+            if in_transaction:
+                result = self._refresh(conn, step, reason, check=not step.forced)
+            else:
+                result = self._refresh_in_own_transaction(conn, step, reason)
+            if result is not None:
+                return result
+        with nullcontext() if in_transaction else self._transaction(conn):
+            conn.execute(query("lock_view"), {"key": advisory_key(self.rels[step.name].oid)})
+            facts = gather_facts(conn, self.graph, [step.name], rels=self.rels,
+                                 outside_seen=self.outside_seen)[step.name]
+            action, reason = decide(facts)
+            if action is Action.SKIP:
+                skipped = StepResult(step.name, "skipped", reason)
                 if not in_transaction:
-                    self._record_step(conn, result)
-            if rel.relkind == "m" and not rel.populated:
-                self.rels[step.name] = Relation(rel.name, rel.oid, rel.relkind, True,
-                                                rel.concurrent_index)
-        return result
+                    self._record_step(conn, skipped)
+                return skipped
+            result = self._refresh(conn, step, reason, check=False)
+            assert result is not None  # without the check the call always refreshes
+            return result
+
+    def _verdict_holds(self, step: Step) -> str | None:
+        """The reason to refresh when the plan's verdict needs no fresh facts: forced, stale by
+        its own inputs, or after an upstream step whose content changed in this run."""
+        if step.forced or (step.action is Action.REFRESH and not step.propagated):
+            return step.reason
+        changed = [a for a in step.after if self._changed.get(a)]
+        if step.propagated and changed:
+            return f"input {changed[0]} was refreshed earlier in this run"
+        return None
+
+    @contextmanager
+    def _transaction(self, conn: Conn) -> Iterator[None]:
+        """A step's transaction (READ COMMITTED, compaction kept away); rolled back on error."""
+        with conn.pipeline():
+            conn.execute(query("begin_step"))
+            conn.execute(query("keep_compaction_away"))
+        try:
+            yield
+        except BaseException:
+            _rollback(conn)
+            raise
+        conn.execute(query("commit"))
+
+    def _refresh_in_own_transaction(self, conn: Conn, step: Step,
+                                    reason: str) -> StepResult | None:
+        """BEGIN, lock, refresh_step, COMMIT in one round trip; None if the view was raced."""
+        try:
+            with conn.pipeline():
+                conn.execute(query("begin_step"))
+                conn.execute(query("keep_compaction_away"))
+                cur = conn.execute(query("refresh_step"),
+                                   self._step_params(step, reason, check=not step.forced))
+                conn.execute(query("commit"))
+        except BaseException:
+            _rollback(conn)
+            raise
+        return self._step_result(step, reason, cur.fetchone())
+
+    def _refresh(self, conn: Conn, step: Step, reason: str, check: bool) -> StepResult | None:
+        """Refresh and record one view in the current transaction; None if it was raced."""
+        row = conn.execute(query("refresh_step"),
+                           self._step_params(step, reason, check)).fetchone()
+        return self._step_result(step, reason, row)
+
+    def _step_params(self, step: Step, reason: str, check: bool) -> dict[str, Any]:
+        rel = self.rels[step.name]
+        inputs = [self.rels[i] for i in sorted(self.inputs[step.name]) if i in self.rels]
+        stats = [r.oid for r in self.stats_inputs[step.name]]
+        given = self._atomic_counters if self.options.atomic else None  # read before BEGIN
+        return {
+            "oid": rel.oid, "name": str(step.name), "key": advisory_key(rel.oid),
+            "concurrently": self._concurrently(rel), "job": self.job_id,
+            "seq": self.seq[step.name], "reason": reason,
+            "inputs": list(dict.fromkeys(o for r in inputs for o in r.change_oids)),
+            "stats": stats,
+            "counters": None if given is None else [given.get(o, (None, None))[0] for o in stats],
+            "filenodes": None if given is None else [given.get(o, (None, None))[1] for o in stats],
+            "check": check, "seen": step.seen}
+
+    def _step_result(self, step: Step, reason: str,
+                     row: tuple[object, ...] | None) -> StepResult | None:
+        assert row is not None
+        if row[0] == "raced":
+            return None
+        rel = self.rels[step.name]
+        changed = bool(row[2])
+        self._changed[step.name] = changed
+        if not changed:
+            reason += "; content unchanged (early cutoff: dependents stay fresh)"
+        if rel.relkind == "m" and not rel.populated:
+            self.rels[step.name] = Relation(rel.name, rel.oid, rel.relkind, True,
+                                            rel.concurrent_index)
+        return StepResult(step.name, "refreshed", reason, float(str(row[1])),
+                          concurrently=self._concurrently(rel))
 
     def _concurrently(self, rel: Relation) -> bool:
         mode = self.options.concurrently
@@ -563,6 +611,13 @@ class Executor:
     def _unregister(self) -> None:
         with self._lock:
             self._active.pop(threading.get_ident(), None)
+
+
+def _rollback(conn: Conn) -> None:
+    """End a failed or interrupted transaction, if the connection still has one."""
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with suppress(psycopg.Error):
+            conn.execute(query("rollback"))
 
 
 def _message(exc: BaseException) -> str:

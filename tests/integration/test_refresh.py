@@ -137,13 +137,18 @@ def test_view_redefinition_is_noticed(conn: Conn) -> None:
     assert conn.execute("SELECT sum(v) FROM m").fetchone() == (30,)
 
 
-def test_early_cutoff_keeps_dependents_fresh(conn: Conn) -> None:
+def sum_chain(conn: Conn, more: str = "") -> None:
+    """t -> m1 (sum of t.v, 3) -> m2 (twice m1), and ``more``."""
     run_script(conn, """
         CREATE TABLE t (id int PRIMARY KEY, v int);
         INSERT INTO t VALUES (1, 1), (2, 2);
         CREATE MATERIALIZED VIEW m1 AS SELECT sum(v) AS total FROM t;
         CREATE MATERIALIZED VIEW m2 AS SELECT total * 2 AS double FROM m1;
-    """)
+    """ + more)
+
+
+def test_early_cutoff_keeps_dependents_fresh(conn: Conn) -> None:
+    sum_chain(conn)
     mvgraph.track(conn, every=True)
     mvgraph.configure(conn, "m1", early_cutoff=True)
     mvgraph.refresh(conn, "m1", "cascade forward")
@@ -298,6 +303,38 @@ def test_overlapping_cascades_in_two_processes(gauss: Conn, db_dsn: str) -> None
         for n in r.refreshed:
             counts[str(n)] = counts.get(str(n), 0) + 1
     assert counts == {"public.mv1": 1, "public.mv5": 1, "public.mv6": 1}
+
+
+def test_view_refreshed_by_another_process_after_planning_is_decided_again(
+        gauss: Conn, db_dsn: str) -> None:
+    """The plan said stale; another process refreshes the view before the step runs: the step
+    reads fresh facts under the view's lock and skips it instead of refreshing it twice."""
+    from mvgraph.refresh.executor import Executor
+    from mvgraph.refresh.service import build_plan
+
+    gauss.execute("INSERT INTO test_table VALUES (71, 1, 1)")
+    graph, plan = build_plan(gauss, ["mv1"])
+    assert [s.action.value for s in plan.steps] == ["refresh"]
+    assert refreshed(mvgraph.refresh(db_dsn, "mv1")) == ["public.mv1"]  # the other process
+    report = Executor(gauss, graph, plan).run()
+    assert acted(report) == {"public.mv1": "skipped"}
+    assert report.steps[0].reason.startswith("unchanged since")
+    forced_graph, forced = build_plan(gauss, ["mv1"], force=True)
+    assert refreshed(Executor(gauss, forced_graph, forced).run()) == ["public.mv1"]
+
+
+def test_early_cutoff_in_the_middle_of_a_cascade(conn: Conn) -> None:
+    """A step stale only through an upstream step whose content did not change is skipped."""
+    sum_chain(conn, "CREATE MATERIALIZED VIEW m3 AS SELECT double + 1 AS plus FROM m2;")
+    mvgraph.track(conn, every=True)
+    mvgraph.configure(conn, "m1", early_cutoff=True)
+    mvgraph.refresh(conn, "m1", "cascade forward")  # records the first fingerprint
+    conn.execute("UPDATE t SET v = 3 - v")
+    plan = mvgraph.plan(conn, "m1", "cascade forward")
+    assert [s.action.value for s in plan.steps] == ["refresh", "refresh", "refresh"]
+    report = mvgraph.refresh(conn, "m1", "cascade forward")
+    assert acted(report) == {"public.m1": "refreshed", "public.m2": "skipped",
+                             "public.m3": "skipped"}
 
 
 def test_lock_timeout_names_the_holder(gauss: Conn, db_dsn: str) -> None:
@@ -473,7 +510,7 @@ def test_truncating_a_partitioned_table_in_stats_mode(conn: Conn) -> None:
 def test_compaction_waits_for_running_refreshes(gauss: Conn, db_dsn: str) -> None:
     gauss.execute("INSERT INTO test_table VALUES (400, 1, 1)")
     with connect(db_dsn, autocommit=False) as running:  # stands for a refresh in progress
-        running.execute("LOCK TABLE mvgraph.mv_input IN ROW EXCLUSIVE MODE")
+        running.execute("LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE")
         mvgraph.refresh(gauss, "+mv6", force=True)
         kept = gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
                              "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone()
