@@ -32,27 +32,29 @@ SELECT DISTINCT d.refobjid::bigint AS input, r.ev_class::bigint AS dependent
    AND d.refobjid <> r.ev_class
 
 -- name: volatile_functions
--- Time-dependent or volatile functions each user view calls, read from its rewrite rule.
-WITH rules AS (
+-- Time-dependent or volatile functions each user view calls, read from its rewrite rule (built-in
+-- functions have no pg_depend rows). Each rule tree is turned into text once, and scanned by one
+-- regular expression only when it contains a function call or a CURRENT_DATE-style keyword.
+WITH rules AS MATERIALIZED (
     SELECT r.ev_class, r.ev_action::text AS tree
       FROM pg_rewrite r
       JOIN pg_class c ON c.oid = r.ev_class
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('v', 'm')
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
-), calls AS (
-    SELECT ev_class, (regexp_matches(tree, ':funcid (\d+)', 'g'))[1]::oid AS fn FROM rules
-), svf AS (
-    SELECT ev_class, (regexp_matches(tree, '\{SQLVALUEFUNCTION :op (\d+)', 'g'))[1]::int AS op
-      FROM rules
+), hits AS (
+    SELECT rules.ev_class, m[1]::oid AS fn, m[2]::int AS op
+      FROM rules,
+           regexp_matches(rules.tree, ':funcid (\d+)|\{SQLVALUEFUNCTION :op (\d+)', 'g') AS m
+     WHERE strpos(rules.tree, ':funcid ') > 0 OR strpos(rules.tree, '{SQLVALUEFUNCTION') > 0
 )
-SELECT ev_class::bigint AS oid, p.proname AS function
-  FROM calls JOIN pg_proc p ON p.oid = calls.fn
+SELECT hits.ev_class::bigint AS oid, p.proname AS function
+  FROM hits JOIN pg_proc p ON p.oid = hits.fn
  WHERE p.provolatile = 'v' OR p.proname = ANY(%(time_functions)s)
 UNION
 SELECT ev_class::bigint, (ARRAY['current_date', 'current_time', 'current_time', 'current_timestamp',
        'current_timestamp', 'localtime', 'localtime', 'localtimestamp', 'localtimestamp'])[op + 1]
-  FROM svf
+  FROM hits
  WHERE op BETWEEN 0 AND 8
 
 -- name: schema_version
@@ -124,6 +126,10 @@ SELECT s.mv::bigint, u.input::bigint, u.counter, u.filenode
        unnest(s.stat_inputs, s.stat_counters, s.stat_filenodes) AS u(input, counter, filenode)
  WHERE s.mv = ANY(%(oids)s::oid[])
 
+-- name: change_log_intact
+-- False when the change log was lost (crash recovery, failover) and every view was reset.
+SELECT mvgraph.change_log_intact()
+
 -- name: event_trigger_present
 SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'mvgraph_ddl_end'
                                                  AND evtenabled <> 'D')
@@ -185,7 +191,7 @@ DELETE FROM mvgraph.change_log c
 -- name: create_track_trigger
 -- ENABLE ALWAYS: writes applied by logical replication or under session_replication_role =
 -- replica change the table too.
-CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+CREATE TRIGGER mvgraph_track BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
 FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 

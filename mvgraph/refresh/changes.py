@@ -85,6 +85,19 @@ def event_trigger_present(conn: Conn) -> bool:
     return bool(row and row[0])
 
 
+def check_change_log(conn: Conn) -> bool:
+    """Repair after a lost change log (it is unlogged: crash recovery and failover empty it):
+    every view's last refresh is forgotten, so each is refreshed once. False when that happened.
+    """
+    with translated():
+        row = conn.execute(query("change_log_intact")).fetchone()
+    intact = bool(row and row[0])
+    if not intact:
+        log.warning("the change log was lost (server crash or failover): every materialized "
+                    "view counts as never refreshed and is refreshed once")
+    return intact
+
+
 def install_event_trigger(conn: Conn) -> bool:
     """Install the DDL event trigger if possible; warn once (and remember) when not permitted.
 

@@ -49,6 +49,7 @@ def session(target: Target) -> Iterator[Conn]:
 def prepare(conn: Conn) -> None:
     """Install or upgrade mvgraph's schema and, where permitted, its event trigger."""
     ensure_schema(conn)
+    changes.check_change_log(conn)
     if not changes.event_trigger_present(conn) and \
             get_setting(conn, "event_trigger", "") != "unavailable":
         changes.install_event_trigger(conn)

@@ -382,6 +382,20 @@ def test_every_run_is_recorded_as_a_job_with_steps(gauss: Conn) -> None:
     assert all(s[3] and s[4] for s in steps)
 
 
+def test_lost_change_log_makes_every_view_refresh_once(gauss: Conn) -> None:
+    """The change log is unlogged: crash recovery (or a failover) leaves it and its sentinel
+    empty, which is simulated here. Writes it held are gone, so every view is refreshed once."""
+    gauss.execute("INSERT INTO test_table VALUES (80, 1, 1)")  # logged, then lost below
+    gauss.execute("TRUNCATE mvgraph.change_log, mvgraph.change_log_intact")
+    plan = mvgraph.plan(gauss, "mv5", "cascade all")
+    assert [(str(s.name), s.action.value) for s in plan.steps] == [
+        ("public.mv1", "refresh"), ("public.mv5", "refresh"), ("public.mv6", "refresh")]
+    assert refreshed(mvgraph.refresh(gauss, "mv5", "cascade all")) == [
+        "public.mv1", "public.mv5", "public.mv6"]
+    assert refreshed(mvgraph.refresh(gauss, "mv5", "cascade all")) == []
+    assert gauss.execute("SELECT count(*) FROM mvgraph.change_log_intact").fetchone() == (1,)
+
+
 def test_change_log_is_compacted(gauss: Conn) -> None:
     for i in range(5):
         gauss.execute("INSERT INTO test_table VALUES (%s, 1, 1)", [100 + i])

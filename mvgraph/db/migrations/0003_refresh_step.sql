@@ -123,3 +123,52 @@ BEGIN
     RETURN QUERY SELECT 'refreshed'::text, took, changed;
 END
 $$;
+
+-- Writers pay for change tracking on every statement, so the log is made as cheap as it can be
+-- while staying exact: UNLOGGED (no WAL for a row that only says "this transaction wrote this
+-- table"), and the tracking trigger fires BEFORE the statement (no after-trigger queue) with a
+-- body whose every name is schema-qualified instead of a SET search_path clause.
+--
+-- An unlogged table is emptied by crash recovery (and is empty on a promoted standby). The one
+-- row of mvgraph.change_log_intact, unlogged too, vanishes with it: mvgraph.change_log_intact()
+-- notices that, forgets every view's last refresh (so each is refreshed once) and puts the row
+-- back, in one transaction.
+ALTER TABLE mvgraph.change_log SET UNLOGGED;
+CREATE UNLOGGED TABLE mvgraph.change_log_intact (
+    intact boolean PRIMARY KEY DEFAULT true CHECK (intact)
+);
+INSERT INTO mvgraph.change_log_intact DEFAULT VALUES;
+
+CREATE FUNCTION mvgraph.change_log_intact() RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM mvgraph.change_log_intact) THEN
+        RETURN true;
+    END IF;
+    LOCK TABLE mvgraph.change_log_intact IN EXCLUSIVE MODE;  -- one session repairs
+    IF EXISTS (SELECT FROM mvgraph.change_log_intact) THEN
+        RETURN true;
+    END IF;
+    UPDATE mvgraph.mv_state
+       SET snapshot = NULL, refresh_xid = NULL, refreshed_at = NULL, fingerprint = NULL;
+    INSERT INTO mvgraph.change_log_intact DEFAULT VALUES;
+    RETURN false;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mvgraph.track_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF TG_NARGS OPERATOR(pg_catalog.=) 0 THEN
+        INSERT INTO mvgraph.change_log (relid, xid)
+        VALUES (TG_RELID, pg_catalog.pg_current_xact_id())
+        ON CONFLICT DO NOTHING;
+    ELSE  -- on a partition: a write here is a write to every partitioned table above it
+        INSERT INTO mvgraph.change_log (relid, xid)
+        SELECT a, pg_catalog.pg_current_xact_id() FROM pg_catalog.pg_partition_ancestors(TG_RELID) a
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+ALTER FUNCTION mvgraph.track_write() RESET ALL;
