@@ -8,13 +8,13 @@ from mvgraph.db.connect import connect
 from mvgraph.db.migrate import current_version, ensure_schema, latest_version, migrate, migrations
 
 SNAPSHOT = """
-SELECT c.relname, c.relkind::text, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid)
+SELECT c.relname, c.relkind::text, c.relpersistence::text, a.attname,
+       format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
  WHERE n.nspname = 'mvgraph' AND c.relname <> 'schema_version'
- ORDER BY 1, 3
+ ORDER BY 1, 4
 """
 EXTRA = """
 SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'mvgraph'
@@ -52,3 +52,16 @@ def test_versions_recorded_and_rerun_is_a_no_op(empty_db_dsn: str) -> None:
         ensure_schema(conn)
         rows = conn.execute("SELECT version FROM mvgraph.schema_version ORDER BY 1").fetchall()
         assert [r[0] for r in rows] == [m.version for m in migrations()]
+
+
+def test_upgrade_to_3_keeps_the_recorded_inputs(empty_db_dsn: str) -> None:
+    """Version 3 moves each view's inputs from rows of mv_input into arrays of its state row."""
+    with connect(empty_db_dsn) as conn:
+        migrate(conn, target=2)
+        conn.execute("INSERT INTO mvgraph.mv_state (mv, name) VALUES (100, 'a.v'), (200, 'b.w')")
+        conn.execute("INSERT INTO mvgraph.mv_input VALUES (100, 11, NULL, NULL), "
+                     "(100, 10, 5, 7), (100, 12, 6, 8)")
+        migrate(conn, target=3)
+        rows = conn.execute("SELECT mv, inputs::text, stat_inputs::text, stat_counters::text, "
+                            "stat_filenodes::text FROM mvgraph.mv_state ORDER BY mv").fetchall()
+    assert rows == [(100, "{10,11,12}", "{10,12}", "{5,6}", "{7,8}"), (200, "{}", "{}", "{}", "{}")]
