@@ -337,6 +337,19 @@ def test_early_cutoff_in_the_middle_of_a_cascade(conn: Conn) -> None:
                              "public.m3": "skipped"}
 
 
+def test_view_dropped_during_the_run_fails_its_step_clearly(gauss: Conn, db_dsn: str) -> None:
+    def drop_mv6(event: str, name: object, result: object) -> None:
+        if event == "finish" and str(name) == "public.mv1":
+            with psycopg.connect(db_dsn, autocommit=True) as other:
+                other.execute("DROP MATERIALIZED VIEW mv6")
+
+    report = mvgraph.refresh(gauss, "mv5", "cascade all", force=True, listener=drop_mv6)
+    assert acted(report) == {"public.mv1": "refreshed", "public.mv5": "refreshed",
+                             "public.mv6": "failed"}
+    assert report.steps[2].error == ("materialized view public.mv6 was dropped during the run; "
+                                     "run the refresh again")
+
+
 def test_lock_timeout_names_the_holder(gauss: Conn, db_dsn: str) -> None:
     from mvgraph.refresh.changes import relations
     from mvgraph.refresh.executor import advisory_key

@@ -73,6 +73,10 @@ DECLARE
     changed boolean := true;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(lock_key);
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = view_oid) THEN
+        RAISE EXCEPTION 'materialized view % was dropped during the run; run the refresh again',
+              view_name USING ERRCODE = 'undefined_table';
+    END IF;
     SELECT * INTO state FROM mvgraph.mv_state s WHERE s.mv = view_oid;
     IF check_seen AND state.refreshed_at IS DISTINCT FROM seen THEN
         RETURN QUERY SELECT 'raced'::text, 0::double precision, false;
