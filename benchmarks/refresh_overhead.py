@@ -10,7 +10,9 @@ mvgraph installs its schema and event trigger). Each round times, side by side:
   alike; psql with the server default is reported too;
 * ``mvgraph refresh 'public.*' --force --json`` on ``managed``, as a user would run it (a new
   process: interpreter start, imports, catalog read, planning, bookkeeping);
-* ``mvgraph.refresh(dsn, 'public.*', force=True)``, the library call (modules imported).
+* ``mvgraph.refresh(dsn, 'public.*', force=True)``, the library call (modules imported);
+* a plain psycopg loop over the same ``REFRESH`` statements (no mvgraph), to show what the
+  Python client alone costs against psql.
 
 Goal: CLI time / psql time (same commit mode) <= 1.15.
 Run: ``python benchmarks/refresh_overhead.py [--quick]``.
@@ -57,6 +59,14 @@ def mvgraph_commit_mode(dsn: str) -> str:
     return str(row[0]) if row else "on"
 
 
+def psycopg_loop(dsn: str, order: list[str], commit_mode: str) -> None:
+    """The same REFRESH statements from Python, one autocommit statement each (no mvgraph)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('synchronous_commit', %s, false)", [commit_mode])
+        for name in order:
+            conn.execute(f"REFRESH MATERIALIZED VIEW {name}")  # names from mvgraph's plan
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     n_views, rounds = (40, 2) if args.quick else (300, 5)
@@ -90,6 +100,7 @@ def main() -> None:
             t_cli: list[float] = []
             t_lib: list[float] = []
             t_one: list[float] = []
+            t_loop: list[float] = []
             for rnd in range(rounds):
                 t_psql.append(timed(lambda: psql(plain, file=refresh_sql, options=like))[0])
                 t_psql_default.append(timed(lambda: psql(plain, file=refresh_sql))[0])
@@ -104,6 +115,7 @@ def main() -> None:
                 assert len(lib_report.refreshed) == n_views
                 t_lib.append(seconds)
                 t_one.append(timed(lambda: mvgraph.refresh(managed, order[0], force=True))[0])
+                t_loop.append(timed(lambda: psycopg_loop(plain, order, commit_mode))[0])
                 progress(f"round {rnd + 1}: psql {t_psql[-1]:.3f} s (server default commit "
                          f"{t_psql_default[-1]:.3f} s), cli {t_cli[-1]:.3f} s, "
                          f"library {t_lib[-1]:.3f} s")
@@ -120,6 +132,7 @@ def main() -> None:
             Result("psql -f, server default synchronous_commit", fmt_s(best(t_psql_default))),
             Result("mvgraph refresh --force (CLI)", fmt_s(best(t_cli))),
             Result("mvgraph.refresh(force=True) (library)", fmt_s(best(t_lib))),
+            Result("plain psycopg loop of the same REFRESH statements", fmt_s(best(t_loop))),
             Result("CLI start-up alone (mvgraph refresh --help)", fmt_s(startup)),
             Result("library, one view (fixed cost of a run)", fmt_s(best(t_one))),
             Result("per view: psql / library marginal",
@@ -128,6 +141,9 @@ def main() -> None:
             Result("ratio CLI / psql", f"{ratio:.2f}", f"<= {GOAL}",
                    None if args.quick else ratio <= GOAL),
             Result("ratio library / psql", f"{lib_ratio:.2f}", f"(<= {GOAL})"),
+            Result("ratio psycopg loop / psql (Python alone)",
+                   f"{best(t_loop) / best(t_psql):.2f}"),
+            Result("ratio library / psycopg loop", f"{best(t_lib) / best(t_loop):.2f}"),
             Result("ratio CLI / psql with server default commit", f"{default_ratio:.2f}"),
         ]
         notes = [
@@ -135,7 +151,8 @@ def main() -> None:
             "the verdict compares with psql committing the same way",
             f"best of {rounds} alternating rounds; samples psql [{fmt_samples(t_psql)}] s, "
             f"psql default commit [{fmt_samples(t_psql_default)}] s, "
-            f"cli [{fmt_samples(t_cli)}] s, library [{fmt_samples(t_lib)}] s",
+            f"cli [{fmt_samples(t_cli)}] s, library [{fmt_samples(t_lib)}] s, "
+            f"psycopg loop [{fmt_samples(t_loop)}] s",
             f"{n_views} MVs over {len(schema.tables)} tables of 3 rows; synthetic DAG depth 8; "
             "psql on an identical database without mvgraph, same server",
             settings,
