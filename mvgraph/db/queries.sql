@@ -189,8 +189,9 @@ DELETE FROM mvgraph.change_log c
    AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
 
 -- name: create_track_trigger
--- ENABLE ALWAYS: writes applied by logical replication or under session_replication_role =
--- replica change the table too.
+-- ENABLE ALWAYS: writes made under session_replication_role = replica change the table too.
+-- (Logical replication's apply worker fires row triggers only: tables fed by it need 'stats' or
+-- 'always' mode; see the README.)
 CREATE TRIGGER mvgraph_track BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
 FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
