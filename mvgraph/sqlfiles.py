@@ -7,8 +7,10 @@ import hashlib
 import marshal
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from mvgraph.version import __version__
 
 _SQLGLOT_VERSION = version("sqlglot")
 _CACHE_FORMAT = 1
+CACHE_MAX_AGE_DAYS = 30  # parse-cache entries written longer ago are deleted
 _PARALLEL_BYTES = 400_000  # below this, starting worker processes costs more than it saves
 _KINDS = {k.value: k for k in Kind}
 
@@ -90,6 +93,19 @@ def _store(target: Path, result: ScriptResult) -> None:
         pass  # a read-only cache dir only costs speed
 
 
+def _prune(max_age_days: float = CACHE_MAX_AGE_DAYS) -> None:
+    """Delete cache entries written more than ``max_age_days`` ago (run after new entries were
+    written, so a cache whose files keep changing does not grow without bound)."""
+    cutoff = time.time() - max_age_days * 86400
+    try:
+        for entry in cache_dir().glob("*/*.marshal"):
+            with suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+    except OSError:
+        pass
+
+
 def _parse_job(job: tuple[str, str, tuple[str, ...]]) -> ScriptResult:
     text, path, search_path = job
     return parse_script(text, path=path, search_path=search_path)
@@ -110,11 +126,15 @@ def parse_texts(items: Sequence[tuple[str, str]], search_path: Sequence[str],
             parsed = list(pool.map(_parse_job, jobs, chunksize=1))
     else:
         parsed = [_parse_job(j) for j in jobs]
+    stored = False
     for i, result in zip(missing, parsed, strict=True):
         results[i] = result
         target = targets[i]
         if target is not None:
             _store(target, result)
+            stored = True
+    if stored:
+        _prune()
     return [r for r in results if r is not None]
 
 

@@ -85,3 +85,24 @@ def test_many_files_parse_in_parallel_with_the_same_result(tmp_path: Path) -> No
     serial = [load_sql([p], use_cache=False).definitions for p in files]
     assert len(parallel.definitions) == 2 + 6000
     assert {d.name for d in parallel.definitions} == {d.name for s in serial for d in s}
+
+
+def test_old_cache_entries_are_pruned_when_new_ones_are_written(
+        tmp_path: Path, private_cache: Path) -> None:
+    import os
+    import time
+
+    from mvgraph.sqlfiles import CACHE_MAX_AGE_DAYS
+
+    first = tmp_path / "a.sql"
+    first.write_text("CREATE TABLE t (id int);", encoding="utf-8")
+    load_sql([first])
+    (old,) = list(cache_dir().rglob("*.marshal"))
+    stale = time.time() - (CACHE_MAX_AGE_DAYS + 1) * 86400
+    os.utime(old, (stale, stale))
+    load_sql([first])  # a cache hit writes nothing and prunes nothing
+    assert old.exists()
+    first.write_text("CREATE TABLE t (id int, v int);", encoding="utf-8")
+    load_sql([first])  # a miss writes a new entry and prunes the stale one
+    entries = list(cache_dir().rglob("*.marshal"))
+    assert old not in entries and len(entries) == 1
