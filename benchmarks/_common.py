@@ -109,6 +109,16 @@ def server() -> Iterator[Server]:
 
 
 @contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary working directory, deleted afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
 def database(srv: Server, prefix: str = "bench") -> Iterator[str]:
     """A new empty database, dropped afterwards; yields its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -210,8 +220,12 @@ class Result:
         return "" if self.passed is None else ("PASS" if self.passed else "FAIL")
 
 
-def print_table(title: str, rows: Sequence[Result], notes: Sequence[str] = ()) -> None:
-    """Print a plain-text table with a title and notes below it."""
+def print_table(title: str, rows: Sequence[Result], notes: Sequence[str] = (),
+                quick: bool = False) -> None:
+    """Print a plain-text table with a title and notes below it, the machine last; ``quick``
+    marks the title of a smoke run (no verdicts)."""
+    title += " (--quick: no goal)" if quick else ""
+    notes = [*notes, machine_note()]
     headers = ("metric", "measured", "goal", "verdict")
     cells = [(r.metric, r.measured, r.goal, r.verdict) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from _common import (
@@ -23,10 +22,10 @@ from _common import (
     fmt_s,
     fmt_samples,
     load_script,
-    machine_note,
     parse_args,
     print_table,
     progress,
+    scratch_dir,
     server,
     timed,
 )
@@ -93,8 +92,7 @@ def catalog_benchmark(n_views: int, work: Path, goal: float | None) -> tuple[Res
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     small, large, catalog = (100, 1000, 200) if args.quick else (1000, 10_000, 2000)
-    work = Path(tempfile.mkdtemp(prefix="mvgraph-graph-build-"))
-    try:
+    with scratch_dir("mvgraph-graph-build-") as work:
         # Import the parser and the graph code once, so that no run pays the imports.
         import mvgraph.dialect
         import mvgraph.sqlfiles  # noqa: F401
@@ -111,11 +109,8 @@ def main() -> None:
         notes.append(note)
         notes.append(f"best of {REPEAT} runs; in-process library calls; synthetic DAG depth 8, "
                      "fan-in 3, 500 views per file")
-        notes.append(machine_note())
-        print_table("graph_build: building the dependency graph"
-                    + (" (--quick: no goals)" if args.quick else ""), rows, notes)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        print_table("graph_build: building the dependency graph", rows, notes,
+                    quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,6 @@ Run: ``python benchmarks/refresh_overhead.py [--quick]``.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import psycopg
 from _common import (
@@ -33,12 +30,12 @@ from _common import (
     fmt_s,
     fmt_samples,
     load_script,
-    machine_note,
     mvgraph_cli,
     parse_args,
     print_table,
     progress,
     psql,
+    scratch_dir,
     server,
     server_note,
     timed,
@@ -71,8 +68,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     n_views, rounds = (40, 2) if args.quick else (300, 5)
     schema = generate(n_views, seed=2)
-    work = Path(tempfile.mkdtemp(prefix="mvgraph-refresh-overhead-"))
-    try:
+    with scratch_dir("mvgraph-refresh-overhead-") as work:
         with server() as srv, database(srv, "plain") as plain, \
                 database(srv, "managed") as managed:
             progress(f"loading {n_views} materialized views into two databases (setup)")
@@ -156,12 +152,9 @@ def main() -> None:
             f"{n_views} MVs over {len(schema.tables)} tables of 3 rows; synthetic DAG depth 8; "
             "psql on an identical database without mvgraph, same server",
             settings,
-            machine_note(),
         ]
-        print_table("refresh_overhead: mvgraph refresh vs psql -f"
-                    + (" (--quick: no goal)" if args.quick else ""), rows, notes)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        print_table("refresh_overhead: mvgraph refresh vs psql -f", rows, notes,
+                    quick=args.quick)
 
 
 if __name__ == "__main__":

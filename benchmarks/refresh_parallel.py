@@ -22,9 +22,6 @@ anything but the two cores. Run:
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -32,13 +29,13 @@ from _common import (
     database,
     fmt_s,
     load_script,
-    machine_note,
     median,
     mvgraph_cli,
     parse_args,
     print_table,
     progress,
     psql,
+    scratch_dir,
     server,
     server_note,
     timed,
@@ -109,8 +106,7 @@ def durations_of(report: dict[str, Any]) -> dict[str, float]:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     scale, rounds = (30_000, 2) if args.quick else (300_000, 6)
-    work = Path(tempfile.mkdtemp(prefix="mvgraph-refresh-parallel-"))
-    try:
+    with scratch_dir("mvgraph-refresh-parallel-") as work:
         with server() as srv, database(srv, "refresh_parallel") as dsn:
             settings = server_note(srv)
             dbname = dsn.split("dbname=")[-1].split()[0]
@@ -180,12 +176,9 @@ def main() -> None:
             f"{len(VIEWS)} views over tables of {scale:,} / {2 * scale:,} / {3 * scale:,} rows; "
             "max_parallel_workers_per_gather = 0 in the benchmark database",
             settings,
-            machine_note(),
         ]
-        print_table("refresh_parallel: --parallel 2 makespan vs lower bound"
-                    + (" (--quick: no goal)" if args.quick else ""), rows, notes)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        print_table("refresh_parallel: --parallel 2 makespan vs lower bound", rows, notes,
+                    quick=args.quick)
 
 
 if __name__ == "__main__":

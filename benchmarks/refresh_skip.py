@@ -19,9 +19,6 @@ Goal: default time / force time <= 0.15. Run: ``python benchmarks/refresh_skip.p
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -31,12 +28,12 @@ from _common import (
     fmt_s,
     fmt_samples,
     load_script,
-    machine_note,
     mvgraph_cli,
     parse_args,
     print_table,
     progress,
     psql,
+    scratch_dir,
     server,
     server_note,
     timed,
@@ -94,8 +91,7 @@ def main() -> None:
     n_tables, rows, rounds = (4, 20_000, 2) if args.quick else (20, 200_000, 3)
     n_views = n_tables * (A_PER_FAMILY + C_PER_FAMILY + D_PER_FAMILY)
     stale = A_PER_FAMILY + C_PER_FAMILY + D_PER_FAMILY + D_PER_FAMILY
-    work = Path(tempfile.mkdtemp(prefix="mvgraph-refresh-skip-"))
-    try:
+    with scratch_dir("mvgraph-refresh-skip-") as work:
         with server() as srv, database(srv, "refresh_skip") as dsn:
             settings = server_note(srv)
             progress(f"loading {n_tables} tables of {rows:,} rows and {n_views} views (setup)")
@@ -176,12 +172,9 @@ def main() -> None:
             f"[{fmt_samples(total_work)}] s",
             f"{n_tables} tables x {rows:,} rows, tracked by triggers (mvgraph track --all)",
             settings,
-            machine_note(),
         ]
-        print_table("refresh_skip: refresh after a one-row write vs forced full refresh"
-                    + (" (--quick: no goal)" if args.quick else ""), rows_out, notes)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        print_table("refresh_skip: refresh after a one-row write vs forced full refresh",
+                    rows_out, notes, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import psycopg
 from _common import (
     Result,
     database,
-    machine_note,
     median,
     mvgraph_cli,
     parse_args,
@@ -114,10 +113,9 @@ def main() -> None:
         f"[{', '.join(f'{r:.3f}' for r in pair_ratios)}]",
         "tracked tables: " + ", ".join(TABLES),
         settings,
-        machine_note(),
     ]
-    print_table("tracking_overhead: pgbench TPS with vs without tracking triggers"
-                + (" (--quick: no goal)" if args.quick else ""), rows, notes)
+    print_table("tracking_overhead: pgbench TPS with vs without tracking triggers", rows, notes,
+                quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -206,16 +206,34 @@ def stat_counters(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[int, int]]
     return {int(str(r[0])): (int(str(r[1])), int(str(r[2]))) for r in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogState:
+    """What the database says about some views and their inputs: read once by planning and
+    reused by the run that follows."""
+
+    rels: Mapping[RelationName, Relation]
+    outside_seen: bool  # the DDL event trigger is installed
+    modes: Mapping[int, tuple[str, datetime | None]]  # tracking mode of each base-table input
+
+
+def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> CatalogState:
+    """Relations, event-trigger presence and input tracking modes for these views."""
+    mvs = list(mvs)
+    inputs = {i for mv in mvs for i in freshness_inputs(graph, mv)}
+    rels = relations(conn, set(mvs) | inputs)
+    base = {rels[i].oid for i in inputs if i in rels and rels[i].relkind in ("r", "p", "f")}
+    return CatalogState(rels, event_trigger_present(conn),
+                        table_modes(conn, base) if base else {})
+
+
 def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
-                 rels: Mapping[RelationName, Relation] | None = None,
-                 outside_seen: bool | None = None) -> dict[RelationName, MVFacts]:
-    """The freshness facts of each view, in a handful of queries."""
+                 known: CatalogState | None = None) -> dict[RelationName, MVFacts]:
+    """The freshness facts of each view, in a handful of queries (``known``: already read)."""
     mvs = list(mvs)
     inputs = {mv: freshness_inputs(graph, mv) for mv in mvs}
-    if rels is None:
-        rels = relations(conn, set(mvs) | {i for s in inputs.values() for i in s})
-    if outside_seen is None:
-        outside_seen = event_trigger_present(conn)
+    if known is None:
+        known = read_state(conn, graph, mvs)
+    rels, outside_seen, modes = known.rels, known.outside_seen, known.modes
     mv_oids = [rels[m].oid for m in mvs if m in rels]
     label: dict[tuple[int, int], RelationName] = {}  # (view, oid whose changes count) -> input
     for m in mvs:
@@ -235,9 +253,6 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             label[(int(str(mv_oid)), int(str(input_oid)))],
             _KIND_WORDS.get(str(kind), str(kind)), int(str(n)),
             last_at if isinstance(last_at, datetime) else None))
-    base = {rels[i].oid for s in inputs.values() for i in s
-            if i in rels and rels[i].relkind in ("r", "p", "f")}
-    modes = table_modes(conn, base) if base else {}
     stats_oids = {o for o, (mode, _) in modes.items() if mode == "stats"}
     partitioned = [o for o, (mode, _) in modes.items() if mode == "triggers"
                    and any(r.oid == o and r.relkind == "p" for r in rels.values())]

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
 from typing import Any
 
@@ -34,13 +34,12 @@ from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
 from mvgraph.refresh.changes import (
+    CatalogState,
     Relation,
-    event_trigger_present,
     freshness_inputs,
     gather_facts,
-    relations,
+    read_state,
     stat_counters,
-    table_modes,
 )
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -149,6 +148,7 @@ class Executor:
     options: RefreshOptions = field(default_factory=RefreshOptions)
     listener: Listener | None = None
     job_kind: str = "refresh"
+    catalog: CatalogState | None = None  # read by planning; read again when not given
 
     def __post_init__(self) -> None:
         self._cancel = threading.Event()
@@ -237,16 +237,14 @@ class Executor:
     def _prepare(self) -> None:
         names = [s.name for s in self.plan.steps]
         self.inputs = {n: freshness_inputs(self.graph, n) for n in names}
-        everything = set(names) | {i for s in self.inputs.values() for i in s}
-        self.rels = relations(self.conn, everything)
+        state = self.catalog or read_state(self.conn, self.graph, names)
+        self.catalog = state
+        self.rels = dict(state.rels)  # updated as views get populated
         missing = [n for n in names if n not in self.rels]
         if missing:
             raise MvgraphError(f"{missing[0]} does not exist in the database; reload the graph")
-        self.outside_seen = event_trigger_present(self.conn)
-        base = {self.rels[i].oid: self.rels[i] for s in self.inputs.values() for i in s
-                if i in self.rels and self.rels[i].relkind in ("r", "p")}
-        modes = table_modes(self.conn, base) if base else {}
-        stats = {oid for oid, (mode, _) in modes.items() if mode == "stats"}
+        self.outside_seen = state.outside_seen
+        stats = {oid for oid, (mode, _) in state.modes.items() if mode == "stats"}
         self.stats_inputs = {n: [self.rels[i] for i in sorted(self.inputs[n])
                                  if i in self.rels and self.rels[i].oid in stats] for n in names}
         oids = [self.rels[n].oid for n in names]
@@ -473,8 +471,9 @@ class Executor:
                 return result
         with nullcontext() if in_transaction else self._transaction(conn):
             conn.execute(query("lock_view"), {"key": advisory_key(self.rels[step.name].oid)})
-            facts = gather_facts(conn, self.graph, [step.name], rels=self.rels,
-                                 outside_seen=self.outside_seen)[step.name]
+            assert self.catalog is not None  # set by _prepare
+            facts = gather_facts(conn, self.graph, [step.name], replace(
+                self.catalog, rels=self.rels))[step.name]
             action, reason = decide(facts)
             if action is Action.SKIP:
                 skipped = StepResult(step.name, "skipped", reason)

@@ -68,8 +68,9 @@ def is_selector(text: str) -> bool:
 
 def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavior | None = None,
                *, force: bool = False, search_path: Sequence[str] = ("public",),
-               graph: MVGraph | None = None) -> tuple[MVGraph, Plan]:
-    """The plan for targets (names, or dbt selectors refreshed with DEFAULT semantics)."""
+               graph: MVGraph | None = None) -> tuple[MVGraph, Plan, changes.CatalogState]:
+    """The plan for targets (names, or dbt selectors refreshed with DEFAULT semantics), with the
+    graph and the catalog facts it was made from (a run reuses them)."""
     if not targets:
         raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
     g = graph or MVGraph.from_definitions(read_definitions(conn, with_sql=False))
@@ -81,15 +82,17 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
         names = [n for n in scope if g.kind(n) is Kind.MATVIEW]
         if not names:
             raise UsageError(f"selector {' '.join(targets)!r} matches no materialized view")
-        facts = changes.gather_facts(conn, g, names)
-        return g, make_plan(g, names, parsed, facts, force=force, scope=names)
+        state = changes.read_state(conn, g, names)
+        facts = changes.gather_facts(conn, g, names, state)
+        return g, make_plan(g, names, parsed, facts, force=force, scope=names), state
     names = [g.resolve(t, search_path) for t in targets]
     touched: set[RelationName] = set()
     for n in names:
         if g.kind(n) is Kind.MATVIEW:
             touched |= materialized_scope(g, n, parsed)
-    facts = changes.gather_facts(conn, g, sorted(touched))
-    return g, make_plan(g, names, parsed, facts, force=force)
+    state = changes.read_state(conn, g, sorted(touched))
+    facts = changes.gather_facts(conn, g, sorted(touched), state)
+    return g, make_plan(g, names, parsed, facts, force=force), state
 
 
 def plan(target: Target, targets: str | Sequence[str], behavior: str | None = None, *,
@@ -132,7 +135,7 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
                            ("statement_timeout", statement_timeout)):
             if value is not None:
                 _validate_setting(conn, key, value)
-        g, p = build_plan(conn, names, behavior, force=force, search_path=search_path)
+        g, p, state = build_plan(conn, names, behavior, force=force, search_path=search_path)
         with translated():
             stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
         options = RefreshOptions(
@@ -140,7 +143,7 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
             lock_timeout=lock_timeout or stored.get("lock_timeout", "10s"),
             statement_timeout=statement_timeout or stored.get("statement_timeout", "0"),
             synchronous_commit=stored.get("synchronous_commit", "off"))
-        executor = Executor(conn, g, p, options, listener)
+        executor = Executor(conn, g, p, options, listener, catalog=state)
         if executor_hook is not None:  # lets callers reach the executor, e.g. to cancel it
             executor_hook(executor)
         return executor.run()
@@ -284,8 +287,9 @@ def status(target: Target) -> StatusReport:
     with session(target) as conn:
         g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
         mvs = [n for n in g.order() if g.kind(n) is Kind.MATVIEW]
-        facts = changes.gather_facts(conn, g, mvs)
-        rels = changes.relations(conn, mvs)
+        state = changes.read_state(conn, g, mvs)
+        facts = changes.gather_facts(conn, g, mvs, state)
+        rels = state.rels
         with translated():
             durations = {int(str(r[0])): r[2] for r in conn.execute(
                 query("mv_states"), {"oids": [r.oid for r in rels.values()]})}
@@ -301,4 +305,4 @@ def status(target: Target) -> StatusReport:
         return StatusReport(
             tuple(views),
             tuple(TableStatus(t, modes[trels[t].oid][0]) for t in tables if t in trels),
-            changes.event_trigger_present(conn))
+            state.outside_seen)

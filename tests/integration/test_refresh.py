@@ -313,13 +313,13 @@ def test_view_refreshed_by_another_process_after_planning_is_decided_again(
     from mvgraph.refresh.service import build_plan
 
     gauss.execute("INSERT INTO test_table VALUES (71, 1, 1)")
-    graph, plan = build_plan(gauss, ["mv1"])
+    graph, plan, _ = build_plan(gauss, ["mv1"])
     assert [s.action.value for s in plan.steps] == ["refresh"]
     assert refreshed(mvgraph.refresh(db_dsn, "mv1")) == ["public.mv1"]  # the other process
     report = Executor(gauss, graph, plan).run()
     assert acted(report) == {"public.mv1": "skipped"}
     assert report.steps[0].reason.startswith("unchanged since")
-    forced_graph, forced = build_plan(gauss, ["mv1"], force=True)
+    forced_graph, forced, _ = build_plan(gauss, ["mv1"], force=True)
     assert refreshed(Executor(gauss, forced_graph, forced).run()) == ["public.mv1"]
 
 
