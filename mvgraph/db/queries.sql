@@ -199,9 +199,6 @@ ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 -- name: drop_track_trigger
 DROP TRIGGER IF EXISTS mvgraph_track ON {table}
 
--- name: refresh_mv
-REFRESH MATERIALIZED VIEW {concurrently} {mv}
-
 -- name: lock_holders
 -- Who holds (or waits on) the advisory lock of a view or a lock on the view itself.
 SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown application'),
@@ -236,7 +233,7 @@ LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE
 SELECT pg_advisory_xact_lock(%(key)s)
 
 -- name: refresh_step
-SELECT outcome, duration_s, content_changed
+SELECT outcome, duration_s, content_changed, recorded_reason
   FROM mvgraph.refresh_step(%(oid)s, %(name)s, %(key)s, %(concurrently)s, %(job)s, %(seq)s,
                             %(reason)s, %(inputs)s::oid[], %(stats)s::oid[],
                             %(counters)s::bigint[], %(filenodes)s::bigint[],

@@ -117,19 +117,13 @@ def advisory_key(oid: int) -> int:
 
 
 @contextmanager
-def repeatable_read(conn: Conn, begin: bool = True) -> Iterator[None]:
-    """BEGIN ISOLATION LEVEL REPEATABLE READ ... COMMIT, rolled back on any exception.
-
-    With ``begin=False`` the caller sends BEGIN itself (batched with its first statements).
-    """
-    if begin:
-        conn.execute(query("begin_rr"))
+def repeatable_read(conn: Conn) -> Iterator[None]:
+    """BEGIN ISOLATION LEVEL REPEATABLE READ ... COMMIT, rolled back on any exception."""
+    conn.execute(query("begin_rr"))
     try:
         yield
     except BaseException:
-        if not conn.closed:
-            with suppress(psycopg.Error):
-                conn.execute(query("rollback"))
+        _rollback(conn)
         raise
     conn.execute(query("commit"))
 
@@ -158,7 +152,6 @@ class Executor:
         self.rels: dict[RelationName, Relation] = {}
         self.inputs: dict[RelationName, set[RelationName]] = {}
         self.stats_inputs: dict[RelationName, list[Relation]] = {}
-        self.outside_seen = True
         self.seq = {s.name: i + 1 for i, s in enumerate(self.plan.steps)}
         self.results: dict[RelationName, StepResult] = {}
         self._atomic_counters: dict[int, tuple[int, int]] = {}
@@ -243,7 +236,6 @@ class Executor:
         missing = [n for n in names if n not in self.rels]
         if missing:
             raise MvgraphError(f"{missing[0]} does not exist in the database; reload the graph")
-        self.outside_seen = state.outside_seen
         stats = {oid for oid, (mode, _) in state.modes.items() if mode == "stats"}
         self.stats_inputs = {n: [self.rels[i] for i in sorted(self.inputs[n])
                                  if i in self.rels and self.rels[i].oid in stats] for n in names}
@@ -498,8 +490,7 @@ class Executor:
     def _transaction(self, conn: Conn) -> Iterator[None]:
         """A step's transaction (READ COMMITTED, compaction kept away); rolled back on error."""
         with conn.pipeline():
-            conn.execute(query("begin_step"))
-            conn.execute(query("keep_compaction_away"))
+            _begin_step(conn)
         try:
             yield
         except BaseException:
@@ -512,21 +503,20 @@ class Executor:
         """BEGIN, lock, refresh_step, COMMIT in one round trip; None if the view was raced."""
         try:
             with conn.pipeline():
-                conn.execute(query("begin_step"))
-                conn.execute(query("keep_compaction_away"))
+                _begin_step(conn)
                 cur = conn.execute(query("refresh_step"),
                                    self._step_params(step, reason, check=not step.forced))
                 conn.execute(query("commit"))
         except BaseException:
             _rollback(conn)
             raise
-        return self._step_result(step, reason, cur.fetchone())
+        return self._step_result(step, cur.fetchone())
 
     def _refresh(self, conn: Conn, step: Step, reason: str, check: bool) -> StepResult | None:
         """Refresh and record one view in the current transaction; None if it was raced."""
         row = conn.execute(query("refresh_step"),
                            self._step_params(step, reason, check)).fetchone()
-        return self._step_result(step, reason, row)
+        return self._step_result(step, row)
 
     def _step_params(self, step: Step, reason: str, check: bool) -> dict[str, Any]:
         rel = self.rels[step.name]
@@ -543,20 +533,17 @@ class Executor:
             "filenodes": None if given is None else [given.get(o, (None, None))[1] for o in stats],
             "check": check, "seen": step.seen}
 
-    def _step_result(self, step: Step, reason: str,
-                     row: tuple[object, ...] | None) -> StepResult | None:
+    def _step_result(self, step: Step, row: tuple[object, ...] | None) -> StepResult | None:
+        """The outcome refresh_step returned (its reason as recorded); None if raced."""
         assert row is not None
         if row[0] == "raced":
             return None
         rel = self.rels[step.name]
-        changed = bool(row[2])
-        self._changed[step.name] = changed
-        if not changed:
-            reason += "; content unchanged (early cutoff: dependents stay fresh)"
+        self._changed[step.name] = bool(row[2])
         if rel.relkind == "m" and not rel.populated:
             self.rels[step.name] = Relation(rel.name, rel.oid, rel.relkind, True,
                                             rel.concurrent_index)
-        return StepResult(step.name, "refreshed", reason, float(str(row[1])),
+        return StepResult(step.name, "refreshed", str(row[3]), float(str(row[1])),
                           concurrently=self._concurrently(rel))
 
     def _concurrently(self, rel: Relation) -> bool:
@@ -610,6 +597,12 @@ class Executor:
     def _unregister(self) -> None:
         with self._lock:
             self._active.pop(threading.get_ident(), None)
+
+
+def _begin_step(conn: Conn) -> None:
+    """Open a step's transaction: READ COMMITTED, compaction kept away until COMMIT."""
+    conn.execute(query("begin_step"))
+    conn.execute(query("keep_compaction_away"))
 
 
 def _rollback(conn: Conn) -> None:

@@ -62,7 +62,8 @@ CREATE FUNCTION mvgraph.refresh_step(
     job bigint, step_seq integer, step_reason text,
     input_oids oid[], stats_oids oid[], stats_counters bigint[], stats_filenodes bigint[],
     check_seen boolean, seen timestamptz)
-RETURNS TABLE (outcome text, duration_s double precision, content_changed boolean)
+RETURNS TABLE (outcome text, duration_s double precision, content_changed boolean,
+               recorded_reason text)
 LANGUAGE plpgsql AS $$
 DECLARE
     state   mvgraph.mv_state;
@@ -79,7 +80,7 @@ BEGIN
     END IF;
     SELECT * INTO state FROM mvgraph.mv_state s WHERE s.mv = view_oid;
     IF check_seen AND state.refreshed_at IS DISTINCT FROM seen THEN
-        RETURN QUERY SELECT 'raced'::text, 0::double precision, false;
+        RETURN QUERY SELECT 'raced'::text, 0::double precision, false, step_reason;
         RETURN;
     END IF;
 
@@ -104,6 +105,9 @@ BEGIN
             'coalesce(sum(pg_catalog.hashtextextended(t::text, 0)::numeric), 0)::text '
             'FROM %s AS t', view_oid::regclass) INTO fp;
         changed := fp IS DISTINCT FROM state.fingerprint;
+        IF NOT changed THEN
+            step_reason := step_reason || '; content unchanged (early cutoff: dependents stay fresh)';
+        END IF;
     END IF;
 
     UPDATE mvgraph.mv_state s
@@ -119,12 +123,11 @@ BEGIN
     END IF;
     UPDATE mvgraph.job_step
        SET status = 'done',
-           reason = step_reason || CASE WHEN changed THEN ''
-                    ELSE '; content unchanged (early cutoff: dependents stay fresh)' END,
+           reason = step_reason,
            started_at = started, finished_at = pg_catalog.clock_timestamp(), duration_s = took,
            concurrent = use_concurrently, backend_pid = pg_catalog.pg_backend_pid(), error = NULL
      WHERE job_id = job AND seq = step_seq;
-    RETURN QUERY SELECT 'refreshed'::text, took, changed;
+    RETURN QUERY SELECT 'refreshed'::text, took, changed, step_reason;
 END
 $$;
 
