@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,26 @@ from tests.pgserver import test_server  # noqa: E402
 
 FIXTURES = ROOT / "fixtures"
 TEMPLATE = "mvgraph_test_template"
+_PRIVATE_BASE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run gets its own base temporary directory.
+
+    pytest's shared ``/tmp/pytest-of-USER`` is reset to mode 0700 by every run that starts, and
+    the embedded server (its own system user when tests run as root) must traverse the path to
+    its data directory: a second test run on the machine would cut a running server off.
+    """
+    if not config.option.basetemp:
+        base = tempfile.mkdtemp(prefix="mvgraph-tests-")
+        _PRIVATE_BASE.append(base)
+        config.option.basetemp = base
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the private base directory made by ``pytest_configure``."""
+    for base in _PRIVATE_BASE:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
