@@ -157,6 +157,7 @@ class Executor:
         self._atomic_counters: dict[int, tuple[int, int]] = {}
         self._unrecorded: list[StepResult] = []  # skipped without a transaction; recorded last
         self._changed: dict[RelationName, bool] = {}  # refreshed views: did their content change
+        self._running: set[RelationName] = set()  # steps started and not yet finished
 
     # ---- public ---------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -218,8 +219,9 @@ class Executor:
                 self._finish("failed", done)
             raise
         reason = "run cancelled" if self._cancel.is_set() else "not run"
-        ordered = tuple(self.results.get(s.name) or StepResult(s.name, "cancelled", reason)
-                        for s in self.plan.steps)
+        ordered = tuple(self.results.get(s.name) or StepResult(
+            s.name, "cancelled", "cancelled while running" if s.name in self._running else reason)
+            for s in self.plan.steps)
         status = ("cancelled" if self._cancel.is_set() else
                   "failed" if any(r.action in ("failed", "blocked") for r in ordered) else
                   "cancelled" if any(r.action == "cancelled" for r in ordered) else "ok")
@@ -421,7 +423,9 @@ class Executor:
             self._emit("finish", step.name, early)
             return early
         self._emit("start", step.name)
+        self._running.add(step.name)
         result = self._with_retries(conn, step)
+        self._running.discard(step.name)
         self._emit("finish", step.name, result)
         return result
 

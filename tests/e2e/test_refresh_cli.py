@@ -94,14 +94,18 @@ def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str, parallel: str) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "refresh", "+slow", "--json",
                              "--parallel", parallel],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # The step runs server-side as mvgraph.refresh_step(...), its REFRESH inside: wait until
+    # that call is active and sleeping in the slow view's query.
+    running = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+               "'%mvgraph.refresh_step(%' AND state = 'active' AND wait_event = 'PgSleep'")
     deadline = time.monotonic() + 20
+    seen = False
     with connect(gauss_dsn) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                               "'REFRESH MATERIALIZED VIEW%slow%'").fetchone()
-            if row and row[0]:
-                break
-            time.sleep(0.1)
+        while not seen and time.monotonic() < deadline and proc.poll() is None:
+            row = conn.execute(running).fetchone()
+            seen = bool(row and row[0])
+            time.sleep(0.05)
+    assert seen, "the slow step never started running"
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()
     out, err = proc.communicate(timeout=30)
@@ -109,10 +113,12 @@ def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str, parallel: str) -> None:
     assert proc.returncode == 130, err
     data = json.loads(out)
     assert data["status"] == "cancelled"
-    assert {s["name"]: s["action"] for s in data["steps"]}["public.slow"] == "cancelled"
+    slow = next(s for s in data["steps"] if s["name"] == "public.slow")
+    assert slow["action"] == "cancelled"
+    assert slow["reason"] == "cancelled while running"  # the cancel reached the running step
     with connect(gauss_dsn) as conn:
         assert conn.execute("SELECT relispopulated FROM pg_class WHERE relname = 'slow'"
                             ).fetchone() == (False,)
-        assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                            "'REFRESH MATERIALIZED VIEW%slow%' AND state = 'active'"
-                            ).fetchone() == (0,)
+        assert conn.execute(running).fetchone() == (0,)
+        assert conn.execute("SELECT status FROM mvgraph.job_step WHERE name = 'public.slow'"
+                            ).fetchone() == ("cancelled",)
