@@ -27,7 +27,7 @@ def load_graph(
 
     Example::
 
-        g = load_graph(sql=["fixtures/gaussdb_nested"])
+        g = load_graph(sql=["mvgraph/examples/gaussdb_nested"])
         [str(n) for n in g.select("+mv6")]
         # ['public.test_table', 'public.mv1', 'public.mv5', 'public.mv6']
 

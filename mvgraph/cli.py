@@ -435,19 +435,23 @@ def _jsonable(value: object) -> object:
     return value if isinstance(value, int | float | str | bool) or value is None else str(value)
 
 
-@app.command("settings")
+@app.command("settings", context_settings={"ignore_unknown_options": True})
 def settings_cmd(
-    key: Annotated[str | None, typer.Argument(help="Setting to change.")] = None,
+    key: Annotated[str | None, typer.Argument(
+        help="Setting to show or change (alone: print its value).")] = None,
     value: Annotated[str | None, typer.Argument(help="Its new value.")] = None,
     as_json: JsonOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
-    """Show mvgraph's settings in the database, or set one (retention_days, lock_timeout, ...)."""
+    """Show mvgraph's settings in the database, show one, or set one (retention_days,
+    lock_timeout, statement_timeout, synchronous_commit)."""
     from mvgraph.refresh.service import settings
 
     current = settings(resolve_dsn(_dsn(dsn)), key, value)
     if as_json:
         sys.stdout.write(json.dumps(current, indent=2) + "\n")
+    elif key is not None and value is None:
+        sys.stdout.write(f"{current[key]}\n")
     else:
         for k, v in current.items():
             out.print(f"{k} = {escape(v)}")
@@ -496,10 +500,16 @@ def embedded_uri() -> None:
 def demo(
     keep: Annotated[bool, typer.Option("--keep/--no-keep",
                                        help="Keep the demo database afterwards.")] = True,
+    sql_dir: Annotated[bool, typer.Option(
+        "--sql-dir", help="Print the folder of the demo's SQL files and exit.")] = False,
 ) -> None:
-    """Load example schemas into the embedded server and show what mvgraph sees."""
-    from mvgraph.demo import run_demo
+    """Load example schemas into the embedded server's database mvgraph_demo (replacing it) and
+    show what mvgraph sees; afterwards --embedded connects to it."""
+    from mvgraph.demo import examples_dir, run_demo
 
+    if sql_dir:
+        sys.stdout.write(f"{examples_dir()}\n")
+        return
     run_demo(out, keep=keep)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
@@ -10,33 +11,37 @@ from mvgraph.api import load_graph
 from mvgraph.db import embedded
 from mvgraph.db.connect import connect
 from mvgraph.db.migrate import migrate
-from mvgraph.db.scripts import drop_database, recreate_database, run_files, with_dbname
+from mvgraph.db.scripts import drop_database, recreate_database, run_files
 from mvgraph.errors import UsageError
 from mvgraph.render import deps_tree, graph_tree
 
-DEMO_DB = "mvgraph_demo"
+DEMO_DB = embedded.DATABASE  # the database --embedded connects to
 
 
-def fixtures_dir() -> Path:
-    """The repository's ``fixtures`` folder (the demo runs from a source checkout)."""
-    here = Path(__file__).resolve().parent.parent / "fixtures"
+def examples_dir() -> Path:
+    """The example schemas shipped with the package (``mvgraph/examples``)."""
+    here = Path(str(resources.files("mvgraph").joinpath("examples")))
     if not here.is_dir():
-        raise UsageError(f"demo fixtures not found at {here}; run the demo from a checkout "
-                         "installed with `pip install -e .`")
+        raise UsageError(f"the demo's SQL files are missing from {here}; reinstall mvgraph")
     return here
 
 
+def demo_files() -> list[Path]:
+    """The demo's SQL files in the order they are loaded."""
+    base = examples_dir()
+    return sorted((base / "gaussdb_nested").glob("*.sql")) + sorted(
+        (base / "analytics").glob("*.sql"))
+
+
 def run_demo(console: Console, keep: bool = True) -> str:
-    """Create the demo database, load the fixtures, print the graphs; returns the demo DSN."""
-    base = fixtures_dir()
+    """Create the demo database, load the examples, print the graphs; returns the demo DSN."""
+    files = demo_files()
     console.rule("[bold]mvgraph demo")
-    uri = embedded.start()
+    uri = embedded.start(embedded.MAINTENANCE_DATABASE)
     console.print(f"embedded PostgreSQL running, data in {embedded.data_dir()}")
     with connect(uri) as admin:
         recreate_database(admin, DEMO_DB)
-    dsn = with_dbname(uri, DEMO_DB)
-    files = sorted((base / "gaussdb_nested").glob("*.sql")) + sorted(
-        (base / "analytics").glob("*.sql"))
+    dsn = embedded.start(DEMO_DB)
     with connect(dsn) as conn:
         migrate(conn)
         run_files(conn, files)
@@ -53,7 +58,8 @@ def run_demo(console: Console, keep: bool = True) -> str:
     same = "the same" if not _differs(from_files, graph) else "DIFFERENT"
     console.print(f"\ngraph from the SQL files and graph from the catalog are {same}")
     _refresh_tour(console, dsn)
-    console.print(f"\ntry: mvgraph --dsn '{dsn}' status   (or graph, plan, refresh ...)")
+    console.print("\ntry: mvgraph --embedded status   (or graph, plan, refresh ...; "
+                  "`mvgraph embedded uri` prints the DSN)")
     if not keep:
         with connect(uri) as admin:
             drop_database(admin, DEMO_DB)

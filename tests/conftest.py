@@ -21,7 +21,7 @@ from mvgraph.db.migrate import migrate  # noqa: E402
 from mvgraph.db.scripts import drop_database, recreate_database, with_dbname  # noqa: E402
 from tests.pgserver import test_server  # noqa: E402
 
-FIXTURES = ROOT / "fixtures"
+FIXTURES = ROOT / "mvgraph" / "examples"  # the example schemas (package data; the demo loads them)
 TEMPLATE = "mvgraph_test_template"
 _PRIVATE_BASE: list[str] = []
 

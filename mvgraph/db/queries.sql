@@ -307,3 +307,6 @@ SELECT u.oid::bigint, n.nspname, c.relname
 
 -- name: try_setting
 SELECT set_config(%(key)s, %(value)s, true)
+
+-- name: database_exists
+SELECT 1 FROM pg_database WHERE datname = %(name)s

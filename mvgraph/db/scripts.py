@@ -51,6 +51,12 @@ def recreate_database(admin: psycopg.Connection[tuple[object, ...]], name: str,
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def create_database(admin: psycopg.Connection[tuple[object, ...]], name: str) -> None:
+    """Create an empty database."""
+    with translated():
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def drop_database(admin: psycopg.Connection[tuple[object, ...]], name: str) -> None:
     """Drop a database, disconnecting its sessions."""
     with translated():

@@ -181,18 +181,18 @@ def get_setting(conn: Conn, key: str, default: str) -> str:
 
 def settings(target: Target, key: str | None = None, value: str | None = None
              ) -> dict[str, str]:
-    """Read all settings, or set one (``key`` and ``value``); returns the settings."""
+    """Read all settings, read one (``key``), or set one (``key`` and ``value``); returns the
+    settings read (all, or the one named)."""
     with session(target) as conn:
-        if key is not None:
-            if key not in SETTINGS:
-                raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
-            if value is None:
-                raise UsageError(f"give a value for {key}")
+        if key is not None and key not in SETTINGS:
+            raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
+        if key is not None and value is not None:
             _validate_setting(conn, key, value)
             with translated():
                 conn.execute(query("put_setting"), {"key": key, "value": value})
         with translated():
-            return {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
+            current = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
+        return current if key is None else {key: current.get(key, "")}
 
 
 def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
