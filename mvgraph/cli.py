@@ -1,7 +1,9 @@
 """The ``mvgraph`` command line: parse options, call one library function, render the result.
 
-Exit codes: 0 success; 1 an error or a difference found (``check``) or a failed step;
-2 usage error; 130 interrupted.
+Exit codes (the README's table): 0 success; 1 an error (the database refused, a step failed, a
+SQL file failed to load, ``check`` found a difference); 2 usage error; 3 internal error; 4 no
+such object (unknown name, a selector matching nothing, a relation of the wrong kind);
+130 interrupted or cancelled.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from mvgraph.db import embedded
 from mvgraph.db.connect import connect, redact, resolve_dsn
 from mvgraph.db.migrate import migrate
 from mvgraph.definitions import Kind
-from mvgraph.errors import MvgraphError, UsageError
+from mvgraph.errors import MvgraphError, UnknownRelation, UsageError
 from mvgraph.graph import MVGraph, diff
 from mvgraph.render import deps_tree, escape, graph_tree
 from mvgraph.version import __version__
@@ -64,8 +66,9 @@ class Format(StrEnum):
     mermaid = "mermaid"
 
 
-DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN, or 'embedded'.",
-                                            show_default=False)]
+DsnOpt = Annotated[str | None, typer.Option(
+    "--dsn", help="PostgreSQL DSN, or 'embedded'. Default: $MVGRAPH_DSN, then $DATABASE_URL, "
+                  "then libpq's PG* variables and defaults.", show_default=False)]
 FromSqlOpt = Annotated[list[Path] | None, typer.Option(
     "--from-sql", help="SQL files or folders to read instead of the database ('-' is stdin).")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
@@ -146,7 +149,11 @@ def graph(
     g = _load(from_sql, dsn, schema, strict, search_path)
     _warn(g)
     if select:
-        g = g.subgraph(g.select(select, _search_path(search_path)))
+        chosen = g.select(select, _search_path(search_path))
+        if not chosen:
+            raise UnknownRelation(f"selector {select!r} matches nothing in the graph; check the "
+                                  "names with `mvgraph graph`")
+        g = g.subgraph(chosen)
     if from_sql and fmt is Format.tree:
         err.print(f"[dim]{g.ignored_statements} other statements ignored[/]")
     _emit(g, fmt, "SQL files" if from_sql else "database")

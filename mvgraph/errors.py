@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -65,8 +66,15 @@ class CycleError(MvgraphError):
         self.cycle = cycle
 
 
-class UnknownRelation(MvgraphError):
-    """A name that is neither in the graph nor in the catalog."""
+class NotFound(MvgraphError):
+    """No such object: an unknown name, a selector matching nothing, or a relation of the wrong
+    kind (a table where a materialized view is needed). Exit code 4 everywhere."""
+
+    exit_code = 4
+
+
+class UnknownRelation(NotFound):
+    """A name that is neither in the graph nor in the catalog, or not of the kind needed."""
 
 
 class UndefinedReference(MvgraphError):
@@ -75,6 +83,37 @@ class UndefinedReference(MvgraphError):
 
 class SelectorError(UsageError):
     """A graph selector expression is malformed."""
+
+
+def connection_cause(text: str) -> str:
+    """The cause of a libpq connection failure on one line: the reason each attempt gave (after
+    its ``failed:``), and libpq's hint, without tabs, newlines or a FATAL prefix.
+
+    >>> connection_cause('connection failed: connection to server at "h", port 5 failed: '
+    ...                  'Connection refused\\n\\tIs the server running on that host?')
+    'Connection refused (is the server running on that host?)'
+    >>> connection_cause('connection to server at "h" failed: FATAL:  password authentication '
+    ...                  'failed for user "bob"')
+    'password authentication failed for user "bob"'
+    """
+    causes: list[str] = []
+    hints: list[str] = []
+    for raw in text.splitlines():
+        line = re.sub(r"\s+", " ", raw).strip()
+        if not line:
+            continue
+        if line.startswith("Is the server") or line.startswith("HINT:"):
+            hints.append(line.removeprefix("HINT:").strip())
+            continue
+        cause = line.rsplit("failed: ", 1)[-1] if "failed: " in line else line
+        cause = re.sub(r"^(FATAL|ERROR): *", "", cause)
+        if cause not in causes:
+            causes.append(cause)
+    out = "; ".join(causes) or "unknown error"
+    if hints:
+        first = hints[0]
+        out += f" ({first[0].lower()}{first[1:]})"
+    return out
 
 
 def _first_line(text: str) -> str:
@@ -94,7 +133,7 @@ def translate(exc: psycopg.Error) -> MvgraphError:
     if isinstance(exc, pgerrors.InsufficientPrivilege):
         return PermissionDenied(f"{primary}; ask the owner for the privilege", sqlstate)
     if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
-        return ConnectionFailed(f"cannot connect: {_first_line(str(exc))}; check --dsn or "
+        return ConnectionFailed(f"cannot connect: {connection_cause(str(exc))}; check --dsn or "
                                 "MVGRAPH_DSN")
     return DatabaseError(primary, sqlstate)
 

@@ -90,3 +90,22 @@ def empty_db_dsn(server_dsn: str) -> Iterator[str]:
     finally:
         with connect(server_dsn) as admin:
             drop_database(admin, name)
+
+
+@pytest.fixture
+def gauss_dsn(db_dsn: str) -> str:
+    """A fresh database holding the GaussDB nested example (mv1, mv5, mv6 over test_table)."""
+    from mvgraph.db.scripts import run_files
+
+    with connect(db_dsn) as c:
+        run_files(c, [FIXTURES / "gaussdb_nested" / "schema.sql"])
+    return db_dsn
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from mvgraph.cli import run
+
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -8,7 +8,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mvgraph.db import embedded
-from mvgraph.errors import ConnectionFailed
+from mvgraph.errors import ConnectionFailed, connection_cause
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
@@ -47,7 +47,7 @@ def connect(dsn: str | None = None, *, autocommit: bool = True,
     try:
         return psycopg.connect(target, autocommit=autocommit, application_name=application_name)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        reason = connection_cause(str(exc))
         password = conninfo_to_dict(target).get("password") if target else None
         if password:
             reason = reason.replace(str(password), "***")

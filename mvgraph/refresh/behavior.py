@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from mvgraph.definitions import Kind
-from mvgraph.errors import UsageError
+from mvgraph.errors import UnknownRelation, UsageError
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 
@@ -217,15 +217,15 @@ def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehav
     step that refreshes is stale too.
 
     Raises:
-        UsageError: a target is not a materialized view.
+        UnknownRelation: a target is not in the graph or not a materialized view.
     """
     behavior = RefreshBehavior.parse(behavior)
     for t in targets:
         if t not in graph:
-            raise UsageError(f"{t} is not in the graph")
+            raise UnknownRelation(f"{t} is not in the graph; check the name with `mvgraph graph`")
         if scope is None and graph.kind(t) is not Kind.MATVIEW:
-            raise UsageError(f"{t} is a {graph.kind(t).value}, not a materialized view; "
-                             "name a materialized view")
+            raise UnknownRelation(f"{t} is a {graph.kind(t).value}, not a materialized view; "
+                                  "name a materialized view")
     if scope is not None:
         chosen = {n for n in scope if graph.kind(n) is Kind.MATVIEW}
     else:

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import UsageError, translated
+from mvgraph.errors import UnknownRelation, UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import InputChange, MVFacts
@@ -130,7 +130,7 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
         raise UsageError(f"unknown tracking mode {mode!r}; use triggers, stats or always")
     rel = relations(conn, [table]).get(table)
     if rel is None or rel.relkind not in ("r", "p", "f"):
-        raise UsageError(f"{table} is not a table in this database; track base tables only")
+        raise UnknownRelation(f"{table} is not a table in this database; track base tables only")
     if mode == "triggers" and rel.relkind == "f":
         raise UsageError(f"{table} is a foreign table and cannot have triggers; use --mode always")
     with translated(), conn.transaction():
@@ -152,7 +152,7 @@ def untrack(conn: Conn, table: RelationName) -> None:
     """Remove a table's tracking triggers; it falls back to ``stats`` mode."""
     rel = relations(conn, [table]).get(table)
     if rel is None or rel.relkind not in ("r", "p", "f"):
-        raise UsageError(f"{table} is not a table in this database; untrack base tables only")
+        raise UnknownRelation(f"{table} is not a table in this database; untrack base tables only")
     with translated(), conn.transaction():
         _drop_triggers(conn, rel)
         conn.execute(query("clear_table_mode"), {"oid": rel.oid})
@@ -270,7 +270,7 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
     for mv in mvs:
         rel = rels.get(mv)
         if rel is None:
-            raise UsageError(f"{mv} does not exist in the database; check the name")
+            raise UnknownRelation(f"{mv} does not exist in the database; check the name")
         state = states.get(rel.oid)
         refreshed_at = state[1] if state is not None and isinstance(state[1], datetime) else None
         found = list(changes.get(rel.oid, ()))

@@ -29,7 +29,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from mvgraph.db.queries import query
-from mvgraph.errors import MvgraphError, translate
+from mvgraph.errors import MvgraphError, UnknownRelation, translate
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
@@ -237,7 +237,7 @@ class Executor:
         self.rels = dict(state.rels)  # updated as views get populated
         missing = [n for n in names if n not in self.rels]
         if missing:
-            raise MvgraphError(f"{missing[0]} does not exist in the database; reload the graph")
+            raise UnknownRelation(f"{missing[0]} does not exist in the database; reload the graph")
         stats = {oid for oid, (mode, _) in state.modes.items() if mode == "stats"}
         self.stats_inputs = {n: [self.rels[i] for i in sorted(self.inputs[n])
                                  if i in self.rels and self.rels[i].oid in stats] for n in names}

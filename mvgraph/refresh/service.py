@@ -15,7 +15,7 @@ from mvgraph.db.connect import connect
 from mvgraph.db.migrate import ensure_schema
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import UsageError, translated
+from mvgraph.errors import UnknownRelation, UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
@@ -81,7 +81,8 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
         scope = g.select(" ".join(targets), search_path)
         names = [n for n in scope if g.kind(n) is Kind.MATVIEW]
         if not names:
-            raise UsageError(f"selector {' '.join(targets)!r} matches no materialized view")
+            raise UnknownRelation(f"selector {' '.join(targets)!r} matches no materialized view; "
+                                  "check it with `mvgraph graph -s`")
         state = changes.read_state(conn, g, names)
         facts = changes.gather_facts(conn, g, names, state)
         return g, make_plan(g, names, parsed, facts, force=force, scope=names), state
@@ -236,7 +237,8 @@ def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
         g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
         name = g.resolve(view, search_path)
         if g.kind(name) is not Kind.MATVIEW:
-            raise UsageError(f"{name} is not a materialized view")
+            raise UnknownRelation(f"{name} is a {g.kind(name).value}, not a materialized view; "
+                                  "name a materialized view")
         rel = changes.relations(conn, [name])[name]
         with translated():
             conn.execute(query("ensure_mv_state"), {"oids": [rel.oid], "names": [str(name)]})

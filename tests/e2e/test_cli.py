@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from mvgraph.cli import run
 from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_files
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, cli
 
 GAUSS = str(FIXTURES / "gaussdb_nested")
 
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def load(dsn: str, fixture: str) -> None:
@@ -100,7 +94,7 @@ def test_bad_dsn_is_one_line_without_password(capsys: pytest.CaptureFixture[str]
 
 def test_unknown_name_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "deps", "nope", "--from-sql", GAUSS)
-    assert code == 1 and "public.nope" not in err and "nope" in err and "Traceback" not in err
+    assert code == 4 and "public.nope" not in err and "nope" in err and "Traceback" not in err
     code, _, err = cli(capsys, "graph", "--format", "png", "--from-sql", GAUSS)
     assert code == 2
     code, _, err = cli(capsys, "graph", "--from-sql", "/no/such/file.sql")

@@ -11,23 +11,8 @@ import time
 
 import pytest
 
-from mvgraph.cli import run
 from mvgraph.db.connect import connect
-from mvgraph.db.scripts import run_files
-from tests.conftest import FIXTURES, ROOT
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture
-def gauss_dsn(db_dsn: str) -> str:
-    with connect(db_dsn) as conn:
-        run_files(conn, [FIXTURES / "gaussdb_nested" / "schema.sql"])
-    return db_dsn
+from tests.conftest import ROOT, cli
 
 
 def test_refresh_json_shape_and_exit_codes(capsys: pytest.CaptureFixture[str],
@@ -64,7 +49,7 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], gauss_dsn: str) -> Non
     code, _, err = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv5", "--cascade", "sideways")
     assert code == 2 and "unknown refresh behaviour" in err
     code, _, err = cli(capsys, "--dsn", gauss_dsn, "refresh", "t2")
-    assert code == 2 and "not a materialized view" in err
+    assert code == 4 and "not a materialized view" in err
     code, _, err = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv5", "--cascade", "all",
                        "--restrict")
     assert code == 2

@@ -582,5 +582,5 @@ def test_bad_settings_and_timeouts_are_usage_errors(gauss: Conn) -> None:
             settings(gauss, key, value)
     with pytest.raises(mvgraph.UsageError, match="lock_timeout"):
         mvgraph.refresh(gauss, "mv1", lock_timeout="bogus")
-    with pytest.raises(mvgraph.UsageError, match="not a table"):
+    with pytest.raises(mvgraph.UnknownRelation, match="not a table"):
         mvgraph.untrack(gauss, ["mv1"])

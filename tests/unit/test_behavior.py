@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from mvgraph import Definition, Kind, MVGraph, RelationName, UsageError
+from mvgraph import Definition, Kind, MVGraph, RelationName, UnknownRelation, UsageError
 from mvgraph.refresh.behavior import (
     Action,
     InputChange,
@@ -148,5 +148,5 @@ def test_behavior_spellings(text: str | None, expected: RefreshBehavior) -> None
 def test_bad_behavior_and_non_matview_target() -> None:
     with pytest.raises(UsageError, match="unknown refresh behaviour"):
         RefreshBehavior.parse("sideways")
-    with pytest.raises(UsageError, match="not a materialized view"):
+    with pytest.raises(UnknownRelation, match="not a materialized view"):
         plan(gauss(), [rel("v1")], "default", ALL_FRESH)
