@@ -674,6 +674,7 @@ class _Connections:
         self._opened: list[Conn] = []
         self._count, self._limit = 1, limit
         self._dsn, self._setup = dsn, setup
+        self._refusal: psycopg.Error | None = None
         self._cond = threading.Condition()
 
     def __enter__(self) -> _Connections:
@@ -719,11 +720,13 @@ class _Connections:
     def _refused(self, exc: psycopg.Error) -> None:
         with self._cond:
             self._count -= 1
-            first = self._limit > self._count
+            first, self._refusal = self._refusal is None, exc
             self._limit = self._count  # stop growing: go on with the connections open
+            count = self._count
         if first:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else _message(exc)
             log.warning("cannot open another connection (%s); refreshing at most %d view(s) at "
-                        "once", _message(exc), self._count)
+                        "once", reason, count)
 
 
 def plan_width(plan: Plan) -> int:
