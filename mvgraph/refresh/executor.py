@@ -7,12 +7,16 @@ the refresh saw, all server-side: see ``0003_refresh_step.sql``), ``COMMIT``. A 
 either refreshed and recorded, or untouched. When the plan's verdict may be out of date (another
 process refreshed the view meanwhile, or an upstream step's content did not change), the step
 decides again from fresh facts read under the view's lock.
+
+An atomic run is one READ COMMITTED transaction that first takes the advisory locks of all its
+views, in oid order; each ``REFRESH`` then reads with a snapshot taken after the locks.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import logging
 import socket
 import threading
 import time
@@ -26,7 +30,6 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
 
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UnknownRelation, translate
@@ -42,9 +45,11 @@ from mvgraph.refresh.changes import (
     stat_counters,
 )
 
+log = logging.getLogger("mvgraph")
 Conn = psycopg.Connection[tuple[object, ...]]
 LOCK_NAMESPACE = 0x6D76  # "mv": high 32 bits of every per-view advisory lock key
 MAX_RETRIES = 5
+EXACT_WIDTH_UP_TO = 300  # steps; above that the number of refreshing steps bounds the width
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +207,11 @@ class Executor:
     def _run(self, start: float) -> RefreshReport:
         self._prepare()
         try:
+            workers = 1 if self.options.atomic else self._workers()
             if self.options.atomic:
                 self._run_atomic()
-            elif self.options.parallel > 1:
-                self._run_parallel()
+            elif workers > 1:
+                self._run_parallel(workers)
             else:
                 self._run_serial()
         except KeyboardInterrupt:
@@ -271,20 +277,29 @@ class Executor:
                     self._record_step(self.conn, r)
             self.conn.execute(query("finish_job"), {"status": "done" if status == "ok" else
                                                     status, "error": error, "job": self.job_id})
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        """Purge old jobs and compact the change log. The run's outcome is already recorded:
+        a failure here is one warning, never a failed run."""
+        try:
             self.conn.execute(query("purge_jobs"))
             self._compact()
         except psycopg.Error as exc:
-            raise translate(exc) from exc
+            log.warning("housekeeping after job %s failed (a later run retries it): %s",
+                        self.job_id, _message(exc))
 
     def _compact(self) -> None:
-        """Drop change rows every reader has seen, when no refresh is running anywhere."""
+        """Drop change rows every reader has seen, when no refresh or compaction is running."""
         try:
             with repeatable_read(self.conn):
                 self.conn.execute(query("compaction_lock"))
                 self.conn.execute(query("forget_dropped_views"))
                 self.conn.execute(query("compact_changes"))
         except pgerrors.LockNotAvailable:
-            pass  # refreshes are running; a later run compacts
+            pass  # refreshes or another compaction are running; a later run compacts
 
     def _record_step(self, conn: Conn, r: StepResult) -> None:
         status = {"refreshed": "done", "skipped": "skipped"}.get(r.action, r.action)
@@ -301,7 +316,33 @@ class Executor:
         for step in self.plan.steps:
             self.results[step.name] = self._guarded(self.conn, step, self.results)
 
-    def _run_parallel(self) -> None:
+    def _workers(self) -> int:
+        """How many views to refresh at once: at most ``parallel``, never more than the steps
+        that can run side by side, and within the connections the server has room for (always
+        leaving some free for others; one warning when that is fewer than asked)."""
+        wanted = min(self.options.parallel, len(self.plan.to_refresh))
+        if wanted <= 1:
+            return 1
+        try:
+            row = self.conn.execute(query("connection_room")).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        assert row is not None
+        total, reserved, in_use = (int(str(v)) for v in row)
+        keep_free = max(2, total // 20)
+        room = 1 + max(0, total - reserved - in_use - keep_free)  # this connection works too
+        if wanted > room:
+            width = plan_width(self.plan)
+            if min(wanted, width) > room:
+                log.warning("--parallel %d: the server has room for %d more connection(s) "
+                            "(max_connections %d, %d reserved, %d in use, %d kept free for "
+                            "others); refreshing at most %d view(s) at once",
+                            self.options.parallel, room - 1, total, reserved, in_use, keep_free,
+                            room)
+            wanted = min(wanted, width, room)
+        return wanted
+
+    def _run_parallel(self, workers: int) -> None:
         results = self.results
         priority = self._priorities()
         sorter = TopologicalSorter({s.name: set(s.after) for s in self.plan.steps})
@@ -311,26 +352,21 @@ class Executor:
         running: dict[Future[StepResult], RelationName] = {}
         info = self.conn.info
         dsn = make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
-        with ConnectionPool(dsn, min_size=self.options.parallel,
-                            max_size=self.options.parallel, open=True,
-                            configure=self._configure,
-                            kwargs={"autocommit": True, "application_name": "mvgraph"}) as pool, \
-                ThreadPoolExecutor(self.options.parallel) as workers:
+        with _Connections(self.conn, dsn, workers, self._configure) as conns, \
+                ThreadPoolExecutor(workers) as pool:
 
             def task(step: Step) -> StepResult:
-                try:
-                    with pool.connection() as c:
-                        result = self._guarded(c, step, results)
-                except Exception as exc:  # e.g. no connection to be had: the step fails
-                    result = StepResult(step.name, "failed", step.reason, error=_message(exc))
-                    self._unrecorded.append(result)
+                result = self._early(step, results)  # a skipped step needs no connection
+                if result is None:
+                    with conns.connection() as c:
+                        result = self._run_step(c, step)
                 results[step.name] = result
                 return result
 
             while sorter.is_active():
                 for name in sorter.get_ready():
                     heapq.heappush(ready, (-priority[name], str(name), name))
-                while ready and len(running) < self.options.parallel:
+                while ready and len(running) < workers:
                     _, _, name = heapq.heappop(ready)
                     early = self._precheck(steps[name], results)
                     if early is not None:
@@ -338,7 +374,7 @@ class Executor:
                         sorter.done(name)
                         self._emit("finish", name, early)
                         continue
-                    running[workers.submit(task, steps[name])] = name
+                    running[pool.submit(task, steps[name])] = name
                 if not running:
                     continue
                 try:
@@ -352,16 +388,25 @@ class Executor:
                     sorter.done(name)
 
     def _run_atomic(self) -> None:
-        stats = {r.oid for rs in self.stats_inputs.values() for r in rs}
+        """All steps in one READ COMMITTED transaction that first takes the advisory locks of
+        all its views, in oid order. A refresh elsewhere of one of them either committed before
+        (each REFRESH here reads with a snapshot taken after the locks: nothing stale, nothing
+        lost) or waits for this run; two atomic runs wait in one order, never for each other.
+        (REPEATABLE READ cannot give that: its snapshot is taken by the first statement, before
+        a lock wait, and LOCK TABLE, which takes none, refuses materialized views.)
+        A deadlock can still arise outside those locks, rarely: a plain REFRESH here waits for
+        ACCESS EXCLUSIVE on a view that a refresh elsewhere is reading, while that refresh waits
+        to read a view this run refreshed plainly. Its victim is rolled back whole, so the run
+        starts again, at most MAX_RETRIES times."""
+        keys = sorted(advisory_key(self.rels[s.name].oid) for s in self.plan.steps)
         for _attempt in range(MAX_RETRIES):
-            self._atomic_counters = stat_counters(self.conn, stats) if stats else {}
+            self._atomic_counters = self._stat_counters()
             results = self.results
             results.clear()
             self._changed.clear()
             try:
                 self._register(self.conn)
-                with repeatable_read(self.conn):
-                    self.conn.execute(query("keep_compaction_away"))
+                with self._atomic_transaction(keys):
                     for step in self.plan.steps:
                         self._check_cancel()
                         self._emit("start", step.name)
@@ -369,7 +414,7 @@ class Executor:
                         results[step.name] = result
                         self._emit("finish", step.name, result)
                 return
-            except pgerrors.SerializationFailure:
+            except pgerrors.DeadlockDetected:
                 continue
             except (psycopg.Error, _Cancelled) as exc:
                 self.results = self._atomic_failure(dict(results), exc)
@@ -377,6 +422,19 @@ class Executor:
             finally:
                 self._unregister()
         self.results = self._atomic_failure({}, MvgraphError("too many concurrent refreshes"))
+
+    def _stat_counters(self) -> dict[int, tuple[int, int]]:
+        """Write counters of the run's 'stats' inputs, read before its transaction begins."""
+        stats = {r.oid for rs in self.stats_inputs.values() for r in rs}
+        return stat_counters(self.conn, stats) if stats else {}
+
+    @contextmanager
+    def _atomic_transaction(self, keys: list[int]) -> Iterator[None]:
+        """The atomic run's transaction: compaction kept away and every view's advisory lock
+        taken (lock_timeout applies) before any refresh; committed at the end."""
+        with self._transaction(self.conn):
+            self.conn.execute(query("lock_views"), {"keys": keys})
+            yield
 
     def _atomic_failure(self, done: dict[RelationName, StepResult],
                         exc: BaseException) -> dict[RelationName, StepResult]:
@@ -415,13 +473,19 @@ class Executor:
 
     def _guarded(self, conn: Conn, step: Step,
                  results: dict[RelationName, StepResult]) -> StepResult:
+        return self._early(step, results) or self._run_step(conn, step)
+
+    def _early(self, step: Step, results: dict[RelationName, StepResult]) -> StepResult | None:
+        """The step's outcome when it needs no transaction (blocked, cancelled, still skipped)."""
         early = self._precheck(step, results)
         if early is None and self._still_unchanged(step):
             early = StepResult(step.name, "skipped", step.reason)
             self._unrecorded.append(early)
         if early is not None:
             self._emit("finish", step.name, early)
-            return early
+        return early
+
+    def _run_step(self, conn: Conn, step: Step) -> StepResult:
         self._emit("start", step.name)
         self._running.add(step.name)
         result = self._with_retries(conn, step)
@@ -601,6 +665,107 @@ class Executor:
     def _unregister(self) -> None:
         with self._lock:
             self._active.pop(threading.get_ident(), None)
+
+
+class _Connections:
+    """Connections for parallel steps: the run's own first; another is opened only when every
+    open one is busy (so never more than the steps running at once), up to ``limit``. When the
+    server refuses one, the run goes on with those it has, after one warning."""
+
+    def __init__(self, first: Conn, dsn: str, limit: int,
+                 setup: Callable[[Conn], None]) -> None:
+        self._idle = [first]
+        self._opened: list[Conn] = []
+        self._count, self._limit = 1, limit
+        self._dsn, self._setup = dsn, setup
+        self._refusal: psycopg.Error | None = None
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> _Connections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self._opened:
+            conn.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        """A connection of its own for one step."""
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            with self._cond:
+                self._idle.append(conn)
+                self._cond.notify()
+
+    def _take(self) -> Conn:
+        with self._cond:
+            while not self._idle and self._count >= self._limit:
+                self._cond.wait()  # a busy connection comes back when its step ends
+            if self._idle:
+                return self._idle.pop()
+            self._count += 1
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, application_name="mvgraph")
+        except psycopg.Error as exc:
+            self._refused(exc)
+            return self._take()
+        try:
+            self._setup(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            self._refused(exc)
+            return self._take()
+        with self._cond:
+            self._opened.append(conn)
+        return conn
+
+    def _refused(self, exc: psycopg.Error) -> None:
+        with self._cond:
+            self._count -= 1
+            first, self._refusal = self._refusal is None, exc
+            self._limit = self._count  # stop growing: go on with the connections open
+            count = self._count
+        if first:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else _message(exc)
+            log.warning("cannot open another connection (%s); refreshing at most %d view(s) at "
+                        "once", reason, count)
+
+
+def plan_width(plan: Plan) -> int:
+    """The most refreshing steps that can run at once: the largest set of them none of which
+    depends on another (Dilworth: their number less a maximum matching of the "runs before"
+    relation). Above ``EXACT_WIDTH_UP_TO`` steps, their number.
+
+    >>> from mvgraph.refresh.behavior import RefreshBehavior
+    >>> a, b, c = (RelationName("public", n) for n in "abc")
+    >>> plan_width(Plan(RefreshBehavior.DEFAULT, (), (Step(a, Action.REFRESH, ""),
+    ...     Step(b, Action.REFRESH, "", after=(a,)), Step(c, Action.REFRESH, "", after=(a,)))))
+    2
+    """
+    steps = [s for s in plan.steps if s.action is Action.REFRESH]
+    if len(steps) > EXACT_WIDTH_UP_TO:
+        return len(steps)
+    index = {s.name: i for i, s in enumerate(plan.steps)}
+    below = [0] * len(plan.steps)  # bit j: step j runs before step i (transitively)
+    for i, s in enumerate(plan.steps):
+        for a in s.after:
+            below[i] |= below[index[a]] | (1 << index[a])
+    refreshing = [index[s.name] for s in steps]
+    later = {i: [j for j in refreshing if below[j] >> i & 1] for i in refreshing}
+    match: dict[int, int] = {}  # later step -> the earlier step its chain continues
+
+    def augment(i: int, seen: set[int]) -> bool:
+        for j in later[i]:
+            if j not in seen:
+                seen.add(j)
+                if j not in match or augment(match[j], seen):
+                    match[j] = i
+                    return True
+        return False
+
+    return len(steps) - sum(augment(i, set()) for i in refreshing)
 
 
 def _begin_step(conn: Conn) -> None:
