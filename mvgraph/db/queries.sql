@@ -238,8 +238,13 @@ LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE
 SELECT pg_advisory_xact_lock(%(key)s)
 
 -- name: lock_views
--- An atomic run's advisory locks on all its views, taken first, in the order given (oid order).
-SELECT pg_advisory_xact_lock(k) FROM unnest(%(keys)s::bigint[]) AS k
+-- An atomic run's advisory locks on all its views, at session level and outside any
+-- transaction (so before its snapshot), in the order given (oid order).
+SELECT pg_advisory_lock(k) FROM unnest(%(keys)s::bigint[]) AS k
+
+-- name: unlock_views
+-- Release an atomic run's session-level locks (a key not held only raises a warning).
+SELECT pg_advisory_unlock(k) FROM unnest(%(keys)s::bigint[]) AS k
 
 -- name: refresh_step
 SELECT outcome, duration_s, content_changed, recorded_reason

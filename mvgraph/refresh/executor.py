@@ -388,16 +388,18 @@ class Executor:
                     sorter.done(name)
 
     def _run_atomic(self) -> None:
-        """All steps in one READ COMMITTED transaction that first takes the advisory locks of
-        all its views, in oid order. A refresh elsewhere of one of them either committed before
-        (each REFRESH here reads with a snapshot taken after the locks: nothing stale, nothing
-        lost) or waits for this run; two atomic runs wait in one order, never for each other.
-        (REPEATABLE READ cannot give that: its snapshot is taken by the first statement, before
-        a lock wait, and LOCK TABLE, which takes none, refuses materialized views.)
-        A deadlock can still arise outside those locks, rarely: a plain REFRESH here waits for
-        ACCESS EXCLUSIVE on a view that a refresh elsewhere is reading, while that refresh waits
-        to read a view this run refreshed plainly. Its victim is rolled back whole, so the run
-        starts again, at most MAX_RETRIES times."""
+        """All steps in one REPEATABLE READ transaction, every view built from its one snapshot.
+
+        The advisory locks of all its views are taken first, at session level, in oid order,
+        before the transaction (and so its snapshot) exists: a refresh elsewhere of one of them
+        either committed before the snapshot (nothing stale, no REFRESH CONCURRENTLY against
+        rows the snapshot cannot see) or waits for this run; two atomic runs wait in one order,
+        never for each other. (LOCK TABLE, which takes no snapshot, refuses materialized views;
+        a transaction-level advisory lock is taken by a statement, which fixes the snapshot
+        before its wait.) A deadlock can still arise outside those locks, rarely: a plain
+        REFRESH here waits for ACCESS EXCLUSIVE on a view that a refresh elsewhere is reading,
+        while that refresh waits to read a view this run refreshed plainly. Its victim is
+        rolled back whole, so the run starts again, at most MAX_RETRIES times."""
         keys = sorted(advisory_key(self.rels[s.name].oid) for s in self.plan.steps)
         for _attempt in range(MAX_RETRIES):
             self._atomic_counters = self._stat_counters()
@@ -414,7 +416,7 @@ class Executor:
                         results[step.name] = result
                         self._emit("finish", step.name, result)
                 return
-            except pgerrors.DeadlockDetected:
+            except (pgerrors.DeadlockDetected, pgerrors.SerializationFailure):
                 continue
             except (psycopg.Error, _Cancelled) as exc:
                 self.results = self._atomic_failure(dict(results), exc)
@@ -430,11 +432,18 @@ class Executor:
 
     @contextmanager
     def _atomic_transaction(self, keys: list[int]) -> Iterator[None]:
-        """The atomic run's transaction: compaction kept away and every view's advisory lock
-        taken (lock_timeout applies) before any refresh; committed at the end."""
-        with self._transaction(self.conn):
+        """Every view's advisory lock at session level (lock_timeout applies), then the
+        REPEATABLE READ transaction with compaction kept away; the locks are released after
+        COMMIT or ROLLBACK (a lost connection releases them too)."""
+        try:
             self.conn.execute(query("lock_views"), {"keys": keys})
-            yield
+            with repeatable_read(self.conn):
+                self.conn.execute(query("keep_compaction_away"))  # LOCK takes no snapshot
+                yield
+        finally:
+            if not self.conn.closed:
+                with suppress(psycopg.Error):  # keys not held (a failed lock) only warn
+                    self.conn.execute(query("unlock_views"), {"keys": keys})
 
     def _atomic_failure(self, done: dict[RelationName, StepResult],
                         exc: BaseException) -> dict[RelationName, StepResult]:
