@@ -130,12 +130,18 @@ SELECT s.mv::bigint, u.input::bigint, u.counter, u.filenode
 -- False when the change log was lost (crash recovery, failover) and every view was reset.
 SELECT mvgraph.change_log_intact()
 
--- name: event_trigger_present
-SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'mvgraph_ddl_end'
-                                                 AND evtenabled <> 'D')
+-- name: event_triggers
+-- Which of mvgraph's two event triggers are installed and enabled.
+SELECT evtname FROM pg_event_trigger
+ WHERE evtname IN ('mvgraph_ddl_end', 'mvgraph_ddl_start') AND evtenabled <> 'D'
 
--- name: create_event_trigger
+-- name: create_event_trigger_mvgraph_ddl_end
 CREATE EVENT TRIGGER mvgraph_ddl_end ON ddl_command_end EXECUTE FUNCTION mvgraph.on_ddl_end()
+
+-- name: create_event_trigger_mvgraph_ddl_start
+-- Keeps the snapshot of an outside REFRESH before the REFRESH takes its own (0004).
+CREATE EVENT TRIGGER mvgraph_ddl_start ON ddl_command_start
+  WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION mvgraph.on_ddl_start()
 
 -- name: get_setting
 SELECT value FROM mvgraph.setting WHERE key = %(key)s

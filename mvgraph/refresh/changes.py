@@ -78,11 +78,20 @@ def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, R
         tuple(int(a) for a in r[5]) if isinstance(r[5], list) else ()) for r in rows}
 
 
-def event_trigger_present(conn: Conn) -> bool:
-    """True when mvgraph's DDL event trigger is installed and enabled."""
+EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start")
+
+
+def missing_event_triggers(conn: Conn) -> list[str]:
+    """mvgraph's event triggers that are not installed and enabled."""
     with translated():
-        row = conn.execute(query("event_trigger_present")).fetchone()
-    return bool(row and row[0])
+        have = {str(r[0]) for r in conn.execute(query("event_triggers")).fetchall()}
+    return [t for t in EVENT_TRIGGERS if t not in have]
+
+
+def event_trigger_present(conn: Conn) -> bool:
+    """True when both of mvgraph's DDL event triggers are installed and enabled: outside
+    refreshes and definition changes are noticed, and outside refreshes count as refreshes."""
+    return not missing_event_triggers(conn)
 
 
 def check_change_log(conn: Conn) -> bool:
@@ -98,14 +107,14 @@ def check_change_log(conn: Conn) -> bool:
     return intact
 
 
-def install_event_trigger(conn: Conn) -> bool:
-    """Install the DDL event trigger if possible; warn once (and remember) when not permitted.
-
-    The caller has checked that it is missing; a concurrent install counts as success.
+def install_event_trigger(conn: Conn, missing: Iterable[str] = EVENT_TRIGGERS) -> bool:
+    """Install the missing DDL event triggers if possible; warn once (and remember) when not
+    permitted. A concurrent install counts as success.
     """
     try:
         with conn.transaction():
-            conn.execute(query("create_event_trigger"))
+            for name in missing:
+                conn.execute(query(f"create_event_trigger_{name}"))
         return True
     except pgerrors.InsufficientPrivilege:
         with translated():

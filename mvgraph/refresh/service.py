@@ -50,9 +50,9 @@ def prepare(conn: Conn) -> None:
     """Install or upgrade mvgraph's schema and, where permitted, its event trigger."""
     ensure_schema(conn)
     changes.check_change_log(conn)
-    if not changes.event_trigger_present(conn) and \
-            get_setting(conn, "event_trigger", "") != "unavailable":
-        changes.install_event_trigger(conn)
+    missing = changes.missing_event_triggers(conn)
+    if missing and get_setting(conn, "event_trigger", "") != "unavailable":
+        changes.install_event_trigger(conn, missing)
 
 
 def is_selector(text: str) -> bool:
