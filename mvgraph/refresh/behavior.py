@@ -181,6 +181,25 @@ def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
     return Action.SKIP, reason
 
 
+def transitive_freshness(graph: MVGraph, verdicts: Mapping[RelationName, tuple[Action, str]]
+                         ) -> dict[RelationName, tuple[bool, str]]:
+    """Freshness of each view given its own verdict: a view over a stale view (through any path,
+    plain views included) is stale too, naming the nearest stale view upstream.
+
+    >>> transitive_freshness(MVGraph(), {})
+    {}
+    """
+    deps = step_dependencies(graph, verdicts)
+    out: dict[RelationName, tuple[bool, str]] = {}
+    for name in (n for n in graph.order() if n in verdicts):
+        action, reason = verdicts[name]
+        stale_above = sorted(a for a in deps[name] if not out[a][0])
+        if action is Action.SKIP and stale_above:
+            reason = f"stale (upstream {stale_above[0]} is stale)"
+        out[name] = (action is Action.SKIP and not stale_above, reason)
+    return out
+
+
 _CHANGE_TEXT = {
     "write": "input {input} changed ({n} transaction{s} since last refresh)",
     "refresh": "input {input} was refreshed{when}",

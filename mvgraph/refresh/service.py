@@ -19,7 +19,13 @@ from mvgraph.errors import UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
-from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, decide, materialized_scope
+from mvgraph.refresh.behavior import (
+    Plan,
+    RefreshBehavior,
+    decide,
+    materialized_scope,
+    transitive_freshness,
+)
 from mvgraph.refresh.behavior import plan as make_plan
 from mvgraph.refresh.executor import Executor, Listener, RefreshOptions, RefreshReport
 
@@ -293,11 +299,12 @@ def status(target: Target) -> StatusReport:
         with translated():
             durations = {int(str(r[0])): r[2] for r in conn.execute(
                 query("mv_states"), {"oids": [r.oid for r in rels.values()]})}
+        freshness = transitive_freshness(g, {n: decide(facts[n]) for n in mvs})
         views = []
         for n in mvs:
-            action, reason = decide(facts[n])
+            fresh, reason = freshness[n]
             d = durations.get(rels[n].oid)
-            views.append(ViewStatus(n, action is Action.SKIP, reason, facts[n].refreshed_at,
+            views.append(ViewStatus(n, fresh, reason, facts[n].refreshed_at,
                                     float(str(d)) if d is not None else None))
         tables = changes.base_tables_upstream_of_views(g)
         trels = changes.relations(conn, tables)

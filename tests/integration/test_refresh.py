@@ -426,6 +426,10 @@ def test_status_lists_views_and_tables(gauss: Conn) -> None:
     views = {str(v.name): v for v in st.views}
     assert views["public.mv2"].fresh is False
     assert views["public.mv5"].fresh is True and views["public.mv5"].refreshed_at is not None
+    gauss.execute("INSERT INTO test_table VALUES (99, 1, 1)")  # mv1 stale, so mv5 and mv6 too
+    views = {str(v.name): v for v in mvgraph.status(gauss).views}
+    assert [views[n].fresh for n in ("public.mv1", "public.mv5", "public.mv6")] == [False] * 3
+    assert views["public.mv6"].reason == "stale (upstream public.mv5 is stale)"
     assert {str(t.name): t.mode for t in st.tables} == {"public.t2": "triggers",
                                                        "public.test_table": "triggers"}
     assert st.event_trigger is True

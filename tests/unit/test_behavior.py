@@ -14,6 +14,7 @@ from mvgraph.refresh.behavior import (
     RefreshBehavior,
     decide,
     plan,
+    transitive_freshness,
 )
 
 R = RelationName
@@ -150,3 +151,24 @@ def test_bad_behavior_and_non_matview_target() -> None:
         RefreshBehavior.parse("sideways")
     with pytest.raises(UsageError, match="not a materialized view"):
         plan(gauss(), [rel("v1")], "default", ALL_FRESH)
+
+
+def test_freshness_is_transitive_through_views() -> None:
+    """mv5 reads mv1 through the plain view v1; mv6 reads mv5; mv2 is on another branch."""
+    own = {rel("mv1"): (Action.REFRESH, "input public.t1 changed"),
+           rel("mv5"): (Action.SKIP, "unchanged"), rel("mv6"): (Action.SKIP, "unchanged"),
+           rel("mv2"): (Action.SKIP, "unchanged")}
+    got = transitive_freshness(gauss(), own)
+    assert got == {rel("mv1"): (False, "input public.t1 changed"),
+                   rel("mv5"): (False, "stale (upstream public.mv1 is stale)"),
+                   rel("mv6"): (False, "stale (upstream public.mv5 is stale)"),
+                   rel("mv2"): (True, "unchanged")}
+
+
+def test_a_stale_view_keeps_its_own_reason_and_fresh_upstream_changes_nothing() -> None:
+    own = {rel("mv1"): (Action.SKIP, "unchanged"), rel("mv5"): (Action.REFRESH, "own reason"),
+           rel("mv6"): (Action.SKIP, "unchanged"), rel("mv2"): (Action.SKIP, "unchanged")}
+    got = transitive_freshness(gauss(), own)
+    assert got[rel("mv1")] == (True, "unchanged")
+    assert got[rel("mv5")] == (False, "own reason")
+    assert got[rel("mv6")] == (False, "stale (upstream public.mv5 is stale)")
