@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg
@@ -90,7 +90,8 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
             raise UsageError(f"selector {' '.join(targets)!r} matches no materialized view")
         state = changes.read_state(conn, g, names)
         facts = changes.gather_facts(conn, g, names, state)
-        return g, make_plan(g, names, parsed, facts, force=force, scope=names), state
+        chosen = make_plan(g, names, parsed, facts, force=force, scope=names)
+        return g, replace(chosen, selector=" ".join(targets)), state
     names = [g.resolve(t, search_path) for t in targets]
     touched: set[RelationName] = set()
     for n in names:

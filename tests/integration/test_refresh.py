@@ -487,6 +487,12 @@ def test_writes_to_a_partition_count_for_the_partitioned_table(conn: Conn) -> No
     assert "(2 transactions" in mvgraph.plan(conn, "mp").steps[0].reason
 
 
+def test_a_selector_run_records_the_selector_as_its_statement(gauss: Conn) -> None:
+    report = mvgraph.refresh(gauss, "*")
+    assert gauss.execute("SELECT statement FROM mvgraph.job WHERE id = %s",
+                         [report.job_id]).fetchone() == ("mvgraph refresh '*'",)
+
+
 def test_skipped_steps_are_recorded_too(gauss: Conn) -> None:
     report = mvgraph.refresh(gauss, "mv5", "cascade all")
     assert refreshed(report) == []

@@ -11,6 +11,7 @@ from mvgraph.refresh.behavior import (
     Action,
     InputChange,
     MVFacts,
+    Plan,
     RefreshBehavior,
     decide,
     plan,
@@ -172,3 +173,17 @@ def test_a_stale_view_keeps_its_own_reason_and_fresh_upstream_changes_nothing() 
     assert got[rel("mv1")] == (True, "unchanged")
     assert got[rel("mv5")] == (False, "own reason")
     assert got[rel("mv6")] == (False, "stale (upstream public.mv5 is stale)")
+
+
+def test_selector_plan_header_and_statement_stay_short() -> None:
+    g = gauss()
+    facts = dict(ALL_FRESH)
+    facts[rel("mv2")] = MVFacts(rel("mv2"))
+    scope = [n for n in g.select("*") if g.kind(n) is Kind.MATVIEW]
+    p = plan(g, scope, "default", facts, scope=scope)
+    p = Plan(p.behavior, p.targets, p.steps, selector="*")
+    assert p.header() == "plan for '*': 4 materialized views, 1 to refresh, 3 to skip"
+    assert p.statement() == "mvgraph refresh '*'"
+    named = plan(g, [rel("mv5")], "cascade all", facts)
+    assert named.header() == ("REFRESH MATERIALIZED VIEW public.mv5 CASCADE ALL: "
+                              "3 materialized views, 0 to refresh, 3 to skip")
