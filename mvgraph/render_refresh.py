@@ -21,7 +21,7 @@ ACTION_STYLE = {"refreshed": "green", "skipped": "dim", "failed": "bold red",
 
 def plan_table(p: Plan) -> Table:
     """A plan as a table: order, view, verdict, reason."""
-    t = Table(title=escape(p.statement()), title_justify="left")
+    t = Table(title=escape(p.header()), title_justify="left")
     t.add_column("#", justify="right")
     t.add_column("view")
     t.add_column("action")

@@ -132,12 +132,18 @@ SELECT s.mv::bigint, u.input::bigint, u.counter, u.filenode
 -- False when the change log was lost (crash recovery, failover) and every view was reset.
 SELECT mvgraph.change_log_intact()
 
--- name: event_trigger_present
-SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'mvgraph_ddl_end'
-                                                 AND evtenabled <> 'D')
+-- name: event_triggers
+-- Which of mvgraph's two event triggers are installed and enabled.
+SELECT evtname FROM pg_event_trigger
+ WHERE evtname IN ('mvgraph_ddl_end', 'mvgraph_ddl_start') AND evtenabled <> 'D'
 
--- name: create_event_trigger
+-- name: create_event_trigger_mvgraph_ddl_end
 CREATE EVENT TRIGGER mvgraph_ddl_end ON ddl_command_end EXECUTE FUNCTION mvgraph.on_ddl_end()
+
+-- name: create_event_trigger_mvgraph_ddl_start
+-- Keeps the snapshot of an outside REFRESH before the REFRESH takes its own (0004).
+CREATE EVENT TRIGGER mvgraph_ddl_start ON ddl_command_start
+  WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION mvgraph.on_ddl_start()
 
 -- name: get_setting
 SELECT value FROM mvgraph.setting WHERE key = %(key)s
@@ -147,19 +153,41 @@ INSERT INTO mvgraph.setting (key, value) VALUES (%(key)s, %(value)s)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 
 -- name: set_table_mode
+-- "since" is when the current mode began: kept when the mode stays the same.
 INSERT INTO mvgraph.table_mode (relid, name, mode) VALUES (%(oid)s, %(name)s, %(mode)s)
-ON CONFLICT (relid) DO UPDATE SET mode = EXCLUDED.mode, name = EXCLUDED.name, since = now()
+ON CONFLICT (relid) DO UPDATE
+   SET mode = EXCLUDED.mode, name = EXCLUDED.name,
+       since = CASE WHEN table_mode.mode = EXCLUDED.mode THEN table_mode.since ELSE now() END
 
 -- name: clear_table_mode
 DELETE FROM mvgraph.table_mode WHERE relid = %(oid)s
 
 -- name: log_tracking_start
 -- Views reading a table become stale when its tracking starts: earlier writes were not logged.
-INSERT INTO mvgraph.change_log (relid, xid, kind) VALUES (%(oid)s, pg_current_xact_id(), 't')
+-- Logged for the tables and, for partitions, every partitioned table above them.
+INSERT INTO mvgraph.change_log (relid, xid, kind)
+SELECT DISTINCT t.oid, pg_current_xact_id(), 't'
+  FROM unnest(%(oids)s::oid[]) AS u(oid)
+ CROSS JOIN LATERAL (SELECT u.oid UNION SELECT a FROM pg_partition_ancestors(u.oid) a) t(oid)
 ON CONFLICT (relid, xid) DO UPDATE SET kind = 't'
 
--- name: partitions
-SELECT relid::bigint FROM pg_partition_tree(%(oid)s::oid) WHERE relid <> %(oid)s::oid
+-- name: track_triggers
+-- The tracking trigger of a table and of each partition below it. "logs": some trigger logs
+-- every write to it (the current form, or an older one such as AFTER instead of BEFORE or not
+-- ENABLE ALWAYS); "current": it is exactly what create_track_trigger makes. A partition's
+-- trigger must pass an argument (its writes are logged for the partitioned tables above it).
+-- tgtype bits: 1 row, 2 before, 4 insert, 8 delete, 16 update, 32 truncate.
+SELECT r.oid::bigint, n.nspname, c.relname, c.relispartition,
+       coalesce(t.tgenabled IN ('O', 'A') AND t.tgtype & 61 = 60
+                AND (t.tgnargs > 0) = c.relispartition, false) AS logs,
+       coalesce(t.tgenabled = 'A' AND t.tgtype = 62
+                AND t.tgnargs = CASE WHEN c.relispartition THEN 1 ELSE 0 END, false) AS current
+  FROM (SELECT %(oid)s::oid UNION SELECT relid FROM pg_partition_tree(%(oid)s::oid)) r(oid)
+  JOIN pg_class c ON c.oid = r.oid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_trigger t ON t.tgrelid = r.oid AND t.tgname = 'mvgraph_track'
+                        AND t.tgfoid = 'mvgraph.track_write()'::regprocedure
+ ORDER BY c.relispartition, r.oid
 
 -- name: configure_mv
 UPDATE mvgraph.mv_state
@@ -201,6 +229,11 @@ CREATE TRIGGER mvgraph_track BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t
 FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 
+-- name: own_ddl
+-- For the rest of the transaction the event trigger ignores DDL (mvgraph's trigger changes are
+-- not definition changes of the table).
+SELECT set_config('mvgraph.refreshing', 'on', true)
+
 -- name: drop_track_trigger
 DROP TRIGGER IF EXISTS mvgraph_track ON {table}
 
@@ -215,10 +248,6 @@ SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown application'),
         OR (l.locktype = 'relation' AND l.relation = %(oid)s::oid))
  ORDER BY (l.locktype = 'advisory') DESC
  LIMIT 1
-
--- name: relation_name
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.oid = %(oid)s::oid
 
 -- name: begin_rr
 BEGIN ISOLATION LEVEL REPEATABLE READ

@@ -104,6 +104,7 @@ class Plan:
     behavior: RefreshBehavior
     targets: tuple[RelationName, ...]
     steps: tuple[Step, ...] = field(default=())
+    selector: str | None = None  # the dbt-style selector that chose the targets, if any
 
     @property
     def to_refresh(self) -> list[Step]:
@@ -111,18 +112,43 @@ class Plan:
         return [s for s in self.steps if s.action is Action.REFRESH]
 
     def statement(self) -> str:
-        """The GaussDB statement this plan stands for."""
+        """The GaussDB statement this plan stands for; for a selector, the command (short
+        whatever the number of views it matched).
+
+        >>> Plan(RefreshBehavior.DEFAULT, (RelationName("public", "a"),), selector="+a").statement()
+        "mvgraph refresh '+a'"
+        """
+        if self.selector is not None:
+            return f"mvgraph refresh {_single_quoted(self.selector)}"
         names = ", ".join(str(t) for t in self.targets)
         return f"REFRESH MATERIALIZED VIEW {names} {self.behavior.value}"
+
+    def header(self) -> str:
+        """One line: what was asked and how many views refresh or skip.
+
+        >>> Plan(RefreshBehavior.DEFAULT, (), selector="*").header()
+        "plan for '*': 0 materialized views, 0 to refresh, 0 to skip"
+        """
+        asked = f"plan for {_single_quoted(self.selector)}" if self.selector is not None \
+            else self.statement()
+        n, refresh = len(self.steps), len(self.to_refresh)
+        return (f"{asked}: {n} materialized view{'' if n == 1 else 's'}, {refresh} to refresh, "
+                f"{n - refresh} to skip")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "behavior": self.behavior.value,
+            "selector": self.selector,
             "targets": [str(t) for t in self.targets],
             "steps": [{"name": str(s.name), "action": s.action.value, "reason": s.reason,
                        "after": [str(a) for a in s.after]} for s in self.steps],
         }
+
+
+def _single_quoted(text: str) -> str:
+    """Quoted for a shell, always (``*`` and ``+`` read better quoted)."""
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def materialized_scope(graph: MVGraph, target: RelationName,
@@ -179,6 +205,25 @@ def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
     if not facts.outside_refreshes_seen:
         reason += " (refreshes outside mvgraph are not seen: no event trigger)"
     return Action.SKIP, reason
+
+
+def transitive_freshness(graph: MVGraph, verdicts: Mapping[RelationName, tuple[Action, str]]
+                         ) -> dict[RelationName, tuple[bool, str]]:
+    """Freshness of each view given its own verdict: a view over a stale view (through any path,
+    plain views included) is stale too, naming the nearest stale view upstream.
+
+    >>> transitive_freshness(MVGraph(), {})
+    {}
+    """
+    deps = step_dependencies(graph, verdicts)
+    out: dict[RelationName, tuple[bool, str]] = {}
+    for name in (n for n in graph.order() if n in verdicts):
+        action, reason = verdicts[name]
+        stale_above = sorted(a for a in deps[name] if not out[a][0])
+        if action is Action.SKIP and stale_above:
+            reason = f"stale (upstream {stale_above[0]} is stale)"
+        out[name] = (action is Action.SKIP and not stale_above, reason)
+    return out
 
 
 _CHANGE_TEXT = {

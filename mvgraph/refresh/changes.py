@@ -78,11 +78,20 @@ def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, R
         tuple(int(a) for a in r[5]) if isinstance(r[5], list) else ()) for r in rows}
 
 
-def event_trigger_present(conn: Conn) -> bool:
-    """True when mvgraph's DDL event trigger is installed and enabled."""
+EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start")
+
+
+def missing_event_triggers(conn: Conn) -> list[str]:
+    """mvgraph's event triggers that are not installed and enabled."""
     with translated():
-        row = conn.execute(query("event_trigger_present")).fetchone()
-    return bool(row and row[0])
+        have = {str(r[0]) for r in conn.execute(query("event_triggers")).fetchall()}
+    return [t for t in EVENT_TRIGGERS if t not in have]
+
+
+def event_trigger_present(conn: Conn) -> bool:
+    """True when both of mvgraph's DDL event triggers are installed and enabled: outside
+    refreshes and definition changes are noticed, and outside refreshes count as refreshes."""
+    return not missing_event_triggers(conn)
 
 
 def check_change_log(conn: Conn) -> bool:
@@ -98,14 +107,14 @@ def check_change_log(conn: Conn) -> bool:
     return intact
 
 
-def install_event_trigger(conn: Conn) -> bool:
-    """Install the DDL event trigger if possible; warn once (and remember) when not permitted.
-
-    The caller has checked that it is missing; a concurrent install counts as success.
+def install_event_trigger(conn: Conn, missing: Iterable[str] = EVENT_TRIGGERS) -> bool:
+    """Install the missing DDL event triggers if possible; warn once (and remember) when not
+    permitted. A concurrent install counts as success.
     """
     try:
         with conn.transaction():
-            conn.execute(query("create_event_trigger"))
+            for name in missing:
+                conn.execute(query(f"create_event_trigger_{name}"))
         return True
     except pgerrors.InsufficientPrivilege:
         with translated():
@@ -123,6 +132,11 @@ def install_event_trigger(conn: Conn) -> bool:
 def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
     """Track a base table by ``triggers`` (exact), ``stats`` (approximate) or ``always``.
 
+    Idempotent: setting the mode a table already has logs no change and keeps its start time;
+    in ``triggers`` mode, missing triggers (a partition created later) are added and older
+    forms replaced. Views reading the table turn stale only when the mode changes or a
+    trigger was missing (writes went unlogged).
+
     Raises:
         UsageError: unknown mode, or the relation is not a base table.
     """
@@ -134,18 +148,14 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
     if mode == "triggers" and rel.relkind == "f":
         raise UsageError(f"{table} is a foreign table and cannot have triggers; use --mode always")
     with translated(), conn.transaction():
-        _drop_triggers(conn, rel)
-        if mode == "triggers":
-            is_partition = bool(rel.ancestors)
-            conn.execute(sql.SQL(query("create_track_trigger")).format(
-                table=table.identifier,
-                args=sql.Literal("partition") if is_partition else sql.SQL("")))
-            for part in _partitions(conn, rel.oid):
-                _drop_trigger(conn, _regclass_ident(conn, part))
-                conn.execute(sql.SQL(query("create_track_trigger")).format(
-                    table=_regclass_ident(conn, part), args=sql.Literal("partition")))
+        before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
+        unlogged = _install_triggers(conn, rel) if mode == "triggers" else []
+        if mode != "triggers":
+            _drop_triggers(conn, rel)
         conn.execute(query("set_table_mode"), {"oid": rel.oid, "name": str(table), "mode": mode})
-        conn.execute(query("log_tracking_start"), {"oid": rel.oid})
+        started = [rel.oid] if mode != before else unlogged
+        if started:
+            conn.execute(query("log_tracking_start"), {"oids": started})
 
 
 def untrack(conn: Conn, table: RelationName) -> None:
@@ -154,19 +164,29 @@ def untrack(conn: Conn, table: RelationName) -> None:
     if rel is None or rel.relkind not in ("r", "p", "f"):
         raise UnknownRelation(f"{table} is not a table in this database; untrack base tables only")
     with translated(), conn.transaction():
+        before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
         _drop_triggers(conn, rel)
         conn.execute(query("clear_table_mode"), {"oid": rel.oid})
-        conn.execute(query("log_tracking_start"), {"oid": rel.oid})
+        if before != "stats":
+            conn.execute(query("log_tracking_start"), {"oids": [rel.oid]})
 
 
-def _partitions(conn: Conn, oid: int) -> list[int]:
-    return [int(str(r[0])) for r in conn.execute(query("partitions"), {"oid": oid}).fetchall()]
-
-
-def _regclass_ident(conn: Conn, oid: int) -> sql.Composable:
-    row = conn.execute(query("relation_name"), {"oid": oid}).fetchone()
-    assert row is not None
-    return sql.Identifier(str(row[0]), str(row[1]))
+def _install_triggers(conn: Conn, rel: Relation) -> list[int]:
+    """Give the table and each partition below it the current tracking trigger, leaving
+    current ones alone; returns the oids that had none logging their writes."""
+    unlogged = []
+    conn.execute(query("own_ddl"))
+    rows = conn.execute(query("track_triggers"), {"oid": rel.oid}).fetchall()
+    for oid, schema, name, is_partition, logs, current in rows:
+        if current:
+            continue
+        ident = sql.Identifier(str(schema), str(name))
+        _drop_trigger(conn, ident)
+        conn.execute(sql.SQL(query("create_track_trigger")).format(
+            table=ident, args=sql.Literal("partition") if is_partition else sql.SQL("")))
+        if not logs:
+            unlogged.append(int(str(oid)))
+    return unlogged
 
 
 def _drop_trigger(conn: Conn, table: sql.Composable) -> None:
@@ -176,9 +196,9 @@ def _drop_trigger(conn: Conn, table: sql.Composable) -> None:
 def _drop_triggers(conn: Conn, rel: Relation) -> None:
     if rel.relkind == "f":
         return
-    _drop_trigger(conn, rel.name.identifier)
-    for part in _partitions(conn, rel.oid):
-        _drop_trigger(conn, _regclass_ident(conn, part))
+    for _, schema, name, *_ in conn.execute(query("track_triggers"),
+                                            {"oid": rel.oid}).fetchall():
+        _drop_trigger(conn, sql.Identifier(str(schema), str(name)))
 
 
 def base_tables_upstream_of_views(graph: MVGraph) -> list[RelationName]:

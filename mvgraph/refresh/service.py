@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg
@@ -19,7 +19,13 @@ from mvgraph.errors import UnknownRelation, UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
-from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, decide, materialized_scope
+from mvgraph.refresh.behavior import (
+    Plan,
+    RefreshBehavior,
+    decide,
+    materialized_scope,
+    transitive_freshness,
+)
 from mvgraph.refresh.behavior import plan as make_plan
 from mvgraph.refresh.executor import Executor, Listener, RefreshOptions, RefreshReport
 
@@ -50,9 +56,9 @@ def prepare(conn: Conn) -> None:
     """Install or upgrade mvgraph's schema and, where permitted, its event trigger."""
     ensure_schema(conn)
     changes.check_change_log(conn)
-    if not changes.event_trigger_present(conn) and \
-            get_setting(conn, "event_trigger", "") != "unavailable":
-        changes.install_event_trigger(conn)
+    missing = changes.missing_event_triggers(conn)
+    if missing and get_setting(conn, "event_trigger", "") != "unavailable":
+        changes.install_event_trigger(conn, missing)
 
 
 def is_selector(text: str) -> bool:
@@ -85,7 +91,8 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
                                   "check it with `mvgraph graph -s`")
         state = changes.read_state(conn, g, names)
         facts = changes.gather_facts(conn, g, names, state)
-        return g, make_plan(g, names, parsed, facts, force=force, scope=names), state
+        chosen = make_plan(g, names, parsed, facts, force=force, scope=names)
+        return g, replace(chosen, selector=" ".join(targets)), state
     names = [g.resolve(t, search_path) for t in targets]
     touched: set[RelationName] = set()
     for n in names:
@@ -295,11 +302,12 @@ def status(target: Target) -> StatusReport:
         with translated():
             durations = {int(str(r[0])): r[2] for r in conn.execute(
                 query("mv_states"), {"oids": [r.oid for r in rels.values()]})}
+        freshness = transitive_freshness(g, {n: decide(facts[n]) for n in mvs})
         views = []
         for n in mvs:
-            action, reason = decide(facts[n])
+            fresh, reason = freshness[n]
             d = durations.get(rels[n].oid)
-            views.append(ViewStatus(n, action is Action.SKIP, reason, facts[n].refreshed_at,
+            views.append(ViewStatus(n, fresh, reason, facts[n].refreshed_at,
                                     float(str(d)) if d is not None else None))
         tables = changes.base_tables_upstream_of_views(g)
         trels = changes.relations(conn, tables)

@@ -34,6 +34,9 @@ def test_plan_and_dry_run_do_not_refresh(capsys: pytest.CaptureFixture[str],
     assert [s["name"] for s in json.loads(out)["steps"]] == ["public.mv1", "public.mv5"]
     code, out, _ = cli(capsys, "--dsn", gauss_dsn, "refresh", "+mv5+", "--dry-run")
     assert code == 0 and "never refreshed" in out
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "plan", "*")
+    assert code == 0
+    assert out.splitlines()[0] == "plan for '*': 4 materialized views, 4 to refresh, 0 to skip"
     with connect(gauss_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM mvgraph.job").fetchone() == (0,)
 

@@ -426,6 +426,10 @@ def test_status_lists_views_and_tables(gauss: Conn) -> None:
     views = {str(v.name): v for v in st.views}
     assert views["public.mv2"].fresh is False
     assert views["public.mv5"].fresh is True and views["public.mv5"].refreshed_at is not None
+    gauss.execute("INSERT INTO test_table VALUES (99, 1, 1)")  # mv1 stale, so mv5 and mv6 too
+    views = {str(v.name): v for v in mvgraph.status(gauss).views}
+    assert [views[n].fresh for n in ("public.mv1", "public.mv5", "public.mv6")] == [False] * 3
+    assert views["public.mv6"].reason == "stale (upstream public.mv5 is stale)"
     assert {str(t.name): t.mode for t in st.tables} == {"public.t2": "triggers",
                                                        "public.test_table": "triggers"}
     assert st.event_trigger is True
@@ -481,6 +485,12 @@ def test_writes_to_a_partition_count_for_the_partitioned_table(conn: Conn) -> No
         conn.execute("INSERT INTO p VALUES (2, 2)")
         conn.execute("UPDATE p SET v = v + 1")
     assert "(2 transactions" in mvgraph.plan(conn, "mp").steps[0].reason
+
+
+def test_a_selector_run_records_the_selector_as_its_statement(gauss: Conn) -> None:
+    report = mvgraph.refresh(gauss, "*")
+    assert gauss.execute("SELECT statement FROM mvgraph.job WHERE id = %s",
+                         [report.job_id]).fetchone() == ("mvgraph refresh '*'",)
 
 
 def test_skipped_steps_are_recorded_too(gauss: Conn) -> None:
@@ -610,3 +620,55 @@ def test_atomic_run_builds_every_view_from_one_snapshot(conn: Conn, db_dsn: str)
                         ).fetchone() == (1, 1)
     assert [s.action.value for s in mvgraph.plan(conn, "first_mv second_mv").steps] == [
         "refresh", "refresh"]
+
+
+def analytics(conn: Conn) -> None:
+    run_files(conn, sorted((FIXTURES / "analytics").glob("0*.sql")))
+
+
+def test_tracking_again_changes_nothing(conn: Conn) -> None:
+    analytics(conn)
+    mvgraph.track(conn, every=True)
+    assert mvgraph.refresh(conn, "*").status == "ok"
+    since = conn.execute("SELECT relid, since FROM mvgraph.table_mode ORDER BY 1").fetchall()
+    mvgraph.track(conn, every=True)
+    stale = {str(s.name): s.reason for s in mvgraph.plan(conn, "*").to_refresh}
+    assert list(stale) == ['"Reporting".kpi_snapshot'], stale  # calls now(): always stale
+    assert conn.execute("SELECT relid, since FROM mvgraph.table_mode ORDER BY 1"
+                        ).fetchall() == since
+    assert conn.execute("SELECT count(*) FROM mvgraph.change_log WHERE kind = 't'"
+                        ).fetchone() == (0,)
+    mvgraph.track(conn, ["raw.customers"], mode="stats")  # a new mode does start anew
+    reason = next(s.reason for s in mvgraph.plan(conn, "*").steps
+                  if str(s.name) == "staging.known_customers")
+    assert "change tracking of input raw.customers started" in reason
+
+
+def test_tracking_again_converts_old_triggers_and_repairs_new_partitions(conn: Conn) -> None:
+    run_script(conn, """
+        CREATE TABLE t (id int);
+        CREATE TABLE ev (id int) PARTITION BY RANGE (id);
+        CREATE TABLE ev_a PARTITION OF ev FOR VALUES FROM (0) TO (100);
+        CREATE MATERIALIZED VIEW mt AS SELECT count(*) AS n FROM t;
+        CREATE MATERIALIZED VIEW mev AS SELECT count(*) AS n FROM ev;
+    """)
+    mvgraph.track(conn, ["t", "ev"])
+    # t's trigger in the form older releases made: AFTER, fired in origin mode only
+    run_script(conn, """
+        DROP TRIGGER mvgraph_track ON t;
+        CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON t
+        FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write();
+    """)
+    mvgraph.refresh(conn, "mt mev")
+    conn.execute("CREATE TABLE ev_b PARTITION OF ev FOR VALUES FROM (100) TO (200)")
+    conn.execute("INSERT INTO ev_b VALUES (150)")  # not logged: ev_b has no trigger yet
+    mvgraph.track(conn, ["t", "ev"])
+    verdicts = {str(s.name): s for s in mvgraph.plan(conn, "mt mev").steps}
+    assert verdicts["public.mt"].action.value == "skip", verdicts["public.mt"].reason
+    assert verdicts["public.mev"].reason.startswith("change tracking of input public.ev started")
+    triggers = conn.execute("SELECT tgrelid::regclass::text, tgtype, tgenabled FROM pg_trigger "
+                            "WHERE tgname = 'mvgraph_track' ORDER BY 1").fetchall()
+    assert triggers == [("ev", 62, "A"), ("ev_a", 62, "A"), ("ev_b", 62, "A"), ("t", 62, "A")]
+    mvgraph.refresh(conn, "mev")
+    conn.execute("INSERT INTO ev_b VALUES (160)")  # logged now
+    assert mvgraph.plan(conn, "mev").steps[0].action.value == "refresh"

@@ -11,9 +11,11 @@ from mvgraph.refresh.behavior import (
     Action,
     InputChange,
     MVFacts,
+    Plan,
     RefreshBehavior,
     decide,
     plan,
+    transitive_freshness,
 )
 
 R = RelationName
@@ -150,3 +152,38 @@ def test_bad_behavior_and_non_matview_target() -> None:
         RefreshBehavior.parse("sideways")
     with pytest.raises(UnknownRelation, match="not a materialized view"):
         plan(gauss(), [rel("v1")], "default", ALL_FRESH)
+
+
+def test_freshness_is_transitive_through_views() -> None:
+    """mv5 reads mv1 through the plain view v1; mv6 reads mv5; mv2 is on another branch."""
+    own = {rel("mv1"): (Action.REFRESH, "input public.t1 changed"),
+           rel("mv5"): (Action.SKIP, "unchanged"), rel("mv6"): (Action.SKIP, "unchanged"),
+           rel("mv2"): (Action.SKIP, "unchanged")}
+    got = transitive_freshness(gauss(), own)
+    assert got == {rel("mv1"): (False, "input public.t1 changed"),
+                   rel("mv5"): (False, "stale (upstream public.mv1 is stale)"),
+                   rel("mv6"): (False, "stale (upstream public.mv5 is stale)"),
+                   rel("mv2"): (True, "unchanged")}
+
+
+def test_a_stale_view_keeps_its_own_reason_and_fresh_upstream_changes_nothing() -> None:
+    own = {rel("mv1"): (Action.SKIP, "unchanged"), rel("mv5"): (Action.REFRESH, "own reason"),
+           rel("mv6"): (Action.SKIP, "unchanged"), rel("mv2"): (Action.SKIP, "unchanged")}
+    got = transitive_freshness(gauss(), own)
+    assert got[rel("mv1")] == (True, "unchanged")
+    assert got[rel("mv5")] == (False, "own reason")
+    assert got[rel("mv6")] == (False, "stale (upstream public.mv5 is stale)")
+
+
+def test_selector_plan_header_and_statement_stay_short() -> None:
+    g = gauss()
+    facts = dict(ALL_FRESH)
+    facts[rel("mv2")] = MVFacts(rel("mv2"))
+    scope = [n for n in g.select("*") if g.kind(n) is Kind.MATVIEW]
+    p = plan(g, scope, "default", facts, scope=scope)
+    p = Plan(p.behavior, p.targets, p.steps, selector="*")
+    assert p.header() == "plan for '*': 4 materialized views, 1 to refresh, 3 to skip"
+    assert p.statement() == "mvgraph refresh '*'"
+    named = plan(g, [rel("mv5")], "cascade all", facts)
+    assert named.header() == ("REFRESH MATERIALIZED VIEW public.mv5 CASCADE ALL: "
+                              "3 materialized views, 0 to refresh, 3 to skip")
