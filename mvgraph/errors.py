@@ -51,6 +51,7 @@ class SqlParseError(MvgraphError):
     def __init__(self, message: str, path: str = "<sql>", line: int = 0,
                  statement: str = "") -> None:
         super().__init__(f"{path}:{line}: {message}" + (f" in: {statement}" if statement else ""))
+        self.message = message
         self.path = path
         self.line = line
         self.statement = statement
