@@ -150,3 +150,21 @@ def test_init_installs_schema(capsys: pytest.CaptureFixture[str], empty_db_dsn: 
     assert code == 0 and "applied migration 0001" in out
     code, out, _ = cli(capsys, "init", "--dsn", empty_db_dsn)
     assert code == 0 and "up to date" in out
+
+
+def test_graph_selects_every_quoted_name_refresh_accepts(capsys: pytest.CaptureFixture[str],
+                                                         db_dsn: str) -> None:
+    with connect(db_dsn) as conn:
+        conn.execute('CREATE TABLE t (id int); '
+                     'CREATE MATERIALIZED VIEW "x; DROP TABLE t; --" AS SELECT id FROM t; '
+                     'CREATE MATERIALIZED VIEW "Sales Q1+" AS SELECT id FROM "x; DROP TABLE t; --"')
+    name = '"x; DROP TABLE t; --"'
+    code, _, err = cli(capsys, "--dsn", db_dsn, "refresh", name, "--json")
+    assert code == 0, err
+    code, out, err = cli(capsys, "--dsn", db_dsn, "graph", "-s", name, "-f", "json")
+    assert code == 0, err
+    assert [n["name"] for n in json.loads(out)["nodes"]] == ['public."x; DROP TABLE t; --"']
+    code, out, err = cli(capsys, "--dsn", db_dsn, "graph", "-s", f'+{name}+', "-f", "json")
+    assert code == 0, err
+    assert {n["name"] for n in json.loads(out)["nodes"]} == {
+        "public.t", 'public."x; DROP TABLE t; --"', 'public."Sales Q1+"'}
