@@ -91,9 +91,10 @@ class MVGraph:
                     g.add_node(src, **_attrs(Definition(src, Kind.EXTERNAL)))
                 warnings.append(message)
         g.add_edges_from((src, d.name) for d in defs.values() for src in d.reads)
-        graph = cls(g, warnings)
-        graph.check_acyclic()
-        return graph
+        cycles = find_cycles(defs.values())
+        if cycles:
+            raise CycleError([str(name) for name in cycles[0]])
+        return cls(g, warnings)
 
     def check_acyclic(self) -> None:
         """Raise CycleError naming one cycle, if there is any."""
@@ -325,7 +326,7 @@ def find_cycles(definitions: Iterable[Definition]) -> list[list[RelationName]]:
     >>> [[n.name for n in c] for c in find_cycles(d)]
     [['a', 'b']]
     """
-    listed = list(definitions)
+    listed = _not_acyclic(list(definitions))
     defs = {d.name for d in listed}
     g: nx.DiGraph = nx.DiGraph()
     g.add_edges_from((src, d.name) for d in listed for src in d.reads if src in defs)
@@ -338,6 +339,26 @@ def find_cycles(definitions: Iterable[Definition]) -> list[list[RelationName]]:
         turn = cycle.index(min(cycle))
         cycles.append(cycle[turn:] + cycle[:turn])
     return sorted(cycles)
+
+
+def _not_acyclic(definitions: list[Definition]) -> list[Definition]:
+    """The definitions left when those that only read acyclic ones are peeled off (Kahn's
+    algorithm): the cycles and what reads them. Plain dicts: far cheaper than a networkx graph,
+    and usually nothing is left."""
+    waiting = {d.name: 0 for d in definitions}
+    readers: dict[RelationName, list[RelationName]] = {}
+    for d in definitions:
+        for src in d.reads:
+            if src in waiting:
+                waiting[d.name] += 1
+                readers.setdefault(src, []).append(d.name)
+    ready = [name for name, count in waiting.items() if count == 0]
+    while ready:
+        for reader in readers.get(ready.pop(), ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    return [d for d in definitions if waiting[d.name] > 0]
 
 
 def _attrs(d: Definition) -> dict[str, Any]:
