@@ -418,6 +418,8 @@ def sql_cmd(
     parallel: Annotated[int, typer.Option("--parallel", "-j", min=1)] = 1,
     as_json: JsonOpt = False,
     search_path: SearchPathOpt = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Encoding of --file, e.g. latin-1.")]
+    = "utf-8",
     dsn: DsnOpt = None,
 ) -> None:
     """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is."""
@@ -428,7 +430,7 @@ def sql_cmd(
     if (statement is None) == (file is None):
         raise UsageError("give one SQL statement or --file FILE")
     if file is not None:
-        text = sys.stdin.read() if str(file) == "-" else _read(file)
+        text = sys.stdin.read() if str(file) == "-" else _read(file, encoding)
         source = str(file)
     else:
         text, source = statement or "", "<command line>"
@@ -457,9 +459,12 @@ def sql_cmd(
         raise typer.Exit(130 if failed == "cancelled" else 1)
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, encoding: str) -> str:
+    from mvgraph.sqlfiles import check_encoding, decode_sql
+
+    check_encoding(encoding)
     try:
-        return path.read_text(encoding="utf-8")
+        return decode_sql(path.read_bytes(), str(path), encoding)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}; check the path") from None
 

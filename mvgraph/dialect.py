@@ -424,6 +424,7 @@ def without_psql(text: str) -> str:
             copying = _COPY_STDIN_RE.match(text, at, line_end) is not None  # \copy ... stdin
             pos = line_end
         else:
+            sends = False
             copying = _COPY_STDIN_RE.match(text, statement, at) is not None
             pos = at + 1
         if copying:

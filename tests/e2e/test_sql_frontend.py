@@ -109,3 +109,12 @@ def test_failing_statement_names_its_line(capsys: pytest.CaptureFixture[str],
     code, _, err = cli(capsys, "--dsn", db_dsn, "sql", "SELECT 1;\nSELECT * FROM nowhere;")
     assert code == 1
     assert "<command line>:2" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_script_in_another_encoding_is_a_clear_error(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    script = tmp_path / "l.sql"
+    script.write_bytes(b"SELECT 'caf\xe9';\n")
+    code, _, err = cli(capsys, "sql", "-f", str(script))
+    assert code == 1 and "internal error" not in err
+    assert f"{script}:1: byte 0xe9 at offset 11 is not utf-8; pass --encoding latin-1" in err
