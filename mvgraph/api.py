@@ -9,7 +9,7 @@ import psycopg
 
 from mvgraph.catalog import read_definitions
 from mvgraph.db.connect import connect
-from mvgraph.errors import UsageError
+from mvgraph.errors import SqlLoadErrors, UsageError
 from mvgraph.graph import MVGraph
 
 
@@ -22,6 +22,8 @@ def load_graph(
     schemas: Sequence[str] | None = None,
     strict: bool = False,
     use_cache: bool = True,
+    encoding: str = "utf-8",
+    keep_going: bool = False,
 ) -> MVGraph:
     """Build the graph from SQL files (``sql``) or from a live database (``dsn`` or ``conn``).
 
@@ -31,21 +33,33 @@ def load_graph(
         [str(n) for n in g.select("+mv6")]
         # ['public.test_table', 'public.mv1', 'public.mv5', 'public.mv6']
 
+    SQL files are decoded with ``encoding`` (a UTF-8 byte order mark is dropped); binary files
+    found in folders are skipped with a warning (``graph.warnings``). Every file is read to its
+    end: statements that do not parse, files that are not text and definitions in a cycle are
+    all reported together, or, with ``keep_going``, left out of the graph and listed in
+    ``graph.load_errors``.
+
     Raises:
-        UsageError: both or neither source given.
-        CycleError, UndefinedReference (strict), SqlParseError, ConnectionFailed.
+        UsageError: both or neither source given, a missing path, an unknown encoding.
+        SqlLoadErrors: SQL files failed (one ``file:line: message`` per failure), unless
+            ``keep_going``.
+        CycleError (database), UndefinedReference (strict), ConnectionFailed.
     """
     if sql is not None and (dsn is not None or conn is not None):
         raise UsageError("give SQL files or a database, not both")
     if sql is not None:
         from mvgraph.sqlfiles import load_sql
 
-        loaded = load_sql(sql, search_path=search_path, use_cache=use_cache)
+        loaded = load_sql(sql, search_path=search_path, use_cache=use_cache, encoding=encoding)
+        if loaded.errors and not keep_going:
+            raise SqlLoadErrors(loaded.errors, len(loaded.files), loaded.warnings)
         defs = loaded.definitions
         if schemas:
             defs = [d for d in defs if d.name.schema in set(schemas)]
         graph = MVGraph.from_definitions(defs, strict=strict)
         graph.ignored_statements = loaded.ignored
+        graph.warnings[:0] = loaded.warnings
+        graph.load_errors = loaded.errors
         return graph
     if conn is not None:
         return MVGraph.from_definitions(read_definitions(conn, schemas), strict=strict)

@@ -24,7 +24,7 @@ from mvgraph.db import embedded
 from mvgraph.db.connect import connect, redact, resolve_dsn
 from mvgraph.db.migrate import migrate
 from mvgraph.definitions import Kind
-from mvgraph.errors import MvgraphError, UnknownRelation, UsageError
+from mvgraph.errors import MvgraphError, SqlLoadErrors, SqlParseError, UnknownRelation, UsageError
 from mvgraph.graph import MVGraph, diff
 from mvgraph.render import deps_tree, escape, graph_tree
 from mvgraph.version import __version__
@@ -76,6 +76,11 @@ SchemaOpt = Annotated[list[str] | None, typer.Option("--schema", help="Only thes
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Undefined references are errors.")]
 SearchPathOpt = Annotated[str | None, typer.Option(
     "--search-path", help="Comma-separated search_path for bare names (default public).")]
+EncodingOpt = Annotated[str, typer.Option(
+    "--encoding", help="Encoding of the --from-sql files, e.g. latin-1 (a UTF-8 BOM is dropped).")]
+KeepGoingOpt = Annotated[bool, typer.Option(
+    "--keep-going", help="Use the --from-sql files that load; list the failures on stderr and "
+                         "exit 1.")]
 
 
 def _search_path(value: str | None) -> list[str]:
@@ -111,11 +116,27 @@ def _main(
 
 
 def _load(from_sql: list[Path] | None, dsn: str | None, schemas: list[str] | None,
-          strict: bool, search_path: str | None) -> MVGraph:
+          strict: bool, search_path: str | None, *, encoding: str = "utf-8",
+          keep_going: bool = False) -> MVGraph:
     if from_sql:
         return load_graph(sql=from_sql, search_path=_search_path(search_path),
-                          schemas=schemas or None, strict=strict)
+                          schemas=schemas or None, strict=strict, encoding=encoding,
+                          keep_going=keep_going)
     return load_graph(dsn=_dsn(dsn), schemas=schemas or None, strict=strict)
+
+
+def _failed_files(errors: list[SqlParseError]) -> int:
+    return len({e.path for e in errors})
+
+
+def _report_load_errors(graph: MVGraph) -> bool:
+    """Print the failures left out under --keep-going; True when there were any."""
+    for error in graph.load_errors:
+        err.print(f"[red]error:[/] {escape(str(error))}")
+    if graph.load_errors:
+        err.print(f"[red]error:[/] {len(graph.load_errors)} failures in "
+                  f"{_failed_files(graph.load_errors)} files left out; fix them")
+    return bool(graph.load_errors)
 
 
 def _warn(graph: MVGraph) -> None:
@@ -143,11 +164,15 @@ def graph(
     schema: SchemaOpt = None,
     strict: StrictOpt = False,
     search_path: SearchPathOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    keep_going: KeepGoingOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
     """Show the dependency graph of the database, or of SQL files."""
-    g = _load(from_sql, dsn, schema, strict, search_path)
-    _warn(g)
+    loaded = _load(from_sql, dsn, schema, strict, search_path, encoding=encoding,
+                   keep_going=keep_going)
+    _warn(loaded)
+    g = loaded
     if select:
         chosen = g.select(select, _search_path(search_path))
         if not chosen:
@@ -155,8 +180,10 @@ def graph(
                                   "names with `mvgraph graph`")
         g = g.subgraph(chosen)
     if from_sql and fmt is Format.tree:
-        err.print(f"[dim]{g.ignored_statements} other statements ignored[/]")
+        err.print(f"[dim]{loaded.ignored_statements} other statements ignored[/]")
     _emit(g, fmt, "SQL files" if from_sql else "database")
+    if _report_load_errors(loaded):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -167,22 +194,26 @@ def deps(
     from_sql: FromSqlOpt = None,
     fmt: FormatOpt = Format.tree,
     search_path: SearchPathOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    keep_going: KeepGoingOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
     """Show what a relation reads and what reads it."""
-    g = _load(from_sql, dsn, None, False, search_path)
+    g = _load(from_sql, dsn, None, False, search_path, encoding=encoding, keep_going=keep_going)
     _warn(g)
     node = g.resolve(name, _search_path(search_path))
     both = not up and not down
     if fmt is Format.tree:
         out.print(deps_tree(g, node, up or both, down or both))
-        return
-    nodes = {node}
-    if up or both:
-        nodes |= g.upstream(node)
-    if down or both:
-        nodes |= g.downstream(node)
-    _emit(g.subgraph(nodes), fmt, str(node))
+    else:
+        nodes = {node}
+        if up or both:
+            nodes |= g.upstream(node)
+        if down or both:
+            nodes |= g.downstream(node)
+        _emit(g.subgraph(nodes), fmt, str(node))
+    if _report_load_errors(g):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -191,13 +222,15 @@ def check(
     schema: SchemaOpt = None,
     search_path: SearchPathOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    encoding: EncodingOpt = "utf-8",
+    keep_going: KeepGoingOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
     """Compare SQL files with the database; exit 1 when anything differs."""
     if not from_sql:
         raise UsageError("check needs --from-sql PATH to compare with the database")
-    files = load_graph(sql=from_sql, search_path=_search_path(search_path),
-                       schemas=schema or None)
+    files = _load(from_sql, None, schema, False, search_path, encoding=encoding,
+                  keep_going=keep_going)
     schemas = schema or sorted({n.schema for n in files.g
                                 if files.kind(n) is not Kind.EXTERNAL})
     db = load_graph(dsn=_dsn(dsn), schemas=schemas)
@@ -210,7 +243,7 @@ def check(
     else:
         for line in result.lines():
             out.print(f"[red]-[/] {escape(line)}")
-    if not result.empty:
+    if _report_load_errors(files) or not result.empty:
         raise typer.Exit(1)
 
 
@@ -392,6 +425,8 @@ def sql_cmd(
     parallel: Annotated[int, typer.Option("--parallel", "-j", min=1)] = 1,
     as_json: JsonOpt = False,
     search_path: SearchPathOpt = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Encoding of --file, e.g. latin-1.")]
+    = "utf-8",
     dsn: DsnOpt = None,
 ) -> None:
     """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is."""
@@ -402,7 +437,7 @@ def sql_cmd(
     if (statement is None) == (file is None):
         raise UsageError("give one SQL statement or --file FILE")
     if file is not None:
-        text = sys.stdin.read() if str(file) == "-" else _read(file)
+        text = sys.stdin.read() if str(file) == "-" else _read(file, encoding)
         source = str(file)
     else:
         text, source = statement or "", "<command line>"
@@ -431,9 +466,12 @@ def sql_cmd(
         raise typer.Exit(130 if failed == "cancelled" else 1)
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, encoding: str) -> str:
+    from mvgraph.sqlfiles import check_encoding, decode_sql
+
+    check_encoding(encoding)
     try:
-        return path.read_text(encoding="utf-8")
+        return decode_sql(path.read_bytes(), str(path), encoding)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}; check the path") from None
 
@@ -535,7 +573,7 @@ def run(argv: list[str] | None = None) -> int:
     except MvgraphError as exc:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        _print_error(exc)
         return exc.exit_code
     except Exception as exc:  # an mvgraph bug: short message unless --debug
         if debug:
@@ -543,6 +581,17 @@ def run(argv: list[str] | None = None) -> int:
         err.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}; "
                   "rerun with --debug and report it")
         return 3
+
+
+def _print_error(exc: MvgraphError) -> None:
+    """One red line per line of the message (SQL load failures: one per failure, then a hint)."""
+    for line in exc.warnings if isinstance(exc, SqlLoadErrors) else []:
+        err.print(f"[yellow]warning:[/] {escape(line)}")
+    for line in str(exc).splitlines() or [""]:
+        err.print(f"[red]error:[/] {escape(line)}")
+    if isinstance(exc, SqlLoadErrors):
+        err.print(f"[red]error:[/] {_failed_files(exc.errors)} of {exc.files} files failed to "
+                  "load; fix them, or pass --keep-going to use the others")
 
 
 def main() -> None:

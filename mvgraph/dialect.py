@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokenizer_core import Token, TokenType
@@ -90,6 +90,7 @@ __all__ = [
     "parse_alter_refresh",
     "parse_script",
     "split_statements",
+    "without_psql",
 ]
 
 VOLATILE_FUNCTIONS: Final[frozenset[str]] = frozenset(
@@ -184,10 +185,12 @@ Event: TypeAlias = Define | Rename | Drop | AlterSchedule
 
 @dataclass(frozen=True, slots=True)
 class ScriptResult:
-    """The events of a script, in order, and how many statements were skipped as irrelevant."""
+    """The events of a script, in order, how many statements were skipped as irrelevant, and
+    the relevant statements that could not be parsed (left out of the events)."""
 
     events: tuple[Event, ...]
     ignored: int
+    errors: tuple[SqlParseError, ...] = ()
 
 
 # --------------------------------------------------------------------------- tokens
@@ -332,32 +335,25 @@ def _block_depth(chunk: list[Token], *, opened: bool) -> int:
     return depth
 
 
-# Used only when the whole script cannot be tokenised (an unterminated string, say): a lexical
-# split that knows comments, quotes and dollar quotes, so the damage stays in one statement.
+# A lexical scan that knows comments, quotes and dollar quotes: used to split a script that
+# cannot be tokenised (an unterminated string, say), so the damage stays in one statement, and to
+# find psql's own lines (meta-commands, COPY data) before tokenising.
 _LEX_RE: Final = re.compile(
-    r"""--|/\*|'|"|\$(?:[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*)?\$|;"""
+    r"""--|/\*|'|"|\$(?:[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*)?\$|;|\\"""
 )
 
 
-def _split_text(text: str) -> Iterator[tuple[int, int]]:
-    """Yield (start, end) offsets of the statements of ``text``, split on top-level semicolons.
-
-    Example:
-        >>> s = "select ';'; do $x$ a; b $x$; select 1"
-        >>> [s[a:b].strip() for a, b in _split_text(s)]
-        ["select ';'", 'do $x$ a; b $x$', 'select 1']
-    """
+def _next_top_level(text: str, pos: int) -> tuple[str, int] | None:
+    """The next semicolon or backslash at or after ``pos`` outside comments and quotes."""
     size = len(text)
-    start = pos = 0
     while True:
         match = _LEX_RE.search(text, pos)
         if match is None:
-            break
+            return None
         lexeme, at = match.group(), match.start()
-        if lexeme == ";":
-            yield start, at
-            start = pos = at + 1
-        elif lexeme == "--":
+        if lexeme in (";", "\\"):
+            return lexeme, at
+        if lexeme == "--":
             newline = text.find("\n", at)
             pos = size if newline < 0 else newline + 1
         elif lexeme == "/*":
@@ -374,8 +370,88 @@ def _split_text(text: str) -> Iterator[tuple[int, int]]:
         else:
             close = text.find(lexeme, match.end())
             pos = size if close < 0 else close + len(lexeme)
+
+
+def _split_text(text: str) -> Iterator[tuple[int, int]]:
+    """Yield (start, end) offsets of the statements of ``text``, split on top-level semicolons.
+
+    Example:
+        >>> s = "select ';'; do $x$ a; b $x$; select 1"
+        >>> [s[a:b].strip() for a, b in _split_text(s)]
+        ["select ';'", 'do $x$ a; b $x$', 'select 1']
+    """
+    start = pos = 0
+    while (hit := _next_top_level(text, pos)) is not None:
+        lexeme, at = hit
+        pos = at + 1
+        if lexeme == ";":
+            yield start, at
+            start = pos
     if text[start:].strip():
-        yield start, size
+        yield start, len(text)
+
+
+_PSQL_HINT_RE: Final = re.compile(r"\\|stdin", re.IGNORECASE)
+_COPY_STDIN_RE: Final = re.compile(
+    r"(?:\s+|--[^\n]*\n|/\*.*?\*/)*\\?copy\b[^;]*?\bfrom\s+stdin\b", re.IGNORECASE | re.DOTALL
+)
+_END_OF_COPY_RE: Final = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
+_SENDS_QUERY_RE: Final = re.compile(r"\\(?:g|watch|crosstabview)", re.IGNORECASE)
+_NOT_NEWLINE_RE: Final = re.compile(r"[^\n]")
+
+
+def without_psql(text: str) -> str:
+    """The script with psql's own text blanked: meta-commands (``\\i f``, ``\\set x 1``, ...)
+    up to the end of their line, and the data lines after ``COPY ... FROM stdin;`` up to ``\\.``.
+    Offsets and line numbers stay; a meta-command that sends the query (``\\g``) ends it.
+
+    Example:
+        >>> text = "\\\\set x 1\\nCOPY t FROM stdin;\\na;'b\\n\\\\.\\nselect 1 \\\\g"
+        >>> [line.rstrip() for line in without_psql(text).split("\\n")]
+        ['', 'COPY t FROM stdin;', '', '', 'select 1 ;']
+    """
+    if _PSQL_HINT_RE.search(text) is None:
+        return text
+    cuts: list[tuple[int, int, str]] = []
+    statement = pos = 0
+    while (hit := _next_top_level(text, pos)) is not None:
+        lexeme, at = hit
+        line_end = text.find("\n", at)
+        line_end = len(text) if line_end < 0 else line_end
+        if lexeme == "\\":
+            sends = _SENDS_QUERY_RE.match(text, at) is not None
+            cuts.append((at, line_end, ";" if sends else " "))
+            copying = _COPY_STDIN_RE.match(text, at, line_end) is not None  # \copy ... stdin
+            pos = line_end
+        else:
+            sends = False
+            copying = _COPY_STDIN_RE.match(text, statement, at) is not None
+            pos = at + 1
+        if copying:
+            pos = _end_of_copy(text, line_end)
+            cuts.append((line_end, pos, " "))
+        if lexeme == ";" or copying or sends or _COMMENT_RE.fullmatch(text, statement, at):
+            statement = pos
+    return _blank(text, cuts)
+
+
+def _end_of_copy(text: str, start: int) -> int:
+    """Where COPY data starting at ``start`` ends: after its ``\\.`` line, else at the end."""
+    match = _END_OF_COPY_RE.search(text, start)
+    return len(text) if match is None else match.end()
+
+
+def _blank(text: str, cuts: list[tuple[int, int, str]]) -> str:
+    """Replace each (start, end, first) span by ``first`` and spaces, keeping newlines."""
+    pieces: list[str] = []
+    done = 0
+    for start, end, first in cuts:
+        pieces.append(text[done:start])
+        blanked = _NOT_NEWLINE_RE.sub(" ", text[start:end])
+        pieces.append(blanked if first == " " else first + blanked[1:])
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _is_ident_char(char: str) -> bool:
@@ -431,8 +507,10 @@ def _looks_relevant(text: str) -> bool:
     return bool(_RELEVANT_RE.match(text, start.end() if start else 0))
 
 
-def _script_statements(text: str, path: str) -> Iterator[_Statement | None]:
-    """The statements of a script; None stands for an irrelevant statement that would not lex."""
+def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
+    """The statements of a script; None stands for an irrelevant statement that would not lex,
+    an error for a relevant one."""
+    text = without_psql(text)
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError:
@@ -442,7 +520,7 @@ def _script_statements(text: str, path: str) -> Iterator[_Statement | None]:
         yield _Statement(chunk, text)
 
 
-def _fallback_statements(text: str, path: str) -> Iterator[_Statement | None]:
+def _fallback_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
     line_offset, counted = 0, 0
     for start, end in _split_text(text):
         line_offset += text.count("\n", counted, start)
@@ -456,8 +534,8 @@ def _fallback_statements(text: str, path: str) -> Iterator[_Statement | None]:
                 skip = lead.end() if lead else 0
                 line = line_offset + 1 + piece.count("\n", 0, skip)
                 first = piece[skip:].split("\n", 1)[0].strip()
-                message = f"cannot tokenise statement: {exc}"
-                raise SqlParseError(message, path, line, first) from None
+                yield SqlParseError(f"cannot tokenise statement: {exc}", path, line, first)
+                continue
             yield None
             continue
         for chunk in _split_statements(tokens):
@@ -1480,9 +1558,14 @@ def _is_search_path_reset(token: Token) -> bool:
     return token.text.strip().lower() in ("search_path", "all")
 
 
-def _describe(exc: ParseError, stmt: _Statement) -> str:
-    details = exc.errors[0] if exc.errors else {}
+_TOKEN_REPR_RE: Final = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: \d+, col: \d+, "
+                                   r"start: \d+, end: \d+, comments: \[.*?\]>")
+
+
+def _describe(exc: SqlglotError, stmt: _Statement) -> str:
+    details = (exc.errors[0] if exc.errors else {}) if isinstance(exc, ParseError) else {}
     description = details.get("description") or str(exc).split("\n", 1)[0]
+    description = _TOKEN_REPR_RE.sub(r"'\1'", str(description))
     line, col = details.get("line"), details.get("col")
     if isinstance(line, int) and line > 0:
         return f"{description} (line {line + stmt.line_offset}, column {col})"
@@ -1502,26 +1585,30 @@ def _gc_paused() -> Iterator[None]:
 
 
 def parse_script(
-    text: str, *, path: str = "<sql>", search_path: Sequence[str] = ("public",)
+    text: str, *, path: str = "<sql>", search_path: Sequence[str] = ("public",),
+    keep_going: bool = False,
 ) -> ScriptResult:
     """Turn a SQL script into events, in statement order.
 
     Acts on CREATE TABLE / VIEW / MATERIALIZED VIEW (GaussDB clauses included), ALTER ...
     RENAME TO / SET SCHEMA, ALTER MATERIALIZED VIEW ... REFRESH / QUERY REWRITE, DROP of those
     kinds and SET search_path (which changes how later statements resolve names); every other
-    statement, including ones that cannot be parsed at all, is counted in ``ignored``.
+    statement, including ones that cannot be parsed at all, is counted in ``ignored``. psql's
+    meta-commands and ``COPY ... FROM stdin`` data are skipped.
 
     Args:
         text: The script.
         path: Named in ``Definition.source`` ("path:line") and in errors.
         search_path: The search path the script starts with.
+        keep_going: Collect malformed statements in ``errors`` and go on instead of raising.
 
     Returns:
-        The events and the number of ignored statements.
+        The events, the number of ignored statements and (``keep_going``) the errors.
 
     Raises:
         SqlParseError: A CREATE VIEW / MATERIALIZED VIEW / TABLE (or a relevant ALTER, DROP or
             SET search_path) is malformed; names the path and the statement's first line.
+            The first one, after reading the whole script, unless ``keep_going``.
 
     Example:
         >>> result = parse_script(
@@ -1540,21 +1627,24 @@ def parse_script(
     initial = _clean_path(search_path)
     state = _State(initial, initial, {})
     events: list[Event] = []
+    errors: list[SqlParseError] = []
     ignored = 0
     parser = _DIALECT.parser()
     with _gc_paused():
         for stmt in _script_statements(text, path):
             if stmt is None:
                 ignored += 1
-                continue
-            try:
-                handled = _apply(stmt, parser, state, path, events)
-            except ParseError as exc:
-                message = _describe(exc, stmt)
-                raise SqlParseError(message, path, stmt.line, stmt.first_line()) from None
-            if not handled:
-                ignored += 1
-    return ScriptResult(tuple(events), ignored)
+            elif isinstance(stmt, SqlParseError):
+                errors.append(stmt)
+            else:
+                try:
+                    ignored += not _apply(stmt, parser, state, path, events)
+                except SqlglotError as exc:
+                    errors.append(SqlParseError(_describe(exc, stmt), path, stmt.line,
+                                                stmt.first_line()))
+    if errors and not keep_going:
+        raise errors[0]
+    return ScriptResult(tuple(events), ignored, tuple(errors))
 
 
 def parse_alter_refresh(

@@ -52,9 +52,34 @@ class SqlParseError(MvgraphError):
     def __init__(self, message: str, path: str = "<sql>", line: int = 0,
                  statement: str = "") -> None:
         super().__init__(f"{path}:{line}: {message}" + (f" in: {statement}" if statement else ""))
+        self.message = message
         self.path = path
         self.line = line
         self.statement = statement
+
+    def __reduce__(self) -> tuple[object, ...]:  # survive worker processes (pickle)
+        return type(self), (self.message, self.path, self.line, self.statement), self.__dict__
+
+
+class SqlEncodingError(SqlParseError):
+    """A SQL file is not text in the expected encoding; ``offset`` is the bad byte's offset.
+
+    ``binary`` is True when the file holds NUL bytes (not SQL at all)."""
+
+    offset: int = 0
+    binary: bool = False
+
+
+class SqlLoadErrors(MvgraphError):
+    """Some SQL files or statements failed to load; ``errors`` holds each failure, and ``str()``
+    is one ``file:line: message`` line per failure."""
+
+    def __init__(self, errors: list[SqlParseError], files: int = 0,
+                 warnings: list[str] | None = None) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+        self.files = files  # how many files were read
+        self.warnings = warnings or []  # binary files skipped in folders
 
 
 class CycleError(MvgraphError):
@@ -64,6 +89,13 @@ class CycleError(MvgraphError):
         path = " -> ".join([*cycle, cycle[0]]) if cycle else "?"
         super().__init__(f"dependency cycle: {path}; break it by changing one of these definitions")
         self.cycle = cycle
+
+
+class SqlCycleError(SqlParseError):
+    """Definitions in SQL files read each other in a cycle; named at the first definition's
+    file and line, ``cycle`` lists the names in order."""
+
+    cycle: list[str]
 
 
 class NotFound(MvgraphError):

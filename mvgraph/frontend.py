@@ -11,14 +11,15 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from mvgraph.dialect import MvgraphPostgres, split_statements
-from mvgraph.errors import DatabaseError, translate
+from mvgraph.errors import DatabaseError, SqlParseError, translate
 from mvgraph.names import quote_ident
-from mvgraph.refresh.behavior import RefreshBehavior
+from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 _BEHAVIOR_WORDS = {"DEFAULT", "RESTRICT", "CASCADE", "FORWARD", "BACKWARD", "ALL"}
+_DIRECTIONS = {"FORWARD", "BACKWARD", "ALL"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,10 @@ def parse_refresh(text: str) -> RefreshStatement | None:
     RefreshStatement(name='s.mv5', behavior=<...CASCADE_ALL...>, concurrently=False)
     >>> parse_refresh("REFRESH MATERIALIZED VIEW mv WITH NO DATA") is None
     True
+
+    Raises:
+        SqlParseError: a string literal for the name, or a behaviour outside GaussDB's grammar
+            (a bare CASCADE, say).
     """
     dialect = MvgraphPostgres()
     try:
@@ -68,6 +73,9 @@ def parse_refresh(text: str) -> RefreshStatement | None:
     i += int(concurrently)
     parts: list[str] = []
     while i < len(tokens) and len(parts) < 2:
+        if tokens[i].token_type == TokenType.STRING:
+            raise _syntax(text, f"the view name '{tokens[i].text}' is a string literal; write "
+                                "it as a name, e.g. mv5 or \"Mv 5\"")
         part = _name_part(tokens[i])
         if part is None:
             return None
@@ -77,11 +85,30 @@ def parse_refresh(text: str) -> RefreshStatement | None:
             i += 1
         else:
             break
-    rest = words[i:]
-    if not parts or any(w not in _BEHAVIOR_WORDS for w in rest):
+    behavior = _behavior(text, words[i:])
+    if not parts or behavior is None:
         return None
-    behavior = RefreshBehavior.parse(" ".join(rest)) if rest else RefreshBehavior.DEFAULT
     return RefreshStatement(".".join(quote_ident(p) for p in parts), behavior, concurrently)
+
+
+def _behavior(text: str, rest: list[str]) -> RefreshBehavior | None:
+    """GaussDB's ``[DEFAULT | RESTRICT | CASCADE {FORWARD | BACKWARD | ALL}]``; None when the
+    words are not a behaviour at all (``WITH NO DATA``: PostgreSQL's own form)."""
+    if not rest:
+        return RefreshBehavior.DEFAULT
+    if rest[0] not in _BEHAVIOR_WORDS:
+        return None
+    if rest in (["DEFAULT"], ["RESTRICT"]) or (
+            len(rest) == 2 and rest[0] == "CASCADE" and rest[1] in _DIRECTIONS):
+        return RefreshBehavior.parse(" ".join(rest))
+    if rest == ["CASCADE"]:
+        raise _syntax(text, f"bare CASCADE has no direction; {CASCADE_HINT}")
+    raise _syntax(text, f"unexpected {' '.join(rest)!r} after the view name; use DEFAULT, "
+                        f"RESTRICT or a cascade ({CASCADE_HINT})")
+
+
+def _syntax(text: str, message: str) -> SqlParseError:
+    return SqlParseError(f"syntax error: {message}", statement=text.strip().split("\n", 1)[0])
 
 
 def _name_part(tok: Token) -> str | None:
@@ -96,18 +123,27 @@ def _word(tok: Token) -> str:
     return tok.text.upper() if tok.token_type != TokenType.IDENTIFIER else f'"{tok.text}"'
 
 
+def _refresh_form(statement: str, source: str, line: int) -> RefreshStatement | None:
+    try:
+        return parse_refresh(statement)
+    except SqlParseError as exc:
+        raise SqlParseError(exc.message, source, line, exc.statement) from None
+
+
 def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
                    search_path: Sequence[str] = ("public",),
                    parallel: int = 1) -> Iterator[Outcome]:
     """Run a script statement by statement (autocommit), yielding each outcome.
 
     Raises:
+        SqlParseError: a GaussDB REFRESH form is malformed (checked before anything runs).
         DatabaseError: a statement failed; the message names its line. Earlier statements stay.
     """
     from mvgraph.refresh.service import refresh
 
-    for line, statement in split_statements(text):
-        refresh_stmt = parse_refresh(statement)
+    statements = [(line, statement, _refresh_form(statement, source, line))
+                  for line, statement in split_statements(text)]  # no statement runs if any is bad
+    for line, statement, refresh_stmt in statements:
         if refresh_stmt is not None:
             report = refresh(conn, [refresh_stmt.name], refresh_stmt.behavior.value,
                              concurrently="always" if refresh_stmt.concurrently else "auto",

@@ -10,7 +10,7 @@ from typing import Any
 import networkx as nx
 
 from mvgraph.definitions import Definition, Kind, Schedule
-from mvgraph.errors import CycleError, UndefinedReference, UnknownRelation
+from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
 from mvgraph.names import RelationName
 
 JSON_VERSION = 1
@@ -65,6 +65,7 @@ class MVGraph:
         self.g: nx.DiGraph = digraph if digraph is not None else nx.DiGraph()
         self.warnings: list[str] = list(warnings)
         self.ignored_statements = 0  # SQL statements read but not about relations (SQL files)
+        self.load_errors: list[SqlParseError] = []  # failures left out (SQL files, keep_going)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -90,9 +91,10 @@ class MVGraph:
                     g.add_node(src, **_attrs(Definition(src, Kind.EXTERNAL)))
                 warnings.append(message)
         g.add_edges_from((src, d.name) for d in defs.values() for src in d.reads)
-        graph = cls(g, warnings)
-        graph.check_acyclic()
-        return graph
+        cycles = find_cycles(defs.values())
+        if cycles:
+            raise CycleError([str(name) for name in cycles[0]])
+        return cls(g, warnings)
 
     def check_acyclic(self) -> None:
         """Raise CycleError naming one cycle, if there is any."""
@@ -313,6 +315,50 @@ def diff(a: MVGraph, b: MVGraph) -> GraphDiff:
         edges_missing=tuple(sorted(ea - eb)),
         edges_extra=tuple(sorted(eb - ea)),
     )
+
+
+def find_cycles(definitions: Iterable[Definition]) -> list[list[RelationName]]:
+    """One cycle for each group of definitions that read each other, in edge order (input
+    first), starting at its smallest name; sorted.
+
+    >>> d = [Definition(RelationName("s", x), Kind.VIEW, frozenset({RelationName("s", y)}))
+    ...      for x, y in [("a", "b"), ("b", "a"), ("c", "a")]]
+    >>> [[n.name for n in c] for c in find_cycles(d)]
+    [['a', 'b']]
+    """
+    listed = _not_acyclic(list(definitions))
+    defs = {d.name for d in listed}
+    g: nx.DiGraph = nx.DiGraph()
+    g.add_edges_from((src, d.name) for d in listed for src in d.reads if src in defs)
+    cycles: list[list[RelationName]] = []
+    for component in nx.strongly_connected_components(g):
+        first = min(component)
+        if len(component) == 1 and not g.has_edge(first, first):
+            continue
+        cycle = [edge[0] for edge in nx.find_cycle(g.subgraph(component), source=first)]
+        turn = cycle.index(min(cycle))
+        cycles.append(cycle[turn:] + cycle[:turn])
+    return sorted(cycles)
+
+
+def _not_acyclic(definitions: list[Definition]) -> list[Definition]:
+    """The definitions left when those that only read acyclic ones are peeled off (Kahn's
+    algorithm): the cycles and what reads them. Plain dicts: far cheaper than a networkx graph,
+    and usually nothing is left."""
+    waiting = {d.name: 0 for d in definitions}
+    readers: dict[RelationName, list[RelationName]] = {}
+    for d in definitions:
+        for src in d.reads:
+            if src in waiting:
+                waiting[d.name] += 1
+                readers.setdefault(src, []).append(d.name)
+    ready = [name for name, count in waiting.items() if count == 0]
+    while ready:
+        for reader in readers.get(ready.pop(), ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    return [d for d in definitions if waiting[d.name] > 0]
 
 
 def _attrs(d: Definition) -> dict[str, Any]:

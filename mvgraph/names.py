@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from psycopg import sql
 
-_PLAIN = re.compile(r"^[a-z_][a-z0-9_$]*$")
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 
 # Reserved words that must be quoted even when lower case (a practical subset of PostgreSQL's).
 _RESERVED = frozenset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import marshal
@@ -27,12 +28,13 @@ from mvgraph.dialect import (
     ScriptResult,
     parse_script,
 )
-from mvgraph.errors import UsageError
+from mvgraph.errors import SqlCycleError, SqlEncodingError, SqlParseError, UsageError
+from mvgraph.graph import find_cycles
 from mvgraph.names import RelationName
 from mvgraph.version import __version__
 
 _SQLGLOT_VERSION = version("sqlglot")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: parse errors are cached too
 CACHE_MAX_AGE_DAYS = 30  # parse-cache entries written longer ago are deleted
 _PARALLEL_BYTES = 400_000  # below this, starting worker processes costs more than it saves
 _KINDS = {k.value: k for k in Kind}
@@ -40,11 +42,15 @@ _KINDS = {k.value: k for k in Kind}
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LoadResult:
-    """The definitions found, how many statements were ignored, and the files read."""
+    """The definitions found, how many statements were ignored, the files read, the failures
+    (statements that did not parse, files that are not text, cycles: all left out of
+    ``definitions``) and warnings (binary files skipped in folders)."""
 
     definitions: list[Definition]
     ignored: int
     files: list[str]
+    errors: list[SqlParseError] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def cache_dir() -> Path:
@@ -55,19 +61,111 @@ def cache_dir() -> Path:
 
 def expand_paths(paths: Iterable[str | Path]) -> list[str]:
     """Files to read, in order: directories give their ``*.sql`` files sorted; ``-`` is stdin."""
-    out: list[str] = []
+    return [path for path, _ in _expand(paths)]
+
+
+def _expand(paths: Iterable[str | Path]) -> list[tuple[str, bool]]:
+    """Like expand_paths, each with True when it was found by walking a folder."""
+    out: list[tuple[str, bool]] = []
     for raw in paths:
         if str(raw) == "-":
-            out.append("-")
+            out.append(("-", False))
             continue
         path = Path(raw)
         if path.is_dir():
-            out += [str(p) for p in sorted(path.rglob("*.sql"))]
+            out += [(str(p), True) for p in sorted(path.rglob("*.sql"))]
         elif path.is_file():
-            out.append(str(path))
+            out.append((str(path), False))
         else:
             raise UsageError(f"{path}: no such file or directory; pass SQL files, folders or -")
     return out
+
+
+def check_encoding(encoding: str) -> None:
+    """Raise UsageError unless Python knows the encoding."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(f"unknown encoding {encoding!r}; use a Python codec name such as "
+                         "utf-8, latin-1 or cp1252") from None
+
+
+def decode_sql(data: bytes, path: str, encoding: str = "utf-8") -> str:
+    """The text of a SQL file; one that starts with a UTF-8 byte order mark is UTF-8 (the mark
+    is dropped), whatever ``encoding`` says.
+
+    >>> decode_sql(b"\\xef\\xbb\\xbfselect 1", "a.sql")
+    'select 1'
+    >>> decode_sql(b"select 1;\\n-- caf\\xe9", "a.sql")
+    Traceback (most recent call last):
+    mvgraph.errors.SqlEncodingError: a.sql:2: byte 0xe9 at offset 16 is not utf-8; pass --encoding latin-1 (or the file's real encoding)
+
+    Raises:
+        SqlEncodingError: the bytes are not text in ``encoding`` (``binary`` when they hold a
+            NUL byte).
+    """  # noqa: E501
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    encoding = "utf-8" if skip else encoding
+    try:
+        text = data[skip:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise _undecodable(data, path, encoding, skip + exc.start) from None
+    if "\x00" in text:
+        raise _binary(data, path, text.index("\x00"))
+    return text.removeprefix("\ufeff")
+
+
+def _undecodable(data: bytes, path: str, encoding: str, offset: int) -> SqlEncodingError:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _encoding_error("starts with a UTF-16 byte order mark; pass --encoding utf-16",
+                               data, path, 0)
+    if b"\x00" in data:
+        return _binary(data, path, data.index(b"\x00"))
+    return _encoding_error(f"byte 0x{data[offset]:02x} at offset {offset} is not {encoding}; "
+                           "pass --encoding latin-1 (or the file's real encoding)",
+                           data, path, offset)
+
+
+def _binary(data: bytes, path: str, offset: int) -> SqlEncodingError:
+    error = _encoding_error(f"binary file (NUL byte at offset {offset}), not SQL text; "
+                            "name SQL files only", data, path, offset)
+    error.binary = True
+    return error
+
+
+def _encoding_error(message: str, data: bytes, path: str, offset: int) -> SqlEncodingError:
+    error = SqlEncodingError(message, path, data.count(b"\n", 0, offset) + 1)
+    error.offset = offset
+    return error
+
+
+def _read_text(path: str, encoding: str) -> str:
+    if path == "-":
+        buffer = getattr(sys.stdin, "buffer", None)
+        return decode_sql(buffer.read(), "<stdin>", encoding) if buffer else sys.stdin.read()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}; check the path") from None
+    return decode_sql(data, path, encoding)
+
+
+def read_files(listed: Sequence[tuple[str, bool]], encoding: str
+               ) -> tuple[list[tuple[str, str]], list[SqlParseError], list[str]]:
+    """(text, path) of each file that is text, the failures, and warnings for the binary files
+    found in folders (skipped)."""
+    items: list[tuple[str, str]] = []
+    errors: list[SqlParseError] = []
+    warnings: list[str] = []
+    for path, walked in listed:
+        try:
+            items.append((_read_text(path, encoding), "<stdin>" if path == "-" else path))
+        except SqlEncodingError as exc:
+            if walked and exc.binary:
+                warnings.append(f"skipped {path}: {exc.message}")
+            else:
+                errors.append(exc)
+    return items, errors, warnings
 
 
 def _cache_path(text: str, path: str, search_path: Sequence[str]) -> Path:
@@ -108,7 +206,7 @@ def _prune(max_age_days: float = CACHE_MAX_AGE_DAYS) -> None:
 
 def _parse_job(job: tuple[str, str, tuple[str, ...]]) -> ScriptResult:
     text, path, search_path = job
-    return parse_script(text, path=path, search_path=search_path)
+    return parse_script(text, path=path, search_path=search_path, keep_going=True)
 
 
 def parse_texts(items: Sequence[tuple[str, str]], search_path: Sequence[str],
@@ -154,11 +252,12 @@ def _encode(result: ScriptResult) -> tuple[Any, ...]:
             events.append(("X", tuple(e.name)))
         else:
             events.append(("S", tuple(e.name), _schedule_tuple(e.schedule)))
-    return (_CACHE_FORMAT, tuple(events), result.ignored)
+    errors = tuple((e.message, e.path, e.line, e.statement) for e in result.errors)
+    return (_CACHE_FORMAT, tuple(events), result.ignored, errors)
 
 
 def _decode(data: tuple[Any, ...]) -> ScriptResult:
-    fmt, raw, ignored = data
+    fmt, raw, ignored, errors = data
     if fmt != _CACHE_FORMAT:
         raise ValueError("old cache format")
     events: list[Event] = []
@@ -178,7 +277,7 @@ def _decode(data: tuple[Any, ...]) -> ScriptResult:
             events.append(Drop(RelationName(*e[1])))
         else:
             events.append(AlterSchedule(RelationName(*e[1]), Schedule(*e[2])))
-    return ScriptResult(tuple(events), ignored)
+    return ScriptResult(tuple(events), ignored, tuple(SqlParseError(*e) for e in errors))
 
 
 def _schedule_tuple(s: Schedule | None) -> tuple[Any, ...] | None:
@@ -186,23 +285,47 @@ def _schedule_tuple(s: Schedule | None) -> tuple[Any, ...] | None:
 
 
 def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public",),
-             use_cache: bool = True) -> LoadResult:
-    """Read SQL files in order and return the definitions in force at the end."""
-    files = expand_paths(paths)
-    if not files:
+             use_cache: bool = True, encoding: str = "utf-8") -> LoadResult:
+    """Read SQL files in order and return the definitions in force at the end, and every
+    failure (each file is read to its end; failing statements and cycles are left out).
+
+    Raises:
+        UsageError: no files, a path that does not exist or cannot be read, an unknown encoding.
+    """
+    check_encoding(encoding)
+    listed = _expand(paths)
+    if not listed:
         raise UsageError("no SQL files found; pass files, folders holding *.sql, or -")
+    items, errors, warnings = read_files(listed, encoding)
+    files = [path for path, _ in listed]
+    results = parse_texts(items, search_path, use_cache=use_cache and "-" not in files)
     defs: dict[RelationName, Definition] = {}
     bare: dict[RelationName, tuple[frozenset[str], tuple[str, ...]]] = {}
-    items = [(sys.stdin.read(), "<stdin>") if path == "-" else
-             (Path(path).read_text(encoding="utf-8"), path) for path in files]
-    results = parse_texts(items, search_path, use_cache=use_cache and "-" not in files)
     for result in results:
+        errors += result.errors
         for event in result.events:
             _apply(event, defs, bare)
     ignored = sum(r.ignored for r in results)
     known = set(defs)
     final = [_reresolve(d, *bare[d.name], known) if d.name in bare else d for d in defs.values()]
-    return LoadResult(sorted(final, key=lambda d: d.name), ignored, files)
+    order = {path: i for i, path in enumerate(["<stdin>" if p == "-" else p for p in files])}
+    errors.sort(key=lambda e: (order.get(e.path, len(order)), e.line))
+    cycles = find_cycles(final)
+    errors += [_cycle_error(cycle, defs) for cycle in cycles]
+    left_out = {name for cycle in cycles for name in cycle}
+    final = [d for d in final if d.name not in left_out]
+    return LoadResult(sorted(final, key=lambda d: d.name), ignored, files, errors, warnings)
+
+
+def _cycle_error(cycle: list[RelationName], defs: dict[RelationName, Definition]
+                 ) -> SqlCycleError:
+    """The cycle, named at its first definition's file and line, each name with its source."""
+    path, _, line = (defs[cycle[0]].source or "<sql>:0").rpartition(":")
+    steps = " -> ".join(f"{name} ({defs[name].source})" for name in cycle)
+    error = SqlCycleError(f"dependency cycle: {steps} -> {cycle[0]}; break it by changing one "
+                          "of these definitions", path, int(line) if line.isdigit() else 0)
+    error.cycle = [str(name) for name in cycle]
+    return error
 
 
 def _apply(event: object, defs: dict[RelationName, Definition],

@@ -13,6 +13,8 @@ from mvgraph.errors import UnknownRelation, UsageError
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 
+CASCADE_HINT = "use CASCADE FORWARD, CASCADE BACKWARD or CASCADE ALL"
+
 
 class RefreshBehavior(StrEnum):
     """GaussDB's refresh behaviours."""
@@ -37,11 +39,13 @@ class RefreshBehavior(StrEnum):
         if text is None:
             return cls.DEFAULT
         words = re.sub(r"[\s_\-]+", " ", text.strip().upper())
-        words = words.removeprefix("CASCADE ") if words != "CASCADE" else words
+        if words == "CASCADE":  # GaussDB's grammar has no bare CASCADE
+            raise UsageError(f"refresh behaviour {text!r} needs a direction: {CASCADE_HINT}")
+        words = words.removeprefix("CASCADE ")
         aliases = {
             "DEFAULT": cls.DEFAULT, "": cls.DEFAULT, "RESTRICT": cls.RESTRICT,
             "FORWARD": cls.CASCADE_FORWARD, "BACKWARD": cls.CASCADE_BACKWARD,
-            "ALL": cls.CASCADE_ALL, "CASCADE": cls.CASCADE_ALL,
+            "ALL": cls.CASCADE_ALL,
             "DOWNSTREAM": cls.CASCADE_FORWARD, "UPSTREAM": cls.CASCADE_BACKWARD,
         }
         if words in aliases:

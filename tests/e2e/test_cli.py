@@ -144,3 +144,73 @@ def test_init_installs_schema(capsys: pytest.CaptureFixture[str], empty_db_dsn: 
     assert code == 0 and "applied migration 0001" in out
     code, out, _ = cli(capsys, "init", "--dsn", empty_db_dsn)
     assert code == 0 and "up to date" in out
+
+
+def test_graph_selects_every_quoted_name_refresh_accepts(capsys: pytest.CaptureFixture[str],
+                                                         db_dsn: str) -> None:
+    with connect(db_dsn) as conn:
+        conn.execute('CREATE TABLE t (id int); '
+                     'CREATE MATERIALIZED VIEW "x; DROP TABLE t; --" AS SELECT id FROM t; '
+                     'CREATE MATERIALIZED VIEW "Sales Q1+" AS SELECT id FROM "x; DROP TABLE t; --"')
+    name = '"x; DROP TABLE t; --"'
+    code, _, err = cli(capsys, "--dsn", db_dsn, "refresh", name, "--json")
+    assert code == 0, err
+    code, out, err = cli(capsys, "--dsn", db_dsn, "graph", "-s", name, "-f", "json")
+    assert code == 0, err
+    assert [n["name"] for n in json.loads(out)["nodes"]] == ['public."x; DROP TABLE t; --"']
+    code, out, err = cli(capsys, "--dsn", db_dsn, "graph", "-s", f'+{name}+', "-f", "json")
+    assert code == 0, err
+    assert {n["name"] for n in json.loads(out)["nodes"]} == {
+        "public.t", 'public."x; DROP TABLE t; --"', 'public."Sales Q1+"'}
+
+
+def broken_folder(tmp_path: Path) -> Path:
+    """Good views next to two bad statements, a cycle, a Latin-1 file and a binary file."""
+    folder = tmp_path / "schema"
+    folder.mkdir()
+    (folder / "1.sql").write_text("CREATE TABLE test_table (id int);\n"
+                                  "CREATE VIEW good AS SELECT id FROM test_table;\n")
+    (folder / "2.sql").write_text("\nCREATE VIEW bad AS SELECT FROM WHERE (;\n")
+    (folder / "3.sql").write_text("CREATE VIEW v1 AS SELECT * FROM v2;\n"
+                                  "CREATE VIEW v2 AS SELECT * FROM v1;\n")
+    (folder / "4.sql").write_bytes(b"CREATE VIEW caf AS SELECT 1 AS caf\xe9;\n")
+    (folder / "5.sql").write_bytes(b"\x00\x01binary")
+    return folder
+
+
+def test_every_failing_file_is_reported_then_keep_going_prints_the_rest(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    folder = str(broken_folder(tmp_path))
+    code, out, err = cli(capsys, "graph", "--from-sql", folder, "-f", "json")
+    assert code == 1 and out == "" and "Traceback" not in err and "internal error" not in err
+    assert f"error: {folder}/2.sql:2: " in err and f"{folder}/3.sql:1: dependency cycle" in err
+    assert f"error: {folder}/4.sql:1: byte 0xe9 at offset 34 is not utf-8; pass --encoding " \
+           "latin-1" in err
+    assert f"warning: skipped {folder}/5.sql: binary file" in err
+    assert "3 of 5 files failed to load; fix them, or pass --keep-going" in err
+    code, out, err = cli(capsys, "graph", "--from-sql", folder, "-f", "json", "--keep-going",
+                         "--encoding", "latin-1")
+    assert code == 1
+    assert {n["name"] for n in json.loads(out)["nodes"]} == {
+        "public.test_table", "public.good", "public.caf"}
+    assert f"{folder}/2.sql:2: " in err and "dependency cycle" in err and "0xe9" not in err
+    code, out, err = cli(capsys, "deps", "good", "--from-sql", folder, "--keep-going", "-f",
+                         "json")
+    assert code == 1 and "public.test_table" in out and f"{folder}/2.sql:2: " in err
+    code, _, err = cli(capsys, "graph", "--from-sql", folder, "--encoding", "martian")
+    assert code == 2 and "unknown encoding 'martian'" in err
+
+
+def test_check_keep_going_compares_what_loads_and_fails(capsys: pytest.CaptureFixture[str],
+                                                        db_dsn: str, tmp_path: Path) -> None:
+    folder = broken_folder(tmp_path)
+    with connect(db_dsn) as conn:
+        conn.execute("CREATE TABLE test_table (id int); "
+                     "CREATE VIEW good AS SELECT id FROM test_table")
+    code, out, err = cli(capsys, "--dsn", db_dsn, "check", "--from-sql", str(folder))
+    assert code == 1 and out == "" and "--keep-going" in err
+    (folder / "4.sql").unlink()
+    code, out, err = cli(capsys, "--dsn", db_dsn, "check", "--from-sql", str(folder),
+                         "--keep-going")
+    assert code == 1 and "in sync: 2 relations" in out
+    assert f"{folder}/2.sql:2: " in err and "2 failures in 2 files left out" in err

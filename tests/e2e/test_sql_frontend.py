@@ -10,6 +10,7 @@ import pytest
 from mvgraph.cli import run
 from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_files
+from mvgraph.errors import SqlParseError
 from mvgraph.frontend import parse_refresh
 from mvgraph.refresh.behavior import RefreshBehavior
 from tests.conftest import FIXTURES
@@ -38,10 +39,46 @@ def test_parse_refresh_forms(text: str, name: str, behavior: RefreshBehavior,
     assert (stmt.name, stmt.behavior, stmt.concurrently) == (name, behavior, concurrently)
 
 
-@pytest.mark.parametrize("text", ["REFRESH MATERIALIZED VIEW mv5 WITH NO DATA",
-                                  "SELECT 1", "REFRESH MATERIALIZED VIEW mv5 CASCADE SIDEWAYS"])
+@pytest.mark.parametrize("text", ["REFRESH MATERIALIZED VIEW mv5 WITH NO DATA", "SELECT 1",
+                                  "REFRESH MATERIALIZED VIEW CONCURRENTLY mv5 WITH DATA"])
 def test_other_statements_are_not_engine_refreshes(text: str) -> None:
     assert parse_refresh(text) is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("REFRESH MATERIALIZED VIEW 'mv5'", "string literal"),
+    ("REFRESH MATERIALIZED VIEW CONCURRENTLY public.'mv5' CASCADE ALL", "string literal"),
+    ("REFRESH MATERIALIZED VIEW mv5 CASCADE", "use CASCADE FORWARD, CASCADE BACKWARD or "
+                                              "CASCADE ALL"),
+    ("REFRESH MATERIALIZED VIEW mv5 CASCADE SIDEWAYS", "use CASCADE FORWARD"),
+    ("REFRESH MATERIALIZED VIEW mv5 FORWARD", "use CASCADE FORWARD"),
+    ("REFRESH MATERIALIZED VIEW mv5 RESTRICT CASCADE ALL", "use CASCADE FORWARD"),
+])
+def test_malformed_gaussdb_refresh_is_a_syntax_error(text: str, message: str) -> None:
+    with pytest.raises(SqlParseError, match=message):
+        parse_refresh(text)
+
+
+def test_bad_refresh_names_its_line_and_runs_nothing(capsys: pytest.CaptureFixture[str],
+                                                     db_dsn: str, tmp_path: Path) -> None:
+    with connect(db_dsn) as conn:
+        run_files(conn, [FIXTURES / "gaussdb_nested" / "schema.sql"])
+    script = tmp_path / "s.sql"
+    script.write_text("INSERT INTO test_table VALUES (300, 1, 1);\n"
+                      "REFRESH MATERIALIZED VIEW 'mv5';\n")
+    code, _, err = cli(capsys, "--dsn", db_dsn, "sql", "-f", str(script))
+    assert code == 1 and "s.sql:2: syntax error" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "--dsn", db_dsn, "sql", "REFRESH MATERIALIZED VIEW mv5 CASCADE")
+    assert code == 1 and "use CASCADE FORWARD, CASCADE BACKWARD or CASCADE ALL" in err
+    with connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM test_table WHERE id = 300").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM mvgraph.job").fetchone() == (0,)
+
+
+def test_cli_cascade_needs_a_direction(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("refresh", "plan"):
+        code, _, err = cli(capsys, command, "mv5", "--cascade", "cascade")
+        assert code == 2 and "use CASCADE FORWARD, CASCADE BACKWARD or CASCADE ALL" in err
 
 
 def test_script_runs_statement_by_statement(capsys: pytest.CaptureFixture[str], db_dsn: str,
@@ -72,3 +109,12 @@ def test_failing_statement_names_its_line(capsys: pytest.CaptureFixture[str],
     code, _, err = cli(capsys, "--dsn", db_dsn, "sql", "SELECT 1;\nSELECT * FROM nowhere;")
     assert code == 1
     assert "<command line>:2" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_script_in_another_encoding_is_a_clear_error(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    script = tmp_path / "l.sql"
+    script.write_bytes(b"SELECT 'caf\xe9';\n")
+    code, _, err = cli(capsys, "sql", "-f", str(script))
+    assert code == 1 and "internal error" not in err
+    assert f"{script}:1: byte 0xe9 at offset 11 is not utf-8; pass --encoding latin-1" in err

@@ -150,6 +150,9 @@ def test_behavior_spellings(text: str | None, expected: RefreshBehavior) -> None
 def test_bad_behavior_and_non_matview_target() -> None:
     with pytest.raises(UsageError, match="unknown refresh behaviour"):
         RefreshBehavior.parse("sideways")
+    for bare in ("cascade", " CASCADE "):
+        with pytest.raises(UsageError, match="use CASCADE FORWARD, CASCADE BACKWARD or CASCADE"):
+            RefreshBehavior.parse(bare)
     with pytest.raises(UnknownRelation, match="not a materialized view"):
         plan(gauss(), [rel("v1")], "default", ALL_FRESH)
 

@@ -39,3 +39,8 @@ def test_quote_only_when_needed() -> None:
 def test_str_round_trips(schema: str, name: str) -> None:
     rel = RelationName(schema, name)
     assert RelationName.parse(str(rel)) == rel
+
+
+def test_trailing_newline_is_quoted() -> None:
+    assert quote_ident("mv\n") == '"mv\n"'
+    assert RelationName.parse(str(RelationName("s", "mv\n"))) == RelationName("s", "mv\n")
