@@ -279,15 +279,21 @@ def test_parallel_run_respects_dependencies(gauss: Conn) -> None:
 
 
 def test_overlapping_cascades_in_two_processes(gauss: Conn, db_dsn: str) -> None:
-    """Each view is refreshed by one process at a time, and neither deadlocks."""
-    gauss.execute("CREATE TABLE probe (mv text, at timestamptz, pid int)")
+    """Two runs that both planned mv1 as stale meet at it: one refreshes each view, the other
+    decides again under the view's lock and skips; neither deadlocks."""
     gauss.execute("INSERT INTO test_table VALUES (70, 1, 1)")
     reports: list[RefreshReport] = []
     errors: list[BaseException] = []
+    both_planned = threading.Barrier(2, timeout=20)
+
+    def meet_at_mv1(event: str, name: mvgraph.RelationName, _: object) -> None:
+        if event == "start" and str(name) == "public.mv1":
+            both_planned.wait()
 
     def worker() -> None:
         try:
-            reports.append(mvgraph.refresh(db_dsn, "mv5", "cascade all", lock_timeout="20s"))
+            reports.append(mvgraph.refresh(db_dsn, "mv5", "cascade all", lock_timeout="20s",
+                                           listener=meet_at_mv1))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -297,12 +303,14 @@ def test_overlapping_cascades_in_two_processes(gauss: Conn, db_dsn: str) -> None
     for t in threads:
         t.join(60)
     assert not errors
-    assert all(r.status == "ok" for r in reports)
+    assert len(reports) == 2 and all(r.status == "ok" for r in reports)
     counts: dict[str, int] = {}
     for r in reports:
         for n in r.refreshed:
             counts[str(n)] = counts.get(str(n), 0) + 1
     assert counts == {"public.mv1": 1, "public.mv5": 1, "public.mv6": 1}
+    mv1 = sorted(acted(r)["public.mv1"] for r in reports)
+    assert mv1 == ["refreshed", "skipped"]
 
 
 def test_view_refreshed_by_another_process_after_planning_is_decided_again(
@@ -365,21 +373,42 @@ def test_lock_timeout_names_the_holder(gauss: Conn, db_dsn: str) -> None:
     assert "blocker" in error and "public.mv1" in error and "--lock-timeout" in error
 
 
-def test_cancel_marks_remaining_steps_and_leaves_views_untouched(gauss: Conn) -> None:
+def test_cancel_marks_remaining_steps_and_leaves_views_untouched(gauss: Conn,
+                                                                  db_dsn: str) -> None:
     gauss.execute("CREATE FUNCTION nap(float8) RETURNS int LANGUAGE sql "
                   "AS 'SELECT 1 FROM pg_sleep($1)'")
     gauss.execute("CREATE MATERIALIZED VIEW slow AS SELECT nap(5) AS s, grp FROM mv5 "
                   "WITH NO DATA")
+    gauss.execute("CREATE MATERIALIZED VIEW after_slow AS SELECT s FROM slow WITH NO DATA")
+    executors: list[Executor] = []
 
-    def cancel_soon(executor: Executor) -> None:
-        threading.Timer(1.0, executor.cancel).start()
+    def cancel_while_slow_runs() -> None:
+        deadline = time.monotonic() + 20
+        with connect(db_dsn) as watcher:
+            while time.monotonic() < deadline:
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query "
+                    "LIKE '%mvgraph.refresh_step(%' AND wait_event = 'PgSleep'").fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+        executors[0].cancel()
+
+    def on_event(event: str, name: mvgraph.RelationName, _: object) -> None:
+        if event == "start" and str(name) == "public.slow":
+            threading.Thread(target=cancel_while_slow_runs).start()
 
     gauss.execute("INSERT INTO test_table VALUES (80, 1, 1)")
-    report = mvgraph.refresh(gauss, "+slow+", executor_hook=cancel_soon)
+    report = mvgraph.refresh(gauss, "+after_slow", executor_hook=executors.append,
+                             listener=on_event)
     assert report.status == "cancelled"
-    assert acted(report)["public.slow"] == "cancelled"
-    assert gauss.execute("SELECT relispopulated FROM pg_class WHERE oid = 'slow'::regclass"
-                         ).fetchone() == (False,)
+    steps = {str(s.name): s for s in report.steps}
+    assert (steps["public.slow"].action, steps["public.slow"].reason) == (
+        "cancelled", "cancelled while running")
+    assert steps["public.after_slow"].action == "cancelled"
+    assert steps["public.after_slow"].reason.startswith("run cancelled")
+    assert gauss.execute("SELECT count(*) FROM pg_class WHERE relname IN ('slow', 'after_slow') "
+                         "AND relispopulated").fetchone() == (0,)
 
 
 def test_every_run_is_recorded_as_a_job_with_steps(gauss: Conn) -> None:

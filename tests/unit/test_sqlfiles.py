@@ -76,15 +76,30 @@ def test_changed_file_is_parsed_again(tmp_path: Path) -> None:
     assert [str(d.name) for d in load_sql([f]).definitions] == ["public.t", "public.v"]
 
 
-def test_many_files_parse_in_parallel_with_the_same_result(tmp_path: Path) -> None:
+def test_many_files_parse_in_parallel_with_the_same_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mvgraph import sqlfiles
+
     big = "".join(f"CREATE MATERIALIZED VIEW m{i} AS SELECT id, v + {i} AS v "
                   f"FROM t JOIN u USING (id) WHERE v > {i};\n" for i in range(3000))
     files = [write(tmp_path, "0.sql", "CREATE TABLE t (id int, v int); CREATE TABLE u (id int);"),
              write(tmp_path, "1.sql", big), write(tmp_path, "2.sql", big.replace(" m", " n"))]
+    pools: list[int] = []
+    real_pool = sqlfiles.ProcessPoolExecutor
+
+    def counting_pool(workers: int) -> object:
+        pools.append(workers)
+        return real_pool(workers)
+
+    monkeypatch.setattr(sqlfiles.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sqlfiles, "ProcessPoolExecutor", counting_pool)
     parallel = load_sql(files, use_cache=False)
-    serial = [load_sql([p], use_cache=False).definitions for p in files]
+    assert pools == [2], "the files were not parsed on worker processes"
+    monkeypatch.setattr(sqlfiles, "_PARALLEL_BYTES", 10**12)  # the same files, one process
+    serial = load_sql(files, use_cache=False)
+    assert pools == [2]
     assert len(parallel.definitions) == 2 + 6000
-    assert {d.name for d in parallel.definitions} == {d.name for s in serial for d in s}
+    assert parallel == serial
 
 
 def test_old_cache_entries_are_pruned_when_new_ones_are_written(
