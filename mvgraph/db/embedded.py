@@ -9,8 +9,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from mvgraph.errors import ConnectionFailed
 
 EMBEDDED = "embedded"
@@ -21,6 +19,8 @@ def data_dir() -> Path:
     override = os.environ.get("MVGRAPH_EMBEDDED_DIR")
     if override:
         return Path(override).expanduser().resolve()
+    import platformdirs
+
     return platformdirs.user_data_path("mvgraph") / "embedded-pg"
 
 

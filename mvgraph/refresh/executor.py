@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
 
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, translate
@@ -300,6 +299,8 @@ class Executor:
             self.results[step.name] = self._guarded(self.conn, step, self.results)
 
     def _run_parallel(self) -> None:
+        from psycopg_pool import ConnectionPool  # only parallel runs pay for its import
+
         results = self.results
         priority = self._priorities()
         sorter = TopologicalSorter({s.name: set(s.after) for s in self.plan.steps})

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -21,7 +22,9 @@ from mvgraph.names import RelationName
 from mvgraph.refresh import changes
 from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, decide, materialized_scope
 from mvgraph.refresh.behavior import plan as make_plan
-from mvgraph.refresh.executor import Executor, Listener, RefreshOptions, RefreshReport
+
+if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
+    from mvgraph.refresh.executor import Executor, Listener, RefreshReport
 
 Conn = psycopg.Connection[tuple[object, ...]]
 Target = str | psycopg.Connection[tuple[object, ...]] | None
@@ -125,6 +128,8 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
         report.status, [str(n) for n in report.refreshed]
         # ('ok', ['public.mv1', 'public.mv5', 'public.mv6'])
     """
+    from mvgraph.refresh.executor import Executor, RefreshOptions
+
     if parallel < 1:
         raise UsageError("--parallel must be at least 1")
     if concurrently not in ("auto", "always", "never"):
