@@ -192,6 +192,11 @@ def median(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
 
 
+def spread(samples: Sequence[float]) -> str:
+    """Median and range of samples, e.g. ``1.23 (1.10-1.40)``."""
+    return f"{median(samples):.2f} ({min(samples):.2f}-{max(samples):.2f})"
+
+
 def fmt_s(seconds: float) -> str:
     """Seconds with a sensible number of digits."""
     return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
@@ -241,6 +246,16 @@ def print_table(title: str, rows: Sequence[Result], notes: Sequence[str] = (),
     for note in notes:
         print(f"  {note}")
     sys.stdout.flush()
+
+
+def ratio_result(metric: str, ratios: Sequence[float], goal: float, *, at_least: bool = False,
+                 quick: bool = False) -> Result:
+    """A row for per-round ratios: median (range), judged on the median against ``goal``
+    (``<= goal``, or ``>= goal`` when ``at_least``); no verdict in a quick run."""
+    value = median(ratios)
+    passed = value >= goal if at_least else value <= goal
+    return Result(metric, spread(ratios), f"{'>=' if at_least else '<='} {goal}",
+                  None if quick else passed)
 
 
 def machine_note() -> str:

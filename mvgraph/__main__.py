@@ -1,6 +1,6 @@
 """``python -m mvgraph`` runs the command line."""
 
-from mvgraph.cli import main
+from mvgraph.entry import main
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,9 @@ Exit codes (the README's table): 0 success; 1 an error (the database refused, a 
 SQL file failed to load, ``check`` found a difference); 2 usage error; 3 internal error; 4 no
 such object (unknown name, a selector matching nothing, a relation of the wrong kind);
 130 interrupted or cancelled.
+
+Start-up: this module imports typer and mvgraph's light modules only; each command imports what
+it uses (psycopg, networkx, sqlglot, rich), so ``--help`` loads none of them.
 """
 
 from __future__ import annotations
@@ -14,20 +17,21 @@ import traceback
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
 
-from mvgraph.api import load_graph
 from mvgraph.db import embedded
-from mvgraph.db.connect import connect, redact, resolve_dsn
-from mvgraph.db.migrate import migrate
+from mvgraph.db.connect import redact, resolve_dsn
 from mvgraph.definitions import Kind
 from mvgraph.errors import MvgraphError, SqlLoadErrors, SqlParseError, UnknownRelation, UsageError
-from mvgraph.graph import MVGraph, diff
-from mvgraph.render import deps_tree, escape, graph_tree
+from mvgraph.render import escape
 from mvgraph.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mvgraph.graph import MVGraph
 
 app = typer.Typer(
     name="mvgraph",
@@ -38,11 +42,27 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 embedded_app = typer.Typer(help="The embedded PostgreSQL server (DSN 'embedded').",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(embedded_app, name="embedded")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """Stands in for a rich Console until first used, then puts the real one in its place."""
+
+    def __init__(self, name: str, stderr: bool) -> None:
+        self._name, self._stderr = name, stderr
+
+    def __getattr__(self, attr: str) -> Any:
+        from rich.console import Console
+
+        console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        globals()[self._name] = console
+        return getattr(console, attr)
+
+
+out = cast("Console", _LazyConsole("out", stderr=False))
+err = cast("Console", _LazyConsole("err", stderr=True))
 
 
 @dataclass
@@ -95,7 +115,7 @@ def _dsn(local: str | None) -> str | None:
 
 def _print_version(value: bool) -> None:
     if value:
-        out.print(f"mvgraph {__version__}")
+        sys.stdout.write(f"mvgraph {__version__}\n")
         raise typer.Exit(0)
 
 
@@ -118,6 +138,8 @@ def _main(
 def _load(from_sql: list[Path] | None, dsn: str | None, schemas: list[str] | None,
           strict: bool, search_path: str | None, *, encoding: str = "utf-8",
           keep_going: bool = False) -> MVGraph:
+    from mvgraph.api import load_graph
+
     if from_sql:
         return load_graph(sql=from_sql, search_path=_search_path(search_path),
                           schemas=schemas or None, strict=strict, encoding=encoding,
@@ -152,6 +174,8 @@ def _emit(graph: MVGraph, fmt: Format, title: str) -> None:
     elif fmt is Format.mermaid:
         sys.stdout.write(graph.to_mermaid())
     else:
+        from mvgraph.render import graph_tree
+
         out.print(graph_tree(graph, title))
 
 
@@ -204,6 +228,8 @@ def deps(
     node = g.resolve(name, _search_path(search_path))
     both = not up and not down
     if fmt is Format.tree:
+        from mvgraph.render import deps_tree
+
         out.print(deps_tree(g, node, up or both, down or both))
     else:
         nodes = {node}
@@ -227,6 +253,9 @@ def check(
     dsn: DsnOpt = None,
 ) -> None:
     """Compare SQL files with the database; exit 1 when anything differs."""
+    from mvgraph.api import load_graph
+    from mvgraph.graph import diff
+
     if not from_sql:
         raise UsageError("check needs --from-sql PATH to compare with the database")
     files = _load(from_sql, None, schema, False, search_path, encoding=encoding,
@@ -505,6 +534,9 @@ def settings_cmd(
 @app.command()
 def init(dsn: DsnOpt = None) -> None:
     """Install or upgrade mvgraph's schema in the database."""
+    from mvgraph.db.connect import connect
+    from mvgraph.db.migrate import migrate
+
     with connect(_dsn(dsn)) as conn:
         applied = migrate(conn)
     if applied:

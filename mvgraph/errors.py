@@ -1,13 +1,17 @@
-"""The error hierarchy. Every error a user can cause is an MvgraphError with a one-line message."""
+"""The error hierarchy. Every error a user can cause is an MvgraphError with a one-line message.
+
+psycopg is imported only where its errors are translated (importing this module stays cheap).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import errors as pgerrors
+if TYPE_CHECKING:
+    import psycopg
 
 
 class MvgraphError(Exception):
@@ -154,6 +158,9 @@ def _first_line(text: str) -> str:
 
 def translate(exc: psycopg.Error) -> MvgraphError:
     """Turn a psycopg error into the matching MvgraphError with a one-line message."""
+    import psycopg
+    from psycopg import errors as pgerrors
+
     diag = getattr(exc, "diag", None)
     sqlstate = getattr(exc, "sqlstate", None)
     primary = (diag.message_primary if diag is not None else None) or _first_line(str(exc))
@@ -173,6 +180,8 @@ def translate(exc: psycopg.Error) -> MvgraphError:
 @contextmanager
 def translated() -> Iterator[None]:
     """Context manager that re-raises psycopg errors as MvgraphError (the one place it happens)."""
+    import psycopg
+
     try:
         yield
     except psycopg.Error as exc:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from psycopg import sql
+if TYPE_CHECKING:
+    from psycopg import sql
 
 _PLAIN = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 
@@ -107,4 +108,6 @@ class RelationName(NamedTuple):
     @property
     def identifier(self) -> sql.Identifier:
         """The name as a psycopg identifier, for composing SQL safely."""
+        from psycopg import sql
+
         return sql.Identifier(self.schema, self.name)

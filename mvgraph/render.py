@@ -1,12 +1,19 @@
-"""Turning results into text for people: rich trees and tables. Only the CLI calls this."""
+"""Turning results into text for people: rich trees and tables. Only the CLI calls this.
+
+rich is imported by the functions that build trees, so ``escape`` costs no rich import.
+"""
 
 from __future__ import annotations
 
-from rich.tree import Tree
+from typing import TYPE_CHECKING
 
 from mvgraph.definitions import Kind
-from mvgraph.graph import MVGraph
-from mvgraph.names import RelationName
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from mvgraph.graph import MVGraph
+    from mvgraph.names import RelationName
 
 KIND_STYLE = {
     Kind.MATVIEW: "bold cyan",
@@ -35,6 +42,8 @@ def escape(text: str) -> str:
 
 def graph_tree(graph: MVGraph, title: str = "mvgraph") -> Tree:
     """Sources at the top, each node's dependents beneath it; a node seen before is not expanded."""
+    from rich.tree import Tree
+
     root = Tree(f"[bold]{escape(title)}[/] [dim]({len(graph)} relations, "
                 f"{graph.g.number_of_edges()} dependencies)[/]")
     seen: set[RelationName] = set()
@@ -46,6 +55,8 @@ def graph_tree(graph: MVGraph, title: str = "mvgraph") -> Tree:
 
 def deps_tree(graph: MVGraph, node: RelationName, up: bool, down: bool) -> Tree:
     """The inputs (up) and/or dependents (down) of one node as trees rooted at it."""
+    from rich.tree import Tree
+
     root = Tree(label(graph, node))
     if up:
         branch = root.add("[bold]reads (upstream)[/]")

@@ -1,19 +1,26 @@
-"""Rendering plans, reports and status for people (the CLI's refresh output)."""
+"""Rendering plans, reports and status for people (the CLI's refresh output).
+
+Imports only rich's table; the progress display (``LiveProgress``) imports rich.progress when
+made, and the refresh modules are needed for types only (``plan`` loads no executor).
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mvgraph.names import RelationName
-from mvgraph.refresh.behavior import Action, Plan
-from mvgraph.refresh.executor import RefreshReport, StepResult
-from mvgraph.refresh.service import StatusReport
+from mvgraph.refresh.behavior import Action
 from mvgraph.render import escape
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mvgraph.names import RelationName
+    from mvgraph.refresh.behavior import Plan
+    from mvgraph.refresh.executor import RefreshReport, StepResult
+    from mvgraph.refresh.service import StatusReport
 
 ACTION_STYLE = {"refreshed": "green", "skipped": "dim", "failed": "bold red",
                 "blocked": "red", "cancelled": "yellow"}
@@ -72,6 +79,14 @@ class LiveProgress:
     """A rich progress display fed by executor events (called from worker threads)."""
 
     def __init__(self, console: Console, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         self.progress = Progress(
             TextColumn("[bold]refresh"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[running]}"), TimeRemainingColumn(), console=console,

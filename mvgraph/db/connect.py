@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from typing import TYPE_CHECKING
 
 from mvgraph.db import embedded
 from mvgraph.errors import ConnectionFailed, connection_cause
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
@@ -28,6 +29,9 @@ def redact(dsn: str) -> str:
     >>> redact("postgresql://bob:secret@db/app")
     'user=bob dbname=app host=db'
     """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
@@ -43,6 +47,9 @@ def connect(dsn: str | None = None, *, autocommit: bool = True,
     Raises:
         ConnectionFailed: the server cannot be reached; the message names the DSN without password.
     """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     target = resolve_dsn(dsn)
     try:
         return psycopg.connect(target, autocommit=autocommit, application_name=application_name)

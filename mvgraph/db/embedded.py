@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from mvgraph.errors import ConnectionFailed, UsageError
 
 EMBEDDED = "embedded"
@@ -40,6 +38,8 @@ def data_dir() -> Path:
     override = os.environ.get("MVGRAPH_EMBEDDED_DIR")
     if override:
         return Path(override).expanduser().resolve()
+    import platformdirs
+
     return platformdirs.user_data_path("mvgraph") / "embedded-pg"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -27,7 +28,9 @@ from mvgraph.refresh.behavior import (
     transitive_freshness,
 )
 from mvgraph.refresh.behavior import plan as make_plan
-from mvgraph.refresh.executor import Executor, Listener, RefreshOptions, RefreshReport
+
+if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
+    from mvgraph.refresh.executor import Executor, Listener, RefreshReport
 
 Conn = psycopg.Connection[tuple[object, ...]]
 Target = str | psycopg.Connection[tuple[object, ...]] | None
@@ -133,6 +136,8 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
         report.status, [str(n) for n in report.refreshed]
         # ('ok', ['public.mv1', 'public.mv5', 'public.mv6'])
     """
+    from mvgraph.refresh.executor import Executor, RefreshOptions
+
     if parallel < 1:
         raise UsageError("--parallel must be at least 1")
     if concurrently not in ("auto", "always", "never"):
