@@ -159,3 +159,16 @@ def test_the_server_is_not_contacted_when_everything_parses(tmp_path: Path) -> N
     path.write_text("CREATE TABLE t (w int);\nCREATE VIEW v AS SELECT w FROM t;\n")
     g = load_graph(sql=[path], resolve_with="postgresql://nobody@127.0.0.1:1/none")
     assert set(g.g.edges) == {(RelationName("public", "t"), RelationName("public", "v"))}
+
+
+def test_a_failing_view_may_read_another(empty_db_dsn: str, schema_file: Path) -> None:
+    text = schema_file.read_text()
+    cond = next(c for c in CANDIDATES if c in text)
+    schema_file.write_text(text + "CREATE SCHEMA s2;\nCREATE VIEW s2.odd2 AS SELECT o.w FROM odd o,"
+                                  f" t JOIN good g ON {cond};\n")
+    before = _snapshot(empty_db_dsn)
+    g = load_graph(sql=[schema_file], resolve_with=empty_db_dsn)
+    assert set(g.inputs(RelationName("s2", "odd2"))) == {
+        RelationName("public", n) for n in ("odd", "t", "good")}
+    assert g.g.nodes[RelationName("s2", "odd2")]["source"].endswith("(resolved by the server)")
+    assert _snapshot(empty_db_dsn) == before
