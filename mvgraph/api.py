@@ -24,6 +24,7 @@ def load_graph(
     use_cache: bool = True,
     encoding: str = "utf-8",
     keep_going: bool = False,
+    resolve_with: str | psycopg.Connection[tuple[object, ...]] | None = None,
 ) -> MVGraph:
     """Build the graph from SQL files (``sql``) or from a live database (``dsn`` or ``conn``).
 
@@ -39,6 +40,12 @@ def load_graph(
     all reported together, or, with ``keep_going``, left out of the graph and listed in
     ``graph.load_errors``.
 
+    With ``resolve_with`` (a DSN or a connection not inside a transaction), the SQL files stay
+    the source and that server resolves the views sqlglot cannot parse: each is created in a
+    transaction that is always rolled back and its references read from pg_depend; its
+    ``source`` then reads ``file.sql:12 (resolved by the server)``. The server is contacted only
+    when a statement failed to parse; one it refuses too stays a failure, with its reason.
+
     Raises:
         UsageError: both or neither source given, a missing path, an unknown encoding.
         SqlLoadErrors: SQL files failed (one ``file:line: message`` per failure), unless
@@ -46,11 +53,20 @@ def load_graph(
         CycleError (database), UndefinedReference (strict), ConnectionFailed.
     """
     if sql is not None and (dsn is not None or conn is not None):
-        raise UsageError("give SQL files or a database, not both")
+        raise UsageError("give SQL files or a database, not both; to let a server resolve what "
+                         "sqlglot cannot parse, pass it as resolve_with")
+    if resolve_with is not None and sql is None:
+        raise UsageError("resolve_with needs SQL files (sql=...) to resolve")
     if sql is not None:
         from mvgraph.sqlfiles import load_sql
 
-        loaded = load_sql(sql, search_path=search_path, use_cache=use_cache, encoding=encoding)
+        resolver = None
+        if resolve_with is not None:
+            from mvgraph.serverparse import server_resolver
+
+            resolver = server_resolver(resolve_with)
+        loaded = load_sql(sql, search_path=search_path, use_cache=use_cache, encoding=encoding,
+                          resolver=resolver)
         if loaded.errors and not keep_going:
             raise SqlLoadErrors(loaded.errors, len(loaded.files), loaded.warnings)
         defs = loaded.definitions

@@ -29,6 +29,7 @@ from mvgraph.render import escape
 from mvgraph.version import __version__
 
 if TYPE_CHECKING:
+    import psycopg
     from rich.console import Console
 
     from mvgraph.graph import MVGraph
@@ -90,7 +91,9 @@ DsnOpt = Annotated[str | None, typer.Option(
     "--dsn", help="PostgreSQL DSN, or 'embedded'. Default: $MVGRAPH_DSN, then $DATABASE_URL, "
                   "then libpq's PG* variables and defaults.", show_default=False)]
 FromSqlOpt = Annotated[list[Path] | None, typer.Option(
-    "--from-sql", help="SQL files or folders to read instead of the database ('-' is stdin).")]
+    "--from-sql", help="SQL files or folders to read instead of the database ('-' is stdin); "
+                       "with --dsn or --embedded, that server resolves the views sqlglot "
+                       "cannot parse.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 SchemaOpt = Annotated[list[str] | None, typer.Option("--schema", help="Only these schemas.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Undefined references are errors.")]
@@ -137,13 +140,17 @@ def _main(
 
 def _load(from_sql: list[Path] | None, dsn: str | None, schemas: list[str] | None,
           strict: bool, search_path: str | None, *, encoding: str = "utf-8",
-          keep_going: bool = False) -> MVGraph:
+          keep_going: bool = False,
+          resolve_with: str | psycopg.Connection[tuple[object, ...]] | None = None) -> MVGraph:
+    """The graph of the SQL files (a server given by --dsn or --embedded resolves what sqlglot
+    cannot parse), else of the database."""
     from mvgraph.api import load_graph
 
     if from_sql:
         return load_graph(sql=from_sql, search_path=_search_path(search_path),
                           schemas=schemas or None, strict=strict, encoding=encoding,
-                          keep_going=keep_going)
+                          keep_going=keep_going,
+                          resolve_with=resolve_with if resolve_with is not None else _dsn(dsn))
     return load_graph(dsn=_dsn(dsn), schemas=schemas or None, strict=strict)
 
 
@@ -254,15 +261,17 @@ def check(
 ) -> None:
     """Compare SQL files with the database; exit 1 when anything differs."""
     from mvgraph.api import load_graph
+    from mvgraph.db.connect import connect
     from mvgraph.graph import diff
 
     if not from_sql:
         raise UsageError("check needs --from-sql PATH to compare with the database")
-    files = _load(from_sql, None, schema, False, search_path, encoding=encoding,
-                  keep_going=keep_going)
-    schemas = schema or sorted({n.schema for n in files.g
-                                if files.kind(n) is not Kind.EXTERNAL})
-    db = load_graph(dsn=_dsn(dsn), schemas=schemas)
+    with connect(_dsn(dsn)) as conn:
+        files = _load(from_sql, None, schema, False, search_path, encoding=encoding,
+                      keep_going=keep_going, resolve_with=conn)
+        schemas = schema or sorted({n.schema for n in files.g
+                                    if files.kind(n) is not Kind.EXTERNAL})
+        db = load_graph(conn=conn, schemas=schemas)
     result = diff(files, db)
     if as_json:
         sys.stdout.write(json.dumps({"equal": result.empty, **result.to_dict()}, indent=2) + "\n")

@@ -84,11 +84,13 @@ __all__ = [
     "Drop",
     "Event",
     "MvgraphPostgres",
+    "RelationHead",
     "Rename",
     "ScriptResult",
     "dependencies",
     "parse_alter_refresh",
     "parse_script",
+    "relation_head",
     "split_statements",
     "without_psql",
 ]
@@ -186,11 +188,15 @@ Event: TypeAlias = Define | Rename | Drop | AlterSchedule
 @dataclass(frozen=True, slots=True)
 class ScriptResult:
     """The events of a script, in order, how many statements were skipped as irrelevant, and
-    the relevant statements that could not be parsed (left out of the events)."""
+    the relevant statements that could not be parsed (left out of the events).
+
+    ``error_at`` holds, for each error, how many events came before its statement (where a
+    definition resolved some other way belongs in ``events``)."""
 
     events: tuple[Event, ...]
     ignored: int
     errors: tuple[SqlParseError, ...] = ()
+    error_at: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------- tokens
@@ -1628,6 +1634,7 @@ def parse_script(
     state = _State(initial, initial, {})
     events: list[Event] = []
     errors: list[SqlParseError] = []
+    error_at: list[int] = []
     ignored = 0
     parser = _DIALECT.parser()
     with _gc_paused():
@@ -1636,15 +1643,17 @@ def parse_script(
                 ignored += 1
             elif isinstance(stmt, SqlParseError):
                 errors.append(stmt)
+                error_at.append(len(events))
             else:
                 try:
                     ignored += not _apply(stmt, parser, state, path, events)
                 except SqlglotError as exc:
                     errors.append(SqlParseError(_describe(exc, stmt), path, stmt.line,
                                                 stmt.first_line()))
+                    error_at.append(len(events))
     if errors and not keep_going:
         raise errors[0]
-    return ScriptResult(tuple(events), ignored, tuple(errors))
+    return ScriptResult(tuple(events), ignored, tuple(errors), tuple(error_at))
 
 
 def parse_alter_refresh(
@@ -1689,3 +1698,73 @@ def parse_alter_refresh(
     assert isinstance(table, exp.Table)
     state = _State(_clean_path(search_path), _clean_path(search_path), {})
     return state.read(_parts(table)), schedule
+
+
+@dataclass(frozen=True, slots=True)
+class RelationHead:
+    """The head of a ``CREATE ... TABLE`` or ``CREATE ... VIEW`` statement, read from its tokens
+    alone (its query is not parsed): enough to run the statement under another name.
+
+    ``name_span`` and ``data_span`` are (start, end) offsets into the statement's text, end
+    exclusive; ``data_span`` covers a trailing ``WITH [NO] DATA``.
+    """
+
+    view: bool
+    materialized: bool
+    parts: tuple[str, ...]
+    name_span: tuple[int, int]
+    has_query: bool
+    no_data: bool
+    data_span: tuple[int, int] | None
+
+
+def relation_head(statement: str) -> RelationHead | None:
+    """Read the head of one ``CREATE [OR REPLACE] [modifiers] {TABLE|VIEW}`` statement.
+
+    Returns None for any other statement, or one whose head cannot be read.
+
+    Example:
+        >>> h = relation_head('CREATE MATERIALIZED VIEW s."M" AS SELECT a <<< 1 FROM t')
+        >>> h.parts, h.name_span, h.has_query, h.no_data
+        (('s', 'M'), (25, 30), True, False)
+    """
+    try:
+        chunks = list(_split_statements(_DIALECT.tokenize(statement)))
+    except TokenError:
+        return None
+    if len(chunks) != 1:
+        return None
+    cur = _Cursor(_Statement(chunks[0], statement))
+    if not cur.accept("CREATE"):
+        return None
+    head = _create_head(cur)
+    if head is None:
+        return None
+    _, modifiers, obj = head
+    cur.accept("IF", "NOT", "EXISTS")
+    first = cur.i
+    try:
+        parts = tuple(part for part, _ in cur.name())
+    except ParseError:
+        return None
+    tokens = cur.tokens
+    name_span = (tokens[first].start, tokens[cur.i - 1].end + 1)
+    depth = 0
+    has_query = obj == "VIEW"
+    for token in tokens[cur.i :]:
+        if token.token_type == _T.L_PAREN:
+            depth += 1
+        elif token.token_type == _T.R_PAREN:
+            depth -= 1
+        elif depth == 0 and token.token_type == _T.ALIAS:
+            has_query = True
+            break
+    words = [_word(t) for t in tokens[-3:]]
+    data_span: tuple[int, int] | None = None
+    no_data = False
+    if has_query and words[-3:] == ["WITH", "NO", "DATA"]:
+        data_span, no_data = (tokens[-3].start, tokens[-1].end + 1), True
+    elif has_query and words[-2:] == ["WITH", "DATA"]:
+        data_span = (tokens[-2].start, tokens[-1].end + 1)
+    return RelationHead(obj == "VIEW", "MATERIALIZED" in modifiers, parts, name_span, has_query,
+                        no_data, data_span)

@@ -9,12 +9,12 @@ import marshal
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import platformdirs
 
@@ -34,10 +34,18 @@ from mvgraph.names import RelationName
 from mvgraph.version import __version__
 
 _SQLGLOT_VERSION = version("sqlglot")
-_CACHE_FORMAT = 2  # 2: parse errors are cached too
+_CACHE_FORMAT = 3  # 2: parse errors are cached too; 3: with their place among the events
 CACHE_MAX_AGE_DAYS = 30  # parse-cache entries written longer ago are deleted
 _PARALLEL_BYTES = 400_000  # below this, starting worker processes costs more than it saves
 _KINDS = {k.value: k for k in Kind}
+
+Resolver: TypeAlias = Callable[
+    [Sequence[tuple[str, str]], Sequence[SqlParseError], Sequence[str]],
+    list[Define | SqlParseError],
+]
+"""Resolves statements that did not parse: given the scripts as (text, path) in load order, the
+failures and the initial search path, returns for each failure a Define, or the failure (with
+more said, or unchanged). ``mvgraph.serverparse`` has the one that asks PostgreSQL."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -253,13 +261,13 @@ def _encode(result: ScriptResult) -> tuple[Any, ...]:
         else:
             events.append(("S", tuple(e.name), _schedule_tuple(e.schedule)))
     errors = tuple((e.message, e.path, e.line, e.statement) for e in result.errors)
-    return (_CACHE_FORMAT, tuple(events), result.ignored, errors)
+    return (_CACHE_FORMAT, tuple(events), result.ignored, errors, result.error_at)
 
 
 def _decode(data: tuple[Any, ...]) -> ScriptResult:
-    fmt, raw, ignored, errors = data
-    if fmt != _CACHE_FORMAT:
+    if data[0] != _CACHE_FORMAT:
         raise ValueError("old cache format")
+    _, raw, ignored, errors, error_at = data
     events: list[Event] = []
     for e in raw:
         tag = e[0]
@@ -277,7 +285,8 @@ def _decode(data: tuple[Any, ...]) -> ScriptResult:
             events.append(Drop(RelationName(*e[1])))
         else:
             events.append(AlterSchedule(RelationName(*e[1]), Schedule(*e[2])))
-    return ScriptResult(tuple(events), ignored, tuple(SqlParseError(*e) for e in errors))
+    return ScriptResult(tuple(events), ignored, tuple(SqlParseError(*e) for e in errors),
+                        tuple(error_at))
 
 
 def _schedule_tuple(s: Schedule | None) -> tuple[Any, ...] | None:
@@ -285,9 +294,13 @@ def _schedule_tuple(s: Schedule | None) -> tuple[Any, ...] | None:
 
 
 def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public",),
-             use_cache: bool = True, encoding: str = "utf-8") -> LoadResult:
+             use_cache: bool = True, encoding: str = "utf-8",
+             resolver: Resolver | None = None) -> LoadResult:
     """Read SQL files in order and return the definitions in force at the end, and every
     failure (each file is read to its end; failing statements and cycles are left out).
+
+    With ``resolver``, statements that did not parse are handed to it (after the parse cache:
+    what it resolves is never cached), and the definitions it returns take their place.
 
     Raises:
         UsageError: no files, a path that does not exist or cannot be read, an unknown encoding.
@@ -299,6 +312,8 @@ def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public"
     items, errors, warnings = read_files(listed, encoding)
     files = [path for path, _ in listed]
     results = parse_texts(items, search_path, use_cache=use_cache and "-" not in files)
+    if resolver is not None:
+        results = _resolved(results, items, search_path, resolver)
     defs: dict[RelationName, Definition] = {}
     bare: dict[RelationName, tuple[frozenset[str], tuple[str, ...]]] = {}
     for result in results:
@@ -315,6 +330,32 @@ def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public"
     left_out = {name for cycle in cycles for name in cycle}
     final = [d for d in final if d.name not in left_out]
     return LoadResult(sorted(final, key=lambda d: d.name), ignored, files, errors, warnings)
+
+
+def _resolved(results: list[ScriptResult], items: Sequence[tuple[str, str]],
+              search_path: Sequence[str], resolver: Resolver) -> list[ScriptResult]:
+    """The results with the failures ``resolver`` resolved put in place as definitions."""
+    failed = [e for r in results for e in r.errors]
+    if not failed:
+        return results
+    answers = {id(e): a for e, a in zip(failed, resolver(items, failed, search_path),
+                                         strict=True)}
+    out: list[ScriptResult] = []
+    for result in results:
+        events = list(result.events)
+        errors: list[SqlParseError] = []
+        places = result.error_at or (len(events),) * len(result.errors)
+        inserts: list[tuple[int, Define]] = []
+        for error, at in zip(result.errors, places, strict=True):
+            answer = answers[id(error)]
+            if isinstance(answer, Define):
+                inserts.append((at, answer))
+            else:
+                errors.append(answer)
+        for at, define in reversed(inserts):
+            events.insert(at, define)
+        out.append(ScriptResult(tuple(events), result.ignored, tuple(errors)))
+    return out
 
 
 def _cycle_error(cycle: list[RelationName], defs: dict[RelationName, Definition]

@@ -361,3 +361,18 @@ SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int
            + coalesce(current_setting('reserved_connections', true)::int, 0),
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
+
+-- name: probe_limits
+-- The server as a parser: limits of the transaction that tries statements (always rolled back).
+SELECT set_config('statement_timeout', %(statement_timeout)s, true),
+       set_config('lock_timeout', %(lock_timeout)s, true)
+
+-- name: probe_search_path
+SELECT set_config('search_path', %(search_path)s, true)
+
+-- name: probe_current_schema
+SELECT current_schema()
+
+-- name: probe_relation_exists
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = %(schema)s AND c.relname = %(name)s)
