@@ -67,6 +67,7 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokenizer_core import Token, TokenType
 
+from mvgraph import recovery
 from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlParseError
 from mvgraph.names import RelationName, quote_ident
@@ -136,6 +137,7 @@ META_QUERY_SQL: Final = "mvgraph_query_sql"
 META_VOLATILE: Final = "mvgraph_volatile_functions"
 META_CHECK_OPTION: Final = "mvgraph_check_option"
 META_RECURSIVE: Final = "mvgraph_recursive"
+META_RECOVERED: Final = "mvgraph_recovered"  # rewrites of mvgraph.recovery a parse needed
 _QUERY_REWRITE: Final = "QUERY REWRITE"
 
 
@@ -677,17 +679,7 @@ class _Cursor:
         return names
 
 
-def _matching_paren(tokens: list[Token], at: int) -> int:
-    depth = 0
-    for index in range(at, len(tokens)):
-        token_type = tokens[index].token_type
-        if token_type == _T.L_PAREN:
-            depth += 1
-        elif token_type == _T.R_PAREN:
-            depth -= 1
-            if depth == 0:
-                return index
-    return -1
+_matching_paren = recovery.matching_paren
 
 
 def _split_commas(tokens: list[Token]) -> list[list[Token]]:
@@ -708,7 +700,51 @@ def _split_commas(tokens: list[Token]) -> list[list[Token]]:
 
 
 def _parse_tokens(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.Expr:
-    """Parse tokens holding one expression or query with the compiled Postgres parser."""
+    """Parse tokens holding one expression or query with the compiled Postgres parser.
+
+    When the parser rejects them, the rewrites of :mod:`mvgraph.recovery` (syntax sqlglot lacks)
+    are tried; the names of those used are in the result's ``meta`` (``META_RECOVERED``). The
+    parser's first error is raised if nothing helps.
+    """
+    try:
+        return _parse_once(parser, stmt, tokens)
+    except Exception as exc:  # the compiled parser also fails with TypeError and the like
+        first = exc if isinstance(exc, ParseError) else _error(
+            f"cannot parse ({type(exc).__name__}: {exc})", tokens[0])
+    tree = _recover(parser, stmt, tokens)
+    if tree is None:
+        raise first
+    return tree
+
+
+_MAX_OPAQUE: Final = 32  # calls turned opaque in one statement before giving up
+
+
+def _recover(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.Expr | None:
+    """Parse again after the rewrites of :mod:`mvgraph.recovery`, or None if they do not help."""
+    tokens, applied = recovery.rewrite(tokens)
+    for _ in range(_MAX_OPAQUE + 1):
+        at: int | None = None
+        try:
+            tree = _parse_once(parser, stmt, tokens)
+        except ParseError as exc:
+            details = exc.errors[0] if exc.errors else {}
+            at = recovery.error_index(tokens, details.get("line"), details.get("col"))
+        except Exception:  # a crash inside the parser (no position): try the SQL/XML calls
+            at = recovery.special_call(tokens)
+        else:
+            tree.meta[META_RECOVERED] = tuple(applied)
+            return tree
+        changed = recovery.opaque_call(tokens, at) if at is not None else None
+        if changed is None:
+            return None
+        tokens = changed
+        if "opaque call" not in applied:
+            applied.append("opaque call")
+    return None
+
+
+def _parse_once(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.Expr:
     parsed = parser.parse(tokens, stmt.sql)
     if len(parsed) != 1 or parsed[0] is None:
         raise _error("expected one expression", tokens[0])
@@ -1154,6 +1190,8 @@ def _references(query: exp.Expr, text: str | None = None) -> tuple[set[RelationN
         ident = table.this
         if not isinstance(ident, exp.Identifier):  # generate_series(...), ROWS FROM (...)
             continue
+        if not ident.quoted and not table.db and ident.this.lower() in _VALUE_FUNCTIONS:
+            continue  # FROM CURRENT_DATE d(d): sqlglot reads the function as a table name
         name = ident.this if ident.quoted else _fold(ident.this)
         db = table.args.get("db")
         if isinstance(db, exp.Identifier) and db.this:
@@ -1161,6 +1199,16 @@ def _references(query: exp.Expr, text: str | None = None) -> tuple[set[RelationN
         else:
             bare.add(name)
     return qualified, bare
+
+
+# Reserved words that are SQL-standard functions (``FROM CURRENT_DATE d(d)`` calls one; a table
+# of that name is always quoted). sqlglot parses them as table names in FROM. Upstream: "postgres:
+# SQL value functions (CURRENT_DATE, CURRENT_USER, ...) as FROM items are functions, not tables".
+_VALUE_FUNCTIONS: Final = frozenset(
+    {"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp",
+     "current_user", "current_role", "session_user", "user", "system_user", "current_catalog",
+     "current_schema"}
+)
 
 
 def _scope_tables(query: exp.Expr) -> list[exp.Table]:
@@ -1651,6 +1699,12 @@ def parse_script(
                     errors.append(SqlParseError(_describe(exc, stmt), path, stmt.line,
                                                 stmt.first_line()))
                     error_at.append(len(events))
+                except Exception as exc:
+                    # A bug in sqlglot or here must cost this statement only, never the run.
+                    message = f"cannot parse statement ({type(exc).__name__}: {exc})"
+                    errors.append(SqlParseError(message, path, stmt.line, stmt.first_line()))
+                    error_at.append(len(events))
+                    parser = _DIALECT.parser()  # its state may be half-way through anything
     if errors and not keep_going:
         raise errors[0]
     return ScriptResult(tuple(events), ignored, tuple(errors), tuple(error_at))
