@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from mvgraph.catalog import read_definitions
+from mvgraph.catalog import catalog_graph
 from mvgraph.db.connect import connect
 from mvgraph.errors import SqlLoadErrors, UsageError
 from mvgraph.graph import MVGraph
@@ -50,7 +50,8 @@ def load_graph(
         UsageError: both or neither source given, a missing path, an unknown encoding.
         SqlLoadErrors: SQL files failed (one ``file:line: message`` per failure), unless
             ``keep_going``.
-        CycleError (database), UndefinedReference (strict), ConnectionFailed.
+        UndefinedReference (strict), ConnectionFailed. A cycle among the database's views
+            is not an error: a warning, and its views are left out (``graph.cycles``).
     """
     if sql is not None and (dsn is not None or conn is not None):
         raise UsageError("give SQL files or a database, not both; to let a server resolve what "
@@ -78,6 +79,6 @@ def load_graph(
         graph.load_errors = loaded.errors
         return graph
     if conn is not None:
-        return MVGraph.from_definitions(read_definitions(conn, schemas), strict=strict)
+        return catalog_graph(conn, schemas, strict=strict)
     with connect(dsn) as own:
-        return MVGraph.from_definitions(read_definitions(own, schemas), strict=strict)
+        return catalog_graph(own, schemas, strict=strict)

@@ -10,6 +10,7 @@ import psycopg
 from mvgraph.db.queries import query
 from mvgraph.definitions import Definition, Kind
 from mvgraph.errors import translated
+from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 
 _KINDS = {
@@ -18,6 +19,7 @@ _KINDS = {
     "m": Kind.MATVIEW,
     "f": Kind.FOREIGN_TABLE,
     "p": Kind.PARTITIONED_TABLE,
+    "S": Kind.SEQUENCE,
 }
 
 # Stable in PostgreSQL's terms but time-dependent: an MV using them changes without any write.
@@ -32,19 +34,25 @@ def read_definitions(conn: psycopg.Connection[tuple[object, ...]],
                      with_sql: bool = True) -> list[Definition]:
     """Every user relation with the relations its rule reads.
 
-    With ``schemas``, only relations in those schemas are returned, plus the relations they read
-    directly (so that every edge has both ends). ``with_sql=False`` leaves out the view
-    definitions, whose reading waits for any running plain REFRESH (planning never needs them).
+    Sequences and the relations of pg_catalog and information_schema (kind SYSTEM, with no
+    inputs of their own) are returned only when some view reads them, as the SQL-file side
+    sees them. With ``schemas``, only relations in those schemas are returned, plus the
+    relations they read directly (so that every edge has both ends). ``with_sql=False`` leaves
+    out the view definitions, whose reading waits for any running plain REFRESH (planning never
+    needs them).
     """
     with translated():
         rows = conn.execute(query("relations"), {"with_sql": with_sql}).fetchall()
         deps = conn.execute(query("dependencies")).fetchall()
-        volatile = conn.execute(query("volatile_functions"),
-                                {"time_functions": list(TIME_FUNCTIONS)}).fetchall()
+        facts = conn.execute(query("rule_facts"),
+                             {"time_functions": list(TIME_FUNCTIONS)}).fetchall()
+    deps += [(src, oid) for oid, _, src in facts if src is not None]
+    volatile = [(oid, fn) for oid, fn, _ in facts if fn is not None]
     by_oid: dict[int, tuple[object, ...]] = {int(str(r[7])): r for r in rows}
+    readers = {oid for oid, r in by_oid.items() if not r[8] and r[2] in ("v", "m")}
     reads: dict[int, set[int]] = defaultdict(set)
     for src, dst in deps:
-        if int(str(src)) in by_oid:
+        if int(str(src)) in by_oid and int(str(dst)) in readers:
             reads[int(str(dst))].add(int(str(src)))
     funcs: dict[int, set[str]] = defaultdict(set)
     for oid, fn in volatile:
@@ -54,14 +62,16 @@ def read_definitions(conn: psycopg.Connection[tuple[object, ...]],
         row = by_oid[oid]
         return RelationName(str(row[0]), str(row[1]))
 
-    keep = set(by_oid)
+    read = {src for srcs in reads.values() for src in srcs}
+    # sequences and system relations only where a view reads them
+    keep = {oid for oid, r in by_oid.items() if (not r[8] and r[2] != "S") or oid in read}
     if schemas:
-        wanted = {oid for oid, r in by_oid.items() if r[0] in set(schemas)}
+        wanted = {oid for oid in keep if by_oid[oid][0] in set(schemas)}
         keep = wanted | {src for oid in wanted for src in reads.get(oid, ())}
     out = []
     for oid in sorted(keep, key=name_of):
-        schema, name, relkind, owner, populated, definition, concurrent, _ = by_oid[oid]
-        kind = _KINDS[str(relkind)]
+        schema, name, relkind, owner, populated, definition, concurrent, _, system = by_oid[oid]
+        kind = Kind.SYSTEM if system else _KINDS[str(relkind)]
         out.append(Definition(
             name=RelationName(str(schema), str(name)),
             kind=kind,
@@ -74,3 +84,13 @@ def read_definitions(conn: psycopg.Connection[tuple[object, ...]],
             source="catalog",
         ))
     return out
+
+
+def catalog_graph(conn: psycopg.Connection[tuple[object, ...]],
+                  schemas: Sequence[str] | None = None, with_sql: bool = True,
+                  strict: bool = False) -> MVGraph:
+    """The graph of the live database. A cycle among its views (``CREATE OR REPLACE VIEW`` can
+    close one) is a warning, not an error: its views are left out (``graph.cycles``) and only
+    what needs them is refused (:meth:`MVGraph.require_acyclic`)."""
+    return MVGraph.from_definitions(read_definitions(conn, schemas, with_sql), strict=strict,
+                                    on_cycle="warn")

@@ -12,6 +12,7 @@ it uses (psycopg, networkx, sqlglot, rich), so ``--help`` loads none of them.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -234,6 +235,8 @@ def deps(
     _warn(g)
     node = g.resolve(name, _search_path(search_path))
     both = not up and not down
+    if up or both:
+        g.require_acyclic([node])
     if fmt is Format.tree:
         from mvgraph.render import deps_tree
 
@@ -599,9 +602,24 @@ def demo(
     run_demo(out, keep=keep)
 
 
+class _WarningLine(logging.Handler):
+    """The library's logged warnings as one ``warning:`` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {escape(record.getMessage())}")
+
+
+def _log_warnings() -> None:
+    logger = logging.getLogger("mvgraph")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        handler = _WarningLine(logging.WARNING)
+        logger.addHandler(handler)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this; ``main`` exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _log_warnings()
     debug = "--debug" in args
     try:  # typer handles its usage errors (exit 2) and typer.Exit itself, then exits
         app(args=args, prog_name="mvgraph", standalone_mode=True)

@@ -17,11 +17,20 @@ class Kind(StrEnum):
     FOREIGN_TABLE = "foreign_table"
     PARTITIONED_TABLE = "partitioned_table"
     EXTERNAL = "external"  # read by a definition but defined nowhere
+    SEQUENCE = "sequence"  # read by a view (FROM s, nextval('s'), 's'::regclass)
+    SYSTEM = "system"  # a relation of pg_catalog or information_schema read by a view
 
     @property
     def is_base(self) -> bool:
-        """True for relations that hold data written directly (tables of any sort)."""
+        """True for relations that hold data written directly (tables of any sort): the ones
+        ``track`` can give triggers (EXTERNAL ones once they exist)."""
         return self in (Kind.TABLE, Kind.FOREIGN_TABLE, Kind.PARTITIONED_TABLE, Kind.EXTERNAL)
+
+    @property
+    def always_changing(self) -> bool:
+        """True for inputs whose content changes without a write mvgraph could track (a
+        sequence, a system relation): their readers are always stale unless configured."""
+        return self in (Kind.SEQUENCE, Kind.SYSTEM)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,9 @@ VOLATILE_FUNCTIONS: Final[frozenset[str]] = frozenset(
         "gen_random_uuid",
         "uuid_generate_v4",
         "nextval",
+        "currval",
+        "setval",
+        "lastval",
         "setseed",
         "txid_current",
         "pg_current_xact_id",
@@ -765,7 +768,7 @@ def _create_head(cur: _Cursor) -> tuple[bool, frozenset[str], str] | None:
         modifiers.add(word)
         cur.i += 1
     obj = cur.word()
-    if obj not in ("VIEW", "TABLE"):
+    if obj not in ("VIEW", "TABLE", "SEQUENCE"):
         return None
     cur.i += 1
     return replace, frozenset(modifiers), obj
@@ -1035,6 +1038,7 @@ _ALTER_KINDS: Final = (
     (("FOREIGN", "TABLE"), "FOREIGN TABLE"),
     (("TABLE",), "TABLE"),
     (("VIEW",), "VIEW"),
+    (("SEQUENCE",), "SEQUENCE"),
 )
 
 
@@ -1307,6 +1311,46 @@ def _cte_name(cte: exp.Expr) -> str:
     return str(ident.this) if ident.quoted else _fold(str(ident.this))
 
 
+_REGCLASS_FUNCTIONS: Final = frozenset({"nextval", "currval", "setval"})
+_REGCLASS_HINT_RE: Final = re.compile("regclass|nextval|currval|setval")
+
+
+def _regclass_reads(query: exp.Expr, text: str | None = None) -> tuple[set[RelationName], set[str]]:
+    """Relations named by string literals that PostgreSQL turns into regclass constants, which
+    pg_depend records as dependencies: ``'s'::regclass`` (or CAST) and the first argument of
+    nextval / currval / setval. Returns (schema-qualified names, bare names).
+
+    >>> import sqlglot
+    >>> q = sqlglot.parse_one("SELECT nextval('s'), 'A.b'::regclass, lower('x')",
+    ...                       dialect=MvgraphPostgres)
+    >>> _regclass_reads(q)
+    ({RelationName(schema='a', name='b')}, {'s'})
+    """
+    qualified: set[RelationName] = set()
+    bare: set[str] = set()
+    if text is not None and not _REGCLASS_HINT_RE.search(text.lower()):
+        return qualified, bare
+    for node in query.find_all(exp.Cast, exp.Anonymous):
+        if isinstance(node, exp.Cast):
+            to = node.args.get("to")
+            literal = node.this if isinstance(to, exp.Expr) and to.name.lower() == "regclass" \
+                else None
+        else:
+            literal = node.expressions[0] if node.name.lower() in _REGCLASS_FUNCTIONS \
+                and node.expressions else None
+        if not isinstance(literal, exp.Literal) or not literal.is_string:
+            continue
+        try:
+            name = RelationName.parse(str(literal.this), default_schema="\x00")
+        except ValueError:
+            continue
+        if name.schema == "\x00":
+            bare.add(name.name)
+        else:
+            qualified.add(name)
+    return qualified, bare
+
+
 def dependencies(select: exp.Expr, search_path: Sequence[str]) -> frozenset[RelationName]:
     """The relations a query reads, unqualified names resolved to the first search-path schema.
 
@@ -1324,6 +1368,9 @@ def dependencies(select: exp.Expr, search_path: Sequence[str]) -> frozenset[Rela
         ['app.a', 'app.d', 's."B"']
     """
     qualified, bare = _references(select.copy())
+    more, more_bare = _regclass_reads(select)
+    qualified |= more
+    bare |= more_bare
     default = _clean_path(search_path)[0]
     return frozenset(qualified | {RelationName(default, name) for name in bare})
 
@@ -1358,12 +1405,15 @@ class _State:
         return RelationName(parts[-2], parts[-1])
 
     def resolve(self, name: str) -> RelationName:
-        """The first path schema where this script defined ``name``, else the first schema."""
+        """The first path schema where this script defined ``name``, else pg_catalog for a
+        ``pg_*`` name (PostgreSQL searches it first), else the first schema."""
         schemas = self.defined.get(name)
         if schemas:
             for schema in self.path:
                 if schema in schemas:
                     return RelationName(schema, name)
+        if name.startswith("pg_"):
+            return RelationName("pg_catalog", name)
         return RelationName(self.path[0], name)
 
     def add(self, name: RelationName) -> None:
@@ -1424,6 +1474,9 @@ def _define_view(create: exp.Create, stmt: _Statement, state: _State, path: str)
     query = create.expression
     assert isinstance(query, exp.Expr)
     qualified, bare = _references(query, meta.get(META_QUERY_SQL))
+    more, more_bare = _regclass_reads(query, meta.get(META_QUERY_SQL))
+    qualified |= more
+    bare |= more_bare
     path_now = state.path
     reads = qualified | {state.resolve(name) for name in bare}
     name = state.target(_parts(target))
@@ -1485,6 +1538,18 @@ def _define_table(cur: _Cursor, modifiers: frozenset[str], state: _State, path: 
     definition = Definition(
         name=name, kind=kind, source=f"{path}:{cur.stmt.line}", columns=columns
     )
+    return Define(definition, frozenset(), state.path)
+
+
+def _define_sequence(cur: _Cursor, modifiers: frozenset[str], state: _State, path: str
+                     ) -> Define:
+    """After ``CREATE ... SEQUENCE``: its name (the options are not read)."""
+    if modifiers - {"TEMP", "TEMPORARY", "UNLOGGED"}:
+        raise _error("not a valid CREATE SEQUENCE", cur.tokens[0])
+    cur.accept("IF", "NOT", "EXISTS")
+    name = state.target([part for part, _ in cur.name()])
+    state.add(name)
+    definition = Definition(name=name, kind=Kind.SEQUENCE, source=f"{path}:{cur.stmt.line}")
     return Define(definition, frozenset(), state.path)
 
 
@@ -1585,6 +1650,8 @@ def _apply(stmt: _Statement, parser: Parser, state: _State, path: str, events: l
         if obj == "VIEW":
             create = _parse_view(cur, parser, replace, modifiers)
             events.append(_define_view(create, stmt, state, path))
+        elif obj == "SEQUENCE":
+            events.append(_define_sequence(cur, modifiers, state, path))
         else:
             events.append(_define_table(cur, modifiers, state, path))
         return True
@@ -1644,7 +1711,7 @@ def parse_script(
 ) -> ScriptResult:
     """Turn a SQL script into events, in statement order.
 
-    Acts on CREATE TABLE / VIEW / MATERIALIZED VIEW (GaussDB clauses included), ALTER ...
+    Acts on CREATE TABLE / VIEW / MATERIALIZED VIEW (GaussDB clauses included) / SEQUENCE, ALTER ...
     RENAME TO / SET SCHEMA, ALTER MATERIALIZED VIEW ... REFRESH / QUERY REWRITE, DROP of those
     kinds and SET search_path (which changes how later statements resolve names); every other
     statement, including ones that cannot be parsed at all, is counted in ``ignored``. psql's

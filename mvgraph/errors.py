@@ -87,12 +87,17 @@ class SqlLoadErrors(MvgraphError):
 
 
 class CycleError(MvgraphError):
-    """The definitions contain a dependency cycle; ``cycle`` lists it in order."""
+    """The definitions contain a dependency cycle; ``cycle`` lists it in order. ``needed_by``
+    names a relation outside the cycle that reads ``via``, a member (directly or not)."""
 
-    def __init__(self, cycle: list[str]) -> None:
+    def __init__(self, cycle: list[str], needed_by: str | None = None,
+                 via: str | None = None) -> None:
         path = " -> ".join([*cycle, cycle[0]]) if cycle else "?"
-        super().__init__(f"dependency cycle: {path}; break it by changing one of these definitions")
+        head = f"{needed_by} depends on {via}, which is in a " if needed_by and via else ""
+        super().__init__(f"{head}dependency cycle: {path}; break it by changing one of these "
+                         "definitions")
         self.cycle = cycle
+        self.needed_by = needed_by
 
 
 class SqlCycleError(SqlParseError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 
@@ -14,6 +14,28 @@ from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, Unknow
 from mvgraph.names import RelationName
 
 JSON_VERSION = 1
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """Views of the catalog that read each other in a cycle (PostgreSQL lets ``CREATE OR
+    REPLACE VIEW`` close one; reading them fails with "infinite recursion detected in rules").
+    ``members`` in edge order starting at the smallest name; ``reads`` the (member, reader)
+    edges to relations outside the cycle, sorted."""
+
+    members: tuple[RelationName, ...]
+    reads: tuple[tuple[RelationName, RelationName], ...] = ()
+
+    @property
+    def read_by(self) -> list[RelationName]:
+        """Relations outside the cycle that read a member directly, sorted."""
+        return sorted({reader for _, reader in self.reads})
+
+    @property
+    def path(self) -> str:
+        """``a -> b -> a``."""
+        return " -> ".join(str(n) for n in (*self.members, self.members[0]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,20 +83,28 @@ class MVGraph:
     ``populated``, ``concurrent_index``, ``volatile_functions``, ``schedule``, ``source``.
     """
 
-    def __init__(self, digraph: nx.DiGraph | None = None, warnings: Sequence[str] = ()) -> None:
+    def __init__(self, digraph: nx.DiGraph | None = None, warnings: Sequence[str] = (),
+                 cycles: Sequence[Cycle] = ()) -> None:
         self.g: nx.DiGraph = digraph if digraph is not None else nx.DiGraph()
         self.warnings: list[str] = list(warnings)
         self.ignored_statements = 0  # SQL statements read but not about relations (SQL files)
         self.load_errors: list[SqlParseError] = []  # failures left out (SQL files, keep_going)
+        self.cycles: list[Cycle] = list(cycles)  # left out of ``g`` (catalog graphs only)
+        self._blocked: dict[RelationName, tuple[Cycle, RelationName]] | None = None
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_definitions(cls, definitions: Iterable[Definition], *,
-                         strict: bool = False) -> MVGraph:
-        """Build a graph; undefined inputs become EXTERNAL nodes (an error when ``strict``).
+    def from_definitions(cls, definitions: Iterable[Definition], *, strict: bool = False,
+                         on_cycle: Literal["error", "warn"] = "error") -> MVGraph:
+        """Build a graph; undefined inputs become EXTERNAL nodes (an error when ``strict``),
+        or SYSTEM nodes when they are in pg_catalog or information_schema.
+
+        A cycle is an error, or with ``on_cycle="warn"`` (the catalog: a cycle there is a fact
+        of the database) one warning per cycle: its members are left out of the graph and kept
+        in ``cycles``; what reads them stays, and :meth:`require_acyclic` refuses it.
 
         Raises:
-            CycleError: the definitions read each other in a cycle.
+            CycleError: the definitions read each other in a cycle (``on_cycle="error"``).
             UndefinedReference: ``strict`` and some input is defined nowhere.
         """
         g: nx.DiGraph = nx.DiGraph()
@@ -83,6 +113,10 @@ class MVGraph:
         warnings: list[str] = []
         for d in sorted(defs.values(), key=lambda x: x.name):
             for src in sorted(s for s in d.reads if s not in defs):
+                if src.schema in SYSTEM_SCHEMAS:
+                    if src not in g:
+                        g.add_node(src, **_attrs(Definition(src, Kind.SYSTEM)))
+                    continue
                 message = (f"{d.name} reads {src}, which is defined nowhere; add its "
                            "definition or load it into the database")
                 if strict:
@@ -91,10 +125,60 @@ class MVGraph:
                     g.add_node(src, **_attrs(Definition(src, Kind.EXTERNAL)))
                 warnings.append(message)
         g.add_edges_from((src, d.name) for d in defs.values() for src in d.reads)
-        cycles = find_cycles(defs.values())
-        if cycles:
-            raise CycleError([str(name) for name in cycles[0]])
-        return cls(g, warnings)
+        found = find_cycles(defs.values())
+        if found and on_cycle == "error":
+            raise CycleError([str(name) for name in found[0]])
+        cycles = []
+        for members in found:
+            inside = set(members)
+            reads = sorted((m, r) for m in members for r in g.successors(m) if r not in inside)
+            cycles.append(Cycle(tuple(members), tuple(reads)))
+            warnings.append(_cycle_warning(cycles[-1]))
+        g.remove_nodes_from([m for c in cycles for m in c.members])
+        return cls(g, warnings, cycles)
+
+    # ---- cycles (catalog graphs) ---------------------------------------------------------
+    def cycle_of(self, name: RelationName) -> Cycle | None:
+        """The cycle ``name`` is a member of (members are not nodes of the graph)."""
+        return next((c for c in self.cycles if name in c.members), None)
+
+    def needs_cycle(self, name: RelationName) -> tuple[Cycle, RelationName] | None:
+        """The cycle a node cannot be read without, and the member it reads through its inputs
+        (transitively); None when it needs none.
+
+        >>> g = MVGraph.from_definitions([
+        ...     Definition(RelationName("s", "a"), Kind.VIEW, frozenset({RelationName("s", "b")})),
+        ...     Definition(RelationName("s", "b"), Kind.VIEW, frozenset({RelationName("s", "a")})),
+        ...     Definition(RelationName("s", "m"), Kind.MATVIEW, frozenset({RelationName("s", "b")})),
+        ...     Definition(RelationName("s", "n"), Kind.MATVIEW, frozenset({RelationName("s", "m")}))],
+        ...     on_cycle="warn")
+        >>> cycle, member = g.needs_cycle(RelationName("s", "n"))
+        >>> cycle.path, str(member)
+        ('s.a -> s.b -> s.a', 's.b')
+        """  # noqa: E501
+        if self._blocked is None:
+            blocked: dict[RelationName, tuple[Cycle, RelationName]] = {}
+            for cycle in self.cycles:
+                for member, reader in cycle.reads:
+                    if reader in self.g:
+                        for node in sorted({reader} | self.downstream(reader)):
+                            blocked.setdefault(node, (cycle, member))
+            self._blocked = blocked
+        if name in self._blocked:
+            return self._blocked[name]
+        own = self.cycle_of(name)
+        return None if own is None else (own, name)
+
+    def require_acyclic(self, names: Iterable[RelationName]) -> None:
+        """Raise CycleError for the first of ``names`` (in order given) that needs a cycle."""
+        if not self.cycles:
+            return
+        for name in names:
+            found = self.needs_cycle(name)
+            if found is not None:
+                cycle, member = found
+                raise CycleError([str(m) for m in cycle.members],
+                                 None if name == member else str(name), str(member))
 
     def check_acyclic(self) -> None:
         """Raise CycleError naming one cycle, if there is any."""
@@ -137,11 +221,14 @@ class MVGraph:
 
         Raises:
             UnknownRelation: nothing, or more than one node, matches.
+            CycleError: ``text`` names a view in a cycle of the catalog (see ``cycles``).
         """
         try:
             parsed = RelationName.parse(text, default_schema="\x00")
         except ValueError as exc:
             raise UnknownRelation(f"{text!r} is not a relation name: {exc}") from exc
+        if self.cycles:
+            self._refuse_cycle_member(parsed, search_path)
         if parsed.schema != "\x00":
             if parsed in self.g:
                 return parsed
@@ -158,6 +245,22 @@ class MVGraph:
             listed = ", ".join(str(m) for m in matches)
             raise UnknownRelation(f"{text} is ambiguous ({listed}); qualify it with a schema")
         raise UnknownRelation(f"{text} is not in the graph; check the name with `mvgraph graph`")
+
+    def _refuse_cycle_member(self, parsed: RelationName, search_path: Sequence[str]) -> None:
+        """Raise CycleError when a name means a cycle member rather than a node."""
+        if parsed.schema != "\x00":
+            candidates = [parsed]
+        else:
+            candidates = [RelationName(s, parsed.name) for s in search_path]
+            if not any(n.name == parsed.name for n in self.g):  # a unique bare name
+                candidates += [m for c in self.cycles for m in c.members
+                               if m.name == parsed.name][:1]
+        for candidate in candidates:
+            if candidate in self.g:
+                return
+            cycle = self.cycle_of(candidate)
+            if cycle is not None:
+                raise CycleError([str(m) for m in cycle.members])
 
     # ---- traversal ------------------------------------------------------------------------
     def upstream(self, name: RelationName, depth: int | None = None) -> set[RelationName]:
@@ -206,8 +309,11 @@ class MVGraph:
         return depth
 
     def subgraph(self, nodes: Iterable[RelationName]) -> MVGraph:
-        """A new graph holding only ``nodes`` and the edges among them."""
-        return MVGraph(self.g.subgraph(set(nodes)).copy(), self.warnings)
+        """A new graph holding only ``nodes`` and the edges among them (and the cycles some of
+        them read)."""
+        chosen = set(nodes)
+        cycles = [c for c in self.cycles if chosen & set(c.read_by)]
+        return MVGraph(self.g.subgraph(chosen).copy(), self.warnings, cycles)
 
     def select(self, expr: str, search_path: Sequence[str] = ("public",)) -> list[RelationName]:
         """Nodes matched by a dbt-style selector expression, in topological order.
@@ -245,7 +351,12 @@ class MVGraph:
         for item, n in zip(nodes, self.order(), strict=True):
             item["layer"] = depth[n]
         edges = [{"from": str(s), "to": str(t)} for s, t in self._sorted_edges()]
-        return {"version": JSON_VERSION, "nodes": nodes, "edges": edges}
+        out: dict[str, Any] = {"version": JSON_VERSION, "nodes": nodes, "edges": edges}
+        if self.cycles:
+            out["cycles"] = [{"members": [str(m) for m in c.members],
+                              "read_by": [{"from": str(m), "to": str(r)} for m, r in c.reads]}
+                             for c in self.cycles]
+        return out
 
     def _sorted_edges(self) -> list[tuple[RelationName, RelationName]]:
         return sorted(self.g.edges, key=lambda e: (_sort_key(e[0]), _sort_key(e[1])))
@@ -273,12 +384,19 @@ class MVGraph:
                 source=item.get("source"))))
         for edge in data["edges"]:
             g.add_edge(RelationName.parse(edge["from"]), RelationName.parse(edge["to"]))
-        return cls(g)
+        cycles = [Cycle(tuple(RelationName.parse(m) for m in c["members"]),
+                        tuple((RelationName.parse(e["from"]), RelationName.parse(e["to"]))
+                              for e in c.get("read_by") or ()))
+                  for c in data.get("cycles") or ()]
+        return cls(g, cycles=cycles)
 
     def to_dot(self) -> str:
-        """Graphviz DOT text; materialized views are boxes, views ellipses, tables cylinders."""
-        shapes = {Kind.MATVIEW: "box", Kind.VIEW: "ellipse", Kind.EXTERNAL: "octagon"}
+        """Graphviz DOT text; materialized views are boxes, views ellipses, tables cylinders,
+        sequences diamonds, system relations notes. Cycles left out are named in comments."""
+        shapes = {Kind.MATVIEW: "box", Kind.VIEW: "ellipse", Kind.EXTERNAL: "octagon",
+                  Kind.SEQUENCE: "diamond", Kind.SYSTEM: "note"}
         lines = ["digraph mvgraph {", "  rankdir=LR;"]
+        lines += [f"  // dependency cycle left out: {c.path}" for c in self.cycles]
         for n in self.order():
             kind = self.kind(n)
             shape = shapes.get(kind, "cylinder")
@@ -291,8 +409,10 @@ class MVGraph:
     def to_mermaid(self) -> str:
         """Mermaid flowchart text."""
         ids = {n: f"n{i}" for i, n in enumerate(self.order())}
-        brackets = {Kind.MATVIEW: ("[", "]"), Kind.VIEW: ("(", ")"), Kind.EXTERNAL: ("{{", "}}")}
+        brackets = {Kind.MATVIEW: ("[", "]"), Kind.VIEW: ("(", ")"), Kind.EXTERNAL: ("{{", "}}"),
+                    Kind.SEQUENCE: ("{", "}"), Kind.SYSTEM: ("[/", "/]")}
         lines = ["flowchart LR"]
+        lines += [f"  %% dependency cycle left out: {c.path}" for c in self.cycles]
         for n, ident in ids.items():
             left, right = brackets.get(self.kind(n), ("[(", ")]"))
             label = str(n).replace('"', "#quot;")
@@ -359,6 +479,15 @@ def _not_acyclic(definitions: list[Definition]) -> list[Definition]:
             if waiting[reader] == 0:
                 ready.append(reader)
     return [d for d in definitions if waiting[d.name] > 0]
+
+
+def _cycle_warning(cycle: Cycle) -> str:
+    """One line naming a cycle of the catalog and what it leaves out."""
+    text = (f"dependency cycle in the database: {cycle.path} (reading these views fails with "
+            "'infinite recursion'); left out of the graph and of plans")
+    if cycle.read_by:
+        text += f"; {', '.join(str(r) for r in cycle.read_by)} cannot be refreshed or read"
+    return text + "; fix it with CREATE OR REPLACE VIEW or DROP VIEW"
 
 
 def _attrs(d: Definition) -> dict[str, Any]:

@@ -22,6 +22,8 @@ KIND_STYLE = {
     Kind.PARTITIONED_TABLE: "green",
     Kind.FOREIGN_TABLE: "green",
     Kind.EXTERNAL: "red",
+    Kind.SEQUENCE: "yellow",
+    Kind.SYSTEM: "blue",
 }
 
 
@@ -50,6 +52,10 @@ def graph_tree(graph: MVGraph, title: str = "mvgraph") -> Tree:
     sources = [n for n in graph.order() if not graph.inputs(n)]
     for node in sources:
         _grow(graph, root, node, seen, graph.dependents)
+    for cycle in graph.cycles:
+        branch = root.add(f"[red]dependency cycle (left out):[/] {escape(cycle.path)}")
+        for member, reader in cycle.reads:
+            branch.add(f"[dim]{escape(str(member))} is read by[/] {label(graph, reader)}")
     return root
 
 

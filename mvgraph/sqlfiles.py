@@ -34,7 +34,8 @@ from mvgraph.names import RelationName
 from mvgraph.version import __version__
 
 _SQLGLOT_VERSION = version("sqlglot")
-_CACHE_FORMAT = 3  # 2: parse errors are cached too; 3: with their place among the events
+_CACHE_FORMAT = 4  # 2: parse errors cached; 3: their place among the events; 4: sequences,
+# regclass literals, pg_* names
 CACHE_MAX_AGE_DAYS = 30  # parse-cache entries written longer ago are deleted
 _PARALLEL_BYTES = 400_000  # below this, starting worker processes costs more than it saves
 _KINDS = {k.value: k for k in Kind}
@@ -329,6 +330,8 @@ def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public"
     errors += [_cycle_error(cycle, defs) for cycle in cycles]
     left_out = {name for cycle in cycles for name in cycle}
     final = [d for d in final if d.name not in left_out]
+    read = {src for d in final for src in d.reads}  # sequences appear where a view reads them
+    final = [d for d in final if d.kind is not Kind.SEQUENCE or d.name in read]
     return LoadResult(sorted(final, key=lambda d: d.name), ignored, files, errors, warnings)
 
 
@@ -404,8 +407,12 @@ def _reresolve(d: Definition, unqualified: frozenset[str], path: tuple[str, ...]
     """Resolve bare names again, now that every file's definitions are known."""
     reads = set(d.reads)
     for name in unqualified:
-        first = next((RelationName(s, name) for s in path if RelationName(s, name) in reads), None)
-        target = next((RelationName(s, name) for s in path if RelationName(s, name) in known), None)
+        # a pg_* name not defined on the path means pg_catalog's (searched first by PostgreSQL)
+        system = [RelationName("pg_catalog", name)] if name.startswith("pg_") else []
+        first = next((RelationName(s, name) for s in path if RelationName(s, name) in reads),
+                     None) or next((n for n in system if n in reads), None)
+        target = next((RelationName(s, name) for s in path if RelationName(s, name) in known),
+                      None) or next(iter(system), None)
         if first is not None and target is not None and first != target:
             reads.discard(first)
             reads.add(target)

@@ -2,25 +2,31 @@
 -- Dynamic identifiers are composed with psycopg.sql where the statement is built.
 
 -- name: relations
--- All user relations (tables, views, materialized views, foreign and partitioned tables).
+-- All user relations (tables, views, materialized views, foreign and partitioned tables,
+-- sequences) and the relations of pg_catalog and information_schema ("system": kept only where
+-- a user view reads them).
 SELECT n.nspname AS schema,
        c.relname AS name,
        c.relkind::text AS relkind,
        pg_get_userbyid(c.relowner) AS owner,
        c.relispopulated AS populated,
        -- pg_get_viewdef waits for a running plain REFRESH: only read when asked for
-       CASE WHEN %(with_sql)s AND c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END
-           AS definition,
-       EXISTS (SELECT 1 FROM pg_index i
-                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
-                  AND i.indpred IS NULL AND i.indexprs IS NULL) AS concurrent_index,
-       c.oid::bigint AS oid
+       CASE WHEN %(with_sql)s AND c.relkind IN ('v', 'm') AND c.oid >= 16384
+            THEN pg_get_viewdef(c.oid) END AS definition,
+       c.relkind = 'm' AND EXISTS (
+           SELECT 1 FROM pg_index i
+            WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+              AND i.indpred IS NULL AND i.indexprs IS NULL) AS concurrent_index,
+       c.oid::bigint AS oid,
+       n.nspname IN ('pg_catalog', 'information_schema') AS system
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
-   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
-   AND n.nspname NOT LIKE 'pg\_toast%%'
-   AND n.nspname NOT LIKE 'pg\_temp\_%%'
+ WHERE (c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
+        AND n.nspname NOT LIKE 'pg\_toast%%'
+        AND n.nspname NOT LIKE 'pg\_temp\_%%')
+    OR (c.relkind IN ('r', 'v', 'm', 'f', 'p')
+        AND n.nspname IN ('pg_catalog', 'information_schema'))
 
 -- name: dependencies
 -- input -> dependent pairs from the rewrite rules of views and materialized views.
@@ -31,10 +37,13 @@ SELECT DISTINCT d.refobjid::bigint AS input, r.ev_class::bigint AS dependent
    AND d.deptype = 'n'
    AND d.refobjid <> r.ev_class
 
--- name: volatile_functions
--- Time-dependent or volatile functions each user view calls, read from its rewrite rule (built-in
--- functions have no pg_depend rows). Each rule tree is turned into text once, and scanned by one
--- regular expression only when it contains a function call or a CURRENT_DATE-style keyword.
+-- name: rule_facts
+-- From each user view's rewrite rule: (view, function, NULL) for each time-dependent or volatile
+-- function it calls (built-in functions have no pg_depend rows), and (view, NULL, relation) for
+-- each system relation it reads (pg_depend records nothing for a pinned object such as pg_class,
+-- and every system relation has an oid below 16384, FirstNormalObjectId). Each rule tree is turned
+-- into text once; functions are looked for only when it contains a call or a CURRENT_DATE-style
+-- keyword.
 WITH rules AS MATERIALIZED (
     SELECT r.ev_class, r.ev_action::text AS tree
       FROM pg_rewrite r
@@ -48,14 +57,19 @@ WITH rules AS MATERIALIZED (
            regexp_matches(rules.tree, ':funcid (\d+)|\{SQLVALUEFUNCTION :op (\d+)', 'g') AS m
      WHERE strpos(rules.tree, ':funcid ') > 0 OR strpos(rules.tree, '{SQLVALUEFUNCTION') > 0
 )
-SELECT hits.ev_class::bigint AS oid, p.proname AS function
+SELECT hits.ev_class::bigint AS oid, p.proname::text AS function, NULL::bigint AS input
   FROM hits JOIN pg_proc p ON p.oid = hits.fn
  WHERE p.provolatile = 'v' OR p.proname = ANY(%(time_functions)s)
 UNION
 SELECT ev_class::bigint, (ARRAY['current_date', 'current_time', 'current_time', 'current_timestamp',
-       'current_timestamp', 'localtime', 'localtime', 'localtimestamp', 'localtimestamp'])[op + 1]
+       'current_timestamp', 'localtime', 'localtime', 'localtimestamp', 'localtimestamp'])[op + 1],
+       NULL
   FROM hits
  WHERE op BETWEEN 0 AND 8
+UNION
+SELECT rules.ev_class::bigint, NULL, m[1]::bigint
+  FROM rules, regexp_matches(rules.tree, ':relid ([0-9]{1,5}) ', 'g') AS m
+ WHERE m[1]::bigint < 16384
 
 -- name: schema_version
 SELECT coalesce(max(version), 0) FROM mvgraph.schema_version

@@ -85,6 +85,7 @@ class MVFacts:
     refreshed_at: datetime | None = None  # None: mvgraph never refreshed it
     changes: tuple[InputChange, ...] = ()
     volatile: tuple[str, ...] = ()  # volatile functions that make it always stale
+    volatile_inputs: tuple[str, ...] = ()  # e.g. "sequence public.s": always stale too
     outside_refreshes_seen: bool = True  # False when the event trigger could not be installed
 
 
@@ -201,8 +202,10 @@ def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
         return Action.REFRESH, "not populated"
     if facts.refreshed_at is None:
         return Action.REFRESH, "never refreshed by mvgraph"
-    if facts.volatile:
-        return Action.REFRESH, f"calls {', '.join(facts.volatile)} (always stale)"
+    if facts.volatile or facts.volatile_inputs:
+        why = [f"calls {', '.join(facts.volatile)}"] if facts.volatile else []
+        why += [f"reads {', '.join(facts.volatile_inputs)}"] if facts.volatile_inputs else []
+        return Action.REFRESH, f"{'; '.join(why)} (always stale)"
     if facts.changes:
         return Action.REFRESH, "; ".join(describe_change(c) for c in facts.changes)
     reason = f"unchanged since {facts.refreshed_at:%Y-%m-%d %H:%M:%S}"

@@ -68,6 +68,14 @@ def volatile_functions(graph: MVGraph, mv: RelationName) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def volatile_inputs(graph: MVGraph, mv: RelationName) -> tuple[str, ...]:
+    """Inputs that change with no write mvgraph could see (sequences, system relations), each
+    as "sequence public.s" or "system relation pg_catalog.pg_locks", sorted."""
+    words = {Kind.SEQUENCE: "sequence", Kind.SYSTEM: "system relation"}
+    return tuple(f"{words[graph.kind(n)]} {n}" for n in sorted(freshness_inputs(graph, mv))
+                 if graph.kind(n).always_changing)
+
+
 def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, Relation]:
     """Current oid, kind, populated flag and index facts of existing relations."""
     wanted = {str(n): n for n in names}
@@ -241,7 +249,8 @@ def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> Catal
     mvs = list(mvs)
     inputs = {i for mv in mvs for i in freshness_inputs(graph, mv)}
     rels = relations(conn, set(mvs) | inputs)
-    base = {rels[i].oid for i in inputs if i in rels and rels[i].relkind in ("r", "p", "f")}
+    base = {rels[i].oid for i in inputs if i in rels and rels[i].relkind in ("r", "p", "f")
+            and graph.kind(i).is_base}
     return CatalogState(rels, event_trigger_present(conn),
                         table_modes(conn, base) if base else {})
 
@@ -308,7 +317,8 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
                 found.append(InputChange(inp, "stats"))
         volatile_mode = str(state[4]) if state is not None else "auto"
         volatile = () if volatile_mode == "never" else volatile_functions(graph, mv)
-        if volatile_mode == "always" and not volatile:
+        always = () if volatile_mode == "never" else volatile_inputs(graph, mv)
+        if volatile_mode == "always" and not volatile and not always:
             volatile = ("(configured always stale)",)
         out[mv] = MVFacts(
             name=mv,
@@ -316,6 +326,7 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             refreshed_at=refreshed_at,
             changes=tuple(sorted(found, key=lambda c: (str(c.input), c.kind))),
             volatile=volatile,
+            volatile_inputs=always,
             outside_refreshes_seen=outside_seen,
         )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from mvgraph.catalog import read_definitions
+from mvgraph.catalog import catalog_graph
 from mvgraph.db.connect import connect
 from mvgraph.db.migrate import ensure_schema
 from mvgraph.db.queries import query
@@ -21,6 +22,7 @@ from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
 from mvgraph.refresh.behavior import (
+    Action,
     Plan,
     RefreshBehavior,
     decide,
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not
     from mvgraph.refresh.executor import Executor, Listener, RefreshReport
 
 Conn = psycopg.Connection[tuple[object, ...]]
+log = logging.getLogger("mvgraph")
 Target = str | psycopg.Connection[tuple[object, ...]] | None
 
 _SELECTOR_CHARS = set("+@*?,")
@@ -64,6 +67,15 @@ def prepare(conn: Conn) -> None:
         changes.install_event_trigger(conn, missing)
 
 
+def _graph(conn: Conn) -> MVGraph:
+    """The catalog's graph for planning (no view definitions); its warnings (cycles among
+    views) are logged once."""
+    g = catalog_graph(conn, with_sql=False)
+    for line in g.warnings:
+        log.warning("%s", line)
+    return g
+
+
 def is_selector(text: str) -> bool:
     """True when a target is a dbt-style selector rather than a plain name (characters inside
     double quotes belong to a name).
@@ -82,7 +94,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
     graph and the catalog facts it was made from (a run reuses them)."""
     if not targets:
         raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
-    g = graph or MVGraph.from_definitions(read_definitions(conn, with_sql=False))
+    g = graph or _graph(conn)
     parsed = RefreshBehavior.parse(behavior)
     if any(is_selector(t) for t in targets):
         if parsed not in (RefreshBehavior.DEFAULT, RefreshBehavior.RESTRICT):
@@ -92,6 +104,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
         if not names:
             raise UnknownRelation(f"selector {' '.join(targets)!r} matches no materialized view; "
                                   "check it with `mvgraph graph -s`")
+        g.require_acyclic(names)
         state = changes.read_state(conn, g, names)
         facts = changes.gather_facts(conn, g, names, state)
         chosen = make_plan(g, names, parsed, facts, force=force, scope=names)
@@ -101,6 +114,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
     for n in names:
         if g.kind(n) is Kind.MATVIEW:
             touched |= materialized_scope(g, n, parsed)
+    g.require_acyclic([*names, *sorted(touched)])
     state = changes.read_state(conn, g, sorted(touched))
     facts = changes.gather_facts(conn, g, sorted(touched), state)
     return g, make_plan(g, names, parsed, facts, force=force), state
@@ -213,7 +227,7 @@ def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
           ) -> list[RelationName]:
     """Set the tracking mode of tables (``every``: all base tables upstream of any view)."""
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
+        g = _graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.set_mode(conn, name, mode)
@@ -224,7 +238,7 @@ def untrack(target: Target, tables: Sequence[str] = (), *, every: bool = False,
             search_path: Sequence[str] = ("public",)) -> list[RelationName]:
     """Remove tracking triggers; the tables fall back to ``stats`` mode."""
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
+        g = _graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.untrack(conn, name)
@@ -237,7 +251,12 @@ def _tables(g: MVGraph, tables: Sequence[str], every: bool,
         return changes.base_tables_upstream_of_views(g)
     if not tables:
         raise UsageError("name tables to track, or pass --all")
-    return [g.resolve(t, search_path) for t in tables]
+    names = [g.resolve(t, search_path) for t in tables]
+    for name in names:
+        if not g.kind(name).is_base:
+            what = "system relation" if g.kind(name) is Kind.SYSTEM else g.kind(name).value
+            raise UnknownRelation(f"{name} is a {what}, not a table; track base tables only")
+    return names
 
 
 def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
@@ -246,7 +265,7 @@ def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
     if volatile not in (None, "auto", "always", "never"):
         raise UsageError("--volatile must be auto, always or never")
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
+        g = _graph(conn)
         name = g.resolve(view, search_path)
         if g.kind(name) is not Kind.MATVIEW:
             raise UnknownRelation(f"{name} is a {g.kind(name).value}, not a materialized view; "
@@ -299,7 +318,7 @@ class StatusReport:
 def status(target: Target) -> StatusReport:
     """Freshness of every materialized view and tracking mode of every base table they read."""
     with session(target) as conn:
-        g = MVGraph.from_definitions(read_definitions(conn, with_sql=False))
+        g = _graph(conn)
         mvs = [n for n in g.order() if g.kind(n) is Kind.MATVIEW]
         state = changes.read_state(conn, g, mvs)
         facts = changes.gather_facts(conn, g, mvs, state)
@@ -307,7 +326,13 @@ def status(target: Target) -> StatusReport:
         with translated():
             durations = {int(str(r[0])): r[2] for r in conn.execute(
                 query("mv_states"), {"oids": [r.oid for r in rels.values()]})}
-        freshness = transitive_freshness(g, {n: decide(facts[n]) for n in mvs})
+        verdicts = {n: decide(facts[n]) for n in mvs}
+        for n in mvs:  # views reading a cycle of the catalog cannot be refreshed
+            needed = g.needs_cycle(n)
+            if needed is not None:
+                verdicts[n] = (Action.REFRESH, f"cannot be refreshed: reads {needed[1]}, which is "
+                               f"in a dependency cycle ({needed[0].path})")
+        freshness = transitive_freshness(g, verdicts)
         views = []
         for n in mvs:
             fresh, reason = freshness[n]
