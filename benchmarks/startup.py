@@ -4,7 +4,7 @@ Side by side in each round (new processes, alternating):
 
 * ``python -c pass``: the interpreter alone (same venv, same site-packages);
 * ``mvgraph --version`` (and ``mvgraph --help``, informational);
-* ``mvgraph plan mv5`` on the demo database (the fixtures ``gaussdb_nested`` and ``analytics``
+* ``mvgraph plan mv5`` on the demo database (the examples ``gaussdb_nested`` and ``analytics``
   loaded into a fresh database, tracked and refreshed once, like ``mvgraph demo``);
 * the floor of any Python tool doing that: ``python -c "import psycopg, networkx;
   psycopg.connect(DSN).execute('select 1')"``.
@@ -24,7 +24,6 @@ import sys
 
 from _common import (
     MVGRAPH_CLI,
-    REPO,
     Result,
     database,
     fmt_s,
@@ -76,8 +75,9 @@ def loaded_modules(*args: str) -> list[str]:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     rounds = 3 if args.quick else 15
-    files = sorted((REPO / "fixtures" / "gaussdb_nested").glob("*.sql")) + sorted(
-        (REPO / "fixtures" / "analytics").glob("*.sql"))
+    from mvgraph.demo import demo_files
+
+    files = demo_files()  # exactly what `mvgraph demo` loads
     with server() as srv, database(srv, "startup") as dsn:
         settings = server_note(srv)
         progress(f"loading {len(files)} fixture files, tracking, refreshing once (setup)")
