@@ -15,8 +15,10 @@ import psycopg
 import pytest
 
 import mvgraph
+from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_script
 from tests.conftest import ROOT, cli
+from tests.pgserver import bindir, cluster
 
 Conn = psycopg.Connection[tuple[object, ...]]
 FAST = ["--lease", "2", "--heartbeat", "0.4", "--poll", "0.5"]
@@ -296,9 +298,44 @@ def test_prune_and_retention(capsys: pytest.CaptureFixture[str], conn: Conn,
     old = mvgraph.refresh(db_dsn, "c1").job_id
     conn.execute("UPDATE mvgraph.job SET finished_at = now() - interval '3 days' WHERE id = %s",
                  [old])
+    code, out, _ = cli(capsys, "--dsn", db_dsn, "jobs", "--all")
+    assert code == 0 and out.startswith("1 job\n") and "done" in out and "1/1 100%" in out
     code, out, _ = cli(capsys, "--dsn", db_dsn, "jobs", "prune")
     assert code == 0 and "pruned 0 jobs" in out
     code, out, _ = cli(capsys, "--dsn", db_dsn, "jobs", "prune", "--older-than", "2")
     assert code == 0 and "pruned 1 job" in out
     code, _, err = cli(capsys, "--dsn", db_dsn, "settings", "max_concurrent_jobs", "0")
     assert code == 2 and "max_concurrent_jobs" in err
+    code, _, err = cli(capsys, "--dsn", db_dsn, "worker", "--lease", "5", "--heartbeat", "10")
+    assert code == 2 and "heartbeat must be shorter than the lease" in err
+
+
+def test_an_idle_worker_wakes_on_notify_not_on_its_poll(conn: Conn, db_dsn: str) -> None:
+    counted_chain(conn, 1, 0)
+    with worker(db_dsn, "--poll", "30"):
+        wait_for(lambda: conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
+            "application_name LIKE 'mvgraph worker %' AND query LIKE '%claim_job%' "
+            "AND state = 'idle'").fetchone())  # listening, after its first (empty) claim
+        submitted = time.monotonic()
+        job = mvgraph.submit("REFRESH MATERIALIZED VIEW c1", dsn=db_dsn)
+        wait_for(lambda: job_status(conn, job) == "done")
+        assert time.monotonic() - submitted < 5  # long before the 30 s poll
+
+
+def test_restarting_the_server_under_a_worker() -> None:
+    """The worker outlives a server restart: the job it was running is requeued and finished,
+    and a job submitted after the restart runs too."""
+    with cluster(bindir()) as pg, connect(pg.uri) as c:
+        counted_chain(c, 2, 0.8)
+        job = mvgraph.submit_refresh(pg.uri, "c2", "cascade backward")
+        with worker(pg.uri) as proc:
+            wait_for(lambda: running_step(c, job, "public.c1"))
+            c.close()
+            pg.restart(down_s=1.0)
+            with connect(pg.uri) as again:
+                wait_for(lambda: job_status(again, job) == "done", timeout=40)
+                later = mvgraph.submit("REFRESH MATERIALIZED VIEW c1 RESTRICT", dsn=pg.uri)
+                wait_for(lambda: job_status(again, later) == "done")
+                assert proc.poll() is None
+                assert set(step_statuses(again, job).values()) == {"done"}
