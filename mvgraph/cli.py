@@ -347,7 +347,7 @@ def refresh_cmd(
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
 ) -> None:
-    """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled."""
+    """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled or suspended."""
     import mvgraph
     from mvgraph.render_refresh import LiveProgress, report_table
 
@@ -378,8 +378,11 @@ def refresh_cmd(
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
         out.print(report_table(report))
+    if report.status == "suspended" and not as_json:
+        err.print(f"job {report.job_id} suspended; `mvgraph resume {report.job_id}` queues the "
+                  "rest for a worker")
     if report.status != "ok":
-        raise typer.Exit(130 if report.status == "cancelled" else 1)
+        raise typer.Exit(130 if report.status in ("cancelled", "suspended") else 1)
 
 
 @app.command()

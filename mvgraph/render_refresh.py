@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mvgraph.refresh.service import StatusReport
 
 ACTION_STYLE = {"refreshed": "green", "skipped": "dim", "failed": "bold red",
-                "blocked": "red", "cancelled": "yellow"}
+                "blocked": "red", "cancelled": "yellow", "pending": "cyan"}
 
 
 def plan_table(p: Plan) -> Table:
@@ -48,7 +48,7 @@ def report_table(r: RefreshReport) -> Table:
     t.add_column("seconds", justify="right")
     t.add_column("reason / error")
     for s in r.steps:
-        style = ACTION_STYLE.get(s.action, "")
+        style = ACTION_STYLE.get(s.action, "default")
         mode = " (concurrently)" if s.concurrently else ""
         detail = s.reason + (f" — {s.error}" if s.error else "")
         t.add_row(escape(str(s.name)), f"[{style}]{s.action}{mode}[/]", f"{s.duration_s:.3f}",
@@ -69,7 +69,7 @@ def jobs_table(found: list[JobInfo]) -> Table:
         asked = {"cancel": "cancelling", "suspend": "suspending"}.get(j.request or "", "")
         status = j.status.value + (f" ({asked})" if asked else "")
         pct = f" {100 * j.done_steps // j.total_steps}%" if j.total_steps else ""
-        t.add_row(str(j.id), f"[{JOB_STYLE.get(j.status.value, '')}]{escape(status)}[/]",
+        t.add_row(str(j.id), f"[{JOB_STYLE.get(j.status.value, 'default')}]{escape(status)}[/]",
                   f"{j.done_steps}/{j.total_steps}{pct}", escape(j.owner),
                   f"{j.submitted_at:%Y-%m-%d %H:%M:%S}", escape(j.statement),
                   escape(j.error or ""))

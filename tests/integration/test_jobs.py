@@ -339,3 +339,26 @@ def test_restarting_the_server_under_a_worker() -> None:
                 wait_for(lambda: job_status(again, later) == "done")
                 assert proc.poll() is None
                 assert set(step_statuses(again, job).values()) == {"done"}
+
+
+def test_a_suspended_foreground_refresh_is_resumed_by_a_worker(conn: Conn, db_dsn: str) -> None:
+    counted_chain(conn, 2, 0.8)
+    proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "refresh", "c2", "--cascade",
+                             "backward", "--dsn", db_dsn], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        job = int(str(wait_for(lambda: (conn.execute(
+            "SELECT job_id FROM mvgraph.job_step WHERE name = 'public.c1' AND "
+            "status = 'running'").fetchone() or [0])[0])))
+        assert mvgraph.suspend_job(job, dsn=db_dsn) == "suspending"
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and f"mvgraph resume {job}" in err, err
+    assert job_status(conn, job) == "suspended"
+    assert step_statuses(conn, job) == {"public.c1": "done", "public.c2": "pending"}
+    assert mvgraph.resume_job(job, dsn=db_dsn) == "queued"
+    with worker(db_dsn):
+        wait_for(lambda: job_status(conn, job) == "done")
+    assert hits(conn, 2) == [1, 1]
