@@ -20,7 +20,16 @@ importlib.import_module("mvgraph.refresh")
 globals().pop("refresh", None)
 
 if TYPE_CHECKING:
-    from mvgraph.api import load_graph
+    from mvgraph.api import (
+        cancel_job,
+        list_jobs,
+        load_graph,
+        prune_jobs,
+        resume_job,
+        submit,
+        submit_refresh,
+        suspend_job,
+    )
     from mvgraph.definitions import Definition, Kind, Schedule
     from mvgraph.errors import (
         ConnectionFailed,
@@ -41,9 +50,12 @@ if TYPE_CHECKING:
         UsageError,
     )
     from mvgraph.graph import GraphDiff, MVGraph, diff
+    from mvgraph.model.events import JobFinished, JobStarted, StepFinished, StepStarted
+    from mvgraph.model.results import StepResult
+    from mvgraph.model.status import Action, JobStatus, RunStatus, StepStatus
     from mvgraph.names import RelationName
-    from mvgraph.refresh.behavior import Action, Plan, RefreshBehavior, Step
-    from mvgraph.refresh.executor import RefreshReport, StepResult
+    from mvgraph.refresh.behavior import Plan, RefreshBehavior, Step
+    from mvgraph.refresh.executor import RefreshReport
     from mvgraph.refresh.service import (
         StatusReport,
         configure,
@@ -56,7 +68,8 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
-    "load_graph": "mvgraph.api",
+    **dict.fromkeys(("load_graph", "submit", "submit_refresh", "list_jobs", "cancel_job",
+                     "suspend_job", "resume_job", "prune_jobs"), "mvgraph.api"),
     **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.definitions"),
     **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "LockTimeout",
                      "MvgraphError", "NotFound", "PermissionDenied", "SelectorError",
@@ -65,8 +78,12 @@ _HOMES: dict[str, str] = {
                     "mvgraph.errors"),
     **dict.fromkeys(("GraphDiff", "MVGraph", "diff"), "mvgraph.graph"),
     "RelationName": "mvgraph.names",
-    **dict.fromkeys(("Action", "Plan", "RefreshBehavior", "Step"), "mvgraph.refresh.behavior"),
-    **dict.fromkeys(("RefreshReport", "StepResult"), "mvgraph.refresh.executor"),
+    **dict.fromkeys(("Plan", "RefreshBehavior", "Step"), "mvgraph.refresh.behavior"),
+    **dict.fromkeys(("Action", "JobStatus", "RunStatus", "StepStatus"), "mvgraph.model.status"),
+    **dict.fromkeys(("JobFinished", "JobStarted", "StepFinished", "StepStarted"),
+                    "mvgraph.model.events"),
+    "StepResult": "mvgraph.model.results",
+    "RefreshReport": "mvgraph.refresh.executor",
     **dict.fromkeys(("StatusReport", "configure", "plan", "refresh", "status", "track",
                      "untrack"), "mvgraph.refresh.service"),
 }
@@ -93,6 +110,9 @@ __all__ = [
     "DatabaseError",
     "Definition",
     "GraphDiff",
+    "JobFinished",
+    "JobStarted",
+    "JobStatus",
     "Kind",
     "LockTimeout",
     "MVGraph",
@@ -103,6 +123,7 @@ __all__ = [
     "RefreshBehavior",
     "RefreshReport",
     "RelationName",
+    "RunStatus",
     "Schedule",
     "SelectorError",
     "SqlCycleError",
@@ -112,17 +133,27 @@ __all__ = [
     "StatementTimeout",
     "StatusReport",
     "Step",
+    "StepFinished",
     "StepResult",
+    "StepStarted",
+    "StepStatus",
     "UndefinedReference",
     "UnknownRelation",
     "UsageError",
     "__version__",
+    "cancel_job",
     "configure",
     "diff",
+    "list_jobs",
     "load_graph",
     "plan",
+    "prune_jobs",
     "refresh",
+    "resume_job",
     "status",
+    "submit",
+    "submit_refresh",
+    "suspend_job",
     "track",
     "untrack",
 ]

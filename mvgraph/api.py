@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -11,6 +12,9 @@ from mvgraph.catalog import catalog_graph
 from mvgraph.db.connect import connect
 from mvgraph.errors import SqlLoadErrors, UsageError
 from mvgraph.graph import MVGraph
+
+if TYPE_CHECKING:
+    from mvgraph.jobs.store import JobInfo
 
 
 def load_graph(
@@ -82,3 +86,72 @@ def load_graph(
         return catalog_graph(conn, schemas, strict=strict)
     with connect(dsn) as own:
         return catalog_graph(own, schemas, strict=strict)
+
+
+
+# ---- jobs (the graph above is another module's; these are the jobs' entry points) -----------
+
+def submit(statement: str, *, dsn: str | None = None) -> int:
+    """Queue a statement as a background job, as ``SELECT mvgraph.submit(statement)`` does
+    (for now ``REFRESH MATERIALIZED VIEW name [behaviour]``); returns the job id."""
+    from mvgraph.jobs import store
+    from mvgraph.refresh.service import session
+
+    with session(dsn) as conn:
+        return store.submit(conn, statement)
+
+
+def submit_refresh(dsn: str | None, targets: str | Sequence[str], behavior: str | None = None,
+                   **options: Any) -> int:
+    """Plan a refresh now and queue it as a background job (``mvgraph refresh --background``);
+    takes the options of ``mvgraph.refresh``; returns the job id."""
+    from mvgraph.refresh.service import submit_refresh as queue
+
+    return queue(dsn, targets, behavior, **options)
+
+
+def list_jobs(dsn: str | None = None, *, every: bool = False) -> list[JobInfo]:
+    """Unfinished jobs and those finished in the last hour (``every``: all kept), after
+    closing or requeueing jobs whose owner died."""
+    from mvgraph.jobs import store
+    from mvgraph.refresh.service import session
+
+    with session(dsn) as conn:
+        store.reap(conn)
+        return store.jobs(conn, every)
+
+
+def cancel_job(job: int, *, dsn: str | None = None) -> str:
+    """Cancel a job from any process; returns its status, or ``cancelling``."""
+    return _steer("cancel", job, dsn)
+
+
+def suspend_job(job: int, *, dsn: str | None = None) -> str:
+    """Suspend a job after its running steps; returns its status, or ``suspending``."""
+    return _steer("suspend", job, dsn)
+
+
+def resume_job(job: int, *, dsn: str | None = None) -> str:
+    """Queue a suspended job again (a worker continues from its first unfinished step)."""
+    return _steer("resume", job, dsn)
+
+
+def prune_jobs(dsn: str | None = None, *, older_than_days: int | None = None) -> int:
+    """Close jobs whose owner died, then delete finished jobs older than the retention
+    (``older_than_days``, else the ``retention_days`` setting); returns how many went."""
+    from mvgraph.jobs import store
+    from mvgraph.refresh.service import session
+
+    if older_than_days is not None and older_than_days < 0:
+        raise UsageError("--older-than must be 0 or more days")
+    with session(dsn) as conn:
+        store.reap(conn)
+        return store.purge(conn, older_than_days)
+
+
+def _steer(verb: str, job: int, dsn: str | None) -> str:
+    from mvgraph.jobs import store
+    from mvgraph.refresh.service import session
+
+    with session(dsn) as conn:
+        return str(getattr(store, verb)(conn, job))

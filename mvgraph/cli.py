@@ -46,6 +46,9 @@ app = typer.Typer(
 embedded_app = typer.Typer(help="The embedded PostgreSQL server (DSN 'embedded').",
                            no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(embedded_app, name="embedded")
+jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
+                       rich_markup_mode=None)
+app.add_typer(jobs_app, name="jobs")
 
 
 
@@ -350,13 +353,14 @@ def refresh_cmd(
         "--statement-timeout", help="Per view, e.g. 5min; 0 = none (default: setting).")]
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    background: Annotated[bool, typer.Option(
+        "--background", help="Queue it as a job for `mvgraph worker`; print its id.")] = False,
     as_json: JsonOpt = False,
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
 ) -> None:
-    """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled."""
+    """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled or suspended."""
     import mvgraph
-    from mvgraph.refresh.executor import Executor
     from mvgraph.render_refresh import LiveProgress, report_table
 
     behavior = _behavior(cascade, restrict)
@@ -367,21 +371,30 @@ def refresh_cmd(
     kwargs = {"parallel": parallel, "atomic": atomic, "concurrently": concurrently,
               "lock_timeout": lock_timeout, "statement_timeout": statement_timeout,
               "force": force, "search_path": _search_path(search_path)}
+    if background:
+        from mvgraph.refresh.service import submit_refresh
+
+        job = submit_refresh(target, targets, behavior, **kwargs)  # type: ignore[arg-type]
+        if as_json:
+            sys.stdout.write(json.dumps({"job_id": job, "status": "queued"}) + "\n")
+        else:
+            sys.stdout.write(f"{job}\n")
+        return
     if as_json or not out.is_terminal:
         report = mvgraph.refresh(target, targets, behavior, **kwargs)  # type: ignore[arg-type]
     else:
         with LiveProgress(out, 0) as live:
-            def hook(executor: Executor) -> None:
-                live.progress.update(live.task, total=len(executor.plan.steps))
-
             report = mvgraph.refresh(target, targets, behavior, listener=live,
-                                     executor_hook=hook, **kwargs)  # type: ignore[arg-type]
+                                     **kwargs)  # type: ignore[arg-type]
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
         out.print(report_table(report))
+    if report.status == "suspended" and not as_json:
+        err.print(f"job {report.job_id} suspended; `mvgraph resume {report.job_id}` queues the "
+                  "rest for a worker")
     if report.status != "ok":
-        raise typer.Exit(130 if report.status == "cancelled" else 1)
+        raise typer.Exit(130 if report.status in ("cancelled", "suspended") else 1)
 
 
 @app.command()
@@ -530,7 +543,7 @@ def settings_cmd(
     dsn: DsnOpt = None,
 ) -> None:
     """Show mvgraph's settings in the database, show one, or set one (retention_days,
-    lock_timeout, statement_timeout, synchronous_commit)."""
+    max_concurrent_jobs, lock_timeout, statement_timeout, synchronous_commit)."""
     from mvgraph.refresh.service import settings
 
     current = settings(resolve_dsn(_dsn(dsn)), key, value)
@@ -541,6 +554,95 @@ def settings_cmd(
     else:
         for k, v in current.items():
             out.print(f"{k} = {escape(v)}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1,
+                                             help="Jobs run at once by this worker.")] = 1,
+    lease: Annotated[float, typer.Option(
+        "--lease", help="Seconds a job stays this worker's without a heartbeat.")] = 30.0,
+    heartbeat: Annotated[float, typer.Option(
+        "--heartbeat", help="Seconds between lease renewals.")] = 10.0,
+    poll: Annotated[float, typer.Option(
+        "--poll", help="Seconds between queue polls when no notification comes.")] = 5.0,
+    shutdown_timeout: Annotated[float, typer.Option(
+        "--shutdown-timeout", help="On SIGTERM/SIGINT, seconds running steps may finish "
+                                   "before they are cancelled and their jobs requeued.")] = 30.0,
+    dsn: DsnOpt = None,
+) -> None:
+    """Run queued jobs until stopped (SIGTERM / Ctrl-C: finish running steps, requeue the
+    rest)."""
+    import logging
+
+    from mvgraph.jobs.worker import Worker, WorkerConfig
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    Worker(WorkerConfig(resolve_dsn(_dsn(dsn)), concurrency, lease, heartbeat, poll,
+                        shutdown_timeout)).run()
+
+
+@jobs_app.callback(invoke_without_command=True)
+def jobs_cmd(
+    ctx: typer.Context,
+    every: Annotated[bool, typer.Option("--all", help="Every kept job, not only unfinished "
+                                                      "ones and those of the last hour.")]
+    = False,
+    as_json: JsonOpt = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """List jobs (id, status, progress, statement); subcommand prune."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import mvgraph
+    from mvgraph.render_refresh import jobs_table
+
+    found = mvgraph.list_jobs(resolve_dsn(_dsn(dsn)), every=every)
+    if as_json:
+        sys.stdout.write(json.dumps([j.to_dict() for j in found], indent=2) + "\n")
+    else:
+        out.print(jobs_table(found))
+
+
+@jobs_app.command("prune")
+def jobs_prune(
+    older_than: Annotated[int | None, typer.Option(
+        "--older-than", help="Days (default: the retention_days setting).")] = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Delete finished jobs older than the retention (and close jobs whose owner died)."""
+    import mvgraph
+
+    n = mvgraph.prune_jobs(resolve_dsn(_dsn(dsn)), older_than_days=older_than)
+    out.print(f"pruned {n} job{'' if n == 1 else 's'}")
+
+
+JobIdArg = Annotated[int, typer.Argument(help="The job id (see mvgraph jobs).")]
+
+
+@app.command("cancel")
+def cancel_cmd(job: JobIdArg, dsn: DsnOpt = None) -> None:
+    """Cancel a job: its running statement at once, its remaining steps never start."""
+    import mvgraph
+
+    out.print(f"job {job}: {mvgraph.cancel_job(job, dsn=resolve_dsn(_dsn(dsn)))}")
+
+
+@app.command("suspend")
+def suspend_cmd(job: JobIdArg, dsn: DsnOpt = None) -> None:
+    """Suspend a job after its running steps (resume continues it)."""
+    import mvgraph
+
+    out.print(f"job {job}: {mvgraph.suspend_job(job, dsn=resolve_dsn(_dsn(dsn)))}")
+
+
+@app.command("resume")
+def resume_cmd(job: JobIdArg, dsn: DsnOpt = None) -> None:
+    """Queue a suspended job again; a worker continues from its next unfinished step."""
+    import mvgraph
+
+    out.print(f"job {job}: {mvgraph.resume_job(job, dsn=resolve_dsn(_dsn(dsn)))}")
 
 
 @app.command()

@@ -17,13 +17,14 @@ from mvgraph.render import escape
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mvgraph.names import RelationName
+    from mvgraph.jobs.store import JobInfo
+    from mvgraph.model.events import Event
     from mvgraph.refresh.behavior import Plan
-    from mvgraph.refresh.executor import RefreshReport, StepResult
+    from mvgraph.refresh.executor import RefreshReport
     from mvgraph.refresh.service import StatusReport
 
 ACTION_STYLE = {"refreshed": "green", "skipped": "dim", "failed": "bold red",
-                "blocked": "red", "cancelled": "yellow"}
+                "blocked": "red", "cancelled": "yellow", "pending": "cyan"}
 
 
 def plan_table(p: Plan) -> Table:
@@ -47,11 +48,31 @@ def report_table(r: RefreshReport) -> Table:
     t.add_column("seconds", justify="right")
     t.add_column("reason / error")
     for s in r.steps:
-        style = ACTION_STYLE.get(s.action, "")
+        style = ACTION_STYLE.get(s.action, "default")
         mode = " (concurrently)" if s.concurrently else ""
         detail = s.reason + (f" — {s.error}" if s.error else "")
         t.add_row(escape(str(s.name)), f"[{style}]{s.action}{mode}[/]", f"{s.duration_s:.3f}",
                   escape(detail))
+    return t
+
+
+JOB_STYLE = {"queued": "cyan", "running": "bold", "suspended": "yellow", "done": "green",
+             "failed": "bold red", "cancelled": "yellow"}
+
+
+def jobs_table(found: list[JobInfo]) -> Table:
+    """Jobs as a table: id, status, progress m/n, owner, submitted, statement, error."""
+    t = Table(title=f"{len(found)} job{'' if len(found) == 1 else 's'}", title_justify="left")
+    for col in ("id", "status", "progress", "owner", "submitted", "statement", "error"):
+        t.add_column(col, justify="right" if col in ("id", "progress") else "left")
+    for j in found:
+        asked = {"cancel": "cancelling", "suspend": "suspending"}.get(j.request or "", "")
+        status = j.status.value + (f" ({asked})" if asked else "")
+        pct = f" {100 * j.done_steps // j.total_steps}%" if j.total_steps else ""
+        t.add_row(str(j.id), f"[{JOB_STYLE.get(j.status.value, 'default')}]{escape(status)}[/]",
+                  f"{j.done_steps}/{j.total_steps}{pct}", escape(j.owner),
+                  f"{j.submitted_at:%Y-%m-%d %H:%M:%S}", escape(j.statement),
+                  escape(j.error or ""))
     return t
 
 
@@ -76,7 +97,7 @@ def status_table(st: StatusReport) -> list[Table]:
 
 
 class LiveProgress:
-    """A rich progress display fed by executor events (called from worker threads)."""
+    """A rich progress display fed by the runner's events (called from its threads)."""
 
     def __init__(self, console: Console, total: int) -> None:
         from rich.progress import (
@@ -102,13 +123,17 @@ class LiveProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
-    def __call__(self, event: str, name: RelationName, result: StepResult | None) -> None:
+    def __call__(self, event: Event) -> None:
+        from mvgraph.model.events import JobStarted, StepFinished, StepStarted
+
         with self.lock:
-            if event == "start":
-                self.running.append(str(name))
-            else:
-                if str(name) in self.running:
-                    self.running.remove(str(name))
+            if isinstance(event, JobStarted):
+                self.progress.update(self.task, total=event.total)
+            elif isinstance(event, StepStarted):
+                self.running.append(str(event.name))
+            elif isinstance(event, StepFinished):
+                if str(event.name) in self.running:
+                    self.running.remove(str(event.name))
                 self.progress.advance(self.task)
             shown = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
             self.progress.update(self.task, running=escape(shown))

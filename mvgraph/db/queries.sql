@@ -294,7 +294,7 @@ SELECT outcome, duration_s, content_changed, recorded_reason
   FROM mvgraph.refresh_step(%(oid)s, %(name)s, %(key)s, %(concurrently)s, %(job)s, %(seq)s,
                             %(reason)s, %(inputs)s::oid[], %(stats)s::oid[],
                             %(counters)s::bigint[], %(filenodes)s::bigint[],
-                            %(check)s, %(seen)s)
+                            %(check)s, %(seen)s, %(attempt)s, %(run_as)s)
 
 -- name: commit
 COMMIT
@@ -313,16 +313,67 @@ SELECT name, avg(duration_s)
  GROUP BY name
 
 -- name: create_job
-INSERT INTO mvgraph.job (kind, statement, status, options, started_at, pid, host)
-VALUES (%(kind)s, %(statement)s, 'running', %(options)s, now(), pg_backend_pid(),
-        %(host)s)
+-- A foreground run's job: running at once, owned by this session's advisory lock (taken in the
+-- same statement, so no other session sees the row unlocked).
+WITH j AS (
+    INSERT INTO mvgraph.job (kind, statement, status, options, started_at, pid, host)
+    VALUES (%(kind)s, %(statement)s, 'running', %(options)s, now(), pg_backend_pid(), %(host)s)
+    RETURNING id)
+SELECT id, pg_advisory_lock(mvgraph.job_lock_key(id)) FROM j
+
+-- name: queue_job
+-- A background job: queued with its planned steps (written next), a worker runs it.
+INSERT INTO mvgraph.job (kind, statement, status, background, options, host)
+VALUES (%(kind)s, %(statement)s, 'queued', true, %(options)s, %(host)s)
 RETURNING id
+
+-- name: notify_jobs
+SELECT pg_notify('mvgraph_jobs', %(job)s::text)
+
+-- name: listen_jobs
+LISTEN mvgraph_jobs
 
 -- name: create_steps
 INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
 SELECT %(job)s, u.seq, u.name, u.mv, u.planned, u.reason
   FROM unnest(%(seqs)s::int[], %(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
               %(reasons)s::text[]) AS u(seq, name, mv, planned, reason)
+
+-- name: job_steps
+SELECT seq, name, status, reason, error FROM mvgraph.job_step WHERE job_id = %(job)s ORDER BY seq
+
+-- name: replan_steps
+-- A worker's fresh plan of a job: unfinished steps take the new verdicts, new steps are added
+-- after the others, unfinished steps no longer in the plan are skipped.
+WITH plan AS (
+    SELECT * FROM unnest(%(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
+                         %(reasons)s::text[]) AS u(name, mv, planned, reason)
+), upd AS (
+    UPDATE mvgraph.job_step s
+       SET planned = p.planned, reason = p.reason, mv = p.mv, status = 'pending',
+           started_at = NULL, backend_pid = NULL
+      FROM plan p
+     WHERE s.job_id = %(job)s AND s.name = p.name AND s.status IN ('pending', 'running')
+), gone AS (
+    UPDATE mvgraph.job_step s
+       SET status = 'skipped', reason = 'no longer in the plan', finished_at = clock_timestamp()
+     WHERE s.job_id = %(job)s AND s.status IN ('pending', 'running')
+       AND s.name <> ALL(%(names)s::text[])
+)
+INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
+SELECT %(job)s, coalesce((SELECT max(seq) FROM mvgraph.job_step WHERE job_id = %(job)s), 0)
+                + row_number() OVER (ORDER BY ord),
+       p.name, p.mv, p.planned, p.reason
+  FROM unnest(%(names)s::text[], %(mvs)s::oid[], %(planned)s::text[], %(reasons)s::text[])
+       WITH ORDINALITY AS p(name, mv, planned, reason, ord)
+ WHERE NOT EXISTS (SELECT 1 FROM mvgraph.job_step s WHERE s.job_id = %(job)s AND s.name = p.name)
+
+-- name: step_running
+-- Committed before the step's transaction begins: others see the step running, and whom to
+-- cancel (its backend).
+UPDATE mvgraph.job_step
+   SET status = 'running', started_at = clock_timestamp(), backend_pid = pg_backend_pid()
+ WHERE job_id = %(job)s AND seq = %(seq)s
 
 -- name: step_finished
 UPDATE mvgraph.job_step
@@ -332,14 +383,76 @@ UPDATE mvgraph.job_step
        backend_pid = coalesce(backend_pid, pg_backend_pid())
  WHERE job_id = %(job)s AND seq = %(seq)s
 
+-- name: step_pending
+-- A step a suspended or requeued run did not finish: it runs again when the job resumes.
+UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid = NULL
+ WHERE job_id = %(job)s AND seq = %(seq)s
+
 -- name: finish_job
-UPDATE mvgraph.job SET status = %(status)s, finished_at = clock_timestamp(), error = %(error)s
- WHERE id = %(job)s
+-- Close (or suspend, or requeue) this attempt of a job.
+UPDATE mvgraph.job
+   SET status = %(status)s, error = %(error)s, request = NULL, lease_until = NULL,
+       finished_at = CASE WHEN %(status)s IN ('done', 'failed', 'cancelled')
+                          THEN clock_timestamp() END,
+       worker = CASE WHEN %(status)s = 'queued' THEN NULL ELSE worker END
+ WHERE id = %(job)s AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
+
+-- name: requeue_steps
+-- A job handed back to the queue: its interrupted steps run again.
+UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid = NULL
+ WHERE job_id = %(job)s AND status = 'running'
+
+-- name: unlock_job
+SELECT pg_advisory_unlock(mvgraph.job_lock_key(%(job)s))
+
+-- name: job_request
+-- What was asked of a job (FOR SHARE: waits for a cancel_job still committing).
+SELECT coalesce(request, ''), status, attempt FROM mvgraph.job WHERE id = %(job)s FOR SHARE
+
+-- name: reap_jobs
+SELECT mvgraph.reap_jobs()
+
+-- name: claim_job
+SELECT id, kind, statement, options, owner, attempt FROM mvgraph.claim_job(%(worker)s, %(lease)s)
+
+-- name: job_heartbeat
+SELECT mvgraph.job_heartbeat(%(job)s, %(attempt)s, %(lease)s)
+
+-- name: cancel_job
+SELECT mvgraph.cancel_job(%(job)s)
+
+-- name: suspend_job
+SELECT mvgraph.suspend_job(%(job)s)
+
+-- name: resume_job
+SELECT mvgraph.resume_job(%(job)s)
+
+-- name: submit
+SELECT mvgraph.submit(%(statement)s)
+
+-- name: job_result
+SELECT mvgraph.job_result(%(job)s)
+
+-- name: list_jobs
+SELECT id, kind, statement, status, request, done_steps, total_steps, submitted_at,
+       started_at, finished_at, owner, worker, error
+  FROM mvgraph.jobs
+ WHERE %(all)s OR status IN ('queued', 'running', 'suspended')
+       OR finished_at > now() - interval '1 hour'
+ ORDER BY id
+
+-- name: can_assume
+-- Whether this session's login can act with a role's rights (SET ROLE).
+SELECT pg_has_role(session_user, %(role)s, 'MEMBER'), session_user
 
 -- name: purge_jobs
-DELETE FROM mvgraph.job
- WHERE finished_at < now() - make_interval(days => coalesce(
-       (SELECT value::int FROM mvgraph.setting WHERE key = 'retention_days'), 30))
+-- Finished jobs older than the retention (days; the setting when not given).
+WITH gone AS (
+    DELETE FROM mvgraph.job
+     WHERE finished_at < now() - make_interval(days => coalesce(%(days)s::int,
+           (SELECT value::int FROM mvgraph.setting WHERE key = 'retention_days'), 7))
+    RETURNING 1)
+SELECT count(*) FROM gone
 
 -- name: all_settings
 SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
@@ -347,10 +460,11 @@ SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 -- name: set_session
 -- The settings a run's refreshes use, for this session; returns the previous values (to restore).
 SELECT current_setting('synchronous_commit'), current_setting('lock_timeout'),
-       current_setting('statement_timeout'),
+       current_setting('statement_timeout'), current_setting('application_name'),
        set_config('synchronous_commit', %(synchronous_commit)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
-       set_config('statement_timeout', %(statement_timeout)s, false)
+       set_config('statement_timeout', %(statement_timeout)s, false),
+       set_config('application_name', %(application_name)s, false)
 
 -- name: untracked_partitions
 -- Partitions of trigger-tracked tables that lack the tracking trigger (created after `track`).

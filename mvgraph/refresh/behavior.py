@@ -11,7 +11,10 @@ from enum import StrEnum
 from mvgraph.definitions import Kind
 from mvgraph.errors import UnknownRelation, UsageError
 from mvgraph.graph import MVGraph
+from mvgraph.model.status import Action
 from mvgraph.names import RelationName
+
+__all__ = ["Action", "Plan", "RefreshBehavior", "Step", "decide", "plan"]
 
 CASCADE_HINT = "use CASCADE FORWARD, CASCADE BACKWARD or CASCADE ALL"
 
@@ -57,13 +60,6 @@ class RefreshBehavior(StrEnum):
     def is_cascade(self) -> bool:
         """True for the three cascades."""
         return self.value.startswith("CASCADE")
-
-
-class Action(StrEnum):
-    """What a plan step will do."""
-
-    REFRESH = "refresh"
-    SKIP = "skip"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""Running a plan: one transaction per view, advisory locks, parallel workers.
+"""Running a plan for a job: one transaction per view, advisory locks, parallel workers.
+
+The runner runs the plan of one job (created by the caller through ``mvgraph.jobs.store``),
+records each step's transitions through the store, closes the job, and emits typed events
+(``mvgraph.model.events``). It creates no jobs and does no housekeeping.
 
 Each step is one transaction, sent in one round trip: ``BEGIN``, a lock that keeps compaction
 away, ``mvgraph.refresh_step(...)`` (the view's advisory lock, a check that its last refresh is
@@ -10,20 +14,27 @@ decides again from fresh facts read under the view's lock.
 
 An atomic run is one READ COMMITTED transaction that first takes the advisory locks of all its
 views, in oid order; each ``REFRESH`` then reads with a snapshot taken after the locks.
+
+A run stops early in one of four ways (``StopMode``): cancel (running statements cancelled,
+steps not run cancelled), suspend (running steps finish, the rest stay pending), requeue (a
+worker shutting down: the same, after its grace period running statements are cancelled and
+go back to pending), lost (another worker took the job over: nothing more is written). Requests
+from other processes (``mvgraph.cancel_job``, ``suspend_job``) reach the run through
+``refresh_step``, which refuses to start a step of a job with a request (SQLSTATE MVJ01), and
+through ``pg_cancel_backend`` of its running step.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from graphlib import TopologicalSorter
 from typing import Any
 
@@ -34,6 +45,10 @@ from psycopg.conninfo import make_conninfo
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UnknownRelation, translate
 from mvgraph.graph import MVGraph
+from mvgraph.jobs import store
+from mvgraph.model.events import JobFinished, JobStarted, Listener, StepFinished, StepStarted
+from mvgraph.model.results import StepResult
+from mvgraph.model.status import RunStatus, StepStatus
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
 from mvgraph.refresh.changes import (
@@ -50,6 +65,21 @@ Conn = psycopg.Connection[tuple[object, ...]]
 LOCK_NAMESPACE = 0x6D76  # "mv": high 32 bits of every per-view advisory lock key
 MAX_RETRIES = 5
 EXACT_WIDTH_UP_TO = 300  # steps; above that the number of refreshing steps bounds the width
+JOB_REQUEST = "MVJ01"  # refresh_step: the job has a request (cancel, suspend) or is not ours
+RACED = "raced"  # refresh_step: the view was refreshed elsewhere since the plan; decide again
+STOPPED = (StepStatus.FAILED, StepStatus.BLOCKED, StepStatus.CANCELLED)
+
+__all__ = ["Executor", "RefreshOptions", "RefreshReport", "StepResult", "StopMode",
+           "advisory_key", "plan_width", "repeatable_read"]
+
+
+class StopMode(Enum):
+    """Why a run stops starting steps."""
+
+    CANCEL = "cancel"
+    SUSPEND = "suspend"
+    REQUEUE = "requeue"
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,30 +97,11 @@ class RefreshOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class StepResult:
-    """What happened to one view."""
-
-    name: RelationName
-    action: str  # refreshed | skipped | failed | blocked | cancelled
-    reason: str
-    duration_s: float = 0.0
-    error: str | None = None
-    concurrently: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the documented ``--json`` step shape)."""
-        out: dict[str, Any] = {"name": str(self.name), "action": self.action,
-                               "reason": self.reason, "duration_s": round(self.duration_s, 4)}
-        if self.error:
-            out["error"] = self.error
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class RefreshReport:
-    """The outcome of a run: ``status`` is ok, failed or cancelled."""
+    """The outcome of a run: ``status`` is ok, failed or cancelled (a job run by a worker may
+    also end suspended, queued again, or lost)."""
 
-    status: str
+    status: RunStatus
     steps: tuple[StepResult, ...]
     job_id: int | None
     elapsed_s: float
@@ -99,21 +110,18 @@ class RefreshReport:
     @property
     def refreshed(self) -> list[RelationName]:
         """Views that were refreshed."""
-        return [s.name for s in self.steps if s.action == "refreshed"]
+        return [s.name for s in self.steps if s.status is StepStatus.DONE]
 
     @property
     def skipped(self) -> list[RelationName]:
         """Views that were skipped as unchanged."""
-        return [s.name for s in self.steps if s.action == "skipped"]
+        return [s.name for s in self.steps if s.status is StepStatus.SKIPPED]
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``--json`` shape."""
-        return {"status": self.status, "job_id": self.job_id,
+        return {"status": self.status.value, "job_id": self.job_id,
                 "elapsed_s": round(self.elapsed_s, 4),
                 "steps": [s.to_dict() for s in self.steps]}
-
-
-Listener = Callable[[str, RelationName, StepResult | None], None]
 
 
 def advisory_key(oid: int) -> int:
@@ -139,55 +147,88 @@ class _Cancelled(Exception):
 
 @dataclass
 class Executor:
-    """Runs one plan against one database."""
+    """Runs the plan of one job against one database."""
 
     conn: Conn  # control connection (autocommit); also runs the steps when parallel == 1
     graph: MVGraph
     plan: Plan
     options: RefreshOptions = field(default_factory=RefreshOptions)
     listener: Listener | None = None
-    job_kind: str = "refresh"
     catalog: CatalogState | None = None  # read by planning; read again when not given
+    job_id: int = 0  # the job whose plan this is (its step rows exist: see jobs.store)
+    seqs: dict[RelationName, int] | None = None  # step numbers; default: plan order from 1
+    attempt: int | None = None  # a worker's claim: steps refuse to start once it is lost
+    run_as: str | None = None  # REFRESH with this role's rights (a worker running a job)
+    foreground: bool = True  # the job is owned by this session's lock (else by a lease)
+    prior: dict[RelationName, StepResult] = field(default_factory=dict)  # earlier attempts
 
     def __post_init__(self) -> None:
-        self._cancel = threading.Event()
+        self._cancel = threading.Event()  # set: start no more steps (see self._mode)
+        self._mode: StopMode | None = None
         self._active: dict[int, Conn] = {}
         self._lock = threading.Lock()
-        self.job_id: int | None = None
         self.rels: dict[RelationName, Relation] = {}
         self.inputs: dict[RelationName, set[RelationName]] = {}
         self.stats_inputs: dict[RelationName, list[Relation]] = {}
-        self.seq = {s.name: i + 1 for i, s in enumerate(self.plan.steps)}
+        self.seq = self.seqs or {s.name: i + 1 for i, s in enumerate(self.plan.steps)}
         self.results: dict[RelationName, StepResult] = {}
         self._atomic_counters: dict[int, tuple[int, int]] = {}
         self._unrecorded: list[StepResult] = []  # skipped without a transaction; recorded last
         self._changed: dict[RelationName, bool] = {}  # refreshed views: did their content change
         self._running: set[RelationName] = set()  # steps started and not yet finished
+        self.results.update(self.prior)
+        # a view refreshed by an earlier attempt counts as changed for the steps after it
+        self._changed.update({n: r.status is StepStatus.DONE for n, r in self.prior.items()})
 
     # ---- public ---------------------------------------------------------------------------------
     def cancel(self) -> None:
         """Cancel running statements at once; steps not started are cancelled."""
-        self._cancel.set()
+        self.stop(StopMode.CANCEL)
+
+    def suspend(self) -> None:
+        """Start no more steps; running ones finish; the rest stay pending (job suspended)."""
+        self.stop(StopMode.SUSPEND)
+
+    def stop(self, mode: StopMode, cancel_running: bool | None = None) -> None:
+        """Start no more steps, for ``mode``; running statements are cancelled for CANCEL and
+        LOST (or when ``cancel_running``). The first mode asked wins, except that a cancel
+        overrides a suspend or requeue."""
         with self._lock:
-            for c in list(self._active.values()):
-                with suppress(psycopg.Error):
-                    c.cancel_safe()
+            if self._mode is None or (mode is StopMode.CANCEL and self._mode is not
+                                      StopMode.LOST):
+                self._mode = mode
+            self._cancel.set()
+            if cancel_running is None:
+                cancel_running = mode in (StopMode.CANCEL, StopMode.LOST)
+            if cancel_running:
+                for c in list(self._active.values()):
+                    with suppress(psycopg.Error):
+                        c.cancel_safe()
+
+    @property
+    def stop_mode(self) -> StopMode | None:
+        """Why the run stops early, if it does."""
+        return self._mode
 
     def run(self) -> RefreshReport:
         """Run the plan and return what happened (never raises for a failed step)."""
+        if not self.job_id:
+            raise MvgraphError("a run needs a job: create it with mvgraph.jobs.store first")
         start = time.monotonic()
         with self._session_settings(self.conn):
             return self._run(start)
 
-    def _apply_settings(self, conn: Conn, values: tuple[str, str, str] | None = None
-                        ) -> tuple[str, str, str] | None:
-        """Set commit mode and timeouts for this session; returns the previous values."""
+    def _apply_settings(self, conn: Conn, values: tuple[str, ...] | None = None
+                        ) -> tuple[str, ...] | None:
+        """Set commit mode, timeouts and application name (``mvgraph job N``) for this
+        session; returns the previous values."""
         o = self.options
-        new = values or (o.synchronous_commit, o.lock_timeout, o.statement_timeout)
+        new = values or (o.synchronous_commit, o.lock_timeout, o.statement_timeout,
+                         f"mvgraph job {self.job_id}")
         row = conn.execute(query("set_session"), dict(zip(
-            ("synchronous_commit", "lock_timeout", "statement_timeout"), new,
-            strict=True))).fetchone()
-        return (str(row[0]), str(row[1]), str(row[2])) if row else None
+            ("synchronous_commit", "lock_timeout", "statement_timeout", "application_name"),
+            new, strict=True))).fetchone()
+        return tuple(str(v) for v in row[:4]) if row else None
 
     def _configure(self, conn: Conn) -> None:
         """A pool connection's setup: the run's settings (the pool closes it after the run)."""
@@ -205,8 +246,9 @@ class Executor:
                     self._apply_settings(conn, previous)
 
     def _run(self, start: float) -> RefreshReport:
-        self._prepare()
         try:
+            self._prepare()
+            self._emit(JobStarted(self.job_id, len(self.plan.steps)))
             workers = 1 if self.options.atomic else self._workers()
             if self.options.atomic:
                 self._run_atomic()
@@ -220,19 +262,42 @@ class Executor:
                 self.results.clear()  # the one transaction was rolled back
         except BaseException as exc:  # an mvgraph bug or a lost connection: close the job
             done = tuple(self.results.get(s.name) or StepResult(
-                s.name, "cancelled", f"not run: {_message(exc)}") for s in self.plan.steps)
+                s.name, StepStatus.CANCELLED, f"not run: {_message(exc)}")
+                for s in self.plan.steps)
             with suppress(Exception):
-                self._finish("failed", done)
+                self._finish(RunStatus.FAILED, done, start)
             raise
+        ordered = tuple(self.results.get(s.name) or self._not_run(s) for s in self.plan.steps)
+        self._finish(self._status(ordered), ordered, start)
+        return RefreshReport(self._status(ordered), ordered, self.job_id,
+                             time.monotonic() - start, self.plan)
+
+    def _not_run(self, step: Step) -> StepResult:
+        """The result of a step the run never finished."""
+        mode = self._mode
+        if mode in (StopMode.SUSPEND, StopMode.REQUEUE, StopMode.LOST):
+            return StepResult(step.name, StepStatus.PENDING, f"not run yet: job {mode.value}"
+                              f"{'ed' if mode is StopMode.SUSPEND else ''}"
+                              if mode is not StopMode.LOST else "not run: job lost")
         reason = "run cancelled" if self._cancel.is_set() else "not run"
-        ordered = tuple(self.results.get(s.name) or StepResult(
-            s.name, "cancelled", "cancelled while running" if s.name in self._running else reason)
-            for s in self.plan.steps)
-        status = ("cancelled" if self._cancel.is_set() else
-                  "failed" if any(r.action in ("failed", "blocked") for r in ordered) else
-                  "cancelled" if any(r.action == "cancelled" for r in ordered) else "ok")
-        self._finish(status, ordered)
-        return RefreshReport(status, ordered, self.job_id, time.monotonic() - start, self.plan)
+        return StepResult(step.name, StepStatus.CANCELLED, "cancelled while running"
+                          if step.name in self._running else reason)
+
+    def _status(self, ordered: tuple[StepResult, ...]) -> RunStatus:
+        mode = self._mode
+        if mode is StopMode.CANCEL:
+            return RunStatus.CANCELLED
+        if mode is StopMode.LOST:
+            return RunStatus.LOST
+        if mode is StopMode.REQUEUE and any(r.status is StepStatus.PENDING for r in ordered):
+            return RunStatus.QUEUED
+        if mode is StopMode.SUSPEND and any(r.status is StepStatus.PENDING for r in ordered):
+            return RunStatus.SUSPENDED
+        if any(r.status in (StepStatus.FAILED, StepStatus.BLOCKED) for r in ordered):
+            return RunStatus.FAILED
+        if any(r.status is StepStatus.CANCELLED for r in ordered):
+            return RunStatus.CANCELLED
+        return RunStatus.OK
 
     # ---- setup and bookkeeping ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -248,73 +313,45 @@ class Executor:
         self.stats_inputs = {n: [self.rels[i] for i in sorted(self.inputs[n])
                                  if i in self.rels and self.rels[i].oid in stats] for n in names}
         oids = [self.rels[n].oid for n in names]
-        opts = {"behavior": self.plan.behavior.value, "targets": [str(t) for t in
-                self.plan.targets], "parallel": self.options.parallel,
-                "atomic": self.options.atomic}
         try:
             self.conn.execute(query("ensure_mv_state"), {"oids": oids,
                                                          "names": [str(n) for n in names]})
-            row = self.conn.execute(query("create_job"), {
-                "kind": self.job_kind, "statement": self.plan.statement(),
-                "options": json.dumps(opts), "host": socket.gethostname()}).fetchone()
-            assert row is not None
-            self.job_id = int(str(row[0]))
-            self.conn.execute(query("create_steps"), {
-                "job": self.job_id, "seqs": [self.seq[n] for n in names],
-                "names": [str(n) for n in names], "mvs": oids,
-                "planned": [s.action.value for s in self.plan.steps],
-                "reasons": [s.reason for s in self.plan.steps]})
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
-    def _finish(self, status: str, results: tuple[StepResult, ...]) -> None:
+    def _finish(self, status: RunStatus, results: tuple[StepResult, ...], start: float) -> None:
         error = next((f"{r.name}: {r.error}" for r in results if r.error), None)
-        try:
-            late = [r for r in results  # steps not recorded by a worker
-                    if self.options.atomic or r.action in ("blocked", "cancelled")]
-            with self.conn.pipeline():
-                for r in late + [u for u in self._unrecorded if u not in late]:
-                    self._record_step(self.conn, r)
-            self.conn.execute(query("finish_job"), {"status": "done" if status == "ok" else
-                                                    status, "error": error, "job": self.job_id})
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        self._housekeeping()
-
-    def _housekeeping(self) -> None:
-        """Purge old jobs and compact the change log. The run's outcome is already recorded:
-        a failure here is one warning, never a failed run."""
-        try:
-            self.conn.execute(query("purge_jobs"))
-            self._compact()
-        except psycopg.Error as exc:
-            log.warning("housekeeping after job %s failed (a later run retries it): %s",
-                        self.job_id, _message(exc))
-
-    def _compact(self) -> None:
-        """Drop change rows every reader has seen, when no refresh or compaction is running."""
-        try:
-            with repeatable_read(self.conn):
-                self.conn.execute(query("compaction_lock"))
-                self.conn.execute(query("forget_dropped_views"))
-                self.conn.execute(query("compact_changes"))
-        except pgerrors.LockNotAvailable:
-            pass  # refreshes or another compaction are running; a later run compacts
+        if status is not RunStatus.LOST:
+            try:
+                late = [r for r in results  # steps not recorded by a worker
+                        if r.name not in self.prior and (self.options.atomic or r.status in (
+                            StepStatus.BLOCKED, StepStatus.CANCELLED, StepStatus.PENDING))]
+                with self.conn.pipeline():
+                    for r in late + [u for u in self._unrecorded if u not in late]:
+                        store.record_step(self.conn, self.job_id, self.seq[r.name], r)
+            except psycopg.Error as exc:
+                raise translate(exc) from exc
+            job_status = status.job_status
+            assert job_status is not None
+            store.finish(self.conn, self.job_id, job_status, error, attempt=self.attempt,
+                         foreground=self.foreground)
+        self._emit(JobFinished(self.job_id, status, time.monotonic() - start))
 
     def _record_step(self, conn: Conn, r: StepResult) -> None:
-        status = {"refreshed": "done", "skipped": "skipped"}.get(r.action, r.action)
-        conn.execute(query("step_finished"), {
-            "status": status, "reason": r.reason, "duration": r.duration_s, "error": r.error,
-            "concurrent": r.concurrently, "job": self.job_id, "seq": self.seq[r.name]})
+        store.record_step(conn, self.job_id, self.seq[r.name], r)
 
-    def _emit(self, event: str, name: RelationName, result: StepResult | None = None) -> None:
+    def _emit(self, event: JobStarted | StepStarted | StepFinished | JobFinished) -> None:
         if self.listener is not None:
-            self.listener(event, name, result)
+            self.listener(event)
+
+    def _finished(self, name: RelationName, result: StepResult) -> None:
+        self._emit(StepFinished(self.job_id, name, result))
 
     # ---- strategies -----------------------------------------------------------------------------
     def _run_serial(self) -> None:
         for step in self.plan.steps:
-            self.results[step.name] = self._guarded(self.conn, step, self.results)
+            if step.name not in self.prior:
+                self.results[step.name] = self._guarded(self.conn, step, self.results)
 
     def _workers(self) -> int:
         """How many views to refresh at once: at most ``parallel``, never more than the steps
@@ -365,14 +402,17 @@ class Executor:
 
             while sorter.is_active():
                 for name in sorter.get_ready():
-                    heapq.heappush(ready, (-priority[name], str(name), name))
+                    if name in self.prior:  # finished by an earlier attempt of the job
+                        sorter.done(name)
+                    else:
+                        heapq.heappush(ready, (-priority[name], str(name), name))
                 while ready and len(running) < workers:
                     _, _, name = heapq.heappop(ready)
                     early = self._precheck(steps[name], results)
                     if early is not None:
                         results[name] = early
                         sorter.done(name)
-                        self._emit("finish", name, early)
+                        self._finished(name, early)
                         continue
                     running[pool.submit(task, steps[name])] = name
                 if not running:
@@ -405,20 +445,25 @@ class Executor:
             self._atomic_counters = self._stat_counters()
             results = self.results
             results.clear()
-            self._changed.clear()
+            results.update(self.prior)
+            self._changed = {n: r.status is StepStatus.DONE for n, r in self.prior.items()}
             try:
                 self._register(self.conn)
                 with self._atomic_transaction(keys):
                     for step in self.plan.steps:
+                        if step.name in self.prior:
+                            continue
                         self._check_cancel()
-                        self._emit("start", step.name)
+                        self._emit(StepStarted(self.job_id, step.name))
                         result = self._attempt(self.conn, step, in_transaction=True)
                         results[step.name] = result
-                        self._emit("finish", step.name, result)
+                        self._finished(step.name, result)
                 return
             except (pgerrors.DeadlockDetected, pgerrors.SerializationFailure):
                 continue
             except (psycopg.Error, _Cancelled) as exc:
+                if isinstance(exc, psycopg.Error) and _is_request(exc):
+                    self._learn_request(self.conn)
                 self.results = self._atomic_failure(dict(results), exc)
                 return
             finally:
@@ -452,25 +497,42 @@ class Executor:
         message = _message(exc)
         out = {}
         for s in self.plan.steps:
-            if cancelled:
-                out[s.name] = StepResult(s.name, "cancelled", "run cancelled; rolled back")
+            if self._mode in (StopMode.SUSPEND, StopMode.REQUEUE, StopMode.LOST):
+                out[s.name] = StepResult(s.name, StepStatus.PENDING,
+                                         f"rolled back: job {self._mode.value}")
+            elif cancelled:
+                out[s.name] = StepResult(s.name, StepStatus.CANCELLED,
+                                         "run cancelled; rolled back")
             elif s.name == failed_at:
-                out[s.name] = StepResult(s.name, "failed", s.reason, error=message)
+                out[s.name] = StepResult(s.name, StepStatus.FAILED, s.reason, error=message)
             else:
-                out[s.name] = StepResult(s.name, "cancelled",
+                out[s.name] = StepResult(s.name, StepStatus.CANCELLED,
                                          f"rolled back: the atomic run failed at {failed_at}")
         return out
 
     # ---- one step -------------------------------------------------------------------------
+    def _begin_step(self, conn: Conn, step: Step, pipe: psycopg.Pipeline) -> None:
+        """Mark the step running (committed first, by a Sync of its own: others see it, and
+        whom to cancel), then open its transaction: READ COMMITTED, compaction kept away until
+        COMMIT."""
+        store.step_running(conn, self.job_id, self.seq[step.name])
+        pipe.sync()
+        conn.execute(query("begin_step"))
+        conn.execute(query("keep_compaction_away"))
+
     def _precheck(self, step: Step,
                   results: dict[RelationName, StepResult]) -> StepResult | None:
         if self._cancel.is_set():
-            return StepResult(step.name, "cancelled", "run cancelled before this step")
+            if self._mode is StopMode.CANCEL:
+                return StepResult(step.name, StepStatus.CANCELLED,
+                                  "run cancelled before this step")
+            return self._not_run(step)
         for up in step.after:
-            r = results.get(up)
-            if r is not None and r.action in ("failed", "blocked", "cancelled"):
-                cause = up if r.action == "failed" else r.reason.removeprefix("blocked by ")
-                return StepResult(step.name, "blocked", f"blocked by {cause}")
+            r = results.get(up) or self.prior.get(up)
+            if r is not None and r.status in STOPPED:
+                cause = up if r.status is StepStatus.FAILED else r.reason.removeprefix(
+                    "blocked by ")
+                return StepResult(step.name, StepStatus.BLOCKED, f"blocked by {cause}")
         return None
 
     def _still_unchanged(self, step: Step) -> bool:
@@ -488,18 +550,18 @@ class Executor:
         """The step's outcome when it needs no transaction (blocked, cancelled, still skipped)."""
         early = self._precheck(step, results)
         if early is None and self._still_unchanged(step):
-            early = StepResult(step.name, "skipped", step.reason)
+            early = StepResult(step.name, StepStatus.SKIPPED, step.reason)
             self._unrecorded.append(early)
         if early is not None:
-            self._emit("finish", step.name, early)
+            self._finished(step.name, early)
         return early
 
     def _run_step(self, conn: Conn, step: Step) -> StepResult:
-        self._emit("start", step.name)
+        self._emit(StepStarted(self.job_id, step.name))
         self._running.add(step.name)
         result = self._with_retries(conn, step)
         self._running.discard(step.name)
-        self._emit("finish", step.name, result)
+        self._finished(step.name, result)
         return result
 
     def _with_retries(self, conn: Conn, step: Step) -> StepResult:
@@ -508,8 +570,9 @@ class Executor:
         try:
             for _attempt in range(MAX_RETRIES):
                 if self._cancel.is_set():
-                    result = StepResult(step.name, "cancelled", "run cancelled before this step")
-                    self._record_step(conn, result)
+                    result = self._precheck(step, {}) or self._not_run(step)
+                    if self._mode is not StopMode.LOST:
+                        self._record_step(conn, result)
                     return result
                 try:
                     return self._attempt(conn, step, in_transaction=False)
@@ -517,16 +580,42 @@ class Executor:
                     continue  # lost a race with another process: decide again
             raise MvgraphError(f"{step.name} kept being refreshed by other processes; retry")
         except (psycopg.Error, MvgraphError) as exc:
-            cancelled = self._cancel.is_set() and isinstance(exc, pgerrors.QueryCanceled)
-            result = StepResult(
-                step.name, "cancelled" if cancelled else "failed",
-                "cancelled while running" if cancelled else step.reason,
-                time.monotonic() - started, None if cancelled else self._explain(conn, step, exc))
-            with suppress(psycopg.Error):
-                self._record_step(conn, result)
+            if isinstance(exc, psycopg.Error) and _is_request(exc) and not conn.closed:
+                self._learn_request(conn)  # a cancel or suspend from another process
+            result = self._interrupted(step, exc, time.monotonic() - started, conn)
+            if self._mode is not StopMode.LOST:
+                with suppress(psycopg.Error):
+                    self._record_step(conn, result)
             return result
         finally:
             self._unregister()
+
+    def _interrupted(self, step: Step, exc: BaseException, took: float,
+                     conn: Conn) -> StepResult:
+        """A step that raised: cancelled or not run when the run is stopping, else failed."""
+        if conn.closed and not self.foreground:  # the worker's connection is gone: the
+            self.stop(StopMode.LOST)  # worker requeues the job once it reconnects
+        stopped = self._mode is StopMode.LOST or (self._cancel.is_set() and (
+            isinstance(exc, pgerrors.QueryCanceled)
+            or (isinstance(exc, psycopg.Error) and exc.sqlstate == JOB_REQUEST)))
+        if not stopped:
+            return StepResult(step.name, StepStatus.FAILED, step.reason, took,
+                              self._explain(conn, step, exc))
+        if self._mode is StopMode.CANCEL:
+            return StepResult(step.name, StepStatus.CANCELLED, "cancelled while running", took)
+        return self._not_run(step)
+
+    def _learn_request(self, conn: Conn) -> None:
+        """Read what was asked of the job (after a cancelled or refused statement) and stop
+        accordingly; a statement timeout asks nothing and changes nothing."""
+        try:
+            asked = store.pending_request(conn, self.job_id, self.attempt)
+        except psycopg.Error:
+            return
+        mode = {"cancel": StopMode.CANCEL, "suspend": StopMode.SUSPEND,
+                "lost": StopMode.LOST}.get(asked)
+        if mode is not None:
+            self.stop(mode)
 
     def _attempt(self, conn: Conn, step: Step, in_transaction: bool) -> StepResult:
         """One try at one step; inside the atomic transaction when ``in_transaction``."""
@@ -538,14 +627,14 @@ class Executor:
                 result = self._refresh_in_own_transaction(conn, step, reason)
             if result is not None:
                 return result
-        with nullcontext() if in_transaction else self._transaction(conn):
+        with nullcontext() if in_transaction else self._transaction(conn, step):
             conn.execute(query("lock_view"), {"key": advisory_key(self.rels[step.name].oid)})
             assert self.catalog is not None  # set by _prepare
             facts = gather_facts(conn, self.graph, [step.name], replace(
                 self.catalog, rels=self.rels))[step.name]
             action, reason = decide(facts)
             if action is Action.SKIP:
-                skipped = StepResult(step.name, "skipped", reason)
+                skipped = StepResult(step.name, StepStatus.SKIPPED, reason)
                 if not in_transaction:
                     self._record_step(conn, skipped)
                 return skipped
@@ -564,10 +653,10 @@ class Executor:
         return None
 
     @contextmanager
-    def _transaction(self, conn: Conn) -> Iterator[None]:
+    def _transaction(self, conn: Conn, step: Step) -> Iterator[None]:
         """A step's transaction (READ COMMITTED, compaction kept away); rolled back on error."""
-        with conn.pipeline():
-            _begin_step(conn)
+        with conn.pipeline() as pipe:
+            self._begin_step(conn, step, pipe)
         try:
             yield
         except BaseException:
@@ -579,8 +668,8 @@ class Executor:
                                     reason: str) -> StepResult | None:
         """BEGIN, lock, refresh_step, COMMIT in one round trip; None if the view was raced."""
         try:
-            with conn.pipeline():
-                _begin_step(conn)
+            with conn.pipeline() as pipe:
+                self._begin_step(conn, step, pipe)
                 cur = conn.execute(query("refresh_step"),
                                    self._step_params(step, reason, check=not step.forced))
                 conn.execute(query("commit"))
@@ -608,19 +697,19 @@ class Executor:
             "stats": stats,
             "counters": None if given is None else [given.get(o, (None, None))[0] for o in stats],
             "filenodes": None if given is None else [given.get(o, (None, None))[1] for o in stats],
-            "check": check, "seen": step.seen}
+            "check": check, "seen": step.seen, "attempt": self.attempt, "run_as": self.run_as}
 
     def _step_result(self, step: Step, row: tuple[object, ...] | None) -> StepResult | None:
         """The outcome refresh_step returned (its reason as recorded); None if raced."""
         assert row is not None
-        if row[0] == "raced":
+        if row[0] == RACED:
             return None
         rel = self.rels[step.name]
         self._changed[step.name] = bool(row[2])
         if rel.relkind == "m" and not rel.populated:
             self.rels[step.name] = Relation(rel.name, rel.oid, rel.relkind, True,
                                             rel.concurrent_index)
-        return StepResult(step.name, "refreshed", str(row[3]), float(str(row[1])),
+        return StepResult(step.name, StepStatus.DONE, str(row[3]), float(str(row[1])),
                           concurrently=self._concurrently(rel))
 
     def _concurrently(self, rel: Relation) -> bool:
@@ -777,10 +866,10 @@ def plan_width(plan: Plan) -> int:
     return len(steps) - sum(augment(i, set()) for i in refreshing)
 
 
-def _begin_step(conn: Conn) -> None:
-    """Open a step's transaction: READ COMMITTED, compaction kept away until COMMIT."""
-    conn.execute(query("begin_step"))
-    conn.execute(query("keep_compaction_away"))
+def _is_request(exc: psycopg.Error) -> bool:
+    """A statement cancelled (by ``mvgraph.cancel_job`` perhaps) or refused by refresh_step
+    because the job has a request."""
+    return isinstance(exc, pgerrors.QueryCanceled) or exc.sqlstate == JOB_REQUEST
 
 
 def _rollback(conn: Conn) -> None:

@@ -6,9 +6,9 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -32,7 +32,9 @@ from mvgraph.refresh.behavior import (
 from mvgraph.refresh.behavior import plan as make_plan
 
 if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
-    from mvgraph.refresh.executor import Executor, Listener, RefreshReport
+    from mvgraph.jobs.store import PlannedStep
+    from mvgraph.model.events import Listener
+    from mvgraph.refresh.executor import Executor, RefreshOptions, RefreshReport
 
 Conn = psycopg.Connection[tuple[object, ...]]
 log = logging.getLogger("mvgraph")
@@ -135,6 +137,85 @@ def plan(target: Target, targets: str | Sequence[str], behavior: str | None = No
         return build_plan(conn, names, behavior, force=force, search_path=search_path)[1]
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshSpec:
+    """What a refresh job was asked to do: kept in the job's options, so that a worker (or a
+    resumed job) plans it again from fresh facts."""
+
+    targets: tuple[str, ...]
+    behavior: str | None = None
+    force: bool = False
+    search_path: tuple[str, ...] = ("public",)
+    parallel: int = 1
+    atomic: bool = False
+    concurrently: str = "auto"
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def check(self) -> None:
+        """Refuse bad option values before anything runs."""
+        if self.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
+        if self.concurrently not in ("auto", "always", "never"):
+            raise UsageError("--concurrently must be auto, always or never")
+
+    def to_options(self, p: Plan) -> dict[str, Any]:
+        """The job's ``options`` column."""
+        return {"behavior": p.behavior.value, "targets": [str(t) for t in p.targets],
+                "asked": list(self.targets), "force": self.force,
+                "search_path": list(self.search_path), "parallel": self.parallel,
+                "atomic": self.atomic, "concurrently": self.concurrently,
+                "lock_timeout": self.lock_timeout, "statement_timeout": self.statement_timeout}
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> RefreshSpec:
+        """Back from a job's ``options`` (written by ``to_options``)."""
+        return cls(tuple(options.get("asked") or options.get("targets") or ()),
+                   options.get("behavior"), bool(options.get("force")),
+                   tuple(options.get("search_path") or ("public",)),
+                   int(options.get("parallel") or 1), bool(options.get("atomic")),
+                   str(options.get("concurrently") or "auto"), options.get("lock_timeout"),
+                   options.get("statement_timeout"))
+
+
+def run_options(conn: Conn, spec: RefreshSpec) -> RefreshOptions:
+    """How to run: the spec's values, else the stored settings."""
+    from mvgraph.refresh.executor import RefreshOptions
+
+    for key, value in (("lock_timeout", spec.lock_timeout),
+                       ("statement_timeout", spec.statement_timeout)):
+        if value is not None:
+            _validate_setting(conn, key, value)
+    with translated():
+        stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
+    return RefreshOptions(
+        parallel=1 if spec.atomic else spec.parallel, atomic=spec.atomic,
+        concurrently=spec.concurrently,
+        lock_timeout=spec.lock_timeout or stored.get("lock_timeout", "10s"),
+        statement_timeout=spec.statement_timeout or stored.get("statement_timeout", "0"),
+        synchronous_commit=stored.get("synchronous_commit", "off"))
+
+
+def planned_steps(p: Plan, state: changes.CatalogState) -> list[PlannedStep]:
+    """The step rows of a plan (its views must exist)."""
+    from mvgraph.jobs.store import PlannedStep
+
+    missing = [s.name for s in p.steps if s.name not in state.rels]
+    if missing:
+        raise UnknownRelation(f"{missing[0]} does not exist in the database; reload the graph")
+    return [PlannedStep(str(s.name), state.rels[s.name].oid, s.action.value, s.reason)
+            for s in p.steps]
+
+
+def _spec(targets: str | Sequence[str], behavior: str | None, **kwargs: Any) -> RefreshSpec:
+    names = (targets,) if isinstance(targets, str) else tuple(targets)
+    kwargs["search_path"] = tuple(kwargs.get("search_path", ("public",)))
+    spec = RefreshSpec(names, behavior, **kwargs)
+    spec.check()
+    return spec
+
+
 def refresh(target: Target, targets: str | Sequence[str], behavior: str | None = None, *,
             parallel: int = 1, atomic: bool = False, concurrently: str = "auto",
             lock_timeout: str | None = None, statement_timeout: str | None = None,
@@ -143,6 +224,10 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
             executor_hook: Callable[[Executor], None] | None = None) -> RefreshReport:
     """Refresh views with one of the five behaviours; returns what happened to each view.
 
+    The run is a job (``mvgraph.job``) owned by this session until it ends. ``listener``
+    receives typed events (``mvgraph.model.events``): JobStarted, StepStarted, StepFinished,
+    JobFinished.
+
     Example::
 
         report = mvgraph.refresh("postgresql:///app", "mv5", behavior="cascade all",
@@ -150,34 +235,63 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
         report.status, [str(n) for n in report.refreshed]
         # ('ok', ['public.mv1', 'public.mv5', 'public.mv6'])
     """
-    from mvgraph.refresh.executor import Executor, RefreshOptions
-
-    if parallel < 1:
-        raise UsageError("--parallel must be at least 1")
-    if concurrently not in ("auto", "always", "never"):
-        raise UsageError("--concurrently must be auto, always or never")
-    names = [targets] if isinstance(targets, str) else list(targets)
+    spec = _spec(targets, behavior, parallel=parallel, atomic=atomic,
+                 concurrently=concurrently, lock_timeout=lock_timeout,
+                 statement_timeout=statement_timeout, force=force, search_path=search_path)
     with session(target) as conn:
-        for key, value in (("lock_timeout", lock_timeout),
-                           ("statement_timeout", statement_timeout)):
-            if value is not None:
-                _validate_setting(conn, key, value)
-        g, p, state = build_plan(conn, names, behavior, force=force, search_path=search_path)
-        with translated():
-            stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
-        options = RefreshOptions(
-            parallel=1 if atomic else parallel, atomic=atomic, concurrently=concurrently,
-            lock_timeout=lock_timeout or stored.get("lock_timeout", "10s"),
-            statement_timeout=statement_timeout or stored.get("statement_timeout", "0"),
-            synchronous_commit=stored.get("synchronous_commit", "off"))
-        executor = Executor(conn, g, p, options, listener, catalog=state)
-        if executor_hook is not None:  # lets callers reach the executor, e.g. to cancel it
-            executor_hook(executor)
-        return executor.run()
+        return run_refresh(conn, spec, listener=listener, executor_hook=executor_hook)
+
+
+def run_refresh(conn: Conn, spec: RefreshSpec, *, listener: Listener | None = None,
+                executor_hook: Callable[[Executor], None] | None = None) -> RefreshReport:
+    """Plan and run a refresh in the foreground on ``conn``, as a job owned by it."""
+    from mvgraph import maintenance
+    from mvgraph.jobs import store
+    from mvgraph.model.status import JobKind, JobStatus
+    from mvgraph.refresh.executor import Executor
+
+    options = run_options(conn, spec)
+    g, p, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
+                             search_path=spec.search_path)
+    steps = planned_steps(p, state)
+    job = store.create_running(conn, JobKind.REFRESH, p.statement(), spec.to_options(p))
+    executor = Executor(conn, g, p, options, listener, catalog=state, job_id=job)
+    try:
+        store.write_steps(conn, job, steps)
+    except BaseException:
+        store.finish(conn, job, JobStatus.FAILED, "its steps could not be recorded",
+                     foreground=True)
+        raise
+    if executor_hook is not None:  # lets callers reach the executor, e.g. to cancel it
+        executor_hook(executor)
+    report = executor.run()
+    maintenance.housekeeping(conn, job)
+    return report
+
+
+def submit_refresh(target: Target, targets: str | Sequence[str], behavior: str | None = None,
+                   *, parallel: int = 1, atomic: bool = False, concurrently: str = "auto",
+                   lock_timeout: str | None = None, statement_timeout: str | None = None,
+                   force: bool = False, search_path: Sequence[str] = ("public",)) -> int:
+    """Queue a refresh as a background job (planned now, its steps recorded) and return its
+    id at once; ``mvgraph worker`` runs it, planning again from the facts of that moment."""
+    from mvgraph.jobs import store
+    from mvgraph.model.status import JobKind
+
+    spec = _spec(targets, behavior, parallel=parallel, atomic=atomic,
+                 concurrently=concurrently, lock_timeout=lock_timeout,
+                 statement_timeout=statement_timeout, force=force, search_path=search_path)
+    with session(target) as conn:
+        run_options(conn, spec)  # validates the timeouts
+        _g, p, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
+                                  search_path=spec.search_path)
+        return store.queue(conn, JobKind.REFRESH, p.statement(), spec.to_options(p),
+                           planned_steps(p, state))
 
 
 SETTINGS = {
-    "retention_days": "days that finished jobs and their steps are kept",
+    "retention_days": "days that finished jobs and their steps are kept (default 7)",
+    "max_concurrent_jobs": "worker jobs running at once, across all workers (default 4)",
     "lock_timeout": "default lock wait per refresh (e.g. 10s)",
     "statement_timeout": "default statement timeout per refresh (0 = none)",
     "synchronous_commit": "commit mode of refresh transactions (off: fast, a crash may lose "
@@ -190,6 +304,10 @@ def _validate_setting(conn: Conn, key: str, value: str) -> None:
     if key == "retention_days":
         if not value.isdigit() or not 0 <= int(value) <= 36500:
             raise UsageError("retention_days must be a whole number of days (0 to 36500)")
+        return
+    if key == "max_concurrent_jobs":
+        if not value.isdigit() or not 1 <= int(value) <= 10000:
+            raise UsageError("max_concurrent_jobs must be a whole number from 1 to 10000")
         return
     try:  # let PostgreSQL judge the value, in a transaction that is rolled back
         with conn.transaction(force_rollback=True):

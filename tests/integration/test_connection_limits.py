@@ -46,7 +46,7 @@ class Watcher(threading.Thread):
             try:
                 with psycopg.connect(self.dsn, autocommit=True) as c:
                     row = c.execute("SELECT count(*) FROM pg_stat_activity "
-                                    "WHERE application_name = 'mvgraph'").fetchone()
+                                    "WHERE application_name LIKE 'mvgraph%'").fetchone()
                     self.most = max(self.most, int(row[0]) if row else 0)
             except psycopg.Error as exc:
                 self.failures.append(str(exc))
@@ -95,8 +95,8 @@ def test_refused_connections_mean_fewer_workers_not_a_failed_run(
             for i in range(3)))
     hogs: list[psycopg.Connection[tuple[object, ...]]] = []
 
-    def take_every_slot(event: str, name: object, result: object) -> None:
-        while event == "start" and str(name) == "public.r":
+    def take_every_slot(event: object) -> None:
+        while isinstance(event, mvgraph.StepStarted) and str(event.name) == "public.r":
             try:
                 hogs.append(psycopg.connect(small_server, autocommit=True))
             except psycopg.OperationalError:

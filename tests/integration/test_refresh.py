@@ -286,8 +286,8 @@ def test_overlapping_cascades_in_two_processes(gauss: Conn, db_dsn: str) -> None
     errors: list[BaseException] = []
     both_planned = threading.Barrier(2, timeout=20)
 
-    def meet_at_mv1(event: str, name: mvgraph.RelationName, _: object) -> None:
-        if event == "start" and str(name) == "public.mv1":
+    def meet_at_mv1(event: object) -> None:
+        if isinstance(event, mvgraph.StepStarted) and str(event.name) == "public.mv1":
             both_planned.wait()
 
     def worker() -> None:
@@ -317,18 +317,24 @@ def test_view_refreshed_by_another_process_after_planning_is_decided_again(
         gauss: Conn, db_dsn: str) -> None:
     """The plan said stale; another process refreshes the view before the step runs: the step
     reads fresh facts under the view's lock and skips it instead of refreshing it twice."""
+    from mvgraph.jobs import store
+    from mvgraph.model.status import JobKind
     from mvgraph.refresh.executor import Executor
-    from mvgraph.refresh.service import build_plan
+    from mvgraph.refresh.service import build_plan, planned_steps
+
+    def run(graph: object, plan: object, state: object) -> RefreshReport:
+        job = store.create_running(gauss, JobKind.REFRESH, "test", {})
+        store.write_steps(gauss, job, planned_steps(plan, state))  # type: ignore[arg-type]
+        return Executor(gauss, graph, plan, job_id=job).run()  # type: ignore[arg-type]
 
     gauss.execute("INSERT INTO test_table VALUES (71, 1, 1)")
-    graph, plan, _ = build_plan(gauss, ["mv1"])
+    graph, plan, state = build_plan(gauss, ["mv1"])
     assert [s.action.value for s in plan.steps] == ["refresh"]
     assert refreshed(mvgraph.refresh(db_dsn, "mv1")) == ["public.mv1"]  # the other process
-    report = Executor(gauss, graph, plan).run()
+    report = run(graph, plan, state)
     assert acted(report) == {"public.mv1": "skipped"}
     assert report.steps[0].reason.startswith("unchanged since")
-    forced_graph, forced, _ = build_plan(gauss, ["mv1"], force=True)
-    assert refreshed(Executor(gauss, forced_graph, forced).run()) == ["public.mv1"]
+    assert refreshed(run(*build_plan(gauss, ["mv1"], force=True))) == ["public.mv1"]
 
 
 def test_early_cutoff_in_the_middle_of_a_cascade(conn: Conn) -> None:
@@ -346,8 +352,8 @@ def test_early_cutoff_in_the_middle_of_a_cascade(conn: Conn) -> None:
 
 
 def test_view_dropped_during_the_run_fails_its_step_clearly(gauss: Conn, db_dsn: str) -> None:
-    def drop_mv6(event: str, name: object, result: object) -> None:
-        if event == "finish" and str(name) == "public.mv1":
+    def drop_mv6(event: object) -> None:
+        if isinstance(event, mvgraph.StepFinished) and str(event.name) == "public.mv1":
             with psycopg.connect(db_dsn, autocommit=True) as other:
                 other.execute("DROP MATERIALIZED VIEW mv6")
 
@@ -394,8 +400,8 @@ def test_cancel_marks_remaining_steps_and_leaves_views_untouched(gauss: Conn,
                 time.sleep(0.05)
         executors[0].cancel()
 
-    def on_event(event: str, name: mvgraph.RelationName, _: object) -> None:
-        if event == "start" and str(name) == "public.slow":
+    def on_event(event: object) -> None:
+        if isinstance(event, mvgraph.StepStarted) and str(event.name) == "public.slow":
             threading.Thread(target=cancel_while_slow_runs).start()
 
     gauss.execute("INSERT INTO test_table VALUES (80, 1, 1)")
@@ -637,8 +643,8 @@ def test_atomic_run_builds_every_view_from_one_snapshot(conn: Conn, db_dsn: str)
     """)
     mvgraph.track(conn, ["src"])
 
-    def write_before_the_second(event: str, name: mvgraph.RelationName, _: object) -> None:
-        if event == "start" and name.name == "second_mv":
+    def write_before_the_second(event: object) -> None:
+        if isinstance(event, mvgraph.StepStarted) and event.name.name == "second_mv":
             with connect(db_dsn) as writer:
                 writer.execute("INSERT INTO src VALUES (2)")
 

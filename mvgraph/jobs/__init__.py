@@ -1,0 +1,1 @@
+"""Jobs: persistence (store), the queue worker, and the SQL API they share."""

@@ -1,0 +1,299 @@
+"""Job persistence: every job and step row is written here, and only here.
+
+A job's life: ``create_running`` (a foreground run, owned by its session's advisory lock) or
+``queue`` (a background job) -> ``claim`` by a worker (a lease renewed by ``heartbeat``) ->
+steps move pending -> running -> done / skipped / failed / blocked / cancelled -> ``finish``
+(done, failed, cancelled; or suspended / queued again). ``reap`` closes or requeues running jobs
+whose owner is gone. The SQL functions behind these live in ``0006_jobs.sql``, shared with the
+SQL API (``mvgraph.submit`` and friends).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from mvgraph.db.queries import query
+from mvgraph.errors import NotFound, PermissionDenied, translate, translated
+from mvgraph.model.results import StepResult
+from mvgraph.model.status import JobKind, JobStatus, StepStatus
+
+Conn = psycopg.Connection[tuple[object, ...]]
+CHANNEL = "mvgraph_jobs"  # NOTIFY channel: a job was queued, or a worker job finished
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A step row to write: name, view oid, planned action and reason."""
+
+    name: str
+    mv: int
+    planned: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a worker took from the queue, for one attempt."""
+
+    id: int
+    kind: JobKind
+    statement: str
+    options: dict[str, Any]
+    owner: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One row of ``mvgraph.jobs``."""
+
+    id: int
+    kind: str
+    statement: str
+    status: JobStatus
+    request: str | None
+    done_steps: int
+    total_steps: int
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    owner: str
+    worker: str | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``mvgraph jobs --json`` shape."""
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+        return {"id": self.id, "kind": self.kind, "statement": self.statement,
+                "status": self.status.value, "request": self.request,
+                "done_steps": self.done_steps, "total_steps": self.total_steps,
+                "submitted_at": iso(self.submitted_at), "started_at": iso(self.started_at),
+                "finished_at": iso(self.finished_at), "owner": self.owner,
+                "worker": self.worker, "error": self.error}
+
+
+def create_running(conn: Conn, kind: JobKind, statement: str, options: dict[str, Any]) -> int:
+    """A foreground run's job, running at once and owned by this session (advisory lock)."""
+    with translated():
+        row = conn.execute(query("create_job"), {
+            "kind": kind.value, "statement": statement, "options": json.dumps(options),
+            "host": socket.gethostname()}).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def queue(conn: Conn, kind: JobKind, statement: str, options: dict[str, Any],
+          steps: Sequence[PlannedStep] = ()) -> int:
+    """A background job with its planned steps, queued in one transaction; workers are woken."""
+    with translated(), conn.transaction():
+        row = conn.execute(query("queue_job"), {
+            "kind": kind.value, "statement": statement, "options": json.dumps(options),
+            "host": socket.gethostname()}).fetchone()
+        assert row is not None
+        job = int(str(row[0]))
+        write_steps(conn, job, steps)
+        conn.execute(query("notify_jobs"), {"job": job})
+    return job
+
+
+def submit(conn: Conn, statement: str) -> int:
+    """``mvgraph.submit(statement)``: what a psql user calls, from Python."""
+    with translated():
+        row = conn.execute(query("submit"), {"statement": statement}).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def write_steps(conn: Conn, job: int, steps: Sequence[PlannedStep]) -> None:
+    """A new job's steps, numbered 1.. in plan order."""
+    with translated():
+        conn.execute(query("create_steps"), {
+            "job": job, "seqs": list(range(1, len(steps) + 1)),
+            "names": [s.name for s in steps], "mvs": [s.mv for s in steps],
+            "planned": [s.planned for s in steps], "reasons": [s.reason for s in steps]})
+
+
+def replan(conn: Conn, job: int, steps: Sequence[PlannedStep]) -> dict[str, int]:
+    """Merge a fresh plan of the job's unfinished work into its step rows; returns each
+    planned step's number."""
+    with translated():
+        conn.execute(query("replan_steps"), {
+            "job": job, "names": [s.name for s in steps], "mvs": [s.mv for s in steps],
+            "planned": [s.planned for s in steps], "reasons": [s.reason for s in steps]})
+        return {name: seq for seq, name, *_ in step_rows(conn, job)}
+
+
+def step_rows(conn: Conn, job: int) -> list[tuple[int, str, StepStatus, str | None, str | None]]:
+    """Every step of a job: (seq, name, status, reason, error), in order."""
+    with translated():
+        rows = conn.execute(query("job_steps"), {"job": job}).fetchall()
+    return [(int(str(r[0])), str(r[1]), StepStatus(str(r[2])),
+             None if r[3] is None else str(r[3]), None if r[4] is None else str(r[4]))
+            for r in rows]
+
+
+def step_running(conn: Conn, job: int, seq: int) -> None:
+    """Mark a step running on this connection's backend (what ``cancel`` interrupts)."""
+    conn.execute(query("step_running"), {"job": job, "seq": seq})
+
+
+def record_step(conn: Conn, job: int, seq: int, result: StepResult) -> None:
+    """A step's outcome; a step left unfinished (PENDING) goes back to pending."""
+    if result.status is StepStatus.PENDING:
+        conn.execute(query("step_pending"), {"job": job, "seq": seq})
+        return
+    conn.execute(query("step_finished"), {
+        "status": result.status.value, "reason": result.reason, "duration": result.duration_s,
+        "error": result.error, "concurrent": result.concurrently, "job": job, "seq": seq})
+
+
+def pending_request(conn: Conn, job: int, attempt: int | None) -> str:
+    """What a running job was asked: '' nothing, 'cancel', 'suspend', or 'lost' when the job
+    is no longer this attempt's (another worker took it, or it ended)."""
+    row = conn.execute(query("job_request"), {"job": job}).fetchone()
+    if row is None:
+        return "lost"
+    req, status, att = str(row[0]), str(row[1]), int(str(row[2]))
+    if req:
+        return req
+    if status != JobStatus.RUNNING or (attempt is not None and att != attempt):
+        return "lost"
+    return ""
+
+
+def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
+           attempt: int | None = None, foreground: bool = False) -> None:
+    """Close (done, failed, cancelled), suspend or requeue this attempt of a job; a foreground
+    run releases its lock, a worker's job wakes the workers (a slot under the cap is free)."""
+    try:
+        conn.execute(query("finish_job"), {"status": status.value, "error": error, "job": job,
+                                           "attempt": attempt})
+        if status is JobStatus.QUEUED:
+            conn.execute(query("requeue_steps"), {"job": job})
+        if foreground:
+            conn.execute(query("unlock_job"), {"job": job})
+        else:
+            conn.execute(query("notify_jobs"), {"job": job})
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+def reap(conn: Conn) -> int:
+    """Fail or requeue running jobs whose owner is gone; returns how many."""
+    with translated():
+        row = conn.execute(query("reap_jobs")).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def claim(conn: Conn, worker: str, lease_s: float) -> ClaimedJob | None:
+    """The oldest queued job, unless the cap of running worker jobs is reached."""
+    with translated():
+        row = conn.execute(query("claim_job"), {"worker": worker, "lease": lease_s}).fetchone()
+    if row is None:
+        return None
+    options = row[3] if isinstance(row[3], dict) else {}
+    return ClaimedJob(int(str(row[0])), JobKind(str(row[1])), str(row[2]), options,
+                      str(row[4]), int(str(row[5])))
+
+
+def heartbeat(conn: Conn, job: int, attempt: int, lease_s: float) -> str:
+    """Renew a worker's lease: '' nothing asked, 'cancel', 'suspend', or 'lost'."""
+    row = conn.execute(query("job_heartbeat"), {"job": job, "attempt": attempt,
+                                                "lease": lease_s}).fetchone()
+    return str(row[0]) if row else "lost"
+
+
+def run_as(conn: Conn, owner: str) -> str | None:
+    """The role a job's steps run as: None when the worker logs in as the owner; else the
+    owner, which this session's login must be able to assume.
+
+    Raises:
+        PermissionDenied: the worker's login cannot act as the owner (the job fails with it).
+    """
+    with translated():
+        row = conn.execute(query("can_assume"), {"role": owner}).fetchone()
+    assert row is not None
+    login = str(row[1])
+    if owner == login:
+        return None
+    if not row[0]:
+        raise PermissionDenied(f"worker role {login} cannot act as role {owner}, the job's "
+                               f"owner; GRANT {owner} TO {login}, or run the worker as a "
+                               "role that can")
+    return owner
+
+
+def _steer(conn: Conn, name: str, job: int) -> str:
+    try:
+        row = conn.execute(query(name), {"job": job}).fetchone()
+    except psycopg.errors.NoDataFound:
+        raise NotFound(f"no job {job}; list jobs with `mvgraph jobs --all`") from None
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    return str(row[0]) if row else ""
+
+
+def cancel(conn: Conn, job: int) -> str:
+    """Cancel a job from any process; returns its status or ``cancelling``."""
+    return _steer(conn, "cancel_job", job)
+
+
+def suspend(conn: Conn, job: int) -> str:
+    """Suspend a job after its running steps; returns its status or ``suspending``."""
+    return _steer(conn, "suspend_job", job)
+
+
+def resume(conn: Conn, job: int) -> str:
+    """Queue a suspended job again; returns its status."""
+    return _steer(conn, "resume_job", job)
+
+
+def result(conn: Conn, job: int) -> dict[str, Any]:
+    """``mvgraph.job_result(id)``: status, error, steps by status, result."""
+    try:
+        row = conn.execute(query("job_result"), {"job": job}).fetchone()
+    except psycopg.errors.NoDataFound:
+        raise NotFound(f"no job {job}; list jobs with `mvgraph jobs --all`") from None
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    assert row is not None and isinstance(row[0], dict)
+    return row[0]
+
+
+def jobs(conn: Conn, every: bool = False) -> list[JobInfo]:
+    """Jobs unfinished or finished within the hour (``every``: all kept jobs), oldest first."""
+    with translated():
+        rows = conn.execute(query("list_jobs"), {"all": every}).fetchall()
+    return [JobInfo(int(str(r[0])), str(r[1]), str(r[2]), JobStatus(str(r[3])),
+                    _opt(r[4]), int(str(r[5])), int(str(r[6])), _time(r[7]) or datetime.min,
+                    _time(r[8]), _time(r[9]), str(r[10]), _opt(r[11]), _opt(r[12]))
+            for r in rows]
+
+
+def purge(conn: Conn, days: int | None = None) -> int:
+    """Delete finished jobs older than ``days`` (default: the retention_days setting)."""
+    with translated():
+        row = conn.execute(query("purge_jobs"), {"days": days}).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def listen(conn: Conn) -> None:
+    """Subscribe this (autocommit) connection to job notifications."""
+    with translated():
+        conn.execute(query("listen_jobs"))
+
+
+def _opt(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+def _time(v: object) -> datetime | None:
+    return v if isinstance(v, datetime) else None

@@ -1,0 +1,346 @@
+"""``mvgraph worker``: runs queued jobs.
+
+One main loop claims jobs (``mvgraph.claim_job``: oldest first, ``FOR UPDATE SKIP LOCKED``,
+within ``max_concurrent_jobs`` across every worker) on a dedicated autocommit connection that
+LISTENs on ``mvgraph_jobs``, so a submitted job starts at once; polling every ``poll_s`` is the
+fallback. Each job runs in a thread on its own connection; a heartbeat thread renews the lease of
+each (every ``heartbeat_s``, for ``lease_s``) and passes on cancel and suspend requests. A job
+whose worker died is requeued by the next claim after its lease expires, and resumes from its
+first unfinished step. SIGTERM / SIGINT: claim nothing more, let running steps finish for up to
+``shutdown_s``, then cancel them and requeue what is left. The database going away never stops
+the worker: it reconnects with backoff, and requeues the jobs it lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from mvgraph import maintenance
+from mvgraph.db.connect import connect
+from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
+from mvgraph.jobs import store
+from mvgraph.jobs.store import ClaimedJob
+from mvgraph.model.events import Event, JobFinished, StepFinished
+from mvgraph.model.results import StepResult
+from mvgraph.model.status import JobKind, JobStatus, RunStatus
+from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
+
+log = logging.getLogger("mvgraph.worker")
+Conn = psycopg.Connection[tuple[object, ...]]
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker runs; the defaults are the documented ones."""
+
+    dsn: str | None = None
+    concurrency: int = 1
+    lease_s: float = 30.0
+    heartbeat_s: float = 10.0
+    poll_s: float = 5.0
+    shutdown_s: float = 30.0
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def check(self) -> None:
+        """Refuse settings that cannot work."""
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if not 0 < self.heartbeat_s < self.lease_s:
+            raise UsageError("the heartbeat must be shorter than the lease (defaults: 10s, 30s)")
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    thread: threading.Thread
+    executor: Executor | None = None
+
+
+class Worker:
+    """Claims and runs jobs until stopped."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        config.check()
+        self.config = config
+        self._stopping = threading.Event()
+        self._hurry = threading.Event()  # the grace period is over: cancel running steps
+        self._jobs: dict[int, _Running] = {}
+        self._lock = threading.Lock()
+
+    # ---- control --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Claim nothing more; running jobs get the grace period, then are requeued."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Run until ``stop`` (or SIGTERM / SIGINT when called in the main thread)."""
+        self._install_signals()
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        log.info("worker %s started (concurrency %d)", self.config.name, self.config.concurrency)
+        try:
+            self._main_loop()
+        finally:
+            self._shutdown()
+            beat.join(self.config.heartbeat_s + 5)
+            log.info("worker %s stopped", self.config.name)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if self._stopping.is_set():  # a second signal: no more grace
+                self._hurry.set()
+            log.info("signal %d: stopping (running steps get %.0fs)", signum,
+                     self.config.shutdown_s)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # ---- the claim loop -------------------------------------------------------------------------
+    def _main_loop(self) -> None:
+        conn: Conn | None = None
+        backoff = 0.5
+        last_poll = 0.0
+        while not self._stopping.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                    store.listen(conn)
+                    backoff = 0.5
+                    last_poll = 0.0
+                if time.monotonic() - last_poll >= self.config.poll_s:
+                    last_poll = time.monotonic()
+                    self._claim(conn)
+                woken = False
+                for _ in conn.notifies(timeout=min(1.0, self.config.poll_s), stop_after=1):
+                    woken = True
+                if woken:
+                    self._claim(conn)
+            except (psycopg.Error, MvgraphError) as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc),
+                            backoff)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if conn is not None:
+            conn.close()
+
+    def _connect(self) -> Conn:
+        from mvgraph.refresh.service import prepare
+
+        conn = connect(self.config.dsn, application_name=f"mvgraph worker {self.config.name}")
+        try:
+            prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _claim(self, conn: Conn) -> None:
+        """Claim jobs while this worker has free slots (the cap may say no)."""
+        while not self._stopping.is_set():
+            with self._lock:
+                if len(self._jobs) >= self.config.concurrency:
+                    return
+            job = store.claim(conn, self.config.name, self.config.lease_s)
+            if job is None:
+                return
+            log.info("job %d: claimed (attempt %d): %s", job.id, job.attempt, job.statement)
+            thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{job.id}",
+                                      daemon=True)
+            with self._lock:
+                self._jobs[job.id] = _Running(job, thread)
+            thread.start()
+
+    # ---- one job --------------------------------------------------------------------------------
+    def _run_job(self, job: ClaimedJob) -> None:
+        conn: Conn | None = None
+        try:
+            conn = connect(self.config.dsn, application_name=f"mvgraph job {job.id}")
+            report = self._execute(conn, job)
+            if report is not None and report.status is RunStatus.LOST:
+                self._requeue_lost(job)
+            elif report is not None:
+                maintenance.housekeeping(conn, job.id)
+        except (ConnectionFailed, psycopg.OperationalError) as exc:
+            log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
+            self._requeue_lost(job)
+        except MvgraphError as exc:
+            self._fail(conn, job, str(exc))
+        except Exception as exc:  # an mvgraph bug: the job says so, the worker goes on
+            log.exception("job %d: internal error", job.id)
+            self._fail(conn, job, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if conn is not None:
+                conn.close()
+            with self._lock:
+                self._jobs.pop(job.id, None)
+
+    def _execute(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
+        """Plan the job from fresh facts and run what is unfinished."""
+        from mvgraph.refresh.service import build_plan, planned_steps, prepare, run_options
+
+        if job.kind is not JobKind.REFRESH:
+            raise UsageError(f"job {job.id}: kind {job.kind.value} is not supported yet")
+        prepare(conn)
+        run_as = store.run_as(conn, job.owner)
+        spec = job_spec(job)
+        options = run_options(conn, spec)
+        g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
+                                    search_path=spec.search_path)
+        finished = {name: (status, reason, error)
+                    for _seq, name, status, reason, error in store.step_rows(conn, job.id)
+                    if status.finished}
+        prior = {s.name: StepResult(s.name, finished[str(s.name)][0],
+                                    finished[str(s.name)][1] or "", 0.0,
+                                    finished[str(s.name)][2])
+                 for s in plan.steps if str(s.name) in finished}
+        todo = [s for s in plan.steps if s.name not in prior]
+        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state))
+        executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
+                            seqs={s.name: seqs[str(s.name)] for s in plan.steps},
+                            attempt=job.attempt, run_as=run_as, foreground=False, prior=prior)
+        with self._lock:
+            running = self._jobs.get(job.id)
+            if running is not None:
+                running.executor = executor
+            if self._hurry.is_set():
+                executor.stop(StopMode.REQUEUE, cancel_running=True)
+            elif self._stopping.is_set():
+                executor.stop(StopMode.REQUEUE, cancel_running=False)
+        return executor.run()
+
+    def _fail(self, conn: Conn | None, job: ClaimedJob, message: str) -> None:
+        log.warning("job %d failed: %s", job.id, message)
+        try:
+            if conn is None or conn.closed:
+                conn = connect(self.config.dsn)
+            store.finish(conn, job.id, JobStatus.FAILED, message, attempt=job.attempt)
+        except (psycopg.Error, MvgraphError) as exc:
+            log.warning("job %d: cannot record its failure (%s); its lease will expire",
+                        job.id, _first_line(exc))
+
+    def _requeue_lost(self, job: ClaimedJob) -> None:
+        """Hand a job whose connection died back to the queue once the database answers
+        (while this worker still holds its lease); else the lease expires and any worker
+        takes it over."""
+        deadline = time.monotonic() + self.config.lease_s
+        delay = 0.2
+        while time.monotonic() < deadline:
+            try:
+                with connect(self.config.dsn) as conn:
+                    store.finish(conn, job.id, JobStatus.QUEUED,
+                                 "worker lost its connection; requeued", attempt=job.attempt)
+                log.info("job %d: requeued", job.id)
+                return
+            except (psycopg.Error, MvgraphError):
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # ---- leases ---------------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        conn: Conn | None = None
+        while True:
+            with self._lock:
+                running = list(self._jobs.values())
+            if not running and self._stopping.is_set():
+                break
+            try:
+                if running and (conn is None or conn.closed):
+                    conn = connect(self.config.dsn,
+                                   application_name=f"mvgraph worker {self.config.name}")
+                for r in running:
+                    assert conn is not None
+                    asked = store.heartbeat(conn, r.job.id, r.job.attempt, self.config.lease_s)
+                    self._obey(r, asked)
+            except (psycopg.Error, MvgraphError) as exc:
+                log.warning("heartbeat failed (%s); retrying", _first_line(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+            time.sleep(min(self.config.heartbeat_s, 0.5) if self._stopping.is_set() and
+                       not running else self.config.heartbeat_s)
+        if conn is not None:
+            conn.close()
+
+    def _obey(self, running: _Running, asked: str) -> None:
+        ex = running.executor
+        if ex is None or not asked:
+            return
+        if asked == "cancel":
+            ex.cancel()
+        elif asked == "suspend":
+            ex.suspend()
+        elif asked == "lost":
+            log.warning("job %d: lease lost (another worker took it over)", running.job.id)
+            ex.stop(StopMode.LOST)
+
+    # ---- stopping -------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Stop starting steps, wait ``shutdown_s`` for running ones, cancel the rest; every
+        job not finished goes back to the queue."""
+        with self._lock:
+            running = list(self._jobs.values())
+        for r in running:
+            if r.executor is not None:
+                r.executor.stop(StopMode.REQUEUE, cancel_running=False)
+        deadline = time.monotonic() + self.config.shutdown_s
+        for r in running:
+            while r.thread.is_alive() and time.monotonic() < deadline \
+                    and not self._hurry.is_set():
+                r.thread.join(0.2)
+        self._hurry.set()
+        with self._lock:
+            running = list(self._jobs.values())
+        for r in running:
+            if r.executor is not None:
+                r.executor.stop(StopMode.REQUEUE, cancel_running=True)
+        for r in running:
+            r.thread.join(30)
+
+
+def job_spec(job: ClaimedJob) -> Any:
+    """What to refresh: the options written by ``refresh --background``, else the statement
+    given to ``mvgraph.submit``, parsed by the SQL front-end."""
+    from mvgraph.frontend import parse_refresh
+    from mvgraph.refresh.service import RefreshSpec
+
+    if job.options.get("asked") or job.options.get("targets"):
+        return RefreshSpec.from_options(job.options)
+    parsed = parse_refresh(job.statement)
+    if parsed is None:
+        raise UsageError(f"job {job.id}: {job.statement!r} is not REFRESH MATERIALIZED VIEW "
+                         "name [DEFAULT | RESTRICT | CASCADE FORWARD|BACKWARD|ALL]")
+    return RefreshSpec((parsed.name,), parsed.behavior.value,
+                       search_path=tuple(job.options.get("search_path") or ("public",)),
+                       concurrently="always" if parsed.concurrently else "auto")
+
+
+def _log_event(event: Event) -> None:
+    if isinstance(event, StepFinished):
+        r = event.result
+        log.info("job %d: %s %s%s", event.job_id, r.name, r.action,
+                 f": {r.error}" if r.error else "")
+    elif isinstance(event, JobFinished):
+        log.info("job %d: %s in %.2fs", event.job_id, event.status.value, event.elapsed_s)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

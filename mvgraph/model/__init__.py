@@ -1,0 +1,1 @@
+"""Plain value types shared by every layer: statuses that mirror the database, typed events."""

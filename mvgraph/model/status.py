@@ -1,0 +1,104 @@
+"""Status vocabularies, each the one-to-one image of a CHECK constraint in the ``mvgraph``
+schema (``tests/integration/test_status_enums.py`` compares them with the catalog).
+
+A step's outcome has one vocabulary, :class:`StepStatus`, used by the runner, the step rows
+and ``mvgraph.refresh_step``. The ``--json`` output keeps its historical word for a refreshed
+step, ``refreshed`` (``StepStatus.DONE.word``); every other status is its own word.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """What a plan step will do (``job_step.planned``)."""
+
+    REFRESH = "refresh"
+    SKIP = "skip"
+
+
+class JobStatus(StrEnum):
+    """``job.status``: where a job is in its life."""
+
+    QUEUED = "queued"  # waiting for a worker (background, or resumed)
+    RUNNING = "running"  # owned by a live session (advisory lock) or a worker (lease)
+    SUSPENDED = "suspended"  # stopped after a step; ``resume`` queues it again
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the statuses a job never leaves."""
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobKind(StrEnum):
+    """``job.kind``: what a job runs (only ``refresh`` jobs exist so far)."""
+
+    REFRESH = "refresh"
+    SQL = "sql"
+    CREATE = "create"
+
+
+class JobRequest(StrEnum):
+    """``job.request``: what someone asked a running job to do at its next step."""
+
+    CANCEL = "cancel"
+    SUSPEND = "suspend"
+
+
+class StepStatus(StrEnum):
+    """``job_step.status``: one step's state and, once finished, its outcome."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"  # refreshed
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    BLOCKED = "blocked"  # an upstream step failed, was blocked or cancelled
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True once the step will never run again in its job."""
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+    @property
+    def word(self) -> str:
+        """The word reports and ``--json`` use (``refreshed`` for DONE).
+
+        >>> StepStatus.DONE.word, StepStatus.SKIPPED.word
+        ('refreshed', 'skipped')
+        """
+        return "refreshed" if self is StepStatus.DONE else self.value
+
+
+class RunStatus(StrEnum):
+    """How one run of a plan ended (``RefreshReport.status``; ``ok`` is the job's ``done``)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUSPENDED = "suspended"  # stopped after a step on request; the job waits for resume
+    QUEUED = "queued"  # handed back to the queue (a worker shutting down)
+    LOST = "lost"  # the job was taken over elsewhere (lease expired); its row is not touched
+
+    @property
+    def job_status(self) -> JobStatus | None:
+        """The job status a run ending this way records (None: leave the row alone)."""
+        return {RunStatus.OK: JobStatus.DONE, RunStatus.FAILED: JobStatus.FAILED,
+                RunStatus.CANCELLED: JobStatus.CANCELLED,
+                RunStatus.SUSPENDED: JobStatus.SUSPENDED,
+                RunStatus.QUEUED: JobStatus.QUEUED}.get(self)
+
+
+#: The CHECK constraint each enum mirrors: (table, column) -> enum.
+CHECKED: dict[tuple[str, str], type[StrEnum]] = {
+    ("job", "status"): JobStatus,
+    ("job", "kind"): JobKind,
+    ("job", "request"): JobRequest,
+    ("job_step", "status"): StepStatus,
+    ("job_step", "planned"): Action,
+}
