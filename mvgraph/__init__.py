@@ -22,6 +22,7 @@ globals().pop("refresh", None)
 if TYPE_CHECKING:
     from mvgraph.api import (
         cancel_job,
+        job_result,
         list_jobs,
         load_graph,
         prune_jobs,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
     **dict.fromkeys(("load_graph", "submit", "submit_refresh", "list_jobs", "cancel_job",
-                     "suspend_job", "resume_job", "prune_jobs"), "mvgraph.api"),
+                     "suspend_job", "resume_job", "prune_jobs", "job_result"), "mvgraph.api"),
     **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.definitions"),
     **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "LockTimeout",
                      "MvgraphError", "NotFound", "PermissionDenied", "SelectorError",
@@ -144,6 +145,7 @@ __all__ = [
     "cancel_job",
     "configure",
     "diff",
+    "job_result",
     "list_jobs",
     "load_graph",
     "plan",

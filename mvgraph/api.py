@@ -92,13 +92,24 @@ def load_graph(
 # ---- jobs (the graph above is another module's; these are the jobs' entry points) -----------
 
 def submit(statement: str, *, dsn: str | None = None) -> int:
-    """Queue a statement as a background job, as ``SELECT mvgraph.submit(statement)`` does
-    (for now ``REFRESH MATERIALIZED VIEW name [behaviour]``); returns the job id."""
+    """Queue a statement as a background job, as ``SELECT mvgraph.submit(statement)`` does:
+    a REFRESH form is planned as a refresh, CREATE MATERIALIZED VIEW is created WITH NO DATA
+    now and populated by the job, any other statement runs as it is; returns the job id."""
     from mvgraph.jobs import store
-    from mvgraph.refresh.service import session
+    from mvgraph.refresh.service import submit_session
 
-    with session(dsn) as conn:
+    with submit_session(dsn) as conn:
         return store.submit(conn, statement)
+
+
+def job_result(job: int, *, dsn: str | None = None) -> dict[str, Any]:
+    """``mvgraph.job_result(id)``: status, error, steps by status and the job's result (a
+    background statement's tag, notices, columns, first rows, truncated)."""
+    from mvgraph.jobs import store
+    from mvgraph.refresh.service import submit_session
+
+    with submit_session(dsn) as conn:
+        return store.result(conn, job)
 
 
 def submit_refresh(dsn: str | None, targets: str | Sequence[str], behavior: str | None = None,

@@ -49,6 +49,8 @@ app.add_typer(embedded_app, name="embedded")
 jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
                        rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
+job_app = typer.Typer(help="One job: its result.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(job_app, name="job")
 
 
 
@@ -481,11 +483,15 @@ def sql_cmd(
     search_path: SearchPathOpt = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Encoding of --file, e.g. latin-1.")]
     = "utf-8",
+    background: Annotated[bool, typer.Option(
+        "--background", help="Queue each statement as a job (a worker runs it); print the "
+                             "job ids.")] = False,
     dsn: DsnOpt = None,
 ) -> None:
-    """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is."""
+    """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is;
+    SET BACKGROUND_DDL, SHOW JOBS, CANCEL JOBS, SUSPEND JOB and RESUME JOB are mvgraph's."""
     from mvgraph.frontend import execute_script
-    from mvgraph.refresh.service import session
+    from mvgraph.refresh.service import session, submit_session
     from mvgraph.render_refresh import psql_text, report_table
 
     if (statement is None) == (file is None):
@@ -497,14 +503,19 @@ def sql_cmd(
         text, source = statement or "", "<command line>"
     results = []
     failed: str | None = None
-    with session(resolve_dsn(_dsn(dsn))) as conn:
+    opener = submit_session if background else session
+    with opener(resolve_dsn(_dsn(dsn))) as conn:
         for outcome in execute_script(conn, text, source=source,
-                                      search_path=_search_path(search_path), parallel=parallel):
+                                      search_path=_search_path(search_path), parallel=parallel,
+                                      background=background):
             if as_json:
                 results.append({"line": outcome.line, "status": outcome.status,
                                 "columns": outcome.columns,
                                 "rows": [[_jsonable(v) for v in r] for r in outcome.rows],
-                                "refresh": outcome.report.to_dict() if outcome.report else None})
+                                "refresh": outcome.report.to_dict() if outcome.report else None,
+                                "job": outcome.job})
+            elif outcome.job is not None:
+                sys.stdout.write(f"{outcome.job}\n")
             elif outcome.report is not None:
                 out.print(report_table(outcome.report))
             elif outcome.columns:
@@ -619,6 +630,33 @@ def jobs_prune(
 
 
 JobIdArg = Annotated[int, typer.Argument(help="The job id (see mvgraph jobs).")]
+
+
+@job_app.command("result")
+def job_result_cmd(job: JobIdArg, as_json: JsonOpt = False, dsn: DsnOpt = None) -> None:
+    """A job's outcome: status, error, and for a background statement its command tag,
+    notices and first rows (as mvgraph.job_result(id))."""
+    import mvgraph
+    from mvgraph.render_refresh import psql_text
+
+    found = mvgraph.job_result(job, dsn=resolve_dsn(_dsn(dsn)))
+    if as_json:
+        sys.stdout.write(json.dumps(found, indent=2, default=str) + "\n")
+        return
+    result = found.get("result") or {}
+    for notice in result.get("notices") or ():
+        out.print(escape(str(notice)))
+    if result.get("columns"):
+        rows = [tuple(r) for r in result.get("rows") or ()]
+        out.print(escape(psql_text(result["columns"], rows)))
+        if result.get("truncated"):
+            out.print(f"(first {len(rows)} of {result.get('row_count')} rows kept)")
+    line = f"job {job}: {found['status']}"
+    if result.get("tag"):
+        line += f" ({result['tag']})"
+    if found.get("error"):
+        line += f": {found['error']}"
+    out.print(escape(line))
 
 
 @app.command("cancel")

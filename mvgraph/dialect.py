@@ -1839,6 +1839,18 @@ class RelationHead:
     data_span: tuple[int, int] | None
 
 
+def _create_cursor(statement: str) -> _Cursor | None:
+    """A cursor after the CREATE of a script holding one CREATE statement, else None."""
+    try:
+        chunks = list(_split_statements(_DIALECT.tokenize(statement)))
+    except TokenError:
+        return None
+    if len(chunks) != 1:
+        return None
+    cur = _Cursor(_Statement(chunks[0], statement))
+    return cur if cur.accept("CREATE") else None
+
+
 def relation_head(statement: str) -> RelationHead | None:
     """Read the head of one ``CREATE [OR REPLACE] [modifiers] {TABLE|VIEW}`` statement.
 
@@ -1849,17 +1861,9 @@ def relation_head(statement: str) -> RelationHead | None:
         >>> h.parts, h.name_span, h.has_query, h.no_data
         (('s', 'M'), (25, 30), True, False)
     """
-    try:
-        chunks = list(_split_statements(_DIALECT.tokenize(statement)))
-    except TokenError:
-        return None
-    if len(chunks) != 1:
-        return None
-    cur = _Cursor(_Statement(chunks[0], statement))
-    if not cur.accept("CREATE"):
-        return None
-    head = _create_head(cur)
-    if head is None:
+    cur = _create_cursor(statement)
+    head = None if cur is None else _create_head(cur)
+    if cur is None or head is None:
         return None
     _, modifiers, obj = head
     cur.accept("IF", "NOT", "EXISTS")
@@ -1889,3 +1893,48 @@ def relation_head(statement: str) -> RelationHead | None:
         data_span = (tokens[-2].start, tokens[-1].end + 1)
     return RelationHead(obj == "VIEW", "MATERIALIZED" in modifiers, parts, name_span, has_query,
                         no_data, data_span)
+
+
+def postgres_create_matview(statement: str) -> str | None:
+    """The PostgreSQL text of a ``CREATE MATERIALIZED VIEW`` that may carry GaussDB's clauses
+    (``BUILD``, ``REFRESH ... [START WITH (...)] [EVERY (...)]``, ``{ENABLE|DISABLE} QUERY
+    REWRITE``): those clauses are cut out (schedules are not kept yet), the rest is kept as
+    written. None for any other statement, or one whose head cannot be read.
+
+    Example:
+        >>> postgres_create_matview("CREATE MATERIALIZED VIEW m REFRESH CASCADE ALL "
+        ...                         "START WITH (now()) EVERY (interval '1 h') AS SELECT 1")
+        'CREATE MATERIALIZED VIEW m AS SELECT 1'
+        >>> postgres_create_matview("CREATE VIEW v AS SELECT 1") is None
+        True
+    """
+    cur = _create_cursor(statement)
+    head = None if cur is None else _create_head(cur)
+    if cur is None or head is None or head[2] != "VIEW" or "MATERIALIZED" not in head[1]:
+        return None
+    cur.accept("IF", "NOT", "EXISTS")
+    try:
+        cur.name()
+        if cur.is_type(_T.L_PAREN):
+            cur.group()
+        cuts: list[tuple[int, int]] = []
+        while not cur.at_end() and cur.word() != "AS":
+            first = cur.i
+            word = cur.word()
+            if word == "BUILD":
+                cur.i += 2
+            elif word == "REFRESH":
+                cur.i += 1
+                _parse_refresh(cur, _DIALECT.parser())
+            elif _query_rewrite(cur) is None:  # USING, WITH (...), TABLESPACE: kept
+                cur.i += 1
+                if cur.is_type(_T.L_PAREN):
+                    cur.group()
+                continue
+            cuts.append((cur.tokens[first].start, cur.tokens[cur.i - 1].end + 1))
+    except (ParseError, IndexError):
+        return None
+    text = statement[: cur.tokens[-1].end + 1]
+    for start, end in reversed(cuts):
+        text = text[:start].rstrip() + " " + text[end:].lstrip()
+    return text.strip()

@@ -1,8 +1,16 @@
 """The SQL front-end (``mvgraph sql``): GaussDB statement forms become library calls; every other
-statement goes to PostgreSQL unchanged."""
+statement goes to PostgreSQL unchanged.
+
+Statements of the front-end itself (never sent to PostgreSQL): ``SET BACKGROUND_DDL = true |
+false`` (RisingWave: the script's following REFRESH and CREATE MATERIALIZED VIEW statements
+become background jobs), ``SHOW JOBS``, ``CANCEL JOBS id [, id ...]`` (also ``CANCEL JOB``),
+``SUSPEND JOB id`` and ``RESUME JOB id`` (Hologres). With ``background`` every statement but
+these is queued as a job (``mvgraph.submit``) and its id returned at once.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -10,8 +18,9 @@ import psycopg
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
-from mvgraph.dialect import MvgraphPostgres, split_statements
-from mvgraph.errors import DatabaseError, SqlParseError, translate
+from mvgraph.db.queries import query
+from mvgraph.dialect import MvgraphPostgres, postgres_create_matview, split_statements
+from mvgraph.errors import DatabaseError, MvgraphError, PermissionDenied, SqlParseError, translate
 from mvgraph.names import quote_ident
 from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
@@ -41,6 +50,63 @@ class Outcome:
     columns: list[str] = field(default_factory=list)
     rows: list[tuple[object, ...]] = field(default_factory=list)
     status: str = ""
+    job: int | None = None  # the job a background statement was queued as
+
+
+_SET_BACKGROUND = re.compile(
+    r"^\s*SET\s+(?:SESSION\s+)?BACKGROUND_DDL\s*(?:=|\bTO\b)\s*'?(\w+)'?\s*;?\s*$",
+    re.IGNORECASE)
+_SHOW_JOBS = re.compile(r"^\s*SHOW\s+JOBS\s*;?\s*$", re.IGNORECASE)
+_STEER = re.compile(r"^\s*(CANCEL|SUSPEND|RESUME)\s+JOBS?\s+(.*?)\s*;?\s*$",
+                    re.IGNORECASE | re.DOTALL)
+_TRUE, _FALSE = {"TRUE", "ON", "1", "YES"}, {"FALSE", "OFF", "0", "NO", "DEFAULT"}
+_BACKGROUND_DDL = re.compile(r"^\s*(REFRESH|CREATE)\s+MATERIALIZED\s+VIEW\s", re.IGNORECASE)
+_MATVIEW = re.compile(r"^\s*CREATE\s+MATERIALIZED\s+VIEW\s", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatement:
+    """A statement of the front-end itself: ``verb`` is ``background`` (SET BACKGROUND_DDL,
+    ``on`` says which way), ``show``, ``cancel``, ``suspend`` or ``resume`` (of ``ids``)."""
+
+    verb: str
+    ids: tuple[int, ...] = ()
+    on: bool = False
+
+
+def parse_job_statement(text: str) -> JobStatement | None:
+    """Recognise the front-end's own statements; None for anything else.
+
+    >>> parse_job_statement("set background_ddl = true")
+    JobStatement(verb='background', ids=(), on=True)
+    >>> parse_job_statement("CANCEL JOBS 4, 7;")
+    JobStatement(verb='cancel', ids=(4, 7), on=False)
+    >>> parse_job_statement("SET search_path = app") is None
+    True
+
+    Raises:
+        SqlParseError: such a statement, malformed (a value that is not a boolean, ids that
+            are not numbers, SUSPEND/RESUME of several jobs).
+    """
+    m = _SET_BACKGROUND.match(text)
+    if m:
+        value = m[1].upper()
+        if value not in _TRUE | _FALSE:
+            raise _syntax(text, f"BACKGROUND_DDL is true or false, not {m[1]!r}")
+        return JobStatement("background", on=value in _TRUE)
+    if _SHOW_JOBS.match(text):
+        return JobStatement("show")
+    m = _STEER.match(text)
+    if m is None:
+        return None
+    verb = m[1].lower()
+    parts = [p.strip() for p in m[2].split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise _syntax(text, f"{m[1].upper()} JOBS takes job ids (numbers, comma-separated), "
+                            "e.g. CANCEL JOBS 4, 7; list them with SHOW JOBS")
+    if verb != "cancel" and len(parts) != 1:
+        raise _syntax(text, f"{m[1].upper()} JOB takes one job id")
+    return JobStatement(verb, tuple(int(p) for p in parts))
 
 
 def parse_refresh(text: str) -> RefreshStatement | None:
@@ -132,32 +198,112 @@ def _refresh_form(statement: str, source: str, line: int) -> RefreshStatement | 
 
 def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
                    search_path: Sequence[str] = ("public",),
-                   parallel: int = 1) -> Iterator[Outcome]:
+                   parallel: int = 1, background: bool = False) -> Iterator[Outcome]:
     """Run a script statement by statement (autocommit), yielding each outcome.
 
+    ``background``: every statement is queued as a job (``Outcome.job``), none runs here.
+
     Raises:
-        SqlParseError: a GaussDB REFRESH form is malformed (checked before anything runs).
+        SqlParseError: a GaussDB REFRESH form or a front-end statement is malformed (checked
+            before anything runs).
         DatabaseError: a statement failed; the message names its line. Earlier statements stay.
     """
     from mvgraph.refresh.service import refresh
 
-    statements = [(line, statement, _refresh_form(statement, source, line))
+    statements = [(line, statement, _refresh_form(statement, source, line),
+                   _job_form(statement, source, line))
                   for line, statement in split_statements(text)]  # no statement runs if any is bad
-    for line, statement, refresh_stmt in statements:
+    background_ddl = False
+    for line, statement, refresh_stmt, job_stmt in statements:
+        if job_stmt is not None:
+            if job_stmt.verb == "background":
+                background_ddl = job_stmt.on
+                yield Outcome(line, statement, status="SET")
+            else:
+                yield _steer(conn, line, statement, job_stmt, source)
+            continue
+        if background or (background_ddl and _BACKGROUND_DDL.match(statement)):
+            job = _submit(conn, statement, refresh_stmt is not None, search_path, source, line)
+            yield Outcome(line, statement, status=f"JOB {job}", job=job)
+            continue
         if refresh_stmt is not None:
             report = refresh(conn, [refresh_stmt.name], refresh_stmt.behavior.value,
                              concurrently="always" if refresh_stmt.concurrently else "auto",
                              parallel=parallel, search_path=search_path)
             yield Outcome(line, statement, report=report, status="REFRESH MATERIALIZED VIEW")
             continue
-        try:
-            cur = conn.execute(statement.encode())  # bytes: passed untouched, no placeholders
+        runnable = postgres_create_matview(statement) if _MATVIEW.match(statement) else None
+        try:  # bytes: passed untouched, no placeholders
+            cur = conn.execute((runnable or statement).encode())
         except psycopg.Error as exc:
-            err = translate(exc)
-            raise DatabaseError(f"{source}:{line}: {err}", getattr(err, "sqlstate", None)
-                                ) from exc
+            raise _failed(exc, source, line) from exc
         outcome = Outcome(line, statement, status=cur.statusmessage or "")
         if cur.description is not None:
             outcome.columns = [d.name for d in cur.description]
             outcome.rows = cur.fetchall()
         yield outcome
+
+
+def _job_form(statement: str, source: str, line: int) -> JobStatement | None:
+    try:
+        return parse_job_statement(statement)
+    except SqlParseError as exc:
+        raise SqlParseError(exc.message, source, line, exc.statement) from None
+
+
+def _failed(exc: psycopg.Error, source: str, line: int) -> DatabaseError:
+    err = translate(exc)
+    return DatabaseError(f"{source}:{line}: {err}", getattr(err, "sqlstate", None))
+
+
+_SUBMIT_RIGHTS = re.compile(
+    r"for (function submit|table job|schema mvgraph|sequence job_id_seq)\b")
+SUBMIT_GRANTS = ("USAGE ON SCHEMA mvgraph, EXECUTE ON FUNCTION mvgraph.submit(text), "
+                 "INSERT ON mvgraph.job, USAGE ON SEQUENCE mvgraph.job_id_seq")
+
+
+def _submit(conn: Conn, statement: str, is_refresh: bool, search_path: Sequence[str],
+            source: str, line: int) -> int:
+    """Queue one statement with ``mvgraph.submit``: a REFRESH resolves names through
+    ``search_path`` (as in the foreground); a CREATE MATERIALIZED VIEW loses its GaussDB
+    clauses (PostgreSQL creates it)."""
+    from mvgraph.jobs import store
+
+    text = (postgres_create_matview(statement) if _MATVIEW.match(statement) else None) \
+        or statement
+    try:
+        if not is_refresh:
+            return store.submit(conn, text)
+        with conn.transaction():
+            conn.execute(query("set_local_search_path"),
+                         {"path": ", ".join(quote_ident(s) for s in search_path)})
+            return store.submit(conn, text)
+    except PermissionDenied as exc:
+        user = conn.info.user
+        if _SUBMIT_RIGHTS.search(str(exc)):
+            raise PermissionDenied(f"{source}:{line}: role {user} may not submit jobs; ask for "
+                                   f"GRANT {SUBMIT_GRANTS} TO {user}") from None
+        raise PermissionDenied(f"{source}:{line}: {exc}") from None
+    except MvgraphError as exc:
+        raise DatabaseError(f"{source}:{line}: {exc}", getattr(exc, "sqlstate", None)) from None
+
+
+def _steer(conn: Conn, line: int, statement: str, stmt: JobStatement,
+           source: str) -> Outcome:
+    """SHOW JOBS (the rows of ``mvgraph jobs``), CANCEL / SUSPEND / RESUME JOB."""
+    from mvgraph.jobs import store
+
+    try:
+        if stmt.verb == "show":
+            store.reap(conn)
+            found = [j.to_dict() for j in store.jobs(conn)]
+            columns = list(found[0]) if found else ["id", "kind", "statement", "status"]
+            return Outcome(line, statement, columns=columns,
+                           rows=[tuple(j.values()) for j in found], status=f"SHOW {len(found)}")
+        verb = getattr(store, stmt.verb)
+        results = [(job, str(verb(conn, job))) for job in stmt.ids]
+    except MvgraphError as exc:
+        exc.args = (f"{source}:{line}: {exc}",)
+        raise
+    return Outcome(line, statement, columns=["id", "status"], rows=list(results),
+                   status=f"{stmt.verb.upper()} {len(results)}")

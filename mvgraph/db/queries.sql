@@ -147,9 +147,10 @@ SELECT s.mv::bigint, u.input::bigint, u.counter, u.filenode
 SELECT mvgraph.change_log_intact()
 
 -- name: event_triggers
--- Which of mvgraph's two event triggers are installed and enabled.
+-- Which of mvgraph's event triggers are installed and enabled.
 SELECT evtname FROM pg_event_trigger
- WHERE evtname IN ('mvgraph_ddl_end', 'mvgraph_ddl_start') AND evtenabled <> 'D'
+ WHERE evtname IN ('mvgraph_ddl_end', 'mvgraph_ddl_start', 'mvgraph_sql_drop')
+   AND evtenabled <> 'D'
 
 -- name: create_event_trigger_mvgraph_ddl_end
 CREATE EVENT TRIGGER mvgraph_ddl_end ON ddl_command_end EXECUTE FUNCTION mvgraph.on_ddl_end()
@@ -158,6 +159,12 @@ CREATE EVENT TRIGGER mvgraph_ddl_end ON ddl_command_end EXECUTE FUNCTION mvgraph
 -- Keeps the snapshot of an outside REFRESH before the REFRESH takes its own (0004).
 CREATE EVENT TRIGGER mvgraph_ddl_start ON ddl_command_start
   WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION mvgraph.on_ddl_start()
+
+-- name: create_event_trigger_mvgraph_sql_drop
+-- Dropping a view a background CREATE is populating cancels its job (0007).
+CREATE EVENT TRIGGER mvgraph_sql_drop ON sql_drop
+  WHEN TAG IN ('DROP MATERIALIZED VIEW', 'DROP SCHEMA', 'DROP TABLE', 'DROP OWNED')
+  EXECUTE FUNCTION mvgraph.on_sql_drop()
 
 -- name: get_setting
 SELECT value FROM mvgraph.setting WHERE key = %(key)s
@@ -429,6 +436,70 @@ SELECT mvgraph.resume_job(%(job)s)
 
 -- name: submit
 SELECT mvgraph.submit(%(statement)s)
+
+-- name: sql_job_step
+-- The one step of a background statement (kept when the job runs again).
+INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
+VALUES (%(job)s, 1, 'statement', NULL, 'run', %(reason)s)
+ON CONFLICT (job_id, seq) DO UPDATE
+   SET status = 'pending', started_at = NULL, backend_pid = NULL, error = NULL
+
+-- name: sql_job_context
+-- The owner's role (when the worker logs in as another) and search path for the statement:
+-- for its transaction (local) or for the session (autocommit statements; reset after).
+SELECT CASE WHEN %(role)s::text IS NOT NULL
+            THEN pg_catalog.set_config('role', %(role)s::text, %(local)s) END,
+       pg_catalog.set_config('search_path', %(path)s, %(local)s)
+
+-- name: reset_role_local
+-- Back to the worker's login before the job's outcome is written.
+SELECT pg_catalog.set_config('role', 'none', true)
+
+-- name: reset_session_context
+RESET ROLE; RESET search_path
+
+-- name: sql_job_done
+-- A background statement's outcome, with its job done, if the job is still this attempt's and
+-- nobody cancelled it (in the statement's transaction: otherwise it is rolled back).
+WITH j AS (
+    UPDATE mvgraph.job
+       SET status = 'done', result = %(result)s::jsonb, error = NULL, request = NULL,
+           lease_until = NULL, finished_at = clock_timestamp()
+     WHERE id = %(job)s AND attempt = %(attempt)s AND status = 'running'
+       AND request IS DISTINCT FROM 'cancel'
+    RETURNING id
+), s AS (
+    UPDATE mvgraph.job_step
+       SET status = 'done', finished_at = clock_timestamp(), duration_s = %(duration)s,
+           rows_affected = %(rows)s, error = NULL
+     WHERE job_id IN (SELECT id FROM j) AND seq = 1
+)
+SELECT count(*) > 0 FROM j
+
+-- name: sql_job_result
+UPDATE mvgraph.job SET result = %(result)s::jsonb
+ WHERE id = %(job)s AND attempt = %(attempt)s
+
+-- name: create_job_view
+-- The view a background CREATE populates is still there (its oid under its name).
+SELECT to_regclass(%(name)s) IS NOT DISTINCT FROM %(oid)s::oid::regclass
+
+-- name: cancel_pending_steps
+UPDATE mvgraph.job_step
+   SET status = 'cancelled', finished_at = clock_timestamp(), reason = 'the view was dropped'
+ WHERE job_id = %(job)s AND status IN ('pending', 'running')
+
+-- name: drop_waiting
+-- A DROP waits for a lock on the view (a running REFRESH holds it).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.relation = %(oid)s::oid AND NOT l.granted AND l.mode = 'AccessExclusiveLock'
+       AND a.query ~* '^\s*drop\s')
+
+-- name: set_local_search_path
+-- The search path a background REFRESH resolves names through, for this transaction (submit
+-- records it).
+SELECT pg_catalog.set_config('search_path', %(path)s, true)
 
 -- name: job_result
 SELECT mvgraph.job_result(%(job)s)

@@ -28,7 +28,7 @@ import psycopg
 from mvgraph import maintenance
 from mvgraph.db.connect import connect
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
-from mvgraph.jobs import store
+from mvgraph.jobs import kinds, store
 from mvgraph.jobs.store import ClaimedJob
 from mvgraph.model.events import Event, JobFinished, StepFinished
 from mvgraph.model.results import StepResult
@@ -193,14 +193,34 @@ class Worker:
                 self._jobs.pop(job.id, None)
 
     def _execute(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
-        """Plan the job from fresh facts and run what is unfinished."""
-        from mvgraph.refresh.service import build_plan, planned_steps, prepare, run_options
+        """Run a claimed job by its kind: a refresh plan, a SQL statement, a creation."""
+        from mvgraph.refresh.service import prepare
 
-        if job.kind is not JobKind.REFRESH:
-            raise UsageError(f"job {job.id}: kind {job.kind.value} is not supported yet")
+        if job.kind is JobKind.SQL:
+            kinds.run_sql(conn, job)
+            return None
         prepare(conn)
+        if job.kind is JobKind.CREATE:
+            return self._create(conn, job)
+        return self._refresh(conn, job, job_spec(job))
+
+    def _create(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
+        """Populate a view created in the background; its DROP cancels the job."""
+        if not kinds.view_exists(conn, job):
+            kinds.dropped(conn, job)
+            return None
+        with kinds.watch_drop(self.config.dsn, job) as seen:
+            report = self._refresh(conn, job, job_spec(job))
+        if report.status is not RunStatus.LOST and (seen.is_set()
+                                                   or not kinds.view_exists(conn, job)):
+            kinds.dropped(conn, job)
+        return report
+
+    def _refresh(self, conn: Conn, job: ClaimedJob, spec: Any) -> RefreshReport:
+        """Plan a refresh from fresh facts and run what is unfinished."""
+        from mvgraph.refresh.service import build_plan, planned_steps, run_options
+
         run_as = store.run_as(conn, job.owner)
-        spec = job_spec(job)
         options = run_options(conn, spec)
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                     search_path=spec.search_path)
@@ -316,13 +336,16 @@ class Worker:
 
 
 def job_spec(job: ClaimedJob) -> Any:
-    """What to refresh: the options written by ``refresh --background``, else the statement
-    given to ``mvgraph.submit``, parsed by the SQL front-end."""
+    """What to refresh: the options written by ``refresh --background``, the view of a
+    background CREATE, else the statement given to ``mvgraph.submit``, parsed by the SQL
+    front-end."""
     from mvgraph.frontend import parse_refresh
     from mvgraph.refresh.service import RefreshSpec
 
     if job.options.get("asked") or job.options.get("targets"):
         return RefreshSpec.from_options(job.options)
+    if job.kind is JobKind.CREATE:  # the view created at submit, and only it
+        return RefreshSpec((str(job.options["name"]),), "restrict", force=True)
     parsed = parse_refresh(job.statement)
     if parsed is None:
         raise UsageError(f"job {job.id}: {job.statement!r} is not REFRESH MATERIALIZED VIEW "

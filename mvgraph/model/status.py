@@ -16,6 +16,7 @@ class Action(StrEnum):
 
     REFRESH = "refresh"
     SKIP = "skip"
+    RUN = "run"  # the one step of a background SQL statement (a ``sql`` job)
 
 
 class JobStatus(StrEnum):
@@ -35,7 +36,8 @@ class JobStatus(StrEnum):
 
 
 class JobKind(StrEnum):
-    """``job.kind``: what a job runs (only ``refresh`` jobs exist so far)."""
+    """``job.kind``: what a job runs: a refresh plan, a SQL statement, or the population of a
+    materialized view created in the background."""
 
     REFRESH = "refresh"
     SQL = "sql"

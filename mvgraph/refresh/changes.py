@@ -86,7 +86,7 @@ def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, R
         tuple(int(a) for a in r[5]) if isinstance(r[5], list) else ()) for r in rows}
 
 
-EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start")
+EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start", "mvgraph_sql_drop")
 
 
 def missing_event_triggers(conn: Conn) -> list[str]:

@@ -17,7 +17,7 @@ from mvgraph.db.connect import connect
 from mvgraph.db.migrate import ensure_schema
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import UnknownRelation, UsageError, translated
+from mvgraph.errors import PermissionDenied, UnknownRelation, UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
@@ -58,6 +58,43 @@ def session(target: Target) -> Iterator[Conn]:
     with connect(target) as conn:
         prepare(conn)
         yield conn
+
+
+@contextmanager
+def submit_session(target: str | None) -> Iterator[Conn]:
+    """A connection that only submits and steers jobs: the schema must be current (installed
+    or upgraded when this role may); the change log and event triggers are left to sessions
+    that refresh, so a role holding only the submit grants can use it."""
+    with connect(target) as conn:
+        check_schema(conn)
+        yield conn
+
+
+def check_schema(conn: Conn) -> None:
+    """Read-only unless the schema is missing or old (then installed, if this role may).
+
+    Raises:
+        PermissionDenied: the role cannot read ``mvgraph.schema_version``, or the schema needs
+            installing or upgrading and the role may not; the message says what to ask for.
+    """
+    from mvgraph.db.migrate import current_version, latest_version, migrate
+
+    user = conn.info.user
+    try:
+        have = current_version(conn)
+    except PermissionDenied:
+        raise PermissionDenied(f"role {user} cannot read mvgraph.schema_version; ask for GRANT "
+                               f"USAGE ON SCHEMA mvgraph, SELECT ON mvgraph.schema_version TO "
+                               f"{user}") from None
+    if have >= latest_version():
+        return
+    try:
+        migrate(conn)
+    except PermissionDenied:
+        what = "not installed" if have == 0 else f"at version {have}"
+        raise PermissionDenied(f"the mvgraph schema is {what} and this mvgraph needs version "
+                               f"{latest_version()}; run `mvgraph init` as the database or "
+                               "schema owner") from None
 
 
 def prepare(conn: Conn) -> None:
