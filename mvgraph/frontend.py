@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from mvgraph.dialect import MvgraphPostgres, split_statements
-from mvgraph.errors import DatabaseError, SqlParseError, translate
+from mvgraph.errors import DatabaseError, MvgraphError, SqlParseError, translate
 from mvgraph.names import quote_ident
 from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
+
+if TYPE_CHECKING:
+    from mvgraph.scheduler.statements import GaussStatement
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -41,6 +45,7 @@ class Outcome:
     columns: list[str] = field(default_factory=list)
     rows: list[tuple[object, ...]] = field(default_factory=list)
     status: str = ""
+    notices: list[str] = field(default_factory=list)  # e.g. GaussDB clauses dropped
 
 
 def parse_refresh(text: str) -> RefreshStatement | None:
@@ -130,6 +135,25 @@ def _refresh_form(statement: str, source: str, line: int) -> RefreshStatement | 
         raise SqlParseError(exc.message, source, line, exc.statement) from None
 
 
+def _gauss_form(statement: str, source: str, line: int) -> GaussStatement | None:
+    from mvgraph.scheduler.statements import classify
+
+    try:
+        return classify(statement)
+    except SqlParseError as exc:
+        raise SqlParseError(exc.message, source, line, exc.statement) from None
+
+
+def _at(exc: MvgraphError, source: str, line: int) -> MvgraphError:
+    """The same error, its message prefixed with where the statement is."""
+    if isinstance(exc, DatabaseError):
+        return type(exc)(f"{source}:{line}: {exc}", exc.sqlstate)
+    try:
+        return type(exc)(f"{source}:{line}: {exc}")
+    except TypeError:
+        return exc
+
+
 def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
                    search_path: Sequence[str] = ("public",),
                    parallel: int = 1) -> Iterator[Outcome]:
@@ -140,10 +164,19 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
         DatabaseError: a statement failed; the message names its line. Earlier statements stay.
     """
     from mvgraph.refresh.service import refresh
+    from mvgraph.scheduler import statements as gauss
 
-    statements = [(line, statement, _refresh_form(statement, source, line))
+    statements = [(line, statement, _refresh_form(statement, source, line),
+                   _gauss_form(statement, source, line))
                   for line, statement in split_statements(text)]  # no statement runs if any is bad
-    for line, statement, refresh_stmt in statements:
+    for line, statement, refresh_stmt, gauss_stmt in statements:
+        if gauss_stmt is not None:
+            try:
+                done = gauss.run(conn, gauss_stmt, f"{source}:{line}")
+            except MvgraphError as exc:
+                raise _at(exc, source, line) from exc
+            yield Outcome(line, statement, status=done.status, notices=done.notices)
+            continue
         if refresh_stmt is not None:
             report = refresh(conn, [refresh_stmt.name], refresh_stmt.behavior.value,
                              concurrently="always" if refresh_stmt.concurrently else "auto",

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,17 +29,10 @@ from apscheduler.triggers.base import BaseTrigger
 from croniter import croniter
 
 from mvgraph.errors import UsageError
+from mvgraph.model.status import ScheduleKind as TimingKind
 
 _NEAR = timedelta(hours=3)  # further than any daylight-saving shift
 _TINY = timedelta(microseconds=1)
-
-
-class TimingKind(StrEnum):
-    """``schedule.kind``: how a schedule's slots are found."""
-
-    INTERVAL = "interval"
-    CRON = "cron"
-    LAG = "lag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,15 +230,15 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no ty
         return f"<SlotTrigger ({describe(self.timing)})>"
 
 
-def describe(timing: Timing) -> str:
-    """A short human description.
+def describe(timing: Timing, every_text: str | None = None) -> str:
+    """A short human description (``every_text``: the interval as its user wrote it).
 
     >>> describe(Timing.cron("*/5 * * * *", "Europe/Berlin"))
     'cron */5 * * * * (Europe/Berlin)'
     """
     if timing.kind is TimingKind.INTERVAL:
         assert timing.start is not None
-        return f"every {timing.every} from {timing.start.isoformat()}"
+        return f"every {every_text or timing.every} from {timing.start.isoformat()}"
     if timing.kind is TimingKind.CRON:
         return f"cron {timing.cron_expr} ({timing.tz})"
     return f"target lag {timing.target_lag}"
