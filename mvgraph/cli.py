@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
+from mvgraph.commands.schedule import schedule_app as _schedule_app
 from mvgraph.db import embedded
 from mvgraph.db.connect import redact, resolve_dsn
 from mvgraph.definitions import Kind
@@ -49,6 +50,7 @@ app.add_typer(embedded_app, name="embedded")
 jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
                        rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(_schedule_app, name="schedule")
 
 
 
@@ -504,13 +506,17 @@ def sql_cmd(
                 results.append({"line": outcome.line, "status": outcome.status,
                                 "columns": outcome.columns,
                                 "rows": [[_jsonable(v) for v in r] for r in outcome.rows],
-                                "refresh": outcome.report.to_dict() if outcome.report else None})
-            elif outcome.report is not None:
-                out.print(report_table(outcome.report))
-            elif outcome.columns:
-                out.print(escape(psql_text(outcome.columns, outcome.rows)) + "\n")
+                                "refresh": outcome.report.to_dict() if outcome.report else None,
+                                "notices": outcome.notices})
             else:
-                out.print(escape(outcome.status))
+                for note in outcome.notices:
+                    err.print(f"notice: {escape(note)}")
+                if outcome.report is not None:
+                    out.print(report_table(outcome.report))
+                elif outcome.columns:
+                    out.print(escape(psql_text(outcome.columns, outcome.rows)) + "\n")
+                else:
+                    out.print(escape(outcome.status))
             if outcome.report is not None and outcome.report.status != "ok":
                 failed = outcome.report.status
                 break
