@@ -150,3 +150,20 @@ def test_schedules_are_not_open_to_public(conn: Conn) -> None:
         row = conn.execute("SELECT has_table_privilege('public', %s, 'SELECT')", [rel]
                            ).fetchone()
         assert row == (False,), rel
+
+
+def test_schedule_changes_are_announced_and_slots_are_claimed_once(db_dsn: str) -> None:
+    from mvgraph.model.status import SlotStatus
+    from mvgraph.scheduler import service, store
+
+    with connect(db_dsn) as listener, connect(db_dsn) as conn:
+        store.listen(listener)
+        conn.execute("CREATE TABLE t (a int); CREATE MATERIALIZED VIEW mv AS SELECT a FROM t")
+        s = service.add(conn, "mv", service.Clock(every="1 minute"))
+        service.alter(conn, "mv", service.Clock(), behavior="restrict")
+        slot = datetime(2030, 1, 1, tzinfo=UTC)
+        assert store.claim_slot(conn, s.id, slot, SlotStatus.FIRED)
+        assert not store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED)  # taken
+        service.remove(conn, "mv")
+        got = [n.payload for n in listener.notifies(timeout=1.0, stop_after=3)]
+    assert got == [f"insert:{s.id}", f"update:{s.id}", f"delete:{s.id}"]
