@@ -21,15 +21,24 @@ globals().pop("refresh", None)
 
 if TYPE_CHECKING:
     from mvgraph.api import (
+        add_schedule,
+        alter_schedule,
         cancel_job,
         job_result,
         list_jobs,
+        list_schedules,
         load_graph,
+        pause_schedule,
         prune_jobs,
+        remove_schedule,
         resume_job,
+        resume_schedule,
+        run_schedule_now,
+        schedule_history,
         submit,
         submit_refresh,
         suspend_job,
+        sync_schedules,
     )
     from mvgraph.definitions import Definition, Kind, Schedule
     from mvgraph.errors import (
@@ -66,6 +75,7 @@ if TYPE_CHECKING:
         track,
         untrack,
     )
+    from mvgraph.scheduler.store import ScheduleInfo, SlotRecord
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
@@ -85,6 +95,10 @@ _HOMES: dict[str, str] = {
                     "mvgraph.model.events"),
     "StepResult": "mvgraph.model.results",
     "RefreshReport": "mvgraph.refresh.executor",
+    **dict.fromkeys(("add_schedule", "alter_schedule", "list_schedules", "pause_schedule",
+                     "remove_schedule", "resume_schedule", "run_schedule_now",
+                     "schedule_history", "sync_schedules"), "mvgraph.api"),
+    **dict.fromkeys(("ScheduleInfo", "SlotRecord"), "mvgraph.scheduler.store"),
     **dict.fromkeys(("StatusReport", "configure", "plan", "refresh", "status", "track",
                      "untrack"), "mvgraph.refresh.service"),
 }
@@ -126,7 +140,9 @@ __all__ = [
     "RelationName",
     "RunStatus",
     "Schedule",
+    "ScheduleInfo",
     "SelectorError",
+    "SlotRecord",
     "SqlCycleError",
     "SqlEncodingError",
     "SqlLoadErrors",
@@ -142,20 +158,29 @@ __all__ = [
     "UnknownRelation",
     "UsageError",
     "__version__",
+    "add_schedule",
+    "alter_schedule",
     "cancel_job",
     "configure",
     "diff",
     "job_result",
     "list_jobs",
+    "list_schedules",
     "load_graph",
+    "pause_schedule",
     "plan",
     "prune_jobs",
     "refresh",
+    "remove_schedule",
     "resume_job",
+    "resume_schedule",
+    "run_schedule_now",
+    "schedule_history",
     "status",
     "submit",
     "submit_refresh",
     "suspend_job",
+    "sync_schedules",
     "track",
     "untrack",
 ]

@@ -15,6 +15,8 @@ from mvgraph.graph import MVGraph
 
 if TYPE_CHECKING:
     from mvgraph.jobs.store import JobInfo
+    from mvgraph.scheduler.service import SyncReport
+    from mvgraph.scheduler.store import ScheduleInfo, SlotRecord
 
 
 def load_graph(
@@ -166,3 +168,114 @@ def _steer(verb: str, job: int, dsn: str | None) -> str:
 
     with session(dsn) as conn:
         return str(getattr(store, verb)(conn, job))
+
+
+# ---- schedules (the daemon that fires them is part 2 of issue 9) -----------------------------
+
+def add_schedule(view: str, *, every: str | None = None, start: str | None = None,
+                 cron: str | None = None, target_lag: str | None = None, tz: str | None = None,
+                 behavior: str | None = None, overlap: str = "skip", dsn: str | None = None,
+                 search_path: Sequence[str] = ("public",)) -> ScheduleInfo:
+    """Schedule a materialized view: ``every`` (with an optional ``start``), ``cron`` or
+    ``target_lag``, read in time zone ``tz`` (default UTC); one schedule per view.
+
+    Example::
+
+        s = mvgraph.add_schedule("mv5", every="1 hour", behavior="cascade backward")
+        s.next_slot()  # the next full hour
+
+    Raises:
+        UnknownRelation (exit 4), UsageError (bad interval, cron, zone: exit 2),
+        DatabaseError (the view already has a schedule: exit 1).
+    """
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import service
+
+    with session(dsn) as conn:
+        return service.add(conn, view, service.Clock(every, start, cron, target_lag, tz),
+                           behavior=behavior, overlap=overlap, search_path=search_path)
+
+
+def alter_schedule(view: str, *, every: str | None = None, start: str | None = None,
+                   cron: str | None = None, target_lag: str | None = None,
+                   tz: str | None = None, behavior: str | None = None,
+                   overlap: str | None = None, dsn: str | None = None,
+                   search_path: Sequence[str] = ("public",)) -> ScheduleInfo:
+    """Change what is given of a view's schedule (``every`` alone keeps the start)."""
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import service
+
+    with session(dsn) as conn:
+        return service.alter(conn, view, service.Clock(every, start, cron, target_lag, tz),
+                             behavior=behavior, overlap=overlap, search_path=search_path)
+
+
+def list_schedules(dsn: str | None = None) -> list[ScheduleInfo]:
+    """Every schedule; ``next_slot()`` gives its next run without a daemon."""
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import store
+
+    with session(dsn) as conn:
+        return store.schedules(conn)
+
+
+def remove_schedule(view: str, *, dsn: str | None = None,
+                    search_path: Sequence[str] = ("public",)) -> str:
+    """Remove a view's schedule; returns its name."""
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import service
+
+    with session(dsn) as conn:
+        return service.remove(conn, view, search_path)
+
+
+def pause_schedule(view: str, *, dsn: str | None = None,
+                   search_path: Sequence[str] = ("public",)) -> ScheduleInfo:
+    """Stop firing a schedule until resumed."""
+    return _enable(view, False, dsn, search_path)
+
+
+def resume_schedule(view: str, *, dsn: str | None = None,
+                    search_path: Sequence[str] = ("public",)) -> ScheduleInfo:
+    """Fire a paused or broken schedule again (clears is_broken and the failure count)."""
+    return _enable(view, True, dsn, search_path)
+
+
+def _enable(view: str, enabled: bool, dsn: str | None,
+            search_path: Sequence[str]) -> ScheduleInfo:
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import service
+
+    with session(dsn) as conn:
+        return service.set_enabled(conn, view, enabled, search_path)
+
+
+def run_schedule_now(view: str, *, dsn: str | None = None,
+                     search_path: Sequence[str] = ("public",)) -> int:
+    """Queue the schedule's refresh as a job now (linked to it in its history); the job id."""
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import service
+
+    with session(dsn) as conn:
+        return service.run_now(conn, view, search_path)
+
+
+def schedule_history(view: str, *, dsn: str | None = None,
+                     search_path: Sequence[str] = ("public",),
+                     limit: int = 100) -> list[SlotRecord]:
+    """The schedule's firings, newest first: slot, status, job id, its status, start, end."""
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import store
+
+    with session(dsn) as conn:
+        return store.history(conn, store.get(conn, view, list(search_path)).id, limit)
+
+
+def sync_schedules(paths: Sequence[str | Path], *, dsn: str | None = None,
+                   search_path: Sequence[str] = ("public",)) -> SyncReport:
+    """Make the schedules match the ``REFRESH ... EVERY`` clauses of SQL files."""
+    from mvgraph.refresh.service import session
+    from mvgraph.scheduler import service
+
+    with session(dsn) as conn:
+        return service.sync_from_sql(conn, paths, search_path)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
+from mvgraph.commands.schedule import schedule_app as _schedule_app
 from mvgraph.db import embedded
 from mvgraph.db.connect import redact, resolve_dsn
 from mvgraph.definitions import Kind
@@ -51,6 +52,7 @@ jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
 app.add_typer(jobs_app, name="jobs")
 job_app = typer.Typer(help="One job: its result.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(job_app, name="job")
+app.add_typer(_schedule_app, name="schedule")
 
 
 
@@ -513,15 +515,18 @@ def sql_cmd(
                                 "columns": outcome.columns,
                                 "rows": [[_jsonable(v) for v in r] for r in outcome.rows],
                                 "refresh": outcome.report.to_dict() if outcome.report else None,
-                                "job": outcome.job})
-            elif outcome.job is not None:
-                sys.stdout.write(f"{outcome.job}\n")
-            elif outcome.report is not None:
-                out.print(report_table(outcome.report))
-            elif outcome.columns:
-                out.print(escape(psql_text(outcome.columns, outcome.rows)) + "\n")
+                                "job": outcome.job, "notices": outcome.notices})
             else:
-                out.print(escape(outcome.status))
+                for note in outcome.notices:
+                    err.print(f"notice: {escape(note)}")
+                if outcome.job is not None:
+                    sys.stdout.write(f"{outcome.job}\n")
+                elif outcome.report is not None:
+                    out.print(report_table(outcome.report))
+                elif outcome.columns:
+                    out.print(escape(psql_text(outcome.columns, outcome.rows)) + "\n")
+                else:
+                    out.print(escape(outcome.status))
             if outcome.report is not None and outcome.report.status != "ok":
                 failed = outcome.report.status
                 break

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 from sqlglot.errors import TokenError
@@ -24,6 +25,9 @@ from mvgraph.errors import DatabaseError, MvgraphError, PermissionDenied, SqlPar
 from mvgraph.names import quote_ident
 from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
+
+if TYPE_CHECKING:
+    from mvgraph.scheduler.statements import GaussStatement
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -50,6 +54,7 @@ class Outcome:
     columns: list[str] = field(default_factory=list)
     rows: list[tuple[object, ...]] = field(default_factory=list)
     status: str = ""
+    notices: list[str] = field(default_factory=list)  # e.g. GaussDB clauses dropped
     job: int | None = None  # the job a background statement was queued as
 
 
@@ -196,6 +201,25 @@ def _refresh_form(statement: str, source: str, line: int) -> RefreshStatement | 
         raise SqlParseError(exc.message, source, line, exc.statement) from None
 
 
+def _gauss_form(statement: str, source: str, line: int) -> GaussStatement | None:
+    from mvgraph.scheduler.statements import classify
+
+    try:
+        return classify(statement)
+    except SqlParseError as exc:
+        raise SqlParseError(exc.message, source, line, exc.statement) from None
+
+
+def _at(exc: MvgraphError, source: str, line: int) -> MvgraphError:
+    """The same error, its message prefixed with where the statement is."""
+    if isinstance(exc, DatabaseError):
+        return type(exc)(f"{source}:{line}: {exc}", exc.sqlstate)
+    try:
+        return type(exc)(f"{source}:{line}: {exc}")
+    except TypeError:
+        return exc
+
+
 def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
                    search_path: Sequence[str] = ("public",),
                    parallel: int = 1, background: bool = False) -> Iterator[Outcome]:
@@ -209,12 +233,13 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
         DatabaseError: a statement failed; the message names its line. Earlier statements stay.
     """
     from mvgraph.refresh.service import refresh
+    from mvgraph.scheduler import statements as gauss
 
     statements = [(line, statement, _refresh_form(statement, source, line),
-                   _job_form(statement, source, line))
+                   _job_form(statement, source, line), _gauss_form(statement, source, line))
                   for line, statement in split_statements(text)]  # no statement runs if any is bad
     background_ddl = False
-    for line, statement, refresh_stmt, job_stmt in statements:
+    for line, statement, refresh_stmt, job_stmt, gauss_stmt in statements:
         if job_stmt is not None:
             if job_stmt.verb == "background":
                 background_ddl = job_stmt.on
@@ -223,8 +248,20 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
                 yield _steer(conn, line, statement, job_stmt, source)
             continue
         if background or (background_ddl and _BACKGROUND_DDL.match(statement)):
+            if gauss_stmt is not None and gauss_stmt.clause is not None:
+                raise SqlParseError("a background CREATE MATERIALIZED VIEW cannot carry a "
+                                    "REFRESH ... START WITH ... EVERY schedule yet; create it in "
+                                    "the foreground, or add the schedule with `mvgraph schedule "
+                                    "add`", source, line, statement.splitlines()[0])
             job = _submit(conn, statement, refresh_stmt is not None, search_path, source, line)
             yield Outcome(line, statement, status=f"JOB {job}", job=job)
+            continue
+        if gauss_stmt is not None:
+            try:
+                done = gauss.run(conn, gauss_stmt, f"{source}:{line}")
+            except MvgraphError as exc:
+                raise _at(exc, source, line) from exc
+            yield Outcome(line, statement, status=done.status, notices=done.notices)
             continue
         if refresh_stmt is not None:
             report = refresh(conn, [refresh_stmt.name], refresh_stmt.behavior.value,

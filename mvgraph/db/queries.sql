@@ -23,6 +23,7 @@ SELECT n.nspname AS schema,
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE (c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
         AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'mvgraph')
+        AND NOT (n.nspname = 'scheduler' AND c.relname = 'pg_task')  -- mvgraph's (0008)
         AND n.nspname NOT LIKE 'pg\_toast%%'
         AND n.nspname NOT LIKE 'pg\_temp\_%%')
     OR (c.relkind IN ('r', 'v', 'm', 'f', 'p')
@@ -161,10 +162,10 @@ CREATE EVENT TRIGGER mvgraph_ddl_start ON ddl_command_start
   WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION mvgraph.on_ddl_start()
 
 -- name: create_event_trigger_mvgraph_sql_drop
--- Dropping a view a background CREATE is populating cancels its job (0007).
-CREATE EVENT TRIGGER mvgraph_sql_drop ON sql_drop
-  WHEN TAG IN ('DROP MATERIALIZED VIEW', 'DROP SCHEMA', 'DROP TABLE', 'DROP OWNED')
-  EXECUTE FUNCTION mvgraph.on_sql_drop()
+-- Dropping a materialized view, however it is dropped (DROP TABLE ... CASCADE, DROP SCHEMA and
+-- DROP OWNED drop views too), cancels the background CREATE populating it (0007) and drops its
+-- schedule (0008).
+CREATE EVENT TRIGGER mvgraph_sql_drop ON sql_drop EXECUTE FUNCTION mvgraph.on_sql_drop()
 
 -- name: get_setting
 SELECT value FROM mvgraph.setting WHERE key = %(key)s
@@ -575,3 +576,127 @@ SELECT current_schema()
 -- name: probe_relation_exists
 SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = %(schema)s AND c.relname = %(name)s)
+
+-- ---- schedules (0008) -------------------------------------------------------------------
+
+-- name: find_relation
+-- The first relation called %(name)s in the given schemas, in search-path order.
+SELECT c.oid::bigint, c.relkind::text, format('%%I.%%I', n.nspname, c.relname)
+  FROM unnest(%(schemas)s::text[]) WITH ORDINALITY AS p(schema, ord)
+  JOIN pg_namespace n ON n.nspname = p.schema
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = %(name)s
+ ORDER BY p.ord
+ LIMIT 1
+
+-- name: check_interval
+-- An interval as PostgreSQL reads it, and whether it is an exact duration (no months, years).
+SELECT i, extract(epoch FROM i)::double precision,
+       date_part('month', i) = 0 AND date_part('year', i) = 0
+  FROM (SELECT (%(text)s)::interval AS i) x
+
+-- name: eval_interval
+-- The value of an EVERY (...) expression of a GaussDB statement (the statement's own SQL).
+SELECT i, extract(epoch FROM i)::double precision,
+       date_part('month', i) = 0 AND date_part('year', i) = 0
+  FROM (SELECT ({expr})::interval AS i) x
+
+-- name: eval_start
+-- The value of a START WITH (...) expression of a GaussDB statement (the statement's own SQL).
+SELECT ({expr})::timestamptz
+
+-- name: set_local_time_zone
+-- For the rest of the transaction, times without a zone are read in the schedule's time zone.
+SELECT set_config('TimeZone', %(tz)s, true)
+
+-- name: as_timestamptz
+-- A start time typed on the command line (read in the time zone set above when it has none).
+SELECT %(ts)s::timestamptz
+
+-- name: midnight_today
+-- Today's midnight in the session's time zone: the default start of an interval schedule
+-- (slots aligned to the clock: every hour on the hour, every day at midnight).
+SELECT date_trunc('day', now())
+
+-- name: session_time_zone
+SELECT current_setting('TimeZone')
+
+-- name: insert_schedule
+INSERT INTO mvgraph.schedule (name, what, view_oid, view_name, behavior, kind, start_at, every,
+                              every_text, cron, tz, target_lag, overlap, next_run, source)
+VALUES (%(name)s, '', %(view_oid)s, '', %(behavior)s, %(kind)s, %(start_at)s, %(every)s,
+        %(every_text)s, %(cron)s, %(tz)s, %(target_lag)s, %(overlap)s, %(next_run)s, %(source)s)
+RETURNING id
+
+-- name: update_schedule
+UPDATE mvgraph.schedule
+   SET behavior = %(behavior)s, kind = %(kind)s, start_at = %(start_at)s, every = %(every)s,
+       every_text = %(every_text)s, cron = %(cron)s, tz = %(tz)s, target_lag = %(target_lag)s,
+       overlap = %(overlap)s, next_run = %(next_run)s, source = coalesce(%(source)s, source)
+ WHERE id = %(id)s
+
+-- name: schedules
+-- Every schedule, with whether its view still exists (as a materialized view).
+SELECT s.id, s.name, s.what, s.view_oid::bigint, s.view_name, s.behavior, s.kind, s.start_at,
+       s.every, s.every_text, s.cron, s.tz, s.target_lag, s.overlap, s.next_run, s.last_start,
+       s.last_end, s.last_status, s.last_error, s.last_job, s.failure_count, s.is_broken,
+       s.enabled, s.owner::text, s.source, s.created_at,
+       EXISTS (SELECT FROM pg_class c WHERE c.oid = s.view_oid AND c.relkind = 'm')
+  FROM mvgraph.schedule s
+ WHERE %(id)s::bigint IS NULL OR s.id = %(id)s
+ ORDER BY s.name
+
+-- name: schedule_by_view
+SELECT id FROM mvgraph.schedule WHERE view_oid = %(oid)s OR name = %(name)s
+ ORDER BY view_oid = %(oid)s DESC LIMIT 1
+
+-- name: delete_schedule
+DELETE FROM mvgraph.schedule WHERE id = %(id)s RETURNING name
+
+-- name: delete_orphan_schedules
+-- Schedules whose view is gone (dropped without the sql_drop event trigger installed).
+DELETE FROM mvgraph.schedule s
+ WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = s.view_oid AND c.relkind = 'm')
+RETURNING s.name
+
+-- name: set_schedule_enabled
+-- Pause, or resume (which also clears is_broken and the failure count).
+UPDATE mvgraph.schedule
+   SET enabled = %(enabled)s,
+       is_broken = CASE WHEN %(enabled)s THEN false ELSE is_broken END,
+       failure_count = CASE WHEN %(enabled)s THEN 0 ELSE failure_count END,
+       next_run = %(next_run)s
+ WHERE id = %(id)s
+
+-- name: set_next_run
+UPDATE mvgraph.schedule SET next_run = %(next_run)s WHERE id = %(id)s
+
+-- name: claim_slot
+-- Record a slot once: the unique (schedule, slot) key lets exactly one caller in; true if it
+-- was this one.
+INSERT INTO mvgraph.schedule_slot (schedule_id, slot, status, job_id, manual, reason, claimed_by)
+VALUES (%(id)s, %(slot)s, %(status)s, %(job)s, %(manual)s, %(reason)s, %(by)s)
+ON CONFLICT (schedule_id, slot) DO NOTHING
+RETURNING true
+
+-- name: set_slot_job
+UPDATE mvgraph.schedule_slot SET job_id = %(job)s WHERE schedule_id = %(id)s AND slot = %(slot)s
+
+-- name: note_run_started
+UPDATE mvgraph.schedule SET last_start = now(), last_job = %(job)s WHERE id = %(id)s
+
+-- name: schedule_history
+-- One row per slot, newest first, with its job's status and times.
+SELECT ss.slot, ss.status, ss.job_id, j.status, j.started_at, j.finished_at, ss.manual,
+       ss.reason, j.error
+  FROM mvgraph.schedule_slot ss
+  LEFT JOIN mvgraph.job j ON j.id = ss.job_id
+ WHERE ss.schedule_id = %(id)s
+ ORDER BY ss.slot DESC
+ LIMIT %(limit)s
+
+-- name: listen_schedules
+LISTEN mvgraph_schedules
+
+-- name: current_schemas
+-- The session's search path, as PostgreSQL resolves names with it.
+SELECT current_schemas(false)::text[]

@@ -96,6 +96,37 @@ class RunStatus(StrEnum):
                 RunStatus.QUEUED: JobStatus.QUEUED}.get(self)
 
 
+class ScheduleKind(StrEnum):
+    """``schedule.kind``: how a schedule's slots are found."""
+
+    INTERVAL = "interval"  # start + k * every
+    CRON = "cron"  # a cron expression in the schedule's time zone
+    LAG = "lag"  # a freshness target: no clock
+
+
+class Overlap(StrEnum):
+    """``schedule.overlap``: a slot falling due while the previous run still runs."""
+
+    SKIP = "skip"  # recorded as skipped
+    QUEUE = "queue"  # at most one waits
+
+
+class LastRun(StrEnum):
+    """``schedule.last_status``: how a schedule's last run ended (a finished job status)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SlotStatus(StrEnum):
+    """``schedule_slot.status``: what became of one slot."""
+
+    FIRED = "fired"  # a job was submitted
+    SKIPPED = "skipped"  # the previous run still ran, or coalesced away
+    MISSED = "missed"  # nobody ran it in time (beyond the grace period)
+
+
 #: The CHECK constraint each enum mirrors: (table, column) -> enum.
 CHECKED: dict[tuple[str, str], type[StrEnum]] = {
     ("job", "status"): JobStatus,
@@ -103,4 +134,8 @@ CHECKED: dict[tuple[str, str], type[StrEnum]] = {
     ("job", "request"): JobRequest,
     ("job_step", "status"): StepStatus,
     ("job_step", "planned"): Action,
+    ("schedule", "kind"): ScheduleKind,
+    ("schedule", "overlap"): Overlap,
+    ("schedule", "last_status"): LastRun,
+    ("schedule_slot", "status"): SlotStatus,
 }

@@ -86,20 +86,22 @@ def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, R
         tuple(int(a) for a in r[5]) if isinstance(r[5], list) else ()) for r in rows}
 
 
-EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start", "mvgraph_sql_drop")
+EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start")
+# the sql_drop trigger cancels the jobs and drops the schedules of dropped views
+ALL_EVENT_TRIGGERS = (*EVENT_TRIGGERS, "mvgraph_sql_drop")
 
 
 def missing_event_triggers(conn: Conn) -> list[str]:
     """mvgraph's event triggers that are not installed and enabled."""
     with translated():
         have = {str(r[0]) for r in conn.execute(query("event_triggers")).fetchall()}
-    return [t for t in EVENT_TRIGGERS if t not in have]
+    return [t for t in ALL_EVENT_TRIGGERS if t not in have]
 
 
 def event_trigger_present(conn: Conn) -> bool:
     """True when both of mvgraph's DDL event triggers are installed and enabled: outside
     refreshes and definition changes are noticed, and outside refreshes count as refreshes."""
-    return not missing_event_triggers(conn)
+    return not set(missing_event_triggers(conn)) & set(EVENT_TRIGGERS)
 
 
 def check_change_log(conn: Conn) -> bool:

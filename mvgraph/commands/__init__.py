@@ -1,0 +1,1 @@
+"""Command groups of the CLI (each a typer app that mvgraph.cli mounts)."""
