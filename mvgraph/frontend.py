@@ -248,13 +248,15 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
                 yield _steer(conn, line, statement, job_stmt, source)
             continue
         if background or (background_ddl and _BACKGROUND_DDL.match(statement)):
-            if gauss_stmt is not None and gauss_stmt.clause is not None:
-                raise SqlParseError("a background CREATE MATERIALIZED VIEW cannot carry a "
-                                    "REFRESH ... START WITH ... EVERY schedule yet; create it in "
-                                    "the foreground, or add the schedule with `mvgraph schedule "
-                                    "add`", source, line, statement.splitlines()[0])
             job = _submit(conn, statement, refresh_stmt is not None, search_path, source, line)
-            yield Outcome(line, statement, status=f"JOB {job}", job=job)
+            notices: list[str] = []
+            if gauss_stmt is not None and gauss_stmt.kind == "create_mv":
+                try:  # the view exists already (WITH NO DATA): its schedule comes with it
+                    notices = [*gauss_stmt.notices,
+                               *gauss.apply_schedule(conn, gauss_stmt, f"{source}:{line}")]
+                except MvgraphError as exc:
+                    raise _at(exc, source, line) from exc
+            yield Outcome(line, statement, status=f"JOB {job}", job=job, notices=notices)
             continue
         if gauss_stmt is not None:
             try:

@@ -287,7 +287,7 @@ def run(conn: Conn, gs: GaussStatement, source: str) -> Result:
         MvgraphError: the statement or the schedule change failed (nothing of it stays).
     """
     from mvgraph.errors import translated
-    from mvgraph.scheduler import service, store
+    from mvgraph.scheduler import store
 
     result = Result("", list(gs.notices))
     if gs.kind == "drop":  # as written (DROP DATABASE cannot run in a transaction block)
@@ -304,17 +304,24 @@ def run(conn: Conn, gs: GaussStatement, source: str) -> Result:
             result.status = cur.statusmessage or ""
         if gs.kind in ("create_mv", "alter_mv"):
             result.status = f"{gs.kind.split('_')[0].upper()} MATERIALIZED VIEW"  # GaussDB's
-            if gs.clause is not None and gs.name is not None:
-                oid, qualified = store.find_matview(conn, _written(gs.name), _session_path(conn))
-                action, row = service.apply_clause(conn, oid, qualified, gs.clause,
-                                                   source=source)
-                if row is not None and action != "unchanged":
-                    result.notices.append(f"schedule {action}: {row.what}, "
-                                          f"{service.describe_clock(row)}")
-                elif action == "none":
-                    result.notices.append(f"{qualified} has no schedule: give EVERY (interval) "
-                                          "to refresh it on a clock")
+            result.notices += apply_schedule(conn, gs, source)
     return result
+
+
+def apply_schedule(conn: Conn, gs: GaussStatement, source: str) -> list[str]:
+    """Create, alter or keep the schedule a CREATE / ALTER MATERIALIZED VIEW's REFRESH clause
+    gives its (existing) view; returns the notices to show."""
+    from mvgraph.scheduler import service, store
+
+    if gs.clause is None or gs.name is None:
+        return []
+    oid, qualified = store.find_matview(conn, _written(gs.name), _session_path(conn))
+    action, row = service.apply_clause(conn, oid, qualified, gs.clause, source=source)
+    if row is not None and action != "unchanged":
+        return [f"schedule {action}: {row.what}, {service.describe_clock(row)}"]
+    if action == "none":
+        return [f"{qualified} has no schedule: give EVERY (interval) to refresh it on a clock"]
+    return []
 
 
 def _written(name: RelationName) -> str:

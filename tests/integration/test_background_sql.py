@@ -122,6 +122,8 @@ def test_background_create_is_defined_at_once_and_populated_by_a_worker(
     assert code == 0, err
     job = int(out.strip())
     assert populated(conn, "m") is False  # defined now, no data yet
+    assert conn.execute("SELECT what, interval FROM scheduler.pg_task").fetchall() == [
+        ("REFRESH MATERIALIZED VIEW public.m CASCADE ALL", "interval '1 h'")]  # its schedule too
     with worker(db_dsn):
         wait_for(lambda: job_status(conn, job) == "done")
     assert conn.execute("SELECT n FROM m").fetchone() == (2,)
