@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ConnectionFailed,
         CycleError,
         DatabaseError,
+        JobTimeout,
         LockTimeout,
         MvgraphError,
         NotFound,
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
         UsageError,
     )
     from mvgraph.graph import GraphDiff, MVGraph, diff
+    from mvgraph.jobs.handle import Job, Progress
+    from mvgraph.jobs.store import JobInfo, StepInfo
     from mvgraph.model.events import JobFinished, JobStarted, StepFinished, StepStarted
     from mvgraph.model.results import StepResult
     from mvgraph.model.status import Action, JobStatus, RunStatus, StepStatus
@@ -71,13 +74,15 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(("load_graph", "submit", "submit_refresh", "list_jobs", "cancel_job",
                      "suspend_job", "resume_job", "prune_jobs"), "mvgraph.api"),
     **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.definitions"),
-    **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "LockTimeout",
-                     "MvgraphError", "NotFound", "PermissionDenied", "SelectorError",
+    **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "JobTimeout",
+                     "LockTimeout", "MvgraphError", "NotFound", "PermissionDenied", "SelectorError",
                      "SqlCycleError", "SqlEncodingError", "SqlLoadErrors", "SqlParseError",
                      "StatementTimeout", "UndefinedReference", "UnknownRelation", "UsageError"),
                     "mvgraph.errors"),
     **dict.fromkeys(("GraphDiff", "MVGraph", "diff"), "mvgraph.graph"),
     "RelationName": "mvgraph.names",
+    **dict.fromkeys(("Job", "Progress"), "mvgraph.jobs.handle"),
+    **dict.fromkeys(("JobInfo", "StepInfo"), "mvgraph.jobs.store"),
     **dict.fromkeys(("Plan", "RefreshBehavior", "Step"), "mvgraph.refresh.behavior"),
     **dict.fromkeys(("Action", "JobStatus", "RunStatus", "StepStatus"), "mvgraph.model.status"),
     **dict.fromkeys(("JobFinished", "JobStarted", "StepFinished", "StepStarted"),
@@ -110,9 +115,12 @@ __all__ = [
     "DatabaseError",
     "Definition",
     "GraphDiff",
+    "Job",
     "JobFinished",
+    "JobInfo",
     "JobStarted",
     "JobStatus",
+    "JobTimeout",
     "Kind",
     "LockTimeout",
     "MVGraph",
@@ -120,6 +128,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Plan",
+    "Progress",
     "RefreshBehavior",
     "RefreshReport",
     "RelationName",
@@ -134,6 +143,7 @@ __all__ = [
     "StatusReport",
     "Step",
     "StepFinished",
+    "StepInfo",
     "StepResult",
     "StepStarted",
     "StepStatus",
