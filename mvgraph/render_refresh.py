@@ -81,7 +81,7 @@ def seconds_text(seconds: float | None, unknown: str = "?") -> str:
 def short(text: str, width: int = 40) -> str:
     """One line of at most ``width`` characters (whitespace collapsed, ``…`` when cut).
 
-    >>> short("REFRESH   MATERIALIZED VIEW\n  public.mv5 CASCADE ALL", 30)
+    >>> short("REFRESH   MATERIALIZED VIEW  public.mv5 CASCADE ALL", 30)
     'REFRESH MATERIALIZED VIEW pub…'
     """
     flat = " ".join(text.split())

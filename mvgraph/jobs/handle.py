@@ -26,6 +26,7 @@ from mvgraph.model.status import JobStatus
 Conn = psycopg.Connection[tuple[object, ...]]
 Target = str | Conn | None
 POLL_S = 0.5  # how often ``wait`` looks when no notification comes
+REAP_EVERY_S = 5.0  # how often it closes jobs whose owner died (row locks: not every look)
 
 
 @contextmanager
@@ -71,9 +72,12 @@ def wait_for(conn: Conn, job: int, timeout: float | None = None, *, poll_s: floa
     deadline = None if timeout is None else time.monotonic() + timeout
     store.listen(conn)
     told = False
+    reaped = float("-inf")
     try:
         while True:
-            store.reap(conn)  # a job whose owner died ends now, not never
+            if time.monotonic() - reaped >= REAP_EVERY_S:  # a job whose owner died ends
+                store.reap(conn)
+                reaped = time.monotonic()
             info = store.job_info(conn, job)
             if info.status.finished:
                 return info
