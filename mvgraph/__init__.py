@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         ConnectionFailed,
         CycleError,
         DatabaseError,
+        JobTimeout,
         LockTimeout,
         MvgraphError,
         NotFound,
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
         UsageError,
     )
     from mvgraph.graph import GraphDiff, MVGraph, diff
+    from mvgraph.jobs.handle import Job, Progress
+    from mvgraph.jobs.store import JobInfo, StepInfo
     from mvgraph.model.events import JobFinished, JobStarted, StepFinished, StepStarted
     from mvgraph.model.results import StepResult
     from mvgraph.model.status import Action, JobStatus, RunStatus, StepStatus
@@ -82,13 +85,15 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(("load_graph", "submit", "submit_refresh", "list_jobs", "cancel_job",
                      "suspend_job", "resume_job", "prune_jobs", "job_result"), "mvgraph.api"),
     **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.definitions"),
-    **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "LockTimeout",
-                     "MvgraphError", "NotFound", "PermissionDenied", "SelectorError",
+    **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "JobTimeout",
+                     "LockTimeout", "MvgraphError", "NotFound", "PermissionDenied", "SelectorError",
                      "SqlCycleError", "SqlEncodingError", "SqlLoadErrors", "SqlParseError",
                      "StatementTimeout", "UndefinedReference", "UnknownRelation", "UsageError"),
                     "mvgraph.errors"),
     **dict.fromkeys(("GraphDiff", "MVGraph", "diff"), "mvgraph.graph"),
     "RelationName": "mvgraph.names",
+    **dict.fromkeys(("Job", "Progress"), "mvgraph.jobs.handle"),
+    **dict.fromkeys(("JobInfo", "StepInfo"), "mvgraph.jobs.store"),
     **dict.fromkeys(("Plan", "RefreshBehavior", "Step"), "mvgraph.refresh.behavior"),
     **dict.fromkeys(("Action", "JobStatus", "RunStatus", "StepStatus"), "mvgraph.model.status"),
     **dict.fromkeys(("JobFinished", "JobStarted", "StepFinished", "StepStarted"),
@@ -125,9 +130,12 @@ __all__ = [
     "DatabaseError",
     "Definition",
     "GraphDiff",
+    "Job",
     "JobFinished",
+    "JobInfo",
     "JobStarted",
     "JobStatus",
+    "JobTimeout",
     "Kind",
     "LockTimeout",
     "MVGraph",
@@ -135,6 +143,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Plan",
+    "Progress",
     "RefreshBehavior",
     "RefreshReport",
     "RelationName",
@@ -151,6 +160,7 @@ __all__ = [
     "StatusReport",
     "Step",
     "StepFinished",
+    "StepInfo",
     "StepResult",
     "StepStarted",
     "StepStatus",

@@ -14,6 +14,7 @@ from mvgraph.errors import SqlLoadErrors, UsageError
 from mvgraph.graph import MVGraph
 
 if TYPE_CHECKING:
+    from mvgraph.jobs.handle import Job
     from mvgraph.jobs.store import JobInfo
     from mvgraph.scheduler.service import SyncReport
     from mvgraph.scheduler.store import ScheduleInfo, SlotRecord
@@ -93,15 +94,18 @@ def load_graph(
 
 # ---- jobs (the graph above is another module's; these are the jobs' entry points) -----------
 
-def submit(statement: str, *, dsn: str | None = None) -> int:
+def submit(statement: str, *, dsn: str | None = None) -> Job:
     """Queue a statement as a background job, as ``SELECT mvgraph.submit(statement)`` does:
     a REFRESH form is planned as a refresh, CREATE MATERIALIZED VIEW is created WITH NO DATA
-    now and populated by the job, any other statement runs as it is; returns the job id."""
+    now and populated by the job, any other statement runs as it is. Returns the ``Job`` (an
+    int: its id), to watch (``progress``, ``steps``, ``wait``) and steer (``cancel``,
+    ``suspend``)."""
     from mvgraph.jobs import store
+    from mvgraph.jobs.handle import Job
     from mvgraph.refresh.service import submit_session
 
     with submit_session(dsn) as conn:
-        return store.submit(conn, statement)
+        return Job(store.submit(conn, statement), dsn)
 
 
 def job_result(job: int, *, dsn: str | None = None) -> dict[str, Any]:
@@ -115,19 +119,20 @@ def job_result(job: int, *, dsn: str | None = None) -> dict[str, Any]:
 
 
 def submit_refresh(dsn: str | None, targets: str | Sequence[str], behavior: str | None = None,
-                   **options: Any) -> int:
+                   **options: Any) -> Job:
     """Plan a refresh now and queue it as a background job (``mvgraph refresh --background``);
-    takes the options of ``mvgraph.refresh``; returns the job id."""
+    takes the options of ``mvgraph.refresh``; returns the ``Job`` (an int: its id)."""
+    from mvgraph.jobs.handle import Job
     from mvgraph.refresh.service import submit_refresh as queue
 
-    return queue(dsn, targets, behavior, **options)
+    return Job(queue(dsn, targets, behavior, **options), dsn)
 
 
 def list_jobs(dsn: str | None = None, *, every: bool = False) -> list[JobInfo]:
-    """Unfinished jobs and those finished in the last hour (``every``: all kept), after
-    closing or requeueing jobs whose owner died."""
+    """Unfinished jobs and those finished in the last hour (``every``: all kept), with progress,
+    elapsed time and estimated time left, after closing or requeueing jobs whose owner died."""
     from mvgraph.jobs import store
-    from mvgraph.refresh.service import session
+    from mvgraph.jobs.handle import session
 
     with session(dsn) as conn:
         store.reap(conn)
@@ -164,7 +169,7 @@ def prune_jobs(dsn: str | None = None, *, older_than_days: int | None = None) ->
 
 def _steer(verb: str, job: int, dsn: str | None) -> str:
     from mvgraph.jobs import store
-    from mvgraph.refresh.service import session
+    from mvgraph.jobs.handle import session
 
     with session(dsn) as conn:
         return str(getattr(store, verb)(conn, job))

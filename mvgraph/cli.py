@@ -50,8 +50,6 @@ app.add_typer(embedded_app, name="embedded")
 jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
                        rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
-job_app = typer.Typer(help="One job: its result.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(job_app, name="job")
 app.add_typer(_schedule_app, name="schedule")
 
 
@@ -68,6 +66,12 @@ class _LazyConsole:
         console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
         globals()[self._name] = console
         return getattr(console, attr)
+
+
+def _real_console(name: str) -> Console:
+    """The Console itself, not its stand-in (rich's Live keeps the object it is given)."""
+    _ = globals()[name].width  # the first use puts the real Console in place
+    return cast("Console", globals()[name])
 
 
 out = cast("Console", _LazyConsole("out", stderr=False))
@@ -605,11 +609,22 @@ def jobs_cmd(
     every: Annotated[bool, typer.Option("--all", help="Every kept job, not only unfinished "
                                                       "ones and those of the last hour.")]
     = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Redraw every 0.5 s with a progress bar per running job, until Ctrl-C "
+                        "(exit 0).")] = False,
+    watch_for: Annotated[float | None, typer.Option("--watch-for", hidden=True, min=0)] = None,
     as_json: JsonOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
-    """List jobs (id, status, progress, statement); subcommand prune."""
+    """List jobs: id, statement, status, progress m/n and percent, started, elapsed, estimated
+    time left (from past durations), owner, error; subcommand prune."""
     if ctx.invoked_subcommand is not None:
+        return
+    if (watch or watch_for is not None) and as_json:
+        raise UsageError("--watch and --json exclude each other; poll `mvgraph jobs --json` "
+                         "instead")
+    if watch or watch_for is not None:
+        _watch_jobs(resolve_dsn(_dsn(dsn)), every, watch_for)
         return
     import mvgraph
     from mvgraph.render_refresh import jobs_table
@@ -619,6 +634,39 @@ def jobs_cmd(
         sys.stdout.write(json.dumps([j.to_dict() for j in found], indent=2) + "\n")
     else:
         out.print(jobs_table(found))
+
+
+WATCH_EVERY_S = 0.5
+
+
+def _watch_jobs(target: str, every: bool, seconds: float | None) -> None:
+    """Redraw the jobs from the database every WATCH_EVERY_S until Ctrl-C (or ``seconds``)."""
+    import time
+
+    from rich.live import Live
+
+    from mvgraph.jobs import store
+    from mvgraph.jobs.handle import session
+    from mvgraph.render_refresh import JobsWatch
+
+    view = JobsWatch()
+    console = _real_console("out")
+    end = None if seconds is None else time.monotonic() + seconds
+    try:
+        with session(target, application_name="mvgraph jobs --watch") as conn:
+            store.reap(conn)
+            with Live(view.frame(store.jobs(conn, every)), console=console, auto_refresh=False,
+                      transient=False) as live:
+                polls = 0
+                while end is None or time.monotonic() < end:
+                    time.sleep(WATCH_EVERY_S if end is None
+                               else max(0.0, min(WATCH_EVERY_S, end - time.monotonic())))
+                    polls += 1
+                    if polls % 20 == 0:  # every 10 s: close jobs whose owner died
+                        store.reap(conn)
+                    live.update(view.frame(store.jobs(conn, every)), refresh=True)
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends: not an error
+        pass
 
 
 @jobs_app.command("prune")
@@ -634,13 +682,80 @@ def jobs_prune(
     out.print(f"pruned {n} job{'' if n == 1 else 's'}")
 
 
-JobIdArg = Annotated[int, typer.Argument(help="The job id (see mvgraph jobs).")]
+JobIdArg = Annotated[int, typer.Argument(metavar="ID", help="The job id (see mvgraph jobs).")]
 
 
-@job_app.command("result")
-def job_result_cmd(job: JobIdArg, as_json: JsonOpt = False, dsn: DsnOpt = None) -> None:
-    """A job's outcome: status, error, and for a background statement its command tag,
-    notices and first rows (as mvgraph.job_result(id))."""
+@app.command("job")
+def job_cmd(
+    job: Annotated[str, typer.Argument(
+        metavar="ID", help="The job id (see mvgraph jobs); `mvgraph job result ID` prints the "
+                           "job's result as JSON.")],
+    result_of: Annotated[int | None, typer.Argument(metavar="[ID]", show_default=False,
+                                                    hidden=True)] = None,
+    as_json: JsonOpt = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Show a job and its steps: seq, step, status, progress m/n, start, end, duration,
+    backend pid, message (reason or error)."""
+    from mvgraph.jobs import store
+    from mvgraph.jobs.handle import session
+
+    if job == "result":
+        if result_of is None:
+            raise UsageError("give the job id: mvgraph job result ID")
+        _print_job_result(result_of, as_json, dsn)
+        return
+    if not job.isdigit() or result_of is not None:
+        raise UsageError(f"{job!r} is not a job id; give a number (see mvgraph jobs)")
+    with session(resolve_dsn(_dsn(dsn))) as conn:
+        store.reap(conn)
+        info = store.job_info(conn, int(job))
+        steps = store.steps(conn, info.id)
+    if as_json:
+        sys.stdout.write(json.dumps({**info.to_dict(), "steps": [s.to_dict() for s in steps]},
+                                    indent=2) + "\n")
+        return
+    from mvgraph.render_refresh import job_header, steps_table
+
+    out.print(job_header(info))
+    if steps:
+        out.print(steps_table(steps))
+    else:
+        out.print("no steps yet: a worker plans a job submitted from SQL when it takes it")
+
+
+#: ``mvgraph wait``'s own exit codes (the issue's; 3 is not an internal error here).
+WAIT_EXIT = {"done": 0, "failed": 1, "cancelled": 3}
+
+
+@app.command("wait")
+def wait_cmd(
+    job: JobIdArg,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=0, help="Give up after this many seconds (exit 124); the job goes "
+                                 "on.")] = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Block until a job ends and print one line; exit 0 done, 1 failed, 3 cancelled,
+    124 timeout (wait's own codes)."""
+    from mvgraph.jobs.handle import session, wait_for
+    from mvgraph.render_refresh import seconds_text
+
+    def suspended(info: Any) -> None:
+        err.print(f"[yellow]job {job} is suspended[/]; still waiting: `mvgraph resume {job}` "
+                  "continues it")
+
+    with session(resolve_dsn(_dsn(dsn))) as conn:
+        info = wait_for(conn, job, timeout, on_suspended=suspended)
+    line = (f"job {job} {info.status.value}: {info.done_steps}/{info.total_steps} steps in "
+            f"{seconds_text(info.elapsed_s, '0s')}" + (f": {info.error}" if info.error else ""))
+    sys.stdout.write(line + "\n")
+    raise typer.Exit(WAIT_EXIT[info.status.value])
+
+
+def _print_job_result(job: int, as_json: bool, dsn: str | None) -> None:
+    """``mvgraph job result ID``: status, error, and for a background statement its command
+    tag, notices and first rows (as mvgraph.job_result(id))."""
     import mvgraph
     from mvgraph.render_refresh import psql_text
 
@@ -667,9 +782,11 @@ def job_result_cmd(job: JobIdArg, as_json: JsonOpt = False, dsn: DsnOpt = None) 
 @app.command("cancel")
 def cancel_cmd(job: JobIdArg, dsn: DsnOpt = None) -> None:
     """Cancel a job: its running statement at once, its remaining steps never start."""
-    import mvgraph
+    from mvgraph.jobs import store
+    from mvgraph.jobs.handle import session
 
-    out.print(f"job {job}: {mvgraph.cancel_job(job, dsn=resolve_dsn(_dsn(dsn)))}")
+    with session(resolve_dsn(_dsn(dsn))) as conn:
+        sys.stdout.write(f"job {job}: {store.cancel(conn, job)}\n")
 
 
 @app.command("suspend")

@@ -118,6 +118,23 @@ class UnknownRelation(NotFound):
     """A name that is neither in the graph nor in the catalog, or not of the kind needed."""
 
 
+class JobTimeout(MvgraphError, TimeoutError):
+    """A job did not end within the time a caller waited (``mvgraph wait --timeout``: exit
+    124, as timeout(1)); the job goes on. ``job_id`` and ``status`` say which and where."""
+
+    exit_code = 124
+
+    def __init__(self, job_id: int, status: object, waited_s: float) -> None:
+        super().__init__(f"job {job_id} is still {status} after {waited_s:g}s; wait longer "
+                         f"(--timeout) or cancel it with `mvgraph cancel {job_id}`")
+        self.job_id = job_id
+        self.status = status
+        self.waited_s = waited_s
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.job_id, self.status, self.waited_s)
+
+
 class UndefinedReference(MvgraphError):
     """A definition reads a relation defined nowhere (raised in strict mode)."""
 

@@ -17,7 +17,7 @@ from mvgraph.render import escape
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mvgraph.jobs.store import JobInfo
+    from mvgraph.jobs.store import JobInfo, StepInfo
     from mvgraph.model.events import Event
     from mvgraph.refresh.behavior import Plan
     from mvgraph.refresh.executor import RefreshReport
@@ -58,22 +58,132 @@ def report_table(r: RefreshReport) -> Table:
 
 JOB_STYLE = {"queued": "cyan", "running": "bold", "suspended": "yellow", "done": "green",
              "failed": "bold red", "cancelled": "yellow"}
+STEP_STYLE = {"pending": "cyan", "running": "bold", "done": "green", "skipped": "dim",
+              "failed": "bold red", "blocked": "red", "cancelled": "yellow"}
+
+
+def seconds_text(seconds: float | None, unknown: str = "?") -> str:
+    """A duration for people; ``unknown`` when there is none.
+
+    >>> seconds_text(4.25), seconds_text(125), seconds_text(3725), seconds_text(None)
+    ('4.2s', '2m05s', '1h02m', '?')
+    """
+    if seconds is None:
+        return unknown
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def short(text: str, width: int = 40) -> str:
+    """One line of at most ``width`` characters (whitespace collapsed, ``…`` when cut).
+
+    >>> short("REFRESH   MATERIALIZED VIEW  public.mv5 CASCADE ALL", 30)
+    'REFRESH MATERIALIZED VIEW pub…'
+    """
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+def job_status_text(j: JobInfo) -> str:
+    """The status, with a pending request (``running (cancelling)``)."""
+    asked = {"cancel": "cancelling", "suspend": "suspending"}.get(j.request or "", "")
+    return j.status.value + (f" ({asked})" if asked else "")
+
+
+def job_progress_text(j: JobInfo) -> str:
+    """``m/n pct%``, e.g. ``2/5 40%``."""
+    return f"{j.done_steps}/{j.total_steps} {j.percent:g}%"
+
+
+def job_left_text(j: JobInfo) -> str:
+    """Estimated time left: ``?`` when unknown, empty once the job has ended."""
+    if j.status.finished:
+        return ""
+    return "?" if j.eta_s is None else "~" + seconds_text(j.eta_s)
 
 
 def jobs_table(found: list[JobInfo]) -> Table:
-    """Jobs as a table: id, status, progress m/n, owner, submitted, statement, error."""
+    """Jobs as a table: id, statement (shortened), status, progress m/n and percent, started,
+    elapsed, estimated time left, owner, error."""
     t = Table(title=f"{len(found)} job{'' if len(found) == 1 else 's'}", title_justify="left")
-    for col in ("id", "status", "progress", "owner", "submitted", "statement", "error"):
-        t.add_column(col, justify="right" if col in ("id", "progress") else "left")
+    for col in ("id", "statement", "status", "progress", "started", "elapsed", "left", "owner",
+                "error"):
+        t.add_column(col, justify="right" if col in ("id", "progress", "elapsed", "left")
+                     else "left", no_wrap=col not in ("statement", "error"))
     for j in found:
-        asked = {"cancel": "cancelling", "suspend": "suspending"}.get(j.request or "", "")
-        status = j.status.value + (f" ({asked})" if asked else "")
-        pct = f" {100 * j.done_steps // j.total_steps}%" if j.total_steps else ""
-        t.add_row(str(j.id), f"[{JOB_STYLE.get(j.status.value, 'default')}]{escape(status)}[/]",
-                  f"{j.done_steps}/{j.total_steps}{pct}", escape(j.owner),
-                  f"{j.submitted_at:%Y-%m-%d %H:%M:%S}", escape(j.statement),
-                  escape(j.error or ""))
+        started = f"{j.started_at:%Y-%m-%d %H:%M:%S}" if j.started_at else ""
+        t.add_row(str(j.id), escape(short(j.statement)),
+                  f"[{JOB_STYLE.get(j.status.value, 'default')}]{escape(job_status_text(j))}[/]",
+                  job_progress_text(j), started, seconds_text(j.elapsed_s, ""), job_left_text(j),
+                  escape(j.owner), escape(short(j.error or "", 60)))
     return t
+
+
+def job_header(j: JobInfo) -> str:
+    """One line about a job, above its steps (rich markup)."""
+    left = job_left_text(j)
+    return (f"job {j.id} [{JOB_STYLE.get(j.status.value, 'default')}]"
+            f"{escape(job_status_text(j))}[/] {job_progress_text(j)}"
+            + (f", elapsed {seconds_text(j.elapsed_s)}" if j.elapsed_s is not None else "")
+            + (f", left {left}" if left else "") + f", owner {escape(j.owner)}"
+            + (f", worker {escape(j.worker)}" if j.worker else "")
+            + f"\n{escape(j.statement)}" + (f"\n[red]error:[/] {escape(j.error)}" if j.error
+                                              else ""))
+
+
+def steps_table(steps: list[StepInfo]) -> Table:
+    """A job's steps as a task-progress view: seq, step, status, progress, start, end,
+    duration, backend pid, message."""
+    t = Table(title=f"{len(steps)} step{'' if len(steps) == 1 else 's'}", title_justify="left")
+    for col in ("seq", "step", "status", "progress", "start", "end", "duration", "pid",
+                "message"):
+        t.add_column(col, justify="right" if col in ("seq", "progress", "duration", "pid")
+                     else "left", no_wrap=col != "message")
+    for s in steps:
+        t.add_row(str(s.seq), escape(s.name),
+                  f"[{STEP_STYLE.get(s.status.value, 'default')}]{s.status.value}[/]",
+                  s.progress, f"{s.started_at:%H:%M:%S}" if s.started_at else "",
+                  f"{s.finished_at:%H:%M:%S}" if s.finished_at else "",
+                  seconds_text(s.duration_s, ""), "" if s.backend_pid is None
+                  else str(s.backend_pid), escape(s.message))
+    return t
+
+
+class JobsWatch:
+    """What ``mvgraph jobs --watch`` redraws: the jobs table, then one progress bar per
+    running job (its statement, m/n, percent and estimated time left)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("job {task.fields[job]}"), TextColumn("{task.description}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("left {task.fields[left]}"), auto_refresh=False)
+        self.bars: dict[int, Any] = {}  # job id -> rich task id
+
+    def frame(self, found: list[JobInfo]) -> Any:
+        """The renderable for one poll of the jobs."""
+        from rich.console import Group
+
+        running = {j.id: j for j in found if j.status.value == "running"}
+        for gone in set(self.bars) - set(running):
+            self.progress.remove_task(self.bars.pop(gone))
+        for j in running.values():
+            total = float(j.total_steps) if j.total_steps else None
+            text, left = escape(short(j.statement, 30)), job_left_text(j)
+            if j.id in self.bars:
+                self.progress.update(self.bars[j.id], total=total, completed=j.done_steps,
+                                     description=text, left=left)
+            else:
+                self.bars[j.id] = self.progress.add_task(text, total=total,
+                                                         completed=j.done_steps, job=j.id,
+                                                         left=left)
+        return Group(jobs_table(found), self.progress) if running else jobs_table(found)
 
 
 def status_table(st: StatusReport) -> list[Table]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mvgraph.db import embedded
@@ -64,3 +66,31 @@ def connect(dsn: str | None = None, *, autocommit: bool = True,
     except psycopg.ProgrammingError as exc:
         raise ConnectionFailed(f"invalid DSN: {str(exc).splitlines()[0]}; give a URI such as "
                                "postgresql://user@host/db or key=value pairs") from None
+
+
+@contextmanager
+def session(target: str | psycopg.Connection[tuple[object, ...]] | None,
+            setup: Callable[[psycopg.Connection[tuple[object, ...]]], None], *,
+            application_name: str = "mvgraph") -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A ready autocommit connection: the given one (made autocommit), or a new one from a DSN
+    (closed after); ``setup`` runs on it first (schema checks).
+
+    Raises:
+        UsageError: the given connection is inside a transaction.
+    """
+    import psycopg
+
+    from mvgraph.errors import UsageError
+
+    if isinstance(target, psycopg.Connection):
+        if not target.autocommit:
+            if target.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise UsageError("the connection is inside a transaction; commit first or pass "
+                                 "an autocommit connection")
+            target.autocommit = True
+        setup(target)
+        yield target
+        return
+    with connect(target, application_name=application_name) as conn:
+        setup(conn)
+        yield conn

@@ -506,12 +506,84 @@ SELECT pg_catalog.set_config('search_path', %(path)s, true)
 SELECT mvgraph.job_result(%(job)s)
 
 -- name: list_jobs
-SELECT id, kind, statement, status, request, done_steps, total_steps, submitted_at,
-       started_at, finished_at, owner, worker, error
-  FROM mvgraph.jobs
- WHERE %(all)s OR status IN ('queued', 'running', 'suspended')
-       OR finished_at > now() - interval '1 hour'
- ORDER BY id
+-- Jobs (unfinished or finished within the hour; all of them with %(all)s; one with %(id)s), with
+-- the seconds they have run and an estimate of the seconds left, both on the server's clock.
+-- Elapsed: from start to the end, to now while running, to the last step's end otherwise.
+-- Time left: the sum over unfinished steps of the average of the view's last five successful
+-- durations (as past_durations; a running step less the time it has run, never below 0), a
+-- view without history counting the average of the job's known views; NULL when a step needs
+-- an estimate and no view of the job has history. Steps planned as skips count nothing.
+WITH j AS (
+    SELECT * FROM mvgraph.jobs
+     WHERE (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
+       AND (%(all)s OR %(id)s::bigint IS NOT NULL OR status IN ('queued', 'running', 'suspended')
+            OR finished_at > now() - interval '1 hour')
+), steps AS (  -- every step of the unfinished jobs
+    SELECT st.job_id, st.name, st.status, st.planned, st.started_at
+      FROM mvgraph.job_step st JOIN j ON j.id = st.job_id
+     WHERE j.status IN ('queued', 'running', 'suspended')
+), past AS (
+    SELECT n.name, p.avg_s
+      FROM (SELECT DISTINCT name FROM steps) n
+     CROSS JOIN LATERAL (
+           SELECT avg(d.duration_s) AS avg_s
+             FROM (SELECT s.duration_s FROM mvgraph.job_step s
+                    WHERE s.status = 'done' AND s.name = n.name
+                    ORDER BY s.finished_at DESC LIMIT 5) d) p
+), known AS (
+    SELECT o.job_id, avg(p.avg_s) AS avg_s
+      FROM steps o JOIN past p ON p.name = o.name
+     GROUP BY o.job_id
+), est AS (
+    SELECT o.job_id,
+           bool_or(o.planned <> 'skip' AND o.status IN ('pending', 'running')
+                   AND coalesce(p.avg_s, k.avg_s) IS NULL) AS unknown,
+           coalesce(sum(greatest(coalesce(p.avg_s, k.avg_s)
+                                 - CASE WHEN o.status = 'running' THEN
+                                        extract(epoch FROM clock_timestamp() - o.started_at)
+                                   ELSE 0 END, 0))
+                    FILTER (WHERE o.planned <> 'skip' AND o.status IN ('pending', 'running')),
+                    0) AS left_s
+      FROM steps o
+      LEFT JOIN past p ON p.name = o.name
+      LEFT JOIN known k ON k.job_id = o.job_id
+     GROUP BY o.job_id
+)
+SELECT j.id, j.kind, j.statement, j.status, j.request, j.done_steps, j.total_steps,
+       j.submitted_at, j.started_at, j.finished_at, j.owner, j.worker, j.error,
+       extract(epoch FROM coalesce(
+           j.finished_at,
+           CASE WHEN j.status = 'running' THEN clock_timestamp()
+                ELSE (SELECT max(s.finished_at) FROM mvgraph.job_step s WHERE s.job_id = j.id)
+           END, j.started_at) - j.started_at)::float8 AS elapsed_s,
+       CASE WHEN j.status = 'done' THEN 0
+            WHEN j.status NOT IN ('queued', 'running', 'suspended') OR e.unknown
+                 OR (e.job_id IS NULL AND j.total_steps = 0) THEN NULL
+            ELSE coalesce(e.left_s, 0) END::float8 AS eta_s
+  FROM j LEFT JOIN est e ON e.job_id = j.id
+ ORDER BY j.id
+
+-- name: job_step_info
+-- A job's steps as a task-progress view: how many of the job's steps had finished when each
+-- finished step ended (for a running step: how many have finished so far), the total, the
+-- duration (a running step: so far), the backend and the message.
+SELECT st.seq, st.name, st.status, st.planned,
+       CASE WHEN st.status NOT IN ('pending', 'running') THEN
+                count(*) FILTER (WHERE st.status NOT IN ('pending', 'running'))
+                    OVER (ORDER BY st.finished_at NULLS LAST, st.seq ROWS UNBOUNDED PRECEDING)
+            WHEN st.status = 'running' THEN
+                count(*) FILTER (WHERE st.status NOT IN ('pending', 'running')) OVER ()
+       END AS done_at,
+       count(*) OVER () AS total,
+       st.started_at, st.finished_at,
+       coalesce(st.duration_s,
+                extract(epoch FROM coalesce(st.finished_at, CASE WHEN st.status = 'running'
+                                                                 THEN clock_timestamp() END)
+                                   - st.started_at))::float8 AS duration_s,
+       st.backend_pid, st.reason, st.error
+  FROM mvgraph.job_step st
+ WHERE st.job_id = %(job)s
+ ORDER BY st.seq
 
 -- name: can_assume
 -- Whether this session's login can act with a role's rights (SET ROLE).

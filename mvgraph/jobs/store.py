@@ -52,7 +52,8 @@ class ClaimedJob:
 
 @dataclass(frozen=True, slots=True)
 class JobInfo:
-    """One row of ``mvgraph.jobs``."""
+    """One row of ``mvgraph.jobs``, with the seconds it has run and an estimate of the seconds
+    left (both from the server's clock; ``eta_s`` is None when no past duration is known)."""
 
     id: int
     kind: str
@@ -67,6 +68,15 @@ class JobInfo:
     owner: str
     worker: str | None
     error: str | None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+
+    @property
+    def percent(self) -> float:
+        """Finished steps in percent (a done job without steps: 100)."""
+        if self.total_steps:
+            return round(100.0 * self.done_steps / self.total_steps, 1)
+        return 100.0 if self.status is JobStatus.DONE else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``mvgraph jobs --json`` shape."""
@@ -75,9 +85,51 @@ class JobInfo:
         return {"id": self.id, "kind": self.kind, "statement": self.statement,
                 "status": self.status.value, "request": self.request,
                 "done_steps": self.done_steps, "total_steps": self.total_steps,
+                "percent": self.percent,
                 "submitted_at": iso(self.submitted_at), "started_at": iso(self.started_at),
-                "finished_at": iso(self.finished_at), "owner": self.owner,
+                "finished_at": iso(self.finished_at), "elapsed_s": _round(self.elapsed_s),
+                "eta_s": _round(self.eta_s), "owner": self.owner,
                 "worker": self.worker, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One step of a job, as ``mvgraph job ID`` shows it: ``done_at`` is how many of the job's
+    ``total`` steps had finished when this one ended (while it runs: so far; pending: None)."""
+
+    seq: int
+    name: str
+    status: StepStatus
+    planned: str
+    done_at: int | None
+    total: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    backend_pid: int | None
+    reason: str | None
+    error: str | None
+
+    @property
+    def message(self) -> str:
+        """The error when the step failed, else its reason."""
+        return self.error or self.reason or ""
+
+    @property
+    def progress(self) -> str:
+        """``m/n`` of the job at this step, ``-`` for a step not started."""
+        return "-" if self.done_at is None else f"{self.done_at}/{self.total}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``mvgraph job ID --json`` shape of a step."""
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+        return {"seq": self.seq, "step": self.name, "status": self.status.value,
+                "planned": self.planned, "progress": self.progress, "done_at": self.done_at,
+                "total_steps": self.total, "started_at": iso(self.started_at),
+                "finished_at": iso(self.finished_at), "duration_s": _round(self.duration_s),
+                "backend_pid": self.backend_pid, "message": self.message,
+                "reason": self.reason, "error": self.error}
 
 
 def create_running(conn: Conn, kind: JobKind, statement: str, options: dict[str, Any]) -> int:
@@ -172,7 +224,8 @@ def pending_request(conn: Conn, job: int, attempt: int | None) -> str:
 def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
            attempt: int | None = None, foreground: bool = False) -> None:
     """Close (done, failed, cancelled), suspend or requeue this attempt of a job; a foreground
-    run releases its lock, a worker's job wakes the workers (a slot under the cap is free)."""
+    run releases its lock; either notifies (a worker's job frees a slot under the cap, and
+    ``mvgraph wait`` wakes)."""
     try:
         conn.execute(query("finish_job"), {"status": status.value, "error": error, "job": job,
                                            "attempt": attempt})
@@ -180,8 +233,7 @@ def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
             conn.execute(query("requeue_steps"), {"job": job})
         if foreground:
             conn.execute(query("unlock_job"), {"job": job})
-        else:
-            conn.execute(query("notify_jobs"), {"job": job})
+        conn.execute(query("notify_jobs"), {"job": job})
     except psycopg.Error as exc:
         raise translate(exc) from exc
 
@@ -268,13 +320,38 @@ def result(conn: Conn, job: int) -> dict[str, Any]:
     return row[0]
 
 
-def jobs(conn: Conn, every: bool = False) -> list[JobInfo]:
-    """Jobs unfinished or finished within the hour (``every``: all kept jobs), oldest first."""
+def jobs(conn: Conn, every: bool = False, job: int | None = None) -> list[JobInfo]:
+    """Jobs unfinished or finished within the hour (``every``: all kept jobs; ``job``: that one
+    only, whatever its age), oldest first."""
     with translated():
-        rows = conn.execute(query("list_jobs"), {"all": every}).fetchall()
+        rows = conn.execute(query("list_jobs"), {"all": every, "id": job}).fetchall()
     return [JobInfo(int(str(r[0])), str(r[1]), str(r[2]), JobStatus(str(r[3])),
                     _opt(r[4]), int(str(r[5])), int(str(r[6])), _time(r[7]) or datetime.min,
-                    _time(r[8]), _time(r[9]), str(r[10]), _opt(r[11]), _opt(r[12]))
+                    _time(r[8]), _time(r[9]), str(r[10]), _opt(r[11]), _opt(r[12]),
+                    _float(r[13]), _float(r[14]))
+            for r in rows]
+
+
+def job_info(conn: Conn, job: int) -> JobInfo:
+    """One job, whatever its age.
+
+    Raises:
+        NotFound: no such job (never was, or pruned).
+    """
+    found = jobs(conn, job=job)
+    if not found:
+        raise NotFound(f"no job {job}; list jobs with `mvgraph jobs --all`")
+    return found[0]
+
+
+def steps(conn: Conn, job: int) -> list[StepInfo]:
+    """A job's steps in order, with progress, times, backend and message."""
+    with translated():
+        rows = conn.execute(query("job_step_info"), {"job": job}).fetchall()
+    return [StepInfo(int(str(r[0])), str(r[1]), StepStatus(str(r[2])), str(r[3]),
+                     None if r[4] is None else int(str(r[4])), int(str(r[5])), _time(r[6]),
+                     _time(r[7]), _float(r[8]), None if r[9] is None else int(str(r[9])),
+                     _opt(r[10]), _opt(r[11]))
             for r in rows]
 
 
@@ -297,3 +374,11 @@ def _opt(v: object) -> str | None:
 
 def _time(v: object) -> datetime | None:
     return v if isinstance(v, datetime) else None
+
+
+def _float(v: object) -> float | None:
+    return None if v is None else float(str(v))
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from mvgraph.catalog import catalog_graph
-from mvgraph.db.connect import connect
+from mvgraph.db.connect import session as open_session
 from mvgraph.db.migrate import ensure_schema
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
@@ -45,18 +45,9 @@ _SELECTOR_CHARS = set("+@*?,")
 
 @contextmanager
 def session(target: Target) -> Iterator[Conn]:
-    """A ready autocommit connection: the given one, or a new one from a DSN (closed after)."""
-    if isinstance(target, psycopg.Connection):
-        if not target.autocommit:
-            if target.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raise UsageError("the connection is inside a transaction; commit first or pass "
-                                 "an autocommit connection")
-            target.autocommit = True
-        prepare(target)
-        yield target
-        return
-    with connect(target) as conn:
-        prepare(conn)
+    """A ready autocommit connection: the given one, or a new one from a DSN (closed after),
+    with the schema current and the event trigger installed where permitted."""
+    with open_session(target, prepare) as conn:
         yield conn
 
 
@@ -65,8 +56,7 @@ def submit_session(target: str | None) -> Iterator[Conn]:
     """A connection that only submits and steers jobs: the schema must be current (installed
     or upgraded when this role may); the change log and event triggers are left to sessions
     that refresh, so a role holding only the submit grants can use it."""
-    with connect(target) as conn:
-        check_schema(conn)
+    with open_session(target, check_schema) as conn:
         yield conn
 
 
