@@ -104,7 +104,7 @@ def test_job_id_shows_the_steps_like_a_task_progress_view(
         "error: no job 999999; list jobs with `mvgraph jobs --all`"
     code, _, err = cli(capsys, "--dsn", db_dsn, "job", "abc")
     assert code == 2 and "'abc' is not a job id" in err
-    code, out, _ = cli(capsys, "--dsn", db_dsn, "job", "result", str(job))
+    code, out, _ = cli(capsys, "--dsn", db_dsn, "job", "result", str(job), "--json")
     assert code == 0 and json.loads(out)["status"] == "done"
 
 
