@@ -171,10 +171,13 @@ def test_watch_draws_a_bar_per_running_job_and_ends_cleanly(
         assert f"job {job} REFRESH MATERIALIZED VIEW" in out  # the bar
         assert "1 job" in out and "running" in out  # the table
         watch = mvgraph_cli(db_dsn, "jobs", "--watch")
-        wait_for(lambda: conn.execute(  # watching: it has read the jobs once
-            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
-            "application_name = 'mvgraph jobs --watch' AND query LIKE '%mvgraph.jobs%'"
-        ).fetchone())
+        watching = ("SELECT query_start FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND application_name = 'mvgraph jobs --watch' AND "
+                    "query LIKE '%mvgraph.jobs%'")
+        first: list[object] = []
+        wait_for(lambda: bool(first.extend(r[0] for r in conn.execute(watching)) or first))
+        # a later read means the frame of the first one was drawn
+        wait_for(lambda: any(r[0] != first[0] for r in conn.execute(watching)))
         watch.send_signal(signal.SIGINT)
         out, err = watch.communicate(timeout=20)
     assert watch.returncode == 0, err
