@@ -189,13 +189,16 @@ class JobsWatch:
 def status_table(st: StatusReport) -> list[Table]:
     """Views with freshness, and tables with tracking mode."""
     views = Table(title="materialized views", title_justify="left")
-    for col in ("view", "state", "last refresh", "seconds", "why"):
+    targets = any(v.target_lag_s is not None for v in st.views)
+    for col in ("view", "state", "last refresh", "seconds", *(("lag / goal",) if targets else ()),
+                "why"):
         views.add_column(col)
     for v in st.views:
         state = "[green]fresh[/]" if v.fresh else "[yellow]stale[/]"
         when = f"{v.refreshed_at:%Y-%m-%d %H:%M:%S}" if v.refreshed_at else "never"
         dur = f"{v.duration_s:.3f}" if v.duration_s is not None else ""
-        views.add_row(escape(str(v.name)), state, when, dur, escape(v.reason))
+        lag = (lag_cell(v.lag_s, v.target_lag_s),) if targets else ()
+        views.add_row(escape(str(v.name)), state, when, dur, *lag, escape(v.reason))
     tables = Table(title="base tables", title_justify="left")
     tables.add_column("table")
     tables.add_column("tracking")
@@ -204,6 +207,20 @@ def status_table(st: StatusReport) -> list[Table]:
                  "always": "always stale"}.get(tb.mode, tb.mode)
         tables.add_row(escape(str(tb.name)), label)
     return [views, tables]
+
+
+def lag_cell(lag_s: float | None, goal_s: float | None) -> str:
+    """A freshness target's lag against its goal, red when over it.
+
+    >>> lag_cell(12.04, 600), lag_cell(None, 60), lag_cell(None, None)
+    ('12.0 s / 600 s', 'no data / 60 s', '')
+    """
+    if goal_s is None:
+        return ""
+    if lag_s is None:
+        return f"no data / {goal_s:g} s"
+    text = f"{lag_s:.1f} s / {goal_s:g} s"
+    return f"[red]{text}[/]" if lag_s > goal_s else text
 
 
 class LiveProgress:

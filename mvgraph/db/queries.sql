@@ -772,3 +772,30 @@ LISTEN mvgraph_schedules
 -- name: current_schemas
 -- The session's search path, as PostgreSQL resolves names with it.
 SELECT current_schemas(false)::text[]
+
+-- name: first_changes
+-- Freshness targets: the earliest change to each (view, input) pair that the view's last
+-- refresh did not see (as change_counts, with min(at)): its data lacks everything since then.
+SELECT u.mv::bigint, u.input::bigint, min(c.at)
+  FROM unnest(%(mvs)s::oid[], %(inputs)s::oid[]) AS u(mv, input)
+  JOIN mvgraph.mv_state s ON s.mv = u.mv AND s.snapshot IS NOT NULL
+  JOIN mvgraph.change_log c ON c.relid = u.input
+ WHERE NOT pg_visible_in_snapshot(c.xid, s.snapshot)
+   AND c.xid IS DISTINCT FROM s.refresh_xid
+ GROUP BY 1, 2
+
+-- name: lag_schedules
+-- Freshness targets that may fire (enabled, not broken, view present), with the status and
+-- end of the latest job each one submitted (its last_job).
+SELECT s.id, s.view_name, s.target_lag, s.owner::text, s.created_at, j.status, j.finished_at
+  FROM mvgraph.schedule s
+  LEFT JOIN mvgraph.job j ON j.id = s.last_job
+ WHERE s.kind = 'lag' AND s.enabled AND NOT s.is_broken
+   AND EXISTS (SELECT FROM pg_class c WHERE c.oid = s.view_oid AND c.relkind = 'm')
+ ORDER BY s.id
+
+-- name: set_local_role
+SET LOCAL ROLE {role}
+
+-- name: clock_now
+SELECT clock_timestamp()

@@ -431,6 +431,8 @@ class ViewStatus:
     reason: str
     refreshed_at: datetime | None
     duration_s: float | None
+    lag_s: float | None = None  # a freshness target's current lag (None: none, or no data yet)
+    target_lag_s: float | None = None  # its goal: set only for views with a target-lag schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +457,8 @@ class StatusReport:
             "event_trigger": self.event_trigger,
             "views": [{"name": str(v.name), "fresh": v.fresh, "reason": v.reason,
                        "refreshed_at": v.refreshed_at.isoformat() if v.refreshed_at else None,
-                       "duration_s": v.duration_s} for v in self.views],
+                       "duration_s": v.duration_s, "lag_s": v.lag_s,
+                       "target_lag_s": v.target_lag_s} for v in self.views],
             "tables": [{"name": str(t.name), "mode": t.mode} for t in self.tables],
         }
 
@@ -478,12 +481,18 @@ def status(target: Target) -> StatusReport:
                 verdicts[n] = (Action.REFRESH, f"cannot be refreshed: reads {needed[1]}, which is "
                                f"in a dependency cycle ({needed[0].path})")
         freshness = transitive_freshness(g, verdicts)
+        from mvgraph.scheduler.lag import lag_report
+
+        lags = {d.target.view: d for d in lag_report(conn, graph=g)}
         views = []
         for n in mvs:
             fresh, reason = freshness[n]
             d = durations.get(rels[n].oid)
+            lag = lags.get(n)
             views.append(ViewStatus(n, fresh, reason, facts[n].refreshed_at,
-                                    float(str(d)) if d is not None else None))
+                                    float(str(d)) if d is not None else None,
+                                    lag.lag_s if lag else None,
+                                    lag.target.target_lag.total_seconds() if lag else None))
         tables = changes.base_tables_upstream_of_views(g)
         trels = changes.relations(conn, tables)
         modes = changes.table_modes(conn, [r.oid for r in trels.values()])

@@ -1,0 +1,206 @@
+"""Prometheus metrics of the scheduler (``mvgraph daemon --metrics-port PORT``).
+
+A registry private to mvgraph (nothing of the host process's default registry leaks in):
+
+- ``mvgraph_schedule_firings_total{schedule}``: slots fired (a job submitted);
+- ``mvgraph_schedule_skips_total{schedule}``: slots skipped (the previous run still going);
+- ``mvgraph_schedule_failures_total{schedule}``: runs that failed (or could not be submitted);
+- ``mvgraph_schedule_lateness_seconds``: histogram of job submission time minus slot time;
+- ``mvgraph_target_lag_seconds{view}`` and ``mvgraph_target_lag_goal_seconds{view}``: each
+  freshness target's current lag and its goal.
+
+:class:`MetricsServer` serves ``/metrics`` and ``/healthz`` (200 while the given check says the
+database is reachable, else 503) from a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+if TYPE_CHECKING:
+    from mvgraph.scheduler.lag import TickResult
+
+log = logging.getLogger("mvgraph")
+
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The scheduler's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.firings = Counter("mvgraph_schedule_firings", "Slots fired (a job submitted)",
+                               ["schedule"], registry=r)
+        self.skips = Counter("mvgraph_schedule_skips",
+                             "Slots skipped: the previous run of the schedule was still going",
+                             ["schedule"], registry=r)
+        self.failures = Counter("mvgraph_schedule_failures",
+                                "Runs that failed or could not be submitted", ["schedule"],
+                                registry=r)
+        self.lateness = Histogram("mvgraph_schedule_lateness_seconds",
+                                  "Job submission time minus slot time (freshness targets: "
+                                  "minus the time the job was due)", buckets=LATENESS_BUCKETS,
+                                  registry=r)
+        self.lag = Gauge("mvgraph_target_lag_seconds", "Current lag of each freshness target "
+                         "(now minus the oldest change its data lacks)", ["view"], registry=r)
+        self.lag_goal = Gauge("mvgraph_target_lag_goal_seconds",
+                              "Lag goal of each freshness target", ["view"], registry=r)
+        self._lag_views: set[str] = set()
+        self._skipped: dict[str, object] = {}  # schedule -> episode already counted as skipped
+        self._lock = threading.Lock()
+
+    # ---- what the daemon reports ----------------------------------------------------------
+    def fired(self, schedule: str, lateness_s: float) -> None:
+        """A slot fired: a job was submitted ``lateness_s`` after its slot."""
+        self.firings.labels(schedule).inc()
+        self.lateness.observe(max(lateness_s, 0.0))
+
+    def skipped(self, schedule: str) -> None:
+        """A slot was skipped."""
+        self.skips.labels(schedule).inc()
+
+    def failed(self, schedule: str) -> None:
+        """A run failed (or its submission did)."""
+        self.failures.labels(schedule).inc()
+
+    def set_lag(self, lags: dict[str, tuple[float | None, float]]) -> None:
+        """Every freshness target's (lag, goal) in seconds; views no longer targets are
+        dropped. A view with no data yet has no lag sample."""
+        with self._lock:
+            for gone in self._lag_views - set(lags):
+                for gauge in (self.lag, self.lag_goal):
+                    with suppress(KeyError):
+                        gauge.remove(gone)
+            for view, (lag, goal) in lags.items():
+                self.lag_goal.labels(view).set(goal)
+                if lag is not None:
+                    self.lag.labels(view).set(lag)
+                else:
+                    with suppress(KeyError):
+                        self.lag.remove(view)
+            self._lag_views = set(lags)
+
+    def observe_tick(self, result: TickResult) -> None:
+        """Record one :func:`mvgraph.scheduler.lag.submit_due` call: firings with their
+        lateness, skips (once per episode, not once per tick), failed submissions, lags."""
+        for firing in result.firings:
+            for d in firing.decisions:
+                self.fired(str(d.target.view), firing.lateness_s(d))
+        for d in result.skipped:
+            name = str(d.target.view)
+            if self._skipped.get(name) != d.slot:
+                self._skipped[name] = d.slot
+                self.skipped(name)
+        for d, _error in result.failed:
+            self.failed(str(d.target.view))
+        self.set_lag({str(d.target.view): (d.lag_s, d.target.target_lag.total_seconds())
+                      for d in result.decisions})
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` over HTTP, from a daemon thread; port 0 picks a free one
+    (see :attr:`port`)."""
+
+    def __init__(self, metrics: Metrics, healthy: Callable[[], bool], port: int,
+                 host: str = "0.0.0.0") -> None:
+        self.metrics = metrics
+        self.healthy = healthy
+        handler = _handler(self)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
+                                        daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> MetricsServer:
+        """Serve from a thread; returns itself."""
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics", self._server.server_address[0], self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def check(self) -> bool:
+        """The health check; an exception counts as unhealthy."""
+        try:
+            return bool(self.healthy())
+        except Exception as exc:  # the check's own failure is an answer: unhealthy
+            log.debug("health check failed: %s", exc)
+            return False
+
+
+def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._answer(200, server.metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = server.check()
+                self._answer(200 if ok else 503, b"ok\n" if ok else b"database unreachable\n",
+                             "text/plain; charset=utf-8")
+            else:
+                self._answer(404, b"not found: try /metrics or /healthz\n",
+                             "text/plain; charset=utf-8")
+
+        def _answer(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes every few seconds are not events
+
+    return Handler
+
+
+def database_check(dsn: str | None, timeout_s: float = 2.0) -> Callable[[], bool]:
+    """A health check that connects to the database (``timeout_s`` at most) and asks it the
+    time."""
+    def check() -> bool:
+        import psycopg
+
+        from mvgraph.db.connect import resolve_dsn
+        from mvgraph.db.queries import query
+
+        with psycopg.connect(resolve_dsn(dsn), autocommit=True,
+                             connect_timeout=max(1, round(timeout_s)),
+                             application_name="mvgraph healthz") as conn:
+            conn.execute(query("clock_now"))
+        return True
+    return check
+
+
+def serve(metrics: Metrics, dsn: str | None, port: int, host: str = "0.0.0.0") -> MetricsServer:
+    """Start the server for ``--metrics-port PORT``, its /healthz checking ``dsn``."""
+    return MetricsServer(metrics, database_check(dsn), port, host).start()
