@@ -309,15 +309,16 @@ class Worker:
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                     search_path=spec.search_path,
                                     graph=self._catalog_graph(conn))
+        rows = store.step_rows(conn, job.id)
         finished = {name: (status, reason, error)
-                    for _seq, name, status, reason, error in store.step_rows(conn, job.id)
-                    if status.finished}
+                    for _seq, name, status, reason, error in rows if status.finished}
         prior = {s.name: StepResult(s.name, finished[str(s.name)][0],
                                     finished[str(s.name)][1] or "", 0.0,
                                     finished[str(s.name)][2])
                  for s in plan.steps if str(s.name) in finished}
         todo = [s for s in plan.steps if s.name not in prior]
-        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state))
+        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state),
+                            rows)
         executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
                             seqs={s.name: seqs[str(s.name)] for s in plan.steps},
                             attempt=job.attempt, run_as=run_as, foreground=False, prior=prior)
