@@ -94,3 +94,12 @@ def catalog_graph(conn: psycopg.Connection[tuple[object, ...]],
     what needs them is refused (:meth:`MVGraph.require_acyclic`)."""
     return MVGraph.from_definitions(read_definitions(conn, schemas, with_sql), strict=strict,
                                     on_cycle="warn")
+
+
+def catalog_fingerprint(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    """A digest of the catalog facts a graph is built from; it changes with any DDL that could
+    change the graph (and with some that cannot), never with a REFRESH. Read it *before* the
+    graph it keys, so that DDL committed in between makes the next reading differ."""
+    with translated():
+        row = conn.execute(query("catalog_fingerprint")).fetchone()
+    return str(row[0]) if row else ""

@@ -91,6 +91,9 @@ class MVGraph:
         self.load_errors: list[SqlParseError] = []  # failures left out (SQL files, keep_going)
         self.cycles: list[Cycle] = list(cycles)  # left out of ``g`` (catalog graphs only)
         self._blocked: dict[RelationName, tuple[Cycle, RelationName]] | None = None
+        # the whole graph's order, with the (graph, node count) it was computed for (graphs are
+        # not changed once built; the key is a guard)
+        self._order: tuple[tuple[int, int], list[RelationName]] | None = None
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -288,9 +291,16 @@ class MVGraph:
         return seen
 
     def order(self, nodes: Iterable[RelationName] | None = None) -> list[RelationName]:
-        """A topological order, deterministic: among ready nodes the smallest name goes first."""
-        g = self.g if nodes is None else self.g.subgraph(set(nodes))
-        return list(nx.lexicographical_topological_sort(g, key=_sort_key))
+        """A topological order, deterministic: among ready nodes the smallest name goes first.
+        The whole graph's order is computed once (a worker plans every job on one graph)."""
+        if nodes is not None:
+            return list(nx.lexicographical_topological_sort(self.g.subgraph(set(nodes)),
+                                                            key=_sort_key))
+        shape = (id(self.g), len(self.g))
+        if self._order is None or self._order[0] != shape:
+            self._order = (shape, list(nx.lexicographical_topological_sort(self.g,
+                                                                           key=_sort_key)))
+        return list(self._order[1])
 
     def layers(self, nodes: Iterable[RelationName] | None = None) -> list[list[RelationName]]:
         """Nodes grouped by longest-path depth (layer 0 holds the nodes with no inputs)."""

@@ -173,9 +173,15 @@ def write_steps(conn: Conn, job: int, steps: Sequence[PlannedStep]) -> None:
             "planned": [s.planned for s in steps], "reasons": [s.reason for s in steps]})
 
 
-def replan(conn: Conn, job: int, steps: Sequence[PlannedStep]) -> dict[str, int]:
+def replan(conn: Conn, job: int, steps: Sequence[PlannedStep],
+           rows: Sequence[tuple[object, ...]] | None = None) -> dict[str, int]:
     """Merge a fresh plan of the job's unfinished work into its step rows; returns each
-    planned step's number."""
+    planned step's number. ``rows``: the job's step rows (``step_rows``) when the caller has
+    read them; a job with none (submitted from SQL, claimed the first time) gets its steps
+    written as they are, without the merge."""
+    if rows is not None and not rows:
+        write_steps(conn, job, steps)
+        return {s.name: seq for seq, s in enumerate(steps, 1)}
     with translated():
         conn.execute(query("replan_steps"), {
             "job": job, "names": [s.name for s in steps], "mvs": [s.mv for s in steps],

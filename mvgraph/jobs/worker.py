@@ -9,6 +9,12 @@ whose worker died is requeued by the next claim after its lease expires, and res
 first unfinished step. SIGTERM / SIGINT: claim nothing more, let running steps finish for up to
 ``shutdown_s``, then cancel them and requeue what is left. The database going away never stops
 the worker: it reconnects with backoff, and requeues the jobs it lost.
+
+Per-job fixed costs are kept small: the catalog graph is read once and kept while the catalog's
+fingerprint (``catalog_fingerprint``: relations, rules, schemas, function volatility; about
+1 ms) stays the same, so DDL invalidates it; a refresh job's connection is kept for the next job;
+housekeeping (purge, compaction) runs after a job at most every ``housekeeping_s`` (claims reap
+lost jobs every time).
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ from typing import Any
 import psycopg
 
 from mvgraph import maintenance
+from mvgraph.catalog import catalog_fingerprint
 from mvgraph.db.connect import connect
+from mvgraph.db.queries import query
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
+from mvgraph.graph import MVGraph
 from mvgraph.jobs import kinds, store
 from mvgraph.jobs.store import ClaimedJob
 from mvgraph.model.events import Event, JobFinished, StepFinished
@@ -50,6 +59,7 @@ class WorkerConfig:
     heartbeat_s: float = 10.0
     poll_s: float = 5.0
     shutdown_s: float = 30.0
+    housekeeping_s: float = 2.0  # purge and compaction after a job, at most this often
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def check(self) -> None:
@@ -77,6 +87,9 @@ class Worker:
         self._hurry = threading.Event()  # the grace period is over: cancel running steps
         self._jobs: dict[int, _Running] = {}
         self._lock = threading.Lock()
+        self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
+        self._idle_conns: list[Conn] = []  # job connections kept for the next job
+        self._last_housekeeping = 0.0
 
     # ---- control --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -94,6 +107,10 @@ class Worker:
         finally:
             self._shutdown()
             beat.join(self.config.heartbeat_s + 5)
+            with self._lock:
+                idle, self._idle_conns = self._idle_conns, []
+            for conn in idle:
+                conn.close()
             log.info("worker %s stopped", self.config.name)
 
     def _install_signals(self) -> None:
@@ -141,10 +158,12 @@ class Worker:
         if conn is not None:
             conn.close()
 
-    def _connect(self) -> Conn:
+    def _connect(self, application_name: str | None = None) -> Conn:
+        """A new connection, the schema checked (installed or upgraded if needed)."""
         from mvgraph.refresh.service import prepare
 
-        conn = connect(self.config.dsn, application_name=f"mvgraph worker {self.config.name}")
+        conn = connect(self.config.dsn,
+                       application_name=application_name or f"mvgraph worker {self.config.name}")
         try:
             prepare(conn)
         except BaseException:
@@ -170,14 +189,29 @@ class Worker:
 
     # ---- one job --------------------------------------------------------------------------------
     def _run_job(self, job: ClaimedJob) -> None:
+        """Run a job; then, unless the worker is stopping, claim the next one on the same
+        connection and run it in this thread (its slot passes on). Without this a slot freed
+        by a finished job would wait for the next notification or poll."""
         conn: Conn | None = None
+        current: ClaimedJob | None = job
+        while current is not None:
+            conn = self._run_one(current, conn)
+            current = self._claim_next(conn, current)
+
+    def _run_one(self, job: ClaimedJob, conn: Conn | None) -> Conn | None:
+        """Run one job (on ``conn``, else a kept or new connection); returns the connection
+        when it can serve the next job, else closes it."""
+        reusable = False
         try:
-            conn = connect(self.config.dsn, application_name=f"mvgraph job {job.id}")
+            conn = conn or self._job_connection()
             report = self._execute(conn, job)
             if report is not None and report.status is RunStatus.LOST:
                 self._requeue_lost(job)
             elif report is not None:
-                maintenance.housekeeping(conn, job.id)
+                self._housekeeping(conn, job.id)
+            # only a refresh job's connection is known to be left as it was found (the run
+            # restores its settings; its role and locks are transaction-level)
+            reusable = job.kind is JobKind.REFRESH
         except (ConnectionFailed, psycopg.OperationalError) as exc:
             log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
             self._requeue_lost(job)
@@ -186,20 +220,90 @@ class Worker:
         except Exception as exc:  # an mvgraph bug: the job says so, the worker goes on
             log.exception("job %d: internal error", job.id)
             self._fail(conn, job, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            if conn is not None:
+        if conn is not None and not (reusable and self._clean(conn)):
+            conn.close()
+            return None
+        return conn
+
+    def _claim_next(self, conn: Conn | None, done: ClaimedJob) -> ClaimedJob | None:
+        """The next job for this thread's slot, claimed on its connection; None (the slot is
+        freed and the connection kept for a later job) when there is none or no connection,
+        or the worker is stopping."""
+        job = None
+        if conn is not None and not self._stopping.is_set():
+            try:
+                job = store.claim(conn, self.config.name, self.config.lease_s)
+            except (psycopg.Error, MvgraphError) as exc:
+                log.warning("claim failed (%s)", _first_line(exc))
                 conn.close()
-            with self._lock:
-                self._jobs.pop(job.id, None)
+        with self._lock:
+            running = self._jobs.pop(done.id, None)
+            if job is not None:
+                thread = running.thread if running else threading.current_thread()
+                self._jobs[job.id] = _Running(job, thread)
+            elif conn is not None and not conn.closed \
+                    and len(self._idle_conns) < self.config.concurrency:
+                self._idle_conns.append(conn)
+                conn = None
+        if job is not None:
+            log.info("job %d: claimed (attempt %d): %s", job.id, job.attempt, job.statement)
+        elif conn is not None:
+            conn.close()
+        return job
+
+    def _job_connection(self) -> Conn:
+        """A connection for a job: one kept from an earlier job, else a new one."""
+        with self._lock:
+            while self._idle_conns:
+                conn = self._idle_conns.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect("mvgraph job")
+
+    @staticmethod
+    def _clean(conn: Conn) -> bool:
+        """Whether a job's connection can serve another job: open, idle, no session-level
+        advisory locks left (an atomic run's, should it have failed to release them)."""
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
+        try:
+            conn.execute(query("unlock_all"))
+        except psycopg.Error:
+            return False
+        return True
+
+    def _housekeeping(self, conn: Conn, job_id: int) -> None:
+        """Purge and compaction after a job, at most every ``housekeeping_s`` (each costs
+        milliseconds: after every one of many small jobs it would cost more than the jobs)."""
+        with self._lock:
+            if time.monotonic() - self._last_housekeeping < self.config.housekeeping_s:
+                return
+            self._last_housekeeping = time.monotonic()
+        maintenance.housekeeping(conn, job_id)
+
+    def _catalog_graph(self, conn: Conn) -> MVGraph:
+        """The catalog's graph for planning, read again only when the catalog's fingerprint
+        changed (DDL); the fingerprint is read first, so DDL that commits while the graph is
+        read makes the next job read it again. Shared by this worker's jobs: planning and
+        running only read it."""
+        from mvgraph.refresh.service import _graph as planning_graph
+
+        fingerprint = catalog_fingerprint(conn)
+        with self._lock:
+            cached = self._graph
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        graph = planning_graph(conn)
+        with self._lock:
+            self._graph = (fingerprint, graph)
+        return graph
 
     def _execute(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
-        """Run a claimed job by its kind: a refresh plan, a SQL statement, a creation."""
-        from mvgraph.refresh.service import prepare
-
+        """Run a claimed job by its kind: a refresh plan, a SQL statement, a creation (the
+        connection was prepared when it was opened)."""
         if job.kind is JobKind.SQL:
             kinds.run_sql(conn, job)
             return None
-        prepare(conn)
         if job.kind is JobKind.CREATE:
             return self._create(conn, job)
         return self._refresh(conn, job, job_spec(job))
@@ -223,16 +327,18 @@ class Worker:
         run_as = store.run_as(conn, job.owner)
         options = run_options(conn, spec)
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
-                                    search_path=spec.search_path)
+                                    search_path=spec.search_path,
+                                    graph=self._catalog_graph(conn))
+        rows = store.step_rows(conn, job.id)
         finished = {name: (status, reason, error)
-                    for _seq, name, status, reason, error in store.step_rows(conn, job.id)
-                    if status.finished}
+                    for _seq, name, status, reason, error in rows if status.finished}
         prior = {s.name: StepResult(s.name, finished[str(s.name)][0],
                                     finished[str(s.name)][1] or "", 0.0,
                                     finished[str(s.name)][2])
                  for s in plan.steps if str(s.name) in finished}
         todo = [s for s in plan.steps if s.name not in prior]
-        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state))
+        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state),
+                            rows)
         executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
                             seqs={s.name: seqs[str(s.name)] for s in plan.steps},
                             attempt=job.attempt, run_as=run_as, foreground=False, prior=prior)

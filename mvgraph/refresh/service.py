@@ -135,7 +135,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
                                   "check it with `mvgraph graph -s`")
         g.require_acyclic(names)
         state = changes.read_state(conn, g, names)
-        facts = changes.gather_facts(conn, g, names, state)
+        facts = {} if force else changes.gather_facts(conn, g, names, state)
         chosen = make_plan(g, names, parsed, facts, force=force, scope=names)
         return g, replace(chosen, selector=" ".join(targets)), state
     names = [g.resolve(t, search_path) for t in targets]
@@ -145,7 +145,9 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
             touched |= materialized_scope(g, n, parsed)
     g.require_acyclic([*names, *sorted(touched)])
     state = changes.read_state(conn, g, sorted(touched))
-    facts = changes.gather_facts(conn, g, sorted(touched), state)
+    # a forced plan (--force, RESTRICT) refreshes every view whatever its facts: none are read
+    facts = {} if force or parsed is RefreshBehavior.RESTRICT else changes.gather_facts(
+        conn, g, sorted(touched), state)
     return g, make_plan(g, names, parsed, facts, force=force), state
 
 
