@@ -441,7 +441,12 @@ class Daemon:
             if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
                 self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
                 return
-            self._fire_slot(s, slot, None)
+            try:
+                self._fire_slot(s, slot, None)
+            except (psycopg.Error, MvgraphError) as exc:  # a pooled connection may have died:
+                log.info("schedule %d: slot %s: retrying (%s)", s.id, slot.isoformat(),
+                         _first_line(exc), extra={"event": "retry", "schedule": s.id})
+                self._fire_slot(s, slot, None)  # once more, on a new one (claims are atomic)
         except (psycopg.Error, MvgraphError) as exc:  # the database is away: catch-up later
             log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
                         slot.isoformat(), _first_line(exc),

@@ -202,3 +202,37 @@ def test_beyond_the_grace_missed_slots_are_not_run(db_dsn: str, conn: Conn, grac
     rows = slots(conn, sid)
     assert {st for _s, st, _j, _r in rows} == {"missed"} and len(rows) in (2, 3)
     assert conn.execute("SELECT count(*) FROM mvgraph.job").fetchone() == (0,)
+
+
+def test_jobs_run_as_the_schedule_owner_and_lost_connections_do_not_stop_it(
+        db_dsn: str, conn: Conn) -> None:
+    run_script(conn, SCHEMA)
+    role = f"own_{conn.info.dbname}"
+    run_script(conn, f"""
+        CREATE ROLE {role};
+        GRANT USAGE ON SCHEMA mvgraph TO {role};
+        GRANT EXECUTE ON FUNCTION mvgraph.submit(text) TO {role};
+        GRANT INSERT ON mvgraph.job TO {role};
+        GRANT USAGE ON SEQUENCE mvgraph.job_id_seq TO {role};
+        GRANT SELECT ON base TO {role};
+        ALTER MATERIALIZED VIEW fast OWNER TO {role};
+    """)
+    sid = add(conn, "fast")
+    conn.execute("UPDATE mvgraph.schedule SET owner = %s WHERE id = %s", [role, sid])
+    try:
+        with daemon(db_dsn, "--workers", "1") as proc:
+            wait_for(lambda: len(fired(conn, sid)) >= 2)
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                         "datname = current_database() AND application_name LIKE 'mvgraph %' "
+                         "AND pid <> pg_backend_pid()")
+            cut = datetime.now(UTC)
+            wait_for(lambda: len([s for s, _j in fired(conn, sid) if s > cut]) >= 3)
+            stop(proc)
+        owners = conn.execute("SELECT DISTINCT owner::text FROM mvgraph.job").fetchall()
+        assert owners == [(role,)], "jobs run with the schedule owner's rights"
+        done = conn.execute("SELECT j.status FROM mvgraph.schedule_slot ss JOIN mvgraph.job j "
+                            "ON j.id = ss.job_id WHERE ss.slot > %s ORDER BY ss.slot",
+                            [cut + timedelta(seconds=1)]).fetchall()
+        assert done and all(r == ("done",) for r in done), done
+    finally:
+        run_script(conn, f"DELETE FROM mvgraph.job; DROP OWNED BY {role}; DROP ROLE {role};")
