@@ -372,15 +372,18 @@ class Daemon:
         rows = store.schedules(conn)
         seen = {s.id for s in rows}
         for s in rows:
-            self._apply(s)
+            with self._lock:
+                armed = self._armed.get(s.id)
+            if first and _runnable(s) and (armed is None or armed.timing != s.timing):
+                # catch up first, then arm from the next slot after it: no slot in between
+                # is lost, none is seen twice
+                self._apply(s, self._catch_up(conn, s))
+            else:
+                self._apply(s)
         with self._lock:
             gone = [i for i in self._schedules if i not in seen]
         for i in gone:
             self._forget(i)
-        if first:
-            for s in rows:
-                if _runnable(s):
-                    self._catch_up(conn, s)
 
     def _on_change(self, conn: Conn, payload: str) -> None:
         op, _, ident = payload.partition(":")
@@ -393,7 +396,9 @@ class Daemon:
         else:
             self._forget(sid)
 
-    def _apply(self, s: Schedule) -> None:
+    def _apply(self, s: Schedule, first_slot: datetime | None = None) -> None:
+        """Follow a schedule's row: arm, re-arm (new clock), disarm (paused, broken, gone);
+        ``first_slot``: the first slot to fire (after a catch-up), else the next one."""
         with self._lock:
             self._schedules[s.id] = s
             armed = self._armed.get(s.id)
@@ -404,8 +409,9 @@ class Daemon:
             return
         if armed is not None and armed.timing == s.timing:
             return
+        extra = {"next_run_time": first_slot} if first_slot is not None else {}
         self._scheduler.add_job(_noop, SlotTrigger(s.timing), id=str(s.id), name=s.name,
-                                replace_existing=True)
+                                replace_existing=True, **extra)
         with self._lock:
             self._armed[s.id] = s
         _event("armed", f"schedule {s.id} ({s.name}): {'re-' if armed else ''}armed, "
@@ -520,9 +526,10 @@ class Daemon:
             self._emit(Skipped(s.id, s.name, slot, status, reason))
         return done
 
-    def _catch_up(self, conn: Conn, s: Schedule) -> None:
+    def _catch_up(self, conn: Conn, s: Schedule) -> datetime | None:
         """Coalesce the slots missed since the last recorded one (or the schedule's creation)
-        into at most one run (``timing.catch_up``); record the others as missed."""
+        into at most one run (``timing.catch_up``); record the others as missed. Returns the
+        first slot after those handled here."""
         with translated():
             row = conn.execute(query("last_clock_slot"), {"id": s.id}).fetchone()
         last = row[0] if row and isinstance(row[0], datetime) else None
@@ -530,13 +537,14 @@ class Daemon:
         now = datetime.now(UTC)
         c = catch_up(s.timing, since, now, timedelta(seconds=self.config.misfire_grace_s))
         if c.latest_missed is None:
-            return
+            return c.next
         missed = [t for t in slots_between(s.timing, since, now, limit=100_000) if t != c.run]
         for t in missed[-MISSED_ROWS:]:
             self._record(s, t, SlotStatus.MISSED, "no daemon ran at the time")
         if c.run is not None:
             self._fire_slot(s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
                             if c.skipped else "catch-up run for a missed slot")
+        return c.next
 
     # ---- run ends -------------------------------------------------------------------------------
     def _close_ends(self, conn: Conn) -> None:
