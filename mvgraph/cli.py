@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
+from mvgraph.commands.daemon import daemon_app as _daemon_app
 from mvgraph.commands.schedule import schedule_app as _schedule_app
 from mvgraph.db import embedded
 from mvgraph.db.connect import redact, resolve_dsn
@@ -51,6 +52,7 @@ jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
                        rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(_schedule_app, name="schedule")
+app.add_typer(_daemon_app, name="daemon")
 
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-schedule_app = typer.Typer(help="Schedules: refresh materialized views on a clock (the daemon "
-                                "that fires them is not built yet).",
+schedule_app = typer.Typer(help="Schedules: refresh materialized views on a clock (`mvgraph "
+                                "daemon` fires them).",
                            no_args_is_help=True, rich_markup_mode=None)
 
 ViewArg = Annotated[str, typer.Argument(help="The materialized view (its schedule's name).")]

@@ -811,6 +811,45 @@ SELECT s.id, s.view_name, s.target_lag, s.owner::text, s.created_at, j.status, j
    AND EXISTS (SELECT FROM pg_class c WHERE c.oid = s.view_oid AND c.relkind = 'm')
  ORDER BY s.id
 
+-- ---- the daemon (mvgraph daemon) ------------------------------------------------------------
+
+-- name: daemon_register
+INSERT INTO mvgraph.daemon (name, host, pid, workers, version)
+VALUES (%(name)s, %(host)s, %(pid)s, %(workers)s, %(version)s)
+RETURNING id
+
+-- name: daemon_heartbeat
+UPDATE mvgraph.daemon SET heartbeat_at = now(), schedules = %(schedules)s
+ WHERE id = %(id)s
+RETURNING id
+
+-- name: daemon_remove
+DELETE FROM mvgraph.daemon WHERE id = %(id)s
+
+-- name: live_daemons
+-- Daemons whose heartbeat is recent, with the jobs their workers run now.
+SELECT d.id, d.name, d.host, d.pid, d.started_at, d.heartbeat_at, d.workers, d.schedules,
+       d.version,
+       coalesce((SELECT array_agg(j.id ORDER BY j.id) FROM mvgraph.job j
+                  WHERE j.worker = d.name AND j.status = 'running'), '{}')
+  FROM mvgraph.daemon d
+ WHERE d.heartbeat_at > now() - make_interval(secs => %(within)s)
+ ORDER BY d.started_at, d.id
+
+-- name: last_clock_slot
+-- The latest slot recorded for a schedule by a daemon (not by run-now).
+SELECT max(slot) FROM mvgraph.schedule_slot WHERE schedule_id = %(id)s AND NOT manual
+
+-- name: schedule_busy
+-- Whether a run of the schedule is unfinished, and whether a slot waits for it (overlap queue:
+-- a fired slot with no job yet).
+SELECT EXISTS (SELECT FROM mvgraph.schedule_slot ss JOIN mvgraph.job j ON j.id = ss.job_id
+                WHERE ss.schedule_id = %(id)s
+                  AND j.status IN ('queued', 'running', 'suspended')),
+       EXISTS (SELECT FROM mvgraph.schedule_slot ss
+                WHERE ss.schedule_id = %(id)s AND ss.status = 'fired' AND ss.job_id IS NULL
+                  AND NOT ss.ended AND NOT ss.manual)
+
 -- name: set_local_role
 SET LOCAL ROLE {role}
 
@@ -820,3 +859,54 @@ SELECT clock_timestamp()
 -- name: unlock_all
 -- A kept worker connection drops any session-level advisory lock a failed run left behind.
 SELECT pg_advisory_unlock_all()
+
+-- name: reset_role
+RESET ROLE
+
+-- name: schedule_ends
+-- Slots whose job has ended and whose end is not yet written to the schedule, oldest end
+-- first; locked so that each end is counted by one daemon.
+SELECT ss.schedule_id, ss.slot, j.id, j.status, j.error, j.finished_at
+  FROM mvgraph.schedule_slot ss JOIN mvgraph.job j ON j.id = ss.job_id
+ WHERE ss.job_id IS NOT NULL AND NOT ss.ended
+   AND j.status IN ('done', 'failed', 'cancelled')
+ ORDER BY j.finished_at, j.id
+ LIMIT 100
+   FOR UPDATE OF ss SKIP LOCKED
+
+-- name: mark_slot_ended
+UPDATE mvgraph.schedule_slot SET ended = true WHERE schedule_id = %(id)s AND slot = %(slot)s
+
+-- name: schedule_run_ended
+-- A run ended: last end, status and error; a failure counts, a success resets the count; the
+-- schedule_max_failures-th failure in a row (default 16) marks the schedule broken. The last
+-- column says that this very failure broke it.
+WITH cap AS (SELECT coalesce((SELECT value::int FROM mvgraph.setting
+                               WHERE key = 'schedule_max_failures'), 16) AS n)
+UPDATE mvgraph.schedule
+   SET last_end = %(end)s, last_status = %(status)s, last_error = %(error)s,
+       failure_count = CASE %(status)s WHEN 'failed' THEN failure_count + 1
+                                       WHEN 'done' THEN 0 ELSE failure_count END,
+       is_broken = is_broken OR (%(status)s = 'failed' AND failure_count + 1 >= cap.n)
+  FROM cap
+ WHERE id = %(id)s
+RETURNING name, failure_count, is_broken, %(status)s = 'failed' AND failure_count = cap.n
+
+-- name: waiting_slots
+-- Slots kept waiting (overlap queue) whose schedule has no unfinished run any more.
+SELECT ss.schedule_id, ss.slot
+  FROM mvgraph.schedule_slot ss
+ WHERE ss.status = 'fired' AND ss.job_id IS NULL AND NOT ss.ended AND NOT ss.manual
+   AND NOT EXISTS (SELECT FROM mvgraph.schedule_slot o JOIN mvgraph.job j ON j.id = o.job_id
+                    WHERE o.schedule_id = ss.schedule_id
+                      AND j.status IN ('queued', 'running', 'suspended'))
+ ORDER BY ss.slot
+   FOR UPDATE OF ss SKIP LOCKED
+
+-- name: drop_waiting_slot
+-- A waiting slot whose schedule is paused, broken or gone: it will not run.
+UPDATE mvgraph.schedule_slot SET status = 'skipped', ended = true, reason = %(reason)s
+ WHERE schedule_id = %(id)s AND slot = %(slot)s
+
+-- name: job_submitted_at
+SELECT submitted_at FROM mvgraph.job WHERE id = %(job)s

@@ -321,6 +321,8 @@ def submit_refresh(target: Target, targets: str | Sequence[str], behavior: str |
 SETTINGS = {
     "retention_days": "days that finished jobs and their steps are kept (default 7)",
     "max_concurrent_jobs": "worker jobs running at once, across all workers (default 4)",
+    "schedule_max_failures": "failures in a row after which the daemon marks a schedule broken "
+                             "(default 16)",
     "lock_timeout": "default lock wait per refresh (e.g. 10s)",
     "statement_timeout": "default statement timeout per refresh (0 = none)",
     "synchronous_commit": "commit mode of refresh transactions (off: fast, a crash may lose "
@@ -337,6 +339,10 @@ def _validate_setting(conn: Conn, key: str, value: str) -> None:
     if key == "max_concurrent_jobs":
         if not value.isdigit() or not 1 <= int(value) <= 10000:
             raise UsageError("max_concurrent_jobs must be a whole number from 1 to 10000")
+        return
+    if key == "schedule_max_failures":
+        if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+            raise UsageError("schedule_max_failures must be a whole number from 1 to 1000000")
         return
     try:  # let PostgreSQL judge the value, in a transaction that is rolled back
         with conn.transaction(force_rollback=True):

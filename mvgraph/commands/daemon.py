@@ -1,0 +1,100 @@
+"""``mvgraph daemon``: fire schedules and run their jobs; ``mvgraph daemon status``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+daemon_app = typer.Typer(help="The scheduler daemon: fires schedules (each due slot exactly once "
+                              "across daemons) and runs their jobs.",
+                         rich_markup_mode=None)
+
+DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN, or 'embedded'.",
+                                            show_default=False)]
+
+
+def _dsn(local: str | None) -> str | None:
+    from mvgraph.cli import _dsn as global_dsn
+    from mvgraph.db.connect import resolve_dsn
+
+    return resolve_dsn(global_dsn(local))
+
+
+@daemon_app.callback(invoke_without_command=True)
+def daemon_cmd(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option(
+        "--workers", "-w", min=0, help="Jobs this daemon runs at once (0: only fire schedules; "
+                                       "`mvgraph worker` processes run the jobs).")] = 1,
+    misfire_grace: Annotated[float, typer.Option(
+        "--misfire-grace", min=0, help="Seconds a slot missed while no daemon ran may be late "
+                                       "and still run (coalesced into one catch-up run); older "
+                                       "ones are recorded missed.")] = 60.0,
+    resync: Annotated[float, typer.Option(
+        "--resync", min=0.1, help="Seconds between full reloads of the schedules (changes "
+                                  "arrive by NOTIFY within a second anyway).")] = 30.0,
+    shutdown_timeout: Annotated[float, typer.Option(
+        "--shutdown-timeout", min=0, help="On SIGTERM/SIGINT, seconds running jobs may finish "
+                                          "before they are cancelled and requeued.")] = 30.0,
+    log_json: Annotated[bool, typer.Option(
+        "--log-json", help="Log JSON lines (time, level, event, message, schedule, job, "
+                           "slot).")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics and /healthz on "
+                                                 "this port.", show_default=False)] = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Fire schedules and run their jobs until stopped (SIGTERM / Ctrl-C: fire nothing more,
+    let running jobs finish, requeue the rest). Subcommand: status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import logging
+
+    from mvgraph.scheduler.daemon import DaemonConfig, JsonLines
+    from mvgraph.scheduler.run import run
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines() if log_json else
+                         logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    run(DaemonConfig(_dsn(dsn), workers, misfire_grace_s=misfire_grace, resync_s=resync,
+                     shutdown_s=shutdown_timeout), metrics_port)
+
+
+@daemon_app.command("status")
+def status_cmd(
+    within: Annotated[float, typer.Option(
+        "--within", min=0.1, help="A daemon is live if its heartbeat is this recent "
+                                  "(seconds).")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """List live daemons: name (host:pid), started, last heartbeat, workers, schedules fired,
+    jobs running now."""
+    from datetime import UTC, datetime
+
+    from mvgraph.cli import out
+    from mvgraph.db.connect import connect
+    from mvgraph.render import escape
+    from mvgraph.scheduler.daemon import live_daemons
+
+    with connect(_dsn(dsn)) as conn:
+        found = live_daemons(conn, within)
+    if as_json:
+        sys.stdout.write(json.dumps([d.to_dict() for d in found], indent=2) + "\n")
+        return
+    if not found:
+        out.print(f"no live daemon (no heartbeat in the last {within:g}s); start one with "
+                  "`mvgraph daemon`")
+        return
+    now = datetime.now(UTC)
+    for d in found:
+        ago = (now - d.heartbeat_at).total_seconds()
+        jobs = ", ".join(str(j) for j in d.running_jobs) or "none"
+        out.print(escape(f"{d.name}  v{d.version}  started {d.started_at:%Y-%m-%d %H:%M:%S%z}  "
+                         f"heartbeat {ago:.1f}s ago  workers {d.workers}  "
+                         f"schedules {d.schedules}  running jobs: {jobs}"))

@@ -1,0 +1,746 @@
+"""``mvgraph daemon``: fires schedules, and (optionally) runs their jobs.
+
+The ``mvgraph.schedule`` table is the only source of truth. An APScheduler 3
+``BackgroundScheduler`` with a job store private to this process holds one job per clock
+schedule, with a :class:`~mvgraph.scheduler.timing.SlotTrigger`; it is rebuilt from the table
+at start, kept current by LISTEN on ``mvgraph_schedules`` (a dedicated connection; within a
+second) and by a full resync every ``resync_s`` (30 s). APScheduler only says *when*; what a
+slot does is decided here, in PostgreSQL:
+
+* **exactly once**: a firing first claims its slot (the unique ``(schedule_id, slot)`` key of
+  ``mvgraph.schedule_slot``) in the transaction that submits its job, so any number of daemons,
+  on any number of machines, run each due slot once;
+* **a firing only submits a job** (``mvgraph.submit`` of the schedule's ``what``), as the
+  schedule's owner (``SET LOCAL ROLE owner`` when the daemon logs in as another role, which must
+  be able to assume it); the daemon's workers, or any ``mvgraph worker``, run it;
+* **overlap**: a slot due while a run of the same schedule is unfinished is recorded
+  ``skipped``; with ``overlap = queue`` one slot waits (``fired`` without a job) and its job is
+  submitted when the run ends;
+* **downtime**: at start (and after the database came back) the slots missed since the last one
+  recorded are coalesced: the latest runs if it fell due within ``misfire_grace_s``, the others
+  are recorded ``missed``;
+* **run ends**: each ended job of a slot is written to its schedule once (``last_end``,
+  ``last_status``, ``last_error``, the failure count); the ``schedule_max_failures``-th failure
+  in a row (default 16) marks the schedule broken until ``mvgraph schedule resume``.
+
+A heartbeat row in ``mvgraph.daemon`` says the daemon is alive (``mvgraph daemon status``).
+SIGTERM / SIGINT stop the firing at once and give running jobs ``shutdown_s``; the database going
+away never stops the daemon (it reconnects with backoff, then resyncs and catches up).
+
+Hooks: :meth:`Daemon.add_tick` runs a callable every so many seconds with a connection (target
+lag planning, metrics); :meth:`Daemon.add_listener` receives every :data:`DaemonEvent`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+import psycopg
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from psycopg import sql
+
+from mvgraph.db.connect import connect
+from mvgraph.db.queries import query
+from mvgraph.errors import MvgraphError, UsageError, translated
+from mvgraph.jobs import store as jobs
+from mvgraph.model.status import Overlap, ScheduleKind, SlotStatus
+from mvgraph.scheduler import store
+from mvgraph.scheduler.store import Schedule
+from mvgraph.scheduler.timing import SlotTrigger, catch_up, slots_between
+from mvgraph.version import __version__
+
+log = logging.getLogger("mvgraph.daemon")
+Conn = psycopg.Connection[tuple[object, ...]]
+MAX_BACKOFF_S = 30.0
+MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are only counted
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """How a daemon runs; the defaults are the documented ones."""
+
+    dsn: str | None = None
+    workers: int = 1  # jobs run at once by the in-process worker (0: scheduler only)
+    resync_s: float = 30.0  # full reload of the table (LISTEN/NOTIFY does it within 1 s)
+    misfire_grace_s: float = 60.0  # a missed slot still runs if no older than this
+    heartbeat_s: float = 2.0
+    check_s: float = 1.0  # look for ended runs (a job's end also NOTIFYs)
+    shutdown_s: float = 30.0  # SIGTERM: running jobs may finish for this long
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def check(self) -> None:
+        """Refuse settings that cannot work (exit 2)."""
+        if self.workers < 0:
+            raise UsageError("--workers must be 0 (scheduler only) or more")
+        if self.misfire_grace_s < 0:
+            raise UsageError("--misfire-grace must be 0 or more seconds")
+        if self.resync_s <= 0 or self.heartbeat_s <= 0 or self.check_s <= 0:
+            raise UsageError("--resync must be positive")
+
+
+# ---- events (for logs, metrics and tests) ------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A slot was claimed and its job submitted; ``lateness_s`` = job submitted − slot."""
+
+    schedule_id: int
+    name: str
+    slot: datetime
+    job_id: int
+    lateness_s: float
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A slot was recorded skipped (overlap, owner), missed (downtime) or queued (waits)."""
+
+    schedule_id: int
+    name: str
+    slot: datetime
+    status: SlotStatus
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A schedule's job ended; ``broken`` when this failure made the schedule broken."""
+
+    schedule_id: int
+    name: str
+    job_id: int
+    status: str
+    failure_count: int
+    broken: bool
+    error: str | None
+
+
+DaemonEvent = Fired | Skipped | RunEnded
+Tick = Callable[[Conn], None]
+
+
+@dataclass
+class _TickEntry:
+    fn: Tick
+    every_s: float
+    name: str
+    due: float = 0.0
+
+
+class _FireExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
+    """Runs a firing with the slot times APScheduler computed (its own executors drop them)."""
+
+    def __init__(self, fire: Callable[[int, list[datetime]], None], threads: int = 4) -> None:
+        super().__init__()
+        self._fire = fire
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fire")
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        def go() -> None:
+            try:
+                self._fire(int(job.id), list(run_times))
+            except Exception:  # a bug: logged, the daemon goes on
+                log.exception("schedule %s: firing failed", job.id)
+            finally:
+                self._run_job_success(job.id, [])
+
+        self._pool.submit(go)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait)
+
+
+class _Pool:
+    """A few autocommit connections for firing threads and ticks; broken ones are dropped."""
+
+    def __init__(self, dsn: str | None, name: str) -> None:
+        self._dsn = dsn
+        self._name = name
+        self._free: list[Conn] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def conn(self) -> Iterator[Conn]:
+        with self._lock:
+            c = self._free.pop() if self._free else None
+        if c is None or c.closed:
+            c = connect(self._dsn, application_name=f"mvgraph daemon {self._name}")
+        ok = False
+        try:
+            yield c
+            ok = True
+        finally:
+            if ok and not c.closed and c.info.transaction_status == \
+                    psycopg.pq.TransactionStatus.IDLE:
+                with self._lock:
+                    self._free.append(c)
+            else:
+                c.close()
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for c in free:
+            c.close()
+
+
+class Daemon:
+    """Fires the schedules of one database and runs their jobs, until stopped."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        config.check()
+        self.config = config
+        self.name = config.name
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._schedules: dict[int, Schedule] = {}
+        self._armed: dict[int, Schedule] = {}  # those with an APScheduler job
+        self._ticks: list[_TickEntry] = []
+        self._listeners: list[Callable[[DaemonEvent], None]] = []
+        self._pool = _Pool(config.dsn, self.name)
+        self._scheduler = BackgroundScheduler(
+            jobstores={"default": MemoryJobStore()},  # private to this process, never shared
+            executors={"default": _FireExecutor(self._fire)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 100},
+            timezone=UTC)
+        self._daemon_id: int | None = None
+        self._worker: Any = None
+
+    # ---- hooks ----------------------------------------------------------------------------------
+    def add_tick(self, fn: Tick, every_s: float, name: str | None = None) -> None:
+        """Call ``fn(conn)`` every ``every_s`` seconds (first soon after start) on a thread of
+        its own with a pooled autocommit connection; an exception is logged, never fatal.
+        For target-lag planning (:meth:`fire` submits as a schedule) and metrics."""
+        if every_s <= 0:
+            raise UsageError("a tick's period must be positive")
+        with self._lock:
+            self._ticks.append(_TickEntry(fn, every_s,
+                                          name or str(getattr(fn, "__name__", "tick"))))
+
+    def add_listener(self, fn: Callable[[DaemonEvent], None]) -> None:
+        """Call ``fn(event)`` for every :data:`DaemonEvent` (on the thread that caused it)."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def schedules(self) -> list[Schedule]:
+        """The schedules as last read from the table."""
+        with self._lock:
+            return list(self._schedules.values())
+
+    def fire(self, schedule_id: int, slot: datetime, reason: str | None = None) -> int | None:
+        """Claim ``slot`` of a schedule and submit its job (as its owner), with the overlap
+        rule; returns the job id, or None (claimed elsewhere, skipped or waiting)."""
+        with self._lock:
+            sched = self._schedules.get(schedule_id)
+        if sched is None:
+            return None
+        return self._fire_slot(sched, slot, reason)
+
+    # ---- control --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Fire nothing more; running jobs get ``shutdown_s``, then are requeued."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Run until :meth:`stop` (or SIGTERM / SIGINT when called in the main thread)."""
+        self._install_signals()
+        threads = [threading.Thread(target=self._listen_loop, name="listen", daemon=True),
+                   threading.Thread(target=self._tick_loop, name="ticks", daemon=True)]
+        worker_thread: threading.Thread | None = None
+        if self.config.workers > 0:
+            from mvgraph.jobs.worker import Worker, WorkerConfig
+
+            self._worker = Worker(WorkerConfig(self.config.dsn, self.config.workers,
+                                               shutdown_s=self.config.shutdown_s,
+                                               name=self.name, poll_s=1.0, heartbeat_s=2.0))
+            worker_thread = threading.Thread(target=self._worker.run, name="worker",
+                                             daemon=True)
+        _event("started", f"daemon {self.name} started ({self.config.workers} workers)")
+        self._scheduler.start()
+        for t in threads:
+            t.start()
+        if worker_thread is not None:
+            worker_thread.start()
+        try:
+            while not self._stopping.wait(0.5):
+                pass
+        finally:
+            self._scheduler.shutdown(wait=True)  # firings in flight complete
+            if self._worker is not None:
+                self._worker.stop()
+            for t in threads:
+                t.join(10)
+            if worker_thread is not None:
+                worker_thread.join(self.config.shutdown_s + 35)
+            self._unregister()
+            self._pool.close()
+            _event("stopped", f"daemon {self.name} stopped")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if self._stopping.is_set() and self._worker is not None:
+                self._worker._hurry.set()  # a second signal: no more grace
+            _event("signal", f"signal {signum}: stopping (running jobs get "
+                             f"{self.config.shutdown_s:.0f}s)")
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # ---- the table: load, LISTEN, resync --------------------------------------------------------
+    def _listen_loop(self) -> None:
+        conn: Conn | None = None
+        backoff = 0.5
+        last_resync = last_beat = last_check = 0.0
+        while not self._stopping.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect_listener()
+                    self._resync(conn, first=True)
+                    self._heartbeat(conn)
+                    backoff = 0.5
+                    last_resync = last_beat = time.monotonic()
+                ends = False
+                changed: list[str] = []  # handled after the generator: it holds the connection
+                for note in conn.notifies(timeout=min(0.5, self.config.check_s), stop_after=50):
+                    if note.channel == store.CHANNEL:
+                        if note.payload not in changed:
+                            changed.append(note.payload)
+                    else:
+                        ends = True
+                for payload in changed:
+                    self._on_change(conn, payload)
+                now = time.monotonic()
+                if self._stopping.is_set():
+                    break
+                if ends or now - last_check >= self.config.check_s:
+                    last_check = now
+                    self._close_ends(conn)
+                if now - last_resync >= self.config.resync_s:
+                    last_resync = now
+                    self._resync(conn, first=False)
+                if now - last_beat >= self.config.heartbeat_s:
+                    last_beat = now
+                    self._heartbeat(conn)
+            except (psycopg.Error, MvgraphError) as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc),
+                            backoff, extra={"event": "db_down"})
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if conn is not None:
+            conn.close()
+
+    def _connect_listener(self) -> Conn:
+        from mvgraph.refresh.service import check_schema
+
+        conn = connect(self.config.dsn, application_name=f"mvgraph daemon {self.name}")
+        try:
+            check_schema(conn)
+            store.listen(conn)
+            jobs.listen(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _resync(self, conn: Conn, *, first: bool) -> None:
+        """Make the APScheduler jobs match the table; ``first`` (start, reconnect): catch up
+        the slots missed while nobody fired them."""
+        rows = store.schedules(conn)
+        seen = {s.id for s in rows}
+        for s in rows:
+            with self._lock:
+                armed = self._armed.get(s.id)
+            if first and _runnable(s) and (armed is None or armed.timing != s.timing):
+                # catch up first, then arm from the next slot after it: no slot in between
+                # is lost, none is seen twice
+                self._apply(s, self._catch_up(conn, s))
+            else:
+                self._apply(s)
+        with self._lock:
+            gone = [i for i in self._schedules if i not in seen]
+        for i in gone:
+            self._forget(i)
+
+    def _on_change(self, conn: Conn, payload: str) -> None:
+        op, _, ident = payload.partition(":")
+        if not ident.isdigit():
+            return
+        sid = int(ident)
+        found = store.schedules(conn, sid) if op != "delete" else []
+        if found:
+            self._apply(found[0])
+        else:
+            self._forget(sid)
+
+    def _apply(self, s: Schedule, first_slot: datetime | None = None) -> None:
+        """Follow a schedule's row: arm, re-arm (new clock), disarm (paused, broken, gone);
+        ``first_slot``: the first slot to fire (after a catch-up), else the next one."""
+        with self._lock:
+            self._schedules[s.id] = s
+            armed = self._armed.get(s.id)
+        if not _runnable(s):
+            if armed is not None:
+                self._disarm(s.id, "paused" if not s.enabled else
+                             "broken" if s.is_broken else "not on a clock")
+            return
+        if armed is not None and armed.timing == s.timing:
+            return
+        extra = {"next_run_time": first_slot} if first_slot is not None else {}
+        self._scheduler.add_job(_noop, SlotTrigger(s.timing), id=str(s.id), name=s.name,
+                                replace_existing=True, **extra)
+        with self._lock:
+            self._armed[s.id] = s
+        _event("armed", f"schedule {s.id} ({s.name}): {'re-' if armed else ''}armed, "
+                        f"{SlotTrigger(s.timing)}", schedule=s.id)
+
+    def _forget(self, sid: int) -> None:
+        with self._lock:
+            self._schedules.pop(sid, None)
+        self._disarm(sid, "removed")
+
+    def _disarm(self, sid: int, why: str) -> None:
+        with self._lock:
+            was = self._armed.pop(sid, None)
+        if was is None:
+            return
+        with suppress(JobLookupError):  # already gone
+            self._scheduler.remove_job(str(sid))
+        _event("disarmed", f"schedule {sid} ({was.name}): {why}", schedule=sid)
+
+    # ---- firing ---------------------------------------------------------------------------------
+    def _fire(self, sid: int, run_times: list[datetime]) -> None:
+        """APScheduler says slots are due (coalesced: the latest runs, earlier ones missed)."""
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            s = self._armed.get(sid)
+        if s is None:
+            return
+        slot = run_times[-1]
+        try:
+            for early in run_times[:-1]:
+                self._record(s, early, SlotStatus.MISSED, "coalesced: the daemon was late")
+            if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
+                self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
+                return
+            try:
+                self._fire_slot(s, slot, None)
+            except (psycopg.Error, MvgraphError) as exc:  # a pooled connection may have died:
+                log.info("schedule %d: slot %s: retrying (%s)", s.id, slot.isoformat(),
+                         _first_line(exc), extra={"event": "retry", "schedule": s.id})
+                self._fire_slot(s, slot, None)  # once more, on a new one (claims are atomic)
+        except (psycopg.Error, MvgraphError) as exc:  # the database is away: catch-up later
+            log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
+                        slot.isoformat(), _first_line(exc),
+                        extra={"event": "fire_failed", "schedule": s.id})
+
+    def _fire_slot(self, s: Schedule, slot: datetime, reason: str | None) -> int | None:
+        """Claim ``slot`` and submit its job in one transaction (see the module doc)."""
+        skip: tuple[SlotStatus, str] | None = None
+        job: int | None = None
+        with self._pool.conn() as conn:
+            with translated(), conn.transaction():
+                row = conn.execute(query("schedule_busy"), {"id": s.id}).fetchone()
+                busy, waiting = (bool(row[0]), bool(row[1])) if row else (False, False)
+                if busy and s.overlap is Overlap.QUEUE and not waiting:
+                    if store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, claimed_by=self.name,
+                                        reason="waits for the previous run (overlap queue)"):
+                        skip = (SlotStatus.FIRED, "waits for the previous run (overlap queue)")
+                elif busy:
+                    why = ("one run already waits (overlap queue)" if waiting
+                           else "the previous run was still going")
+                    if store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED, reason=why,
+                                        claimed_by=self.name):
+                        skip = (SlotStatus.SKIPPED, why)
+                else:
+                    owner_problem = _owner_problem(conn, s.owner)
+                    if owner_problem:
+                        if store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED,
+                                            reason=owner_problem, claimed_by=self.name):
+                            skip = (SlotStatus.SKIPPED, owner_problem)
+                    elif store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, reason=reason,
+                                          claimed_by=self.name):
+                        job = self._submit(conn, s, slot)
+                store.set_next_run(conn, s.id, s.next_slot())
+            lateness = None
+            if job is not None:
+                got = conn.execute(query("job_submitted_at"), {"job": job}).fetchone()
+                at = got[0] if got and isinstance(got[0], datetime) else datetime.now(UTC)
+                lateness = (at - slot).total_seconds()
+        if job is not None and lateness is not None:
+            _event("fired", f"schedule {s.id} ({s.name}): slot {slot.isoformat()} fired job "
+                            f"{job} ({lateness * 1000:.0f} ms after its slot)"
+                            + (f"; {reason}" if reason else ""),
+                   schedule=s.id, job=job, slot=slot.isoformat())
+            self._emit(Fired(s.id, s.name, slot, job, lateness, reason))
+        elif skip is not None:
+            what = "waits" if skip[0] is SlotStatus.FIRED else skip[0].value
+            _event(what, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} {what}: "
+                         f"{skip[1]}", schedule=s.id, slot=slot.isoformat())
+            self._emit(Skipped(s.id, s.name, slot, skip[0], skip[1]))
+        return job
+
+    def _submit(self, conn: Conn, s: Schedule, slot: datetime) -> int:
+        """Submit the schedule's statement as its owner; link the job to the slot."""
+        if s.owner != conn.info.user:
+            conn.execute(sql.SQL(query("set_local_role")).format(role=sql.Identifier(s.owner)))
+        job = jobs.submit(conn, s.what)
+        if s.owner != conn.info.user:
+            conn.execute(query("reset_role"))
+        store.set_slot_job(conn, s.id, slot, job)
+        store.note_run_started(conn, s.id, job)
+        return job
+
+    def _record(self, s: Schedule, slot: datetime, status: SlotStatus, reason: str) -> bool:
+        with self._pool.conn() as conn:
+            done = store.claim_slot(conn, s.id, slot, status, reason=reason,
+                                    claimed_by=self.name)
+        if done:
+            _event(status.value, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} "
+                                 f"{status.value}: {reason}", schedule=s.id,
+                   slot=slot.isoformat())
+            self._emit(Skipped(s.id, s.name, slot, status, reason))
+        return done
+
+    def _catch_up(self, conn: Conn, s: Schedule) -> datetime | None:
+        """Coalesce the slots missed since the last recorded one (or the schedule's creation)
+        into at most one run (``timing.catch_up``); record the others as missed. Returns the
+        first slot after those handled here."""
+        with translated():
+            row = conn.execute(query("last_clock_slot"), {"id": s.id}).fetchone()
+        last = row[0] if row and isinstance(row[0], datetime) else None
+        since = max(last, s.created_at) if last else s.created_at
+        now = datetime.now(UTC)
+        c = catch_up(s.timing, since, now, timedelta(seconds=self.config.misfire_grace_s))
+        if c.latest_missed is None:
+            return c.next
+        missed = [t for t in slots_between(s.timing, since, now, limit=100_000) if t != c.run]
+        for t in missed[-MISSED_ROWS:]:
+            self._record(s, t, SlotStatus.MISSED, "no daemon ran at the time")
+        if c.run is not None:
+            self._fire_slot(s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
+                            if c.skipped else "catch-up run for a missed slot")
+        return c.next
+
+    # ---- run ends -------------------------------------------------------------------------------
+    def _close_ends(self, conn: Conn) -> None:
+        """Write each ended run to its schedule (once across daemons), then submit the waiting
+        slots (overlap queue) whose schedule is free."""
+        ended: list[RunEnded] = []
+        while True:
+            with translated(), conn.transaction():
+                rows = conn.execute(query("schedule_ends")).fetchall()
+                for sid, slot, job, status, error, end in rows:
+                    conn.execute(query("mark_slot_ended"), {"id": sid, "slot": slot})
+                    r = conn.execute(query("schedule_run_ended"), {
+                        "id": sid, "end": end, "status": status, "error": error}).fetchone()
+                    if r is not None:
+                        ended.append(RunEnded(int(str(sid)), str(r[0]), int(str(job)),
+                                              str(status), int(str(r[1])), bool(r[3]),
+                                              _opt(error)))
+            if len(rows) < 100:
+                break
+        for e in ended:
+            _event("run_ended", f"schedule {e.schedule_id} ({e.name}): job {e.job_id} "
+                                f"{e.status}" + (f": {e.error}" if e.error else "")
+                                + (f" ({e.failure_count} failures in a row)"
+                                   if e.status == "failed" else ""),
+                   schedule=e.schedule_id, job=e.job_id)
+            if e.broken:
+                _event("broken", f"schedule {e.schedule_id} ({e.name}) is broken after "
+                                 f"{e.failure_count} failures in a row; `mvgraph schedule "
+                                 f"resume {e.name}` runs it again",
+                       schedule=e.schedule_id, job=e.job_id)
+            self._emit(e)
+        self._submit_waiting(conn)
+
+    def _submit_waiting(self, conn: Conn) -> None:
+        fired: list[tuple[Schedule, datetime, int]] = []
+        with translated(), conn.transaction():
+            for sid, slot in conn.execute(query("waiting_slots")).fetchall():
+                assert isinstance(slot, datetime)
+                with self._lock:
+                    s = self._schedules.get(int(str(sid)))
+                if s is None or not _runnable(s):
+                    conn.execute(query("drop_waiting_slot"), {
+                        "id": sid, "slot": slot,
+                        "reason": "the schedule was paused, broken or removed while it waited"})
+                    continue
+                owner_problem = _owner_problem(conn, s.owner)
+                if owner_problem:
+                    conn.execute(query("drop_waiting_slot"),
+                                 {"id": sid, "slot": slot, "reason": owner_problem})
+                    continue
+                fired.append((s, slot, self._submit(conn, s, slot)))
+        for s, slot, job in fired:
+            _event("fired", f"schedule {s.id} ({s.name}): waiting slot {slot.isoformat()} "
+                            f"fired job {job}", schedule=s.id, job=job, slot=slot.isoformat())
+            self._emit(Fired(s.id, s.name, slot, job,
+                             (datetime.now(UTC) - slot).total_seconds(), "waited"))
+
+    # ---- heartbeat, ticks, events ---------------------------------------------------------------
+    def _heartbeat(self, conn: Conn) -> None:
+        with self._lock:
+            armed = len(self._armed)
+        with translated():
+            row = None
+            if self._daemon_id is not None:
+                row = conn.execute(query("daemon_heartbeat"),
+                                   {"id": self._daemon_id, "schedules": armed}).fetchone()
+            if row is None:
+                row = conn.execute(query("daemon_register"), {
+                    "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                    "workers": self.config.workers, "version": __version__}).fetchone()
+                assert row is not None
+                self._daemon_id = int(str(row[0]))
+                conn.execute(query("daemon_heartbeat"),
+                             {"id": self._daemon_id, "schedules": armed})
+
+    def _unregister(self) -> None:
+        if self._daemon_id is None:
+            return
+        try:
+            with connect(self.config.dsn) as conn:
+                conn.execute(query("daemon_remove"), {"id": self._daemon_id})
+        except (psycopg.Error, MvgraphError):
+            pass  # the row goes stale instead
+
+    def _tick_loop(self) -> None:
+        start = time.monotonic()
+        while not self._stopping.wait(0.1):
+            with self._lock:
+                due = [t for t in self._ticks if time.monotonic() - start >= t.due]
+            for t in due:
+                t.due = time.monotonic() - start + t.every_s
+                try:
+                    with self._pool.conn() as conn:
+                        t.fn(conn)
+                except Exception as exc:
+                    log.warning("tick %s failed: %s", t.name, _first_line(exc),
+                                extra={"event": "tick_failed"})
+
+    def _emit(self, event: DaemonEvent) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(event)
+            except Exception as exc:
+                log.warning("event listener failed: %s", _first_line(exc))
+
+
+# ---- status -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    """One live daemon, as ``mvgraph daemon status`` shows it."""
+
+    id: int
+    name: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    workers: int
+    schedules: int
+    version: str
+    running_jobs: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``daemon status --json`` element."""
+        return {"id": self.id, "name": self.name, "host": self.host, "pid": self.pid,
+                "started_at": self.started_at.isoformat(),
+                "heartbeat_at": self.heartbeat_at.isoformat(), "workers": self.workers,
+                "schedules": self.schedules, "version": self.version,
+                "running_jobs": self.running_jobs}
+
+
+def live_daemons(conn: Conn, within_s: float = 10.0) -> list[DaemonInfo]:
+    """Daemons whose heartbeat is newer than ``within_s`` seconds."""
+    with translated():
+        rows = conn.execute(query("live_daemons"), {"within": within_s}).fetchall()
+    out = []
+    for r in rows:
+        assert isinstance(r[4], datetime) and isinstance(r[5], datetime)
+        jobs_now = r[9] if isinstance(r[9], list) else []
+        out.append(DaemonInfo(int(str(r[0])), str(r[1]), str(r[2]), int(str(r[3])), r[4], r[5],
+                              int(str(r[6])), int(str(r[7])), str(r[8]),
+                              [int(j) for j in jobs_now]))
+    return out
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def _runnable(s: Schedule) -> bool:
+    return (s.enabled and not s.is_broken and s.view_exists
+            and s.timing.kind is not ScheduleKind.LAG)
+
+
+def _owner_problem(conn: Conn, owner: str) -> str | None:
+    """Why this session cannot submit as ``owner`` (None: it can)."""
+    if owner == conn.info.user:
+        return None
+    with translated():
+        row = conn.execute(query("can_assume"), {"role": owner}).fetchone()
+    if row is not None and row[0]:
+        return None
+    return (f"the daemon's role {conn.info.user} cannot act as {owner}, the schedule's owner; "
+            f"GRANT {owner} TO {conn.info.user}")
+
+
+def _noop() -> None:  # APScheduler wants a callable; _FireExecutor calls Daemon._fire instead
+    return None
+
+
+def _event(event: str, message: str, **ids: Any) -> None:
+    log.info(message, extra={"event": event, **ids})
+
+
+def _opt(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class JsonLines(logging.Formatter):
+    """``--log-json``: one JSON object per line: time, level, event, message, and the
+    schedule, job and slot it is about when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(), "logger": record.name,
+            "event": getattr(record, "event", None), "message": record.getMessage()}
+        for key in ("schedule", "job", "slot"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out)

@@ -1,0 +1,46 @@
+"""A daemon with everything plugged in: clock schedules, freshness targets (a tick calling
+:func:`mvgraph.scheduler.lag.submit_due` every second) and, when asked, Prometheus metrics."""
+
+from __future__ import annotations
+
+import psycopg
+
+from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
+from mvgraph.scheduler.lag import submit_due
+from mvgraph.scheduler.metrics import Metrics, serve
+
+TARGET_TICK_S = 1.0  # how often due freshness targets are looked for
+
+
+def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
+    """The daemon with its freshness-target tick, and the metrics its events feed."""
+    daemon = Daemon(config)
+    metrics = Metrics()
+
+    def targets(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        metrics.observe_tick(submit_due(conn, claimed_by=config.name))
+
+    daemon.add_tick(targets, TARGET_TICK_S, name="freshness targets")
+    daemon.add_listener(lambda event: record(metrics, event))
+    return daemon, metrics
+
+
+def record(metrics: Metrics, event: DaemonEvent) -> None:
+    """Count one daemon event: a firing with its lateness, a skip, a failed run."""
+    if isinstance(event, Fired):
+        metrics.fired(event.name, event.lateness_s)
+    elif isinstance(event, Skipped):
+        metrics.skipped(event.name)
+    elif isinstance(event, RunEnded) and event.status == "failed":
+        metrics.failed(event.name)
+
+
+def run(config: DaemonConfig, metrics_port: int | None = None) -> None:
+    """Run a daemon until stopped; with ``metrics_port``, serve /metrics and /healthz."""
+    daemon, metrics = build(config)
+    server = serve(metrics, config.dsn, metrics_port) if metrics_port is not None else None
+    try:
+        daemon.run()
+    finally:
+        if server is not None:
+            server.stop()
