@@ -11,6 +11,7 @@ from mvgraph.api import load_graph
 from mvgraph.db import embedded
 from mvgraph.db.connect import connect
 from mvgraph.db.migrate import migrate
+from mvgraph.db.queries import query
 from mvgraph.db.scripts import drop_database, recreate_database, run_files
 from mvgraph.errors import UsageError
 from mvgraph.render import deps_tree, graph_tree
@@ -58,6 +59,7 @@ def run_demo(console: Console, keep: bool = True) -> str:
     same = "the same" if not _differs(from_files, graph) else "DIFFERENT"
     console.print(f"\ngraph from the SQL files and graph from the catalog are {same}")
     _refresh_tour(console, dsn)
+    _schedule_tour(console, dsn)
     console.print("\ntry: mvgraph --embedded status   (or graph, plan, refresh ...; "
                   "`mvgraph embedded uri` prints the DSN)")
     if not keep:
@@ -104,3 +106,46 @@ def _differs(a: object, b: object) -> bool:
 
     assert isinstance(a, MVGraph) and isinstance(b, MVGraph)
     return not diff(a, b).empty
+
+
+DAEMON_SECONDS = 4.5  # how long the demo lets the daemon run
+
+
+def _schedule_tour(console: Console, dsn: str) -> None:
+    """Schedule mv6 in GaussDB's syntax, run the daemon (with one worker) for a few seconds in
+    this process, and show the runs it fired."""
+    import threading
+
+    from mvgraph.frontend import execute_script
+    from mvgraph.scheduler import store
+    from mvgraph.scheduler.daemon import DaemonConfig
+    from mvgraph.scheduler.run import build
+
+    console.rule("[bold]schedules")
+    statement = ("ALTER MATERIALIZED VIEW mv6 REFRESH CASCADE BACKWARD "
+                 "START WITH (now()) EVERY (interval '1 s')")
+    with connect(dsn) as conn:
+        for outcome in execute_script(conn, statement, source="demo"):
+            console.print(f"[bold]{statement}[/]: {outcome.status}")
+            for note in outcome.notices:
+                console.print(f"  {note}")
+        rows = conn.execute("SELECT what, interval FROM scheduler.pg_task").fetchall()
+    for what, interval in rows:
+        console.print(f"scheduler.pg_task: {what}, every {interval}")
+    daemon, _metrics = build(DaemonConfig(dsn, workers=1, shutdown_s=5.0, resync_s=30.0))
+    runner = threading.Thread(target=daemon.run, name="demo daemon", daemon=True)
+    console.print(f"running `mvgraph daemon` for {DAEMON_SECONDS:g} seconds ...")
+    runner.start()
+    runner.join(DAEMON_SECONDS)
+    daemon.stop()
+    runner.join(15)
+    with connect(dsn) as conn:
+        schedule = next(s for s in store.schedules(conn) if s.view_name == "public.mv6")
+        history = store.history(conn, schedule.id)
+        conn.execute(query("demo_pause_schedules"))  # the demo database stays quiet afterwards
+    for record in reversed(history):
+        console.print(f"  slot {record.slot:%H:%M:%S}: {record.status.value}, job "
+                      f"{record.job_id if record.job_id is not None else '-'} "
+                      f"{record.job_status or ''}")
+    console.print("the schedule is paused now; `mvgraph schedule resume public.mv6` and "
+                  "`mvgraph --embedded daemon` run it again")

@@ -910,3 +910,7 @@ UPDATE mvgraph.schedule_slot SET status = 'skipped', ended = true, reason = %(re
 
 -- name: job_submitted_at
 SELECT submitted_at FROM mvgraph.job WHERE id = %(job)s
+
+-- name: demo_pause_schedules
+-- `mvgraph demo` leaves its schedules paused: nothing fires in the demo database until asked.
+UPDATE mvgraph.schedule SET enabled = false
