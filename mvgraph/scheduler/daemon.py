@@ -147,7 +147,7 @@ class _TickEntry:
 class _FireExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
     """Runs a firing with the slot times APScheduler computed (its own executors drop them)."""
 
-    def __init__(self, fire: Callable[[int, list[datetime]], None], threads: int = 4) -> None:
+    def __init__(self, fire: Callable[[int, list[datetime]], None], threads: int = 16) -> None:
         super().__init__()
         self._fire = fire
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fire")
