@@ -175,7 +175,7 @@ def _steer(verb: str, job: int, dsn: str | None) -> str:
         return str(getattr(store, verb)(conn, job))
 
 
-# ---- schedules (the daemon that fires them is part 2 of issue 9) -----------------------------
+# ---- schedules (`mvgraph daemon` fires them) -------------------------------------------------
 
 def add_schedule(view: str, *, every: str | None = None, start: str | None = None,
                  cron: str | None = None, target_lag: str | None = None, tz: str | None = None,

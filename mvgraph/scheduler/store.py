@@ -1,7 +1,7 @@
 """Schedule persistence: every ``mvgraph.schedule`` and ``mvgraph.schedule_slot`` row is written
 here, and only here (the SQL lives in ``queries.sql`` and ``0008_schedules.sql``).
 
-For the daemon (part 2): :func:`schedules` reads the table (the only source of truth; LISTEN on
+For the daemon: :func:`schedules` reads the table (the only source of truth; LISTEN on
 :data:`CHANNEL` for changes, payload ``insert:ID`` / ``update:ID`` / ``delete:ID``);
 :func:`claim_slot` records a slot exactly once across every daemon (the unique key
 ``(schedule_id, slot)``); :func:`set_slot_job` and :func:`note_run_started` link the job it

@@ -10,7 +10,7 @@ Three kinds of timing:
   wall time that happens twice (fall back) fires once, at its first occurrence, unless the
   expression fires every hour (hour field ``*``), in which case both occurrences fire (they are
   an hour apart in real time, as the expression asks).
-* ``lag``: a freshness target; no clock (the daemon decides, part 2): no slots.
+* ``lag``: a freshness target; no clock (the daemon decides, `scheduler/lag.py`): no slots.
 
 :func:`next_after` is the one implementation of "when next": ``schedule list``, the store's
 ``next_run`` column and the APScheduler trigger (:class:`SlotTrigger`) all use it.
