@@ -155,7 +155,14 @@ def test_a_killed_worker_loses_its_job_for_a_lease_and_no_step_runs_twice(
     job = mvgraph.submit_refresh(db_dsn, "c3", "cascade backward")
     first = start_worker(db_dsn)
     try:
-        wait_for(lambda: running_step(conn, job, "public.c2"))
+        # killed while c2's REFRESH runs on the server: its transaction (sent whole, COMMIT
+        # included) commits there without the client, and that finished step is not redone.
+        # (Killed before the COMMIT reached the server, the step would roll back and rightly
+        # run again; the counter below, a sequence, would then count the lost attempt too.)
+        wait_for(lambda: running_step(conn, job, "public.c2") and conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND "
+            "wait_event = 'PgSleep' AND query LIKE '%%mvgraph.refresh_step(%%'"
+        ).fetchone() == (1,))
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
