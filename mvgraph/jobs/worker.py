@@ -96,6 +96,10 @@ class Worker:
         """Claim nothing more; running jobs get the grace period, then are requeued."""
         self._stopping.set()
 
+    def hurry(self) -> None:
+        """End the grace period now: running steps are cancelled and their jobs requeued."""
+        self._hurry.set()
+
     def run(self) -> None:
         """Run until ``stop`` (or SIGTERM / SIGINT when called in the main thread)."""
         self._install_signals()
@@ -119,7 +123,7 @@ class Worker:
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             if self._stopping.is_set():  # a second signal: no more grace
-                self._hurry.set()
+                self.hurry()
             log.info("signal %d: stopping (running steps get %.0fs)", signum,
                      self.config.shutdown_s)
             self.stop()
@@ -286,7 +290,7 @@ class Worker:
         changed (DDL); the fingerprint is read first, so DDL that commits while the graph is
         read makes the next job read it again. Shared by this worker's jobs: planning and
         running only read it."""
-        from mvgraph.refresh.service import _graph as planning_graph
+        from mvgraph.refresh.service import planning_graph
 
         fingerprint = catalog_fingerprint(conn)
         with self._lock:

@@ -96,7 +96,7 @@ def prepare(conn: Conn) -> None:
         changes.install_event_trigger(conn, missing)
 
 
-def _graph(conn: Conn) -> MVGraph:
+def planning_graph(conn: Conn) -> MVGraph:
     """The catalog's graph for planning (no view definitions); its warnings (cycles among
     views) are logged once."""
     g = catalog_graph(conn, with_sql=False)
@@ -123,7 +123,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
     graph and the catalog facts it was made from (a run reuses them)."""
     if not targets:
         raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
-    g = graph or _graph(conn)
+    g = graph or planning_graph(conn)
     parsed = RefreshBehavior.parse(behavior)
     if any(is_selector(t) for t in targets):
         if parsed not in (RefreshBehavior.DEFAULT, RefreshBehavior.RESTRICT):
@@ -380,7 +380,7 @@ def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
           ) -> list[RelationName]:
     """Set the tracking mode of tables (``every``: all base tables upstream of any view)."""
     with session(target) as conn:
-        g = _graph(conn)
+        g = planning_graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.set_mode(conn, name, mode)
@@ -391,7 +391,7 @@ def untrack(target: Target, tables: Sequence[str] = (), *, every: bool = False,
             search_path: Sequence[str] = ("public",)) -> list[RelationName]:
     """Remove tracking triggers; the tables fall back to ``stats`` mode."""
     with session(target) as conn:
-        g = _graph(conn)
+        g = planning_graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.untrack(conn, name)
@@ -418,7 +418,7 @@ def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
     if volatile not in (None, "auto", "always", "never"):
         raise UsageError("--volatile must be auto, always or never")
     with session(target) as conn:
-        g = _graph(conn)
+        g = planning_graph(conn)
         name = g.resolve(view, search_path)
         if g.kind(name) is not Kind.MATVIEW:
             raise UnknownRelation(f"{name} is a {g.kind(name).value}, not a materialized view; "
@@ -474,7 +474,7 @@ class StatusReport:
 def status(target: Target) -> StatusReport:
     """Freshness of every materialized view and tracking mode of every base table they read."""
     with session(target) as conn:
-        g = _graph(conn)
+        g = planning_graph(conn)
         mvs = [n for n in g.order() if g.kind(n) is Kind.MATVIEW]
         state = changes.read_state(conn, g, mvs)
         facts = changes.gather_facts(conn, g, mvs, state)

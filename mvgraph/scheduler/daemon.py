@@ -299,7 +299,7 @@ class Daemon:
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             if self._stopping.is_set() and self._worker is not None:
-                self._worker._hurry.set()  # a second signal: no more grace
+                self._worker.hurry()  # a second signal: no more grace
             _event("signal", f"signal {signum}: stopping (running jobs get "
                              f"{self.config.shutdown_s:.0f}s)")
             self.stop()
