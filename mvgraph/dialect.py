@@ -58,7 +58,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
@@ -70,6 +70,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 from mvgraph import recovery
 from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlParseError
+from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
 from mvgraph.names import RelationName, quote_ident
 
 if TYPE_CHECKING:
@@ -144,64 +145,7 @@ META_RECOVERED: Final = "mvgraph_recovered"  # rewrites of mvgraph.recovery a pa
 _QUERY_REWRITE: Final = "QUERY REWRITE"
 
 
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Define:
-    """A relation was created.
-
-    ``unqualified`` lists the bare names read by the definition that were resolved through
-    ``search_path`` (the search path in force at that statement); a loader that knows every
-    definition re-resolves them.
-    """
-
-    definition: Definition
-    unqualified: frozenset[str] = frozenset()
-    search_path: tuple[str, ...] = ("public",)
-
-
-@dataclass(frozen=True, slots=True)
-class Rename:
-    """``ALTER ... RENAME TO`` or ``ALTER ... SET SCHEMA``."""
-
-    old: RelationName
-    new: RelationName
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """``DROP TABLE / VIEW / MATERIALIZED VIEW``: one event per name."""
-
-    name: RelationName
-
-
-@dataclass(frozen=True, slots=True)
-class AlterSchedule:
-    """``ALTER MATERIALIZED VIEW ... REFRESH ...`` or ``... QUERY REWRITE``.
-
-    Fields of ``schedule`` left None were not mentioned by the statement.
-    """
-
-    name: RelationName
-    schedule: Schedule
-
-
-Event: TypeAlias = Define | Rename | Drop | AlterSchedule
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptResult:
-    """The events of a script, in order, how many statements were skipped as irrelevant, and
-    the relevant statements that could not be parsed (left out of the events).
-
-    ``error_at`` holds, for each error, how many events came before its statement (where a
-    definition resolved some other way belongs in ``events``)."""
-
-    events: tuple[Event, ...]
-    ignored: int
-    errors: tuple[SqlParseError, ...] = ()
-    error_at: tuple[int, ...] = ()
+# The events (plain data) live in mvgraph.events; they are re-exported from here.
 
 
 # --------------------------------------------------------------------------- tokens
