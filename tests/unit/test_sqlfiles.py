@@ -115,9 +115,47 @@ def test_old_cache_entries_are_pruned_when_new_ones_are_written(
     (old,) = list(cache_dir().rglob("*.marshal"))
     stale = time.time() - (CACHE_MAX_AGE_DAYS + 1) * 86400
     os.utime(old, (stale, stale))
-    load_sql([first])  # a cache hit writes nothing and prunes nothing
-    assert old.exists()
-    first.write_text("CREATE TABLE t (id int, v int);", encoding="utf-8")
-    load_sql([first])  # a miss writes a new entry and prunes the stale one
+    load_sql([first])  # a cache hit writes nothing, prunes nothing, and keeps its entry alive
+    assert old.exists() and old.stat().st_mtime > stale + 86400
+    os.utime(old, (stale, stale))
+    second = tmp_path / "b.sql"
+    second.write_text("CREATE TABLE u (id int);", encoding="utf-8")
+    load_sql([second])  # another load: a new entry is written and the stale one pruned
     entries = list(cache_dir().rglob("*.marshal"))
     assert old not in entries and len(entries) == 1
+
+
+def test_a_changed_file_is_the_only_one_parsed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache holds one entry per load; a warm load parses nothing, an edit parses the
+    edited file only and rewrites that entry (no second one)."""
+    from mvgraph import dialect
+
+    files = [write(tmp_path, f"{i}.sql", f"CREATE TABLE t{i} (id int);") for i in range(5)]
+    cold = load_sql(files)
+    parsed: list[str] = []
+    real = dialect.parse_script
+
+    def counting(text: str, **kwargs: object) -> object:
+        parsed.append(str(kwargs["path"]))
+        return real(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dialect, "parse_script", counting)
+    assert load_sql(files) == cold and parsed == []
+    files[3].write_text("CREATE TABLE t3 (id int);\nCREATE VIEW v AS SELECT id FROM t3;")
+    again = load_sql(files)
+    assert parsed == [str(files[3])]
+    assert [str(d.name) for d in again.definitions] == [
+        "public.t0", "public.t1", "public.t2", "public.t3", "public.t4", "public.v"]
+    assert len(list(cache_dir().rglob("*.marshal"))) == 1
+    parsed.clear()
+    assert load_sql(files) == again and parsed == []
+
+
+def test_a_damaged_cache_entry_is_parsed_again(tmp_path: Path) -> None:
+    f = write(tmp_path, "e.sql", "CREATE TABLE t (id int);\nCREATE VIEW v AS SELECT id FROM t;")
+    cold = load_sql([f])
+    (entry,) = list(cache_dir().rglob("*.marshal"))
+    entry.write_bytes(b"\x00garbage")
+    assert load_sql([f]) == cold
+    assert load_sql([f]) == cold  # rewritten
