@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -462,12 +463,24 @@ def _looks_relevant(text: str) -> bool:
     return bool(_RELEVANT_RE.match(text, start.end() if start else 0))
 
 
+_TOKENIZERS = threading.local()
+
+
+def _tokenize(text: str) -> list[Token]:
+    """``_DIALECT.tokenize(text)`` with this thread's tokenizer (made once per thread: making
+    one costs about what tokenising a short statement does; each call starts it afresh)."""
+    tokenizer = getattr(_TOKENIZERS, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = _TOKENIZERS.tokenizer = _DIALECT.tokenizer()
+    return tokenizer.tokenize(text)  # a new list each call (tokenize resets its state)
+
+
 def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
     """The statements of a script; None stands for an irrelevant statement that would not lex,
     an error for a relevant one."""
     text = without_psql(text)
     try:
-        tokens = _DIALECT.tokenize(text)
+        tokens = _tokenize(text)
     except TokenError:
         yield from _fallback_statements(text, path)
         return
@@ -482,7 +495,7 @@ def _fallback_statements(text: str, path: str) -> Iterator[_Statement | SqlParse
         counted = start
         piece = text[start:end]
         try:
-            tokens = _DIALECT.tokenize(piece)
+            tokens = _tokenize(piece)
         except TokenError as exc:
             if _looks_relevant(piece):
                 lead = _COMMENT_RE.match(piece)

@@ -466,8 +466,12 @@ class MVGraph:
         return sorted(self.edges())  # names order as their (schema, name) tuples
 
     def to_json(self, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+        """JSON text of :meth:`to_dict` (``json.dumps``'s text, written faster)."""
+        if indent is None:
+            return json.dumps(self.to_dict())
+        from mvgraph.jsontext import dumps
+
+        return dumps(self.to_dict(), indent)
 
     @classmethod
     def from_json(cls, text: str | dict[str, Any]) -> MVGraph:
