@@ -12,7 +12,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -308,6 +307,8 @@ def parse_texts(items: Sequence[tuple[str, str]], search_path: Sequence[str],
     jobs = [(items[i][0], items[i][1], tuple(search_path)) for i in missing]
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers > 1 and sum(len(j[0]) for j in jobs) > _PARALLEL_BYTES:
+        from concurrent.futures import ProcessPoolExecutor  # imported only when used
+
         with ProcessPoolExecutor(workers) as pool:
             parsed = [r for chunk in pool.map(_parse_chunk, _chunks(jobs, workers))
                       for r in chunk]

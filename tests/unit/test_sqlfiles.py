@@ -78,6 +78,9 @@ def test_changed_file_is_parsed_again(tmp_path: Path) -> None:
 
 def test_many_files_parse_in_parallel_with_the_same_result(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+    from concurrent.futures.process import ProcessPoolExecutor
+
     from mvgraph import sqlfiles
 
     big = "".join(f"CREATE MATERIALIZED VIEW m{i} AS SELECT id, v + {i} AS v "
@@ -85,14 +88,13 @@ def test_many_files_parse_in_parallel_with_the_same_result(
     files = [write(tmp_path, "0.sql", "CREATE TABLE t (id int, v int); CREATE TABLE u (id int);"),
              write(tmp_path, "1.sql", big), write(tmp_path, "2.sql", big.replace(" m", " n"))]
     pools: list[int] = []
-    real_pool = sqlfiles.ProcessPoolExecutor
 
     def counting_pool(workers: int) -> object:
         pools.append(workers)
-        return real_pool(workers)
+        return ProcessPoolExecutor(workers)
 
     monkeypatch.setattr(sqlfiles.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(sqlfiles, "ProcessPoolExecutor", counting_pool)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", counting_pool)
     parallel = load_sql(files, use_cache=False)
     assert pools == [2], "the files were not parsed on worker processes"
     monkeypatch.setattr(sqlfiles, "_PARALLEL_BYTES", 10**12)  # the same files, one process
