@@ -16,8 +16,6 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import platformdirs
-
 from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlCycleError, SqlEncodingError, SqlParseError, UsageError
 from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
@@ -60,7 +58,11 @@ class LoadResult:
 def cache_dir() -> Path:
     """Where parse results are cached (``MVGRAPH_CACHE_DIR`` overrides the user cache dir)."""
     override = os.environ.get("MVGRAPH_CACHE_DIR")
-    return Path(override) if override else platformdirs.user_cache_path("mvgraph") / "parse"
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return platformdirs.user_cache_path("mvgraph") / "parse"
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[str]:
@@ -77,13 +79,38 @@ def _expand(paths: Iterable[str | Path]) -> list[tuple[str, bool]]:
             continue
         path = Path(raw)
         if path.is_dir():
-            # sorted as Paths sort (part by part), without comparing Path objects
-            out += [(str(p), True) for p in sorted(path.rglob("*.sql"), key=lambda p: p.parts)]
+            out += [(p, True) for p in _sql_files(str(path))]
         elif path.is_file():
             out.append((str(path), False))
         else:
             raise UsageError(f"{path}: no such file or directory; pass SQL files, folders or -")
     return out
+
+
+def _sql_files(root: str) -> list[str]:
+    """What ``sorted(Path(root).rglob("*.sql"))`` gives, as strings, made faster: every entry
+    named ``*.sql`` in ``root`` and below (symbolic links to folders are not followed, folders
+    that cannot be read are skipped), sorted as Paths sort (part by part)."""
+    found: list[str] = []
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except PermissionError:
+            continue
+        for entry in entries:
+            path = entry.name if folder == "." else entry.path  # as Path(".") / name prints
+            if entry.name.endswith(".sql"):
+                found.append(path)
+            try:
+                descend = entry.is_dir() and not entry.is_symlink()
+            except OSError:
+                descend = False
+            if descend:
+                folders.append(path)
+    return sorted(found, key=lambda p: p.split(os.sep))
 
 
 def check_encoding(encoding: str) -> None:

@@ -161,3 +161,26 @@ def test_a_damaged_cache_entry_is_parsed_again(tmp_path: Path) -> None:
     entry.write_bytes(b"\x00garbage")
     assert load_sql([f]) == cold
     assert load_sql([f]) == cold  # rewritten
+
+
+@pytest.mark.parametrize("spelling", ["tree", "tree/", "./tree", ".", "absolute"])
+def test_folders_are_walked_as_sorted_rglob_walks_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str) -> None:
+    """Every ``*.sql`` entry below a folder (hidden ones too, not through symbolic links to
+    folders), in the order of sorted Paths (``a-b.sql`` after ``a/z.sql``)."""
+    import os
+
+    from mvgraph.sqlfiles import expand_paths
+
+    tree = tmp_path / "tree"
+    for rel in ["b.sql", "a/z.sql", "a-b.sql", "a/c/d.sql", ".hidden.sql", "notes.txt",
+                "a/c/e.SQL", "x.sql/inner.sql", "deep/er/est/f.sql"]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("select 1;")
+    (tree / "link").symlink_to(tree / "a", target_is_directory=True)
+    (tree / "link.sql").symlink_to(tree / "b.sql")
+    monkeypatch.chdir(tmp_path if spelling != "." else tree)
+    root = str(tree) if spelling == "absolute" else spelling
+    expected = [str(p) for p in sorted(Path(root).rglob("*.sql"))]
+    assert expand_paths([root]) == expected
+    assert len(expected) == 9 and os.path.join("link", "z.sql") not in " ".join(expected)
