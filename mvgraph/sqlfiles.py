@@ -298,6 +298,12 @@ def _parse_chunk(jobs: list[tuple[str, str, tuple[str, ...]]]) -> list[ScriptRes
             gc.enable()
 
 
+def _parse_chunk_encoded(jobs: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple[Any, ...]]:
+    """:func:`_parse_chunk` in a worker process: the results as the cache's plain tuples, which
+    cross the process boundary faster than objects (the parent needs them for the cache too)."""
+    return [_encode(result) for result in _parse_chunk(jobs)]
+
+
 def _chunks(jobs: list[Any], workers: int) -> list[list[Any]]:
     """``jobs`` split into about four chunks per worker of similar size in bytes, in order."""
     total = sum(len(j[0]) for j in jobs) or 1
@@ -333,19 +339,27 @@ def parse_texts(items: Sequence[tuple[str, str]], search_path: Sequence[str],
     missing = [i for i, r in enumerate(results) if r is None]
     jobs = [(items[i][0], items[i][1], tuple(search_path)) for i in missing]
     workers = min(len(jobs), os.cpu_count() or 1)
+    encoded: list[tuple[Any, ...]] = []
+    # Measured on 2 busy cores: 1,600 one-view files (320 kB) parse faster in this process
+    # than on two workers; bytes of SQL are what pays for them.
     if workers > 1 and sum(len(j[0]) for j in jobs) > _PARALLEL_BYTES:
         from concurrent.futures import ProcessPoolExecutor  # imported only when used
 
+        import mvgraph.dialect  # noqa: F401  (once, here: forked workers inherit it)
+
         with ProcessPoolExecutor(workers) as pool:
-            parsed = [r for chunk in pool.map(_parse_chunk, _chunks(jobs, workers))
-                      for r in chunk]
+            encoded = [r for chunk in pool.map(_parse_chunk_encoded, _chunks(jobs, workers))
+                       for r in chunk]
+        parsed = [_decode(e) for e in encoded]
     else:
         parsed = _parse_chunk(jobs)
     for i, result in zip(missing, parsed, strict=True):
         results[i] = result
     if target is not None and missing:
-        _write_pack(target, {path: (digests[i], _encode(r)) for i, ((_, path), r)
-                             in enumerate(zip(items, results, strict=True)) if r is not None})
+        known = dict(zip(missing, encoded, strict=True)) if encoded else {}
+        _write_pack(target, {path: (digests[i], known[i] if i in known else _encode(r))
+                             for i, ((_, path), r) in enumerate(zip(items, results, strict=True))
+                             if r is not None})
         _prune()
     return [r for r in results if r is not None]
 
