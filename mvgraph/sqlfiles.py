@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import gc
 import hashlib
 import marshal
 import os
@@ -287,15 +286,10 @@ def _parse_job(job: tuple[str, str, tuple[str, ...]]) -> ScriptResult:
 
 
 def _parse_chunk(jobs: list[tuple[str, str, tuple[str, ...]]]) -> list[ScriptResult]:
-    """Parse several scripts with the cyclic garbage collector paused (parsing allocates many
-    short-lived objects, none of them in cycles that must go before the end)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return [_parse_job(job) for job in jobs]
-    finally:
-        if enabled:
-            gc.enable()
+    """Parse several scripts. (``parse_script`` pauses the garbage collector for one script;
+    pausing it for all of them was measured slower: one late collection of every parse tree
+    costs more than a collection after each script, while its objects are still in cache.)"""
+    return [_parse_job(job) for job in jobs]
 
 
 def _parse_chunk_encoded(jobs: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple[Any, ...]]:
