@@ -230,7 +230,7 @@ def _pack_path(paths: Sequence[str], search_path: Sequence[str]) -> Path:
     """The cache file of one load: the files named, in order, and the search path."""
     key = hashlib.sha256("\x00".join(
         [str(_CACHE_FORMAT), __version__, sqlglot_version(), ",".join(search_path), *paths]
-    ).encode()).hexdigest()
+    ).encode("utf-8", "surrogatepass")).hexdigest()  # file names need not be UTF-8
     return cache_dir() / key[:2] / f"{key}.marshal"
 
 

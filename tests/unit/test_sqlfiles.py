@@ -184,3 +184,16 @@ def test_folders_are_walked_as_sorted_rglob_walks_them(
     expected = [str(p) for p in sorted(Path(root).rglob("*.sql"))]
     assert expand_paths([root]) == expected
     assert len(expected) == 9 and os.path.join("link", "z.sql") not in " ".join(expected)
+
+
+def test_a_file_name_that_is_not_utf8_loads_and_is_cached(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    with open(os.fsencode(folder) + b"/caf\xe9.sql", "wb") as f:
+        f.write(b"CREATE TABLE t (id int);\nCREATE VIEW v AS SELECT id FROM t;\n")
+    cold = load_sql([folder])
+    assert [str(d.name) for d in cold.definitions] == ["public.t", "public.v"]
+    assert load_sql([folder]) == cold
+    assert len(list(cache_dir().rglob("*.marshal"))) == 1
