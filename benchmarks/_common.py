@@ -44,10 +44,16 @@ T = TypeVar("T")
 # ---- arguments -------------------------------------------------------------------------------
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The common command line: ``--quick`` runs a smaller size (a smoke check)."""
+def parse_args(description: str, argv: Sequence[str] | None = None, *,
+               dbt: bool = False) -> argparse.Namespace:
+    """The common command line: ``--quick`` runs a smaller size (a smoke check); with ``dbt``,
+    ``--dbt PATH`` names a virtual environment holding dbt to compare with (see _dbt.py)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    if dbt:
+        parser.add_argument("--dbt", metavar="PATH", default=None,
+                            help="a virtual environment (or its bin/dbt) with dbt-core 1.10 "
+                                 "and dbt-postgres 1.9: also measure against dbt")
     return parser.parse_args(argv)
 
 

@@ -14,7 +14,13 @@ load (``--version``/``--help`` must load none of psycopg, networkx, sqlglot, ric
 the catalog only, so no sqlglot).
 
 Goals (median of the per-round ratios): ``--version`` / ``python -c pass`` <= 3;
-``plan mv5`` / floor <= 1.5. Run: ``python benchmarks/startup.py [--quick]``.
+``plan mv5`` / floor <= 1.5.
+
+With ``--dbt PATH`` (a virtual environment holding dbt-core 1.10 and dbt-postgres 1.9, see
+``_dbt.py``), ``dbt --version`` joins the rounds (no network: its PyPI lookup fails at once),
+with the goal ``mvgraph --version`` / ``dbt --version`` <= 0.10.
+
+Run: ``python benchmarks/startup.py [--quick] [--dbt PATH]``.
 """
 
 from __future__ import annotations
@@ -38,11 +44,13 @@ from _common import (
     server_note,
     timed,
 )
+from _dbt import dbt_env, dbt_executable, dbt_version
 
 from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_files
 
 VERSION_GOAL = 3.0
+DBT_VERSION_GOAL = 0.10  # mvgraph --version / dbt --version
 PLAN_GOAL = 1.5
 HEAVY = ("psycopg", "networkx", "sqlglot", "rich", "psycopg_pool", "typer")
 
@@ -60,9 +68,9 @@ finally:
 """
 
 
-def run(*args: str) -> None:
+def run(*args: str, env: dict[str, str] | None = None) -> None:
     """Run a process, output discarded, failing loudly."""
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def loaded_modules(*args: str) -> list[str]:
@@ -73,8 +81,9 @@ def loaded_modules(*args: str) -> list[str]:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else "", dbt=True)
     rounds = 3 if args.quick else 15
+    dbt = dbt_executable(args.dbt) if args.dbt else None
     from mvgraph.demo import demo_files
 
     files = demo_files()  # exactly what `mvgraph demo` loads
@@ -95,13 +104,18 @@ def main() -> None:
             "plan": [MVGRAPH_CLI, "plan", "mv5", "--dsn", dsn],
             "floor": [sys.executable, "-c", floor_code],
         }
-        for cmd in commands.values():  # warm the page cache
-            run(*cmd)
+        envs: dict[str, dict[str, str] | None] = dict.fromkeys(commands)
+        if dbt is not None:
+            commands["dbt"] = [dbt, "--version"]
+            envs["dbt"] = dbt_env()
+        for key, cmd in commands.items():  # warm the page cache
+            run(*cmd, env=envs[key])
         times: dict[str, list[float]] = {k: [] for k in commands}
         for rnd in range(rounds):
             order = list(commands) if rnd % 2 == 0 else list(reversed(commands))
             for key in order:
-                times[key].append(timed(lambda key=key: run(*commands[key]))[0])  # type: ignore[misc]
+                times[key].append(timed(  # type: ignore[misc]
+                    lambda key=key: run(*commands[key], env=envs[key]))[0])
             progress(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s"
                                                      for k, v in times.items()))
         loads = {name: loaded_modules(*argv) for name, argv in (
@@ -127,7 +141,17 @@ def main() -> None:
                  not (set(mods) & (forbidden if name != "plan mv5" else {"sqlglot"})))
           for name, mods in loads.items()),
     ]
+    if dbt is not None:
+        dbt_ratios = [v / d for v, d in zip(times["version"], times["dbt"], strict=True)]
+        rows += [
+            Result("dbt --version (median)", fmt_s(median(times["dbt"]))),
+            Result("ratio mvgraph --version / dbt --version",
+                   f"{median(dbt_ratios):.3f} ({min(dbt_ratios):.3f}-{max(dbt_ratios):.3f})",
+                   f"<= {DBT_VERSION_GOAL}",
+                   None if args.quick else median(dbt_ratios) <= DBT_VERSION_GOAL),
+        ]
     notes = [
+        *([f"dbt-core {dbt_version(dbt)} ({dbt}), run without network"] if dbt else []),
         f"median (range) of {rounds} per-round ratios; rounds alternate the order of the "
         "commands; every command is a new process",
         *(f"samples {key}: [{fmt_samples(v)}] s" for key, v in times.items()),

@@ -6,14 +6,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from mvgraph.catalog import catalog_graph
-from mvgraph.db.connect import connect
 from mvgraph.errors import SqlLoadErrors, UsageError
-from mvgraph.graph import MVGraph
 
+# psycopg, the catalog and the graph module (networkx) are imported by the calls that use
+# them: a graph from SQL files with a warm parse cache needs no driver and no parser.
 if TYPE_CHECKING:
+    import psycopg
+
+    from mvgraph.graph import MVGraph
     from mvgraph.jobs.handle import Job
     from mvgraph.jobs.store import JobInfo
     from mvgraph.scheduler.service import SyncReport
@@ -65,6 +65,8 @@ def load_graph(
                          "sqlglot cannot parse, pass it as resolve_with")
     if resolve_with is not None and sql is None:
         raise UsageError("resolve_with needs SQL files (sql=...) to resolve")
+    from mvgraph.graph import MVGraph
+
     if sql is not None:
         from mvgraph.sqlfiles import load_sql
 
@@ -85,6 +87,9 @@ def load_graph(
         graph.warnings[:0] = loaded.warnings
         graph.load_errors = loaded.errors
         return graph
+    from mvgraph.catalog import catalog_graph
+    from mvgraph.db.connect import connect
+
     if conn is not None:
         return catalog_graph(conn, schemas, strict=strict)
     with connect(dsn) as own:

@@ -285,7 +285,7 @@ def check(
     with connect(_dsn(dsn)) as conn:
         files = _load(from_sql, None, schema, False, search_path, encoding=encoding,
                       keep_going=keep_going, resolve_with=conn)
-        schemas = schema or sorted({n.schema for n in files.g
+        schemas = schema or sorted({n.schema for n in files.nodes()
                                     if files.kind(n) is not Kind.EXTERNAL})
         db = load_graph(conn=conn, schemas=schemas)
     result = diff(files, db)
@@ -293,7 +293,7 @@ def check(
         sys.stdout.write(json.dumps({"equal": result.empty, **result.to_dict()}, indent=2) + "\n")
     elif result.empty:
         out.print(f"[green]in sync:[/] {len(files)} relations, "
-                  f"{files.g.number_of_edges()} dependencies match")
+                  f"{files.number_of_edges()} dependencies match")
     else:
         for line in result.lines():
             out.print(f"[red]-[/] {escape(line)}")

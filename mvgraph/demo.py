@@ -51,9 +51,9 @@ def run_demo(console: Console, keep: bool = True) -> str:
     from_files = load_graph(sql=files)
     console.print(graph_tree(graph.subgraph(graph.select("+public.mv6+")),
                              "GaussDB nested example (public)"))
-    mvs = [n for n in graph.g if graph.kind(n).value == "matview"]
+    mvs = [n for n in graph.nodes() if graph.kind(n).value == "matview"]
     console.print(f"\nwhole database: {len(graph)} relations, {len(mvs)} materialized views, "
-                  f"{graph.g.number_of_edges()} dependencies, {len(graph.layers())} layers")
+                  f"{graph.number_of_edges()} dependencies, {len(graph.layers())} layers")
     deepest = max(graph.order(), key=lambda n: (len(graph.upstream(n)), str(n)))
     console.print(deps_tree(graph, deepest, up=True, down=False))
     same = "the same" if not _differs(from_files, graph) else "DIFFERENT"

@@ -55,10 +55,11 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
@@ -70,6 +71,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 from mvgraph import recovery
 from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlParseError
+from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
 from mvgraph.names import RelationName, quote_ident
 
 if TYPE_CHECKING:
@@ -144,64 +146,7 @@ META_RECOVERED: Final = "mvgraph_recovered"  # rewrites of mvgraph.recovery a pa
 _QUERY_REWRITE: Final = "QUERY REWRITE"
 
 
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Define:
-    """A relation was created.
-
-    ``unqualified`` lists the bare names read by the definition that were resolved through
-    ``search_path`` (the search path in force at that statement); a loader that knows every
-    definition re-resolves them.
-    """
-
-    definition: Definition
-    unqualified: frozenset[str] = frozenset()
-    search_path: tuple[str, ...] = ("public",)
-
-
-@dataclass(frozen=True, slots=True)
-class Rename:
-    """``ALTER ... RENAME TO`` or ``ALTER ... SET SCHEMA``."""
-
-    old: RelationName
-    new: RelationName
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """``DROP TABLE / VIEW / MATERIALIZED VIEW``: one event per name."""
-
-    name: RelationName
-
-
-@dataclass(frozen=True, slots=True)
-class AlterSchedule:
-    """``ALTER MATERIALIZED VIEW ... REFRESH ...`` or ``... QUERY REWRITE``.
-
-    Fields of ``schedule`` left None were not mentioned by the statement.
-    """
-
-    name: RelationName
-    schedule: Schedule
-
-
-Event: TypeAlias = Define | Rename | Drop | AlterSchedule
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptResult:
-    """The events of a script, in order, how many statements were skipped as irrelevant, and
-    the relevant statements that could not be parsed (left out of the events).
-
-    ``error_at`` holds, for each error, how many events came before its statement (where a
-    definition resolved some other way belongs in ``events``)."""
-
-    events: tuple[Event, ...]
-    ignored: int
-    errors: tuple[SqlParseError, ...] = ()
-    error_at: tuple[int, ...] = ()
+# The events (plain data) live in mvgraph.events; they are re-exported from here.
 
 
 # --------------------------------------------------------------------------- tokens
@@ -518,12 +463,24 @@ def _looks_relevant(text: str) -> bool:
     return bool(_RELEVANT_RE.match(text, start.end() if start else 0))
 
 
+_TOKENIZERS = threading.local()
+
+
+def _tokenize(text: str) -> list[Token]:
+    """``_DIALECT.tokenize(text)`` with this thread's tokenizer (made once per thread: making
+    one costs about what tokenising a short statement does; each call starts it afresh)."""
+    tokenizer = getattr(_TOKENIZERS, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = _TOKENIZERS.tokenizer = _DIALECT.tokenizer()
+    return tokenizer.tokenize(text)  # a new list each call (tokenize resets its state)
+
+
 def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
     """The statements of a script; None stands for an irrelevant statement that would not lex,
     an error for a relevant one."""
     text = without_psql(text)
     try:
-        tokens = _DIALECT.tokenize(text)
+        tokens = _tokenize(text)
     except TokenError:
         yield from _fallback_statements(text, path)
         return
@@ -538,7 +495,7 @@ def _fallback_statements(text: str, path: str) -> Iterator[_Statement | SqlParse
         counted = start
         piece = text[start:end]
         try:
-            tokens = _DIALECT.tokenize(piece)
+            tokens = _tokenize(piece)
         except TokenError as exc:
             if _looks_relevant(piece):
                 lead = _COMMENT_RE.match(piece)

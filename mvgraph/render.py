@@ -47,7 +47,7 @@ def graph_tree(graph: MVGraph, title: str = "mvgraph") -> Tree:
     from rich.tree import Tree
 
     root = Tree(f"[bold]{escape(title)}[/] [dim]({len(graph)} relations, "
-                f"{graph.g.number_of_edges()} dependencies)[/]")
+                f"{graph.number_of_edges()} dependencies)[/]")
     seen: set[RelationName] = set()
     sources = [n for n in graph.order() if not graph.inputs(n)]
     for node in sources:

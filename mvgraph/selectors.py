@@ -163,7 +163,7 @@ def _match(graph: MVGraph, term: Term, search_path: Sequence[str]) -> set[Relati
     if term.glob:
         pattern = term.fnmatch
         written = term.pattern if '"' not in term.pattern else None
-        return {n for n in graph.g if fnmatch.fnmatchcase(f"{n.schema}.{n.name}", pattern)
+        return {n for n in graph.nodes() if fnmatch.fnmatchcase(f"{n.schema}.{n.name}", pattern)
                 or fnmatch.fnmatchcase(n.name, pattern)
                 or (written is not None and fnmatch.fnmatchcase(str(n), written))}
     return {graph.resolve(term.pattern, search_path)}

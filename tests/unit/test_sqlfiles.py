@@ -78,6 +78,9 @@ def test_changed_file_is_parsed_again(tmp_path: Path) -> None:
 
 def test_many_files_parse_in_parallel_with_the_same_result(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+    from concurrent.futures.process import ProcessPoolExecutor
+
     from mvgraph import sqlfiles
 
     big = "".join(f"CREATE MATERIALIZED VIEW m{i} AS SELECT id, v + {i} AS v "
@@ -85,14 +88,13 @@ def test_many_files_parse_in_parallel_with_the_same_result(
     files = [write(tmp_path, "0.sql", "CREATE TABLE t (id int, v int); CREATE TABLE u (id int);"),
              write(tmp_path, "1.sql", big), write(tmp_path, "2.sql", big.replace(" m", " n"))]
     pools: list[int] = []
-    real_pool = sqlfiles.ProcessPoolExecutor
 
     def counting_pool(workers: int) -> object:
         pools.append(workers)
-        return real_pool(workers)
+        return ProcessPoolExecutor(workers)
 
     monkeypatch.setattr(sqlfiles.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(sqlfiles, "ProcessPoolExecutor", counting_pool)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", counting_pool)
     parallel = load_sql(files, use_cache=False)
     assert pools == [2], "the files were not parsed on worker processes"
     monkeypatch.setattr(sqlfiles, "_PARALLEL_BYTES", 10**12)  # the same files, one process
@@ -115,9 +117,83 @@ def test_old_cache_entries_are_pruned_when_new_ones_are_written(
     (old,) = list(cache_dir().rglob("*.marshal"))
     stale = time.time() - (CACHE_MAX_AGE_DAYS + 1) * 86400
     os.utime(old, (stale, stale))
-    load_sql([first])  # a cache hit writes nothing and prunes nothing
-    assert old.exists()
-    first.write_text("CREATE TABLE t (id int, v int);", encoding="utf-8")
-    load_sql([first])  # a miss writes a new entry and prunes the stale one
+    load_sql([first])  # a cache hit writes nothing, prunes nothing, and keeps its entry alive
+    assert old.exists() and old.stat().st_mtime > stale + 86400
+    os.utime(old, (stale, stale))
+    second = tmp_path / "b.sql"
+    second.write_text("CREATE TABLE u (id int);", encoding="utf-8")
+    load_sql([second])  # another load: a new entry is written and the stale one pruned
     entries = list(cache_dir().rglob("*.marshal"))
     assert old not in entries and len(entries) == 1
+
+
+def test_a_changed_file_is_the_only_one_parsed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache holds one entry per load; a warm load parses nothing, an edit parses the
+    edited file only and rewrites that entry (no second one)."""
+    from mvgraph import dialect
+
+    files = [write(tmp_path, f"{i}.sql", f"CREATE TABLE t{i} (id int);") for i in range(5)]
+    cold = load_sql(files)
+    parsed: list[str] = []
+    real = dialect.parse_script
+
+    def counting(text: str, **kwargs: object) -> object:
+        parsed.append(str(kwargs["path"]))
+        return real(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dialect, "parse_script", counting)
+    assert load_sql(files) == cold and parsed == []
+    files[3].write_text("CREATE TABLE t3 (id int);\nCREATE VIEW v AS SELECT id FROM t3;")
+    again = load_sql(files)
+    assert parsed == [str(files[3])]
+    assert [str(d.name) for d in again.definitions] == [
+        "public.t0", "public.t1", "public.t2", "public.t3", "public.t4", "public.v"]
+    assert len(list(cache_dir().rglob("*.marshal"))) == 1
+    parsed.clear()
+    assert load_sql(files) == again and parsed == []
+
+
+def test_a_damaged_cache_entry_is_parsed_again(tmp_path: Path) -> None:
+    f = write(tmp_path, "e.sql", "CREATE TABLE t (id int);\nCREATE VIEW v AS SELECT id FROM t;")
+    cold = load_sql([f])
+    (entry,) = list(cache_dir().rglob("*.marshal"))
+    entry.write_bytes(b"\x00garbage")
+    assert load_sql([f]) == cold
+    assert load_sql([f]) == cold  # rewritten
+
+
+@pytest.mark.parametrize("spelling", ["tree", "tree/", "./tree", ".", "absolute"])
+def test_folders_are_walked_as_sorted_rglob_walks_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str) -> None:
+    """Every ``*.sql`` entry below a folder (hidden ones too, not through symbolic links to
+    folders), in the order of sorted Paths (``a-b.sql`` after ``a/z.sql``)."""
+    import os
+
+    from mvgraph.sqlfiles import expand_paths
+
+    tree = tmp_path / "tree"
+    for rel in ["b.sql", "a/z.sql", "a-b.sql", "a/c/d.sql", ".hidden.sql", "notes.txt",
+                "a/c/e.SQL", "x.sql/inner.sql", "deep/er/est/f.sql"]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("select 1;")
+    (tree / "link").symlink_to(tree / "a", target_is_directory=True)
+    (tree / "link.sql").symlink_to(tree / "b.sql")
+    monkeypatch.chdir(tmp_path if spelling != "." else tree)
+    root = str(tree) if spelling == "absolute" else spelling
+    expected = [str(p) for p in sorted(Path(root).rglob("*.sql"))]
+    assert expand_paths([root]) == expected
+    assert len(expected) == 9 and os.path.join("link", "z.sql") not in " ".join(expected)
+
+
+def test_a_file_name_that_is_not_utf8_loads_and_is_cached(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    with open(os.fsencode(folder) + b"/caf\xe9.sql", "wb") as f:
+        f.write(b"CREATE TABLE t (id int);\nCREATE VIEW v AS SELECT id FROM t;\n")
+    cold = load_sql([folder])
+    assert [str(d.name) for d in cold.definitions] == ["public.t", "public.v"]
+    assert load_sql([folder]) == cold
+    assert len(list(cache_dir().rglob("*.marshal"))) == 1

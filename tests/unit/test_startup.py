@@ -4,8 +4,10 @@ parser or rich; the library facade is lazy and still exposes every public name."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,9 +26,9 @@ finally:
 """
 
 
-def loaded(*args: str) -> tuple[str, set[str]]:
+def loaded(*args: str, env: dict[str, str] | None = None) -> tuple[str, set[str]]:
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     line = proc.stderr.rsplit("LOADED ", 1)[1]
     return proc.stdout, set(json.loads(line))
 
@@ -53,3 +55,25 @@ def test_import_mvgraph_is_lazy_and_complete() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert proc.stdout.split() == ["[]", "[]", "True", "mvgraph.refresh.service"]
+
+
+def test_a_warm_graph_from_sql_files_imports_no_parser_driver_or_graph_library(
+        tmp_path: Path) -> None:
+    """With the parse cache filled, ``graph --from-sql`` needs neither sqlglot nor psycopg nor
+    networkx; the cold run does parse (sqlglot), and both print the same graph."""
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0_tables.sql").write_text("CREATE TABLE t (id int);\nCREATE TABLE u (id int);\n")
+    for i in range(3):
+        (sql / f"{i + 1}_view.sql").write_text(
+            f"CREATE MATERIALIZED VIEW v{i} AS SELECT id FROM t JOIN u USING (id);\n")
+    env = {**os.environ, "MVGRAPH_CACHE_DIR": str(tmp_path / "cache")}
+    args = ("graph", "--from-sql", str(sql), "-f", "json")
+    cold_out, cold = loaded(*args, env=env)
+    assert "sqlglot" in cold
+    warm_out, warm = loaded(*args, env=env)
+    assert warm_out == cold_out and len(json.loads(warm_out)["nodes"]) == 5
+    heavy = {"sqlglot", "psycopg", "networkx", "rich"}
+    assert not warm & heavy, sorted(warm & heavy)
+    _, tree = loaded("graph", "--from-sql", str(sql), env=env)
+    assert not tree & heavy - {"rich"}, sorted(tree & heavy)
