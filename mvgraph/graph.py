@@ -1,25 +1,17 @@
-"""MVGraph: the dependency graph (edge input -> dependent) with selection, layers and export.
-
-The graph is kept in plain dictionaries (nodes with their attributes, inputs and dependents of
-each): building, ordering and exporting need no graph library. ``MVGraph.g``, the networkx
-``DiGraph`` some callers use, is built on first use (importing networkx costs more than a warm
-graph build from SQL files); graphs are not changed once built.
-"""
+"""MVGraph: the dependency graph (edge input -> dependent) with selection, layers and export."""
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import networkx as nx
 
 from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
 from mvgraph.names import RelationName
-
-if TYPE_CHECKING:
-    import networkx as nx
 
 JSON_VERSION = 1
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
@@ -93,17 +85,7 @@ class MVGraph:
 
     def __init__(self, digraph: nx.DiGraph | None = None, warnings: Sequence[str] = (),
                  cycles: Sequence[Cycle] = ()) -> None:
-        # node -> attributes; node -> {input: None}; node -> {dependent: None} (dicts keep
-        # insertion order, as networkx does)
-        self._nodes: dict[RelationName, dict[str, Any]] = {}
-        self._pred: dict[RelationName, dict[RelationName, None]] = {}
-        self._succ: dict[RelationName, dict[RelationName, None]] = {}
-        self._nx: nx.DiGraph | None = None
-        if digraph is not None:
-            self._nodes = {n: digraph.nodes[n] for n in digraph}
-            self._pred = {n: dict.fromkeys(digraph.predecessors(n)) for n in digraph}
-            self._succ = {n: dict.fromkeys(digraph.successors(n)) for n in digraph}
-            self._nx = digraph
+        self.g: nx.DiGraph = digraph if digraph is not None else nx.DiGraph()
         self.warnings: list[str] = list(warnings)
         self.ignored_statements = 0  # SQL statements read but not about relations (SQL files)
         self.load_errors: list[SqlParseError] = []  # failures left out (SQL files, keep_going)
@@ -112,43 +94,6 @@ class MVGraph:
         # the whole graph's order, with the (graph, node count) it was computed for (graphs are
         # not changed once built; the key is a guard)
         self._order: tuple[tuple[int, int], list[RelationName]] | None = None
-
-    @classmethod
-    def _of(cls, nodes: dict[RelationName, dict[str, Any]],
-            edges: Iterable[tuple[RelationName, RelationName]], warnings: Sequence[str] = (),
-            cycles: Sequence[Cycle] = ()) -> MVGraph:
-        """A graph of these nodes (with their attributes) and edges (both ends among nodes)."""
-        graph = cls(None, warnings, cycles)
-        graph._nodes = nodes
-        graph._pred = {n: {} for n in nodes}
-        graph._succ = {n: {} for n in nodes}
-        for src, dst in edges:
-            graph._succ[src][dst] = None
-            graph._pred[dst][src] = None
-        return graph
-
-    @property
-    def g(self) -> nx.DiGraph:
-        """The graph as a networkx ``DiGraph`` (built, and networkx imported, on first use;
-        its node attribute dicts are this graph's own)."""
-        if self._nx is None:
-            import networkx as nx
-
-            digraph: nx.DiGraph = nx.DiGraph()
-            digraph.add_nodes_from(self._nodes)
-            digraph.add_edges_from(self.edges())
-            for n, attrs in self._nodes.items():
-                digraph._node[n] = attrs  # shared, so that both views stay one graph
-            self._nx = digraph
-        return self._nx
-
-    def edges(self) -> list[tuple[RelationName, RelationName]]:
-        """Every (input, dependent) pair, in node order."""
-        return [(src, dst) for src, succ in self._succ.items() for dst in succ]
-
-    def number_of_edges(self) -> int:
-        """How many (input, dependent) pairs."""
-        return sum(len(succ) for succ in self._succ.values())
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -165,40 +110,35 @@ class MVGraph:
             CycleError: the definitions read each other in a cycle (``on_cycle="error"``).
             UndefinedReference: ``strict`` and some input is defined nowhere.
         """
+        g: nx.DiGraph = nx.DiGraph()
         defs = {d.name: d for d in definitions}
-        nodes = {name: _attrs(d) for name, d in defs.items()}
+        g.add_nodes_from((d.name, _attrs(d)) for d in defs.values())
         warnings: list[str] = []
         for d in sorted(defs.values(), key=lambda x: x.name):
             for src in sorted(s for s in d.reads if s not in defs):
                 if src.schema in SYSTEM_SCHEMAS:
-                    if src not in nodes:
-                        nodes[src] = _attrs(Definition(src, Kind.SYSTEM))
+                    if src not in g:
+                        g.add_node(src, **_attrs(Definition(src, Kind.SYSTEM)))
                     continue
                 message = (f"{d.name} reads {src}, which is defined nowhere; add its "
                            "definition or load it into the database")
                 if strict:
                     raise UndefinedReference(message)
-                if src not in nodes:
-                    nodes[src] = _attrs(Definition(src, Kind.EXTERNAL))
+                if src not in g:
+                    g.add_node(src, **_attrs(Definition(src, Kind.EXTERNAL)))
                 warnings.append(message)
-        graph = cls._of(nodes, ((src, d.name) for d in defs.values() for src in d.reads))
+        g.add_edges_from((src, d.name) for d in defs.values() for src in d.reads)
         found = find_cycles(defs.values())
         if found and on_cycle == "error":
             raise CycleError([str(name) for name in found[0]])
         cycles = []
         for members in found:
             inside = set(members)
-            reads = sorted((m, r) for m in members for r in graph._succ[m] if r not in inside)
+            reads = sorted((m, r) for m in members for r in g.successors(m) if r not in inside)
             cycles.append(Cycle(tuple(members), tuple(reads)))
             warnings.append(_cycle_warning(cycles[-1]))
-        left_out = {m for c in cycles for m in c.members}
-        if left_out:
-            kept = {n: a for n, a in nodes.items() if n not in left_out}
-            graph = cls._of(kept, ((s, t) for s, t in graph.edges()
-                                   if s in kept and t in kept))
-        graph.warnings = warnings
-        graph.cycles = cycles
-        return graph
+        g.remove_nodes_from([m for c in cycles for m in c.members])
+        return cls(g, warnings, cycles)
 
     # ---- cycles (catalog graphs) ---------------------------------------------------------
     def cycle_of(self, name: RelationName) -> Cycle | None:
@@ -223,7 +163,7 @@ class MVGraph:
             blocked: dict[RelationName, tuple[Cycle, RelationName]] = {}
             for cycle in self.cycles:
                 for member, reader in cycle.reads:
-                    if reader in self._nodes:
+                    if reader in self.g:
                         for node in sorted({reader} | self.downstream(reader)):
                             blocked.setdefault(node, (cycle, member))
             self._blocked = blocked
@@ -245,10 +185,8 @@ class MVGraph:
 
     def check_acyclic(self) -> None:
         """Raise CycleError naming one cycle, if there is any."""
-        if len(_kahn(self._pred, self._succ)) == len(self._nodes):
+        if nx.is_directed_acyclic_graph(self.g):
             return
-        import networkx as nx
-
         try:
             cycle = nx.find_cycle(self.g)
         except nx.NetworkXNoCycle:
@@ -257,33 +195,37 @@ class MVGraph:
 
     # ---- lookup -------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
-        return name in self._nodes
+        return name in self.g
 
     def __iter__(self) -> Iterator[RelationName]:
         return iter(self.order())
 
-    def __len__(self) -> int:
-        return len(self._nodes)
-
     def nodes(self) -> list[RelationName]:
-        """Every node, in the order they were added (:meth:`order` sorts them)."""
-        return list(self._nodes)
+        """Every node, in insertion order."""
+        return list(self.g)
+
+    def number_of_edges(self) -> int:
+        """How many (input, dependent) pairs."""
+        return int(self.g.number_of_edges())
+
+    def __len__(self) -> int:
+        return int(self.g.number_of_nodes())
 
     def kind(self, name: RelationName) -> Kind:
         """The kind of a node."""
-        return Kind(self._nodes[name]["kind"])
+        return Kind(self.g.nodes[name]["kind"])
 
     def attrs(self, name: RelationName) -> dict[str, Any]:
         """All attributes of a node."""
-        return dict(self._nodes[name])
+        return dict(self.g.nodes[name])
 
     def inputs(self, name: RelationName) -> list[RelationName]:
         """Direct inputs of a node, sorted."""
-        return sorted(self._pred[name])
+        return sorted(self.g.predecessors(name))
 
     def dependents(self, name: RelationName) -> list[RelationName]:
         """Direct dependents of a node, sorted."""
-        return sorted(self._succ[name])
+        return sorted(self.g.successors(name))
 
     def resolve(self, text: str, search_path: Sequence[str] = ("public",)) -> RelationName:
         """Find the node a user means by ``text`` (qualified, or bare and unique or on the path).
@@ -299,15 +241,15 @@ class MVGraph:
         if self.cycles:
             self._refuse_cycle_member(parsed, search_path)
         if parsed.schema != "\x00":
-            if parsed in self._nodes:
+            if parsed in self.g:
                 return parsed
             raise UnknownRelation(f"{parsed} is not in the graph; check the name with "
                                   "`mvgraph graph`")
         for schema in search_path:
             candidate = RelationName(schema, parsed.name)
-            if candidate in self._nodes:
+            if candidate in self.g:
                 return candidate
-        matches: list[RelationName] = sorted(n for n in self._nodes if n.name == parsed.name)
+        matches: list[RelationName] = sorted(n for n in self.g if n.name == parsed.name)
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -321,11 +263,11 @@ class MVGraph:
             candidates = [parsed]
         else:
             candidates = [RelationName(s, parsed.name) for s in search_path]
-            if not any(n.name == parsed.name for n in self._nodes):  # a unique bare name
+            if not any(n.name == parsed.name for n in self.g):  # a unique bare name
                 candidates += [m for c in self.cycles for m in c.members
                                if m.name == parsed.name][:1]
         for candidate in candidates:
-            if candidate in self._nodes:
+            if candidate in self.g:
                 return
             cycle = self.cycle_of(candidate)
             if cycle is not None:
@@ -334,11 +276,11 @@ class MVGraph:
     # ---- traversal ------------------------------------------------------------------------
     def upstream(self, name: RelationName, depth: int | None = None) -> set[RelationName]:
         """Everything ``name`` reads, transitively (up to ``depth`` edges), excluding itself."""
-        return self._walk(name, self._pred.__getitem__, depth)
+        return self._walk(name, self.g.predecessors, depth)
 
     def downstream(self, name: RelationName, depth: int | None = None) -> set[RelationName]:
         """Everything that reads ``name``, transitively (up to ``depth`` edges), excluding it."""
-        return self._walk(name, self._succ.__getitem__, depth)
+        return self._walk(name, self.g.successors, depth)
 
     @staticmethod
     def _walk(start: RelationName, step: Any, depth: int | None) -> set[RelationName]:
@@ -360,37 +302,13 @@ class MVGraph:
         """A topological order, deterministic: among ready nodes the smallest name goes first.
         The whole graph's order is computed once (a worker plans every job on one graph)."""
         if nodes is not None:
-            chosen = set(nodes) & self._nodes.keys()
-            return self._sorted(chosen, {n: self._pred[n].keys() & chosen for n in chosen})
-        shape = (id(self._nodes), len(self._nodes))
+            return list(nx.lexicographical_topological_sort(self.g.subgraph(set(nodes)),
+                                                            key=_sort_key))
+        shape = (id(self.g), len(self.g))
         if self._order is None or self._order[0] != shape:
-            self._order = (shape, self._sorted(self._nodes, self._pred))
+            self._order = (shape, list(nx.lexicographical_topological_sort(self.g,
+                                                                           key=_sort_key)))
         return list(self._order[1])
-
-    def _sorted(self, nodes: Iterable[RelationName],
-                pred: dict[RelationName, Any]) -> list[RelationName]:
-        """Kahn's algorithm over ``nodes`` (their inputs in ``pred``), the smallest ready name
-        first (names order as their (schema, name) tuples).
-
-        Raises:
-            CycleError: the nodes read each other in a cycle.
-        """
-        waiting = {n: len(pred[n]) for n in nodes}
-        ready = [n for n, count in waiting.items() if count == 0]
-        heapq.heapify(ready)
-        out: list[RelationName] = []
-        while ready:
-            node = heapq.heappop(ready)
-            out.append(node)
-            for reader in self._succ[node]:
-                if reader in waiting:
-                    waiting[reader] -= 1
-                    if waiting[reader] == 0:
-                        heapq.heappush(ready, reader)
-        if len(out) != len(waiting):
-            left = sorted(n for n, count in waiting.items() if count > 0)
-            raise CycleError([str(n) for n in left])
-        return out
 
     def layers(self, nodes: Iterable[RelationName] | None = None) -> list[list[RelationName]]:
         """Nodes grouped by longest-path depth (layer 0 holds the nodes with no inputs)."""
@@ -402,13 +320,10 @@ class MVGraph:
 
     def depths(self, nodes: Iterable[RelationName] | None = None) -> dict[RelationName, int]:
         """Longest-path depth of each node (within ``nodes`` when given)."""
+        g = self.g if nodes is None else self.g.subgraph(set(nodes))
         depth: dict[RelationName, int] = {}
-        if nodes is None:
-            for node in self.order():
-                depth[node] = max((depth[p] + 1 for p in self._pred[node]), default=0)
-            return depth
-        for node in self.order(nodes):  # inputs outside ``nodes`` are not in ``depth`` yet
-            depth[node] = max((depth[p] + 1 for p in self._pred[node] if p in depth), default=0)
+        for node in self.order(g.nodes):
+            depth[node] = max((depth[p] + 1 for p in g.predecessors(node)), default=0)
         return depth
 
     def subgraph(self, nodes: Iterable[RelationName]) -> MVGraph:
@@ -416,9 +331,7 @@ class MVGraph:
         them read)."""
         chosen = set(nodes)
         cycles = [c for c in self.cycles if chosen & set(c.read_by)]
-        kept = {n: dict(a) for n, a in self._nodes.items() if n in chosen}
-        return MVGraph._of(kept, [(s, t) for s, t in self.edges() if s in kept and t in kept],
-                           self.warnings, cycles)
+        return MVGraph(self.g.subgraph(chosen).copy(), self.warnings, cycles)
 
     def select(self, expr: str, search_path: Sequence[str] = ("public",)) -> list[RelationName]:
         """Nodes matched by a dbt-style selector expression, in topological order.
@@ -433,10 +346,8 @@ class MVGraph:
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON shape: ``{"version", "nodes": [...], "edges": [...]}``."""
         nodes = []
-        order = self.order()
-        depth = self.depths()
-        for n in order:
-            a = self._nodes[n]
+        for n in self.order():
+            a = self.g.nodes[n]
             sched = a.get("schedule")
             nodes.append({
                 "name": str(n),
@@ -452,8 +363,11 @@ class MVGraph:
                     "query_rewrite": sched.query_rewrite},
                 "definition": a.get("definition"),
                 "source": a.get("source"),
-                "layer": depth[n],
+                "layer": None,
             })
+        depth = self.depths()
+        for item, n in zip(nodes, self.order(), strict=True):
+            item["layer"] = depth[n]
         edges = [{"from": str(s), "to": str(t)} for s, t in self._sorted_edges()]
         out: dict[str, Any] = {"version": JSON_VERSION, "nodes": nodes, "edges": edges}
         if self.cycles:
@@ -463,7 +377,7 @@ class MVGraph:
         return out
 
     def _sorted_edges(self) -> list[tuple[RelationName, RelationName]]:
-        return sorted(self.edges())  # names order as their (schema, name) tuples
+        return sorted(self.g.edges, key=lambda e: (_sort_key(e[0]), _sort_key(e[1])))
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict` (``json.dumps``'s text, written faster)."""
@@ -477,11 +391,11 @@ class MVGraph:
     def from_json(cls, text: str | dict[str, Any]) -> MVGraph:
         """Rebuild a graph from :meth:`to_json` output."""
         data = json.loads(text) if isinstance(text, str) else text
-        nodes: dict[RelationName, dict[str, Any]] = {}
+        g: nx.DiGraph = nx.DiGraph()
         for item in data["nodes"]:
             sched = item.get("schedule")
             name = RelationName(item["schema"], item["relname"])
-            nodes[name] = (_attrs(Definition(
+            g.add_node(name, **_attrs(Definition(
                 name=name, kind=Kind(item["kind"]), sql=item.get("definition"),
                 owner=item.get("owner"), populated=item.get("populated"),
                 concurrent_index=item.get("concurrent_index"),
@@ -490,16 +404,13 @@ class MVGraph:
                     sched.get("behavior"), sched.get("start"), sched.get("every"),
                     sched.get("query_rewrite")),
                 source=item.get("source"))))
-        edges = [(RelationName.parse(e["from"]), RelationName.parse(e["to"]))
-                 for e in data["edges"]]
-        for src, dst in edges:  # an edge to a node not listed adds the node, bare
-            for end in (src, dst):
-                nodes.setdefault(end, {})
+        for edge in data["edges"]:
+            g.add_edge(RelationName.parse(edge["from"]), RelationName.parse(edge["to"]))
         cycles = [Cycle(tuple(RelationName.parse(m) for m in c["members"]),
                         tuple((RelationName.parse(e["from"]), RelationName.parse(e["to"]))
                               for e in c.get("read_by") or ()))
                   for c in data.get("cycles") or ()]
-        return cls._of(nodes, edges, cycles=cycles)
+        return cls(g, cycles=cycles)
 
     def to_dot(self) -> str:
         """Graphviz DOT text; materialized views are boxes, views ellipses, tables cylinders,
@@ -535,10 +446,10 @@ class MVGraph:
 
 def diff(a: MVGraph, b: MVGraph) -> GraphDiff:
     """Compare two graphs by node names, kinds and edges."""
-    na, nb = set(a.nodes()), set(b.nodes())
+    na, nb = set(a.g.nodes), set(b.g.nodes)
     kinds = tuple((n, str(a.kind(n)), str(b.kind(n))) for n in sorted(na & nb)
                   if a.kind(n) != b.kind(n))
-    ea, eb = set(a.edges()), set(b.edges())
+    ea, eb = set(a.g.edges), set(b.g.edges)
     return GraphDiff(
         missing=tuple(sorted(na - nb)),
         extra=tuple(sorted(nb - na)),
@@ -558,10 +469,6 @@ def find_cycles(definitions: Iterable[Definition]) -> list[list[RelationName]]:
     [['a', 'b']]
     """
     listed = _not_acyclic(list(definitions))
-    if not listed:
-        return []
-    import networkx as nx  # only when there is a cycle to name
-
     defs = {d.name for d in listed}
     g: nx.DiGraph = nx.DiGraph()
     g.add_edges_from((src, d.name) for d in listed for src in d.reads if src in defs)
@@ -594,22 +501,6 @@ def _not_acyclic(definitions: list[Definition]) -> list[Definition]:
             if waiting[reader] == 0:
                 ready.append(reader)
     return [d for d in definitions if waiting[d.name] > 0]
-
-
-def _kahn(pred: dict[RelationName, dict[RelationName, None]],
-          succ: dict[RelationName, dict[RelationName, None]]) -> list[RelationName]:
-    """The nodes Kahn's algorithm can order (all of them when there is no cycle)."""
-    waiting = {n: len(p) for n, p in pred.items()}
-    ready = [n for n, count in waiting.items() if count == 0]
-    out: list[RelationName] = []
-    while ready:
-        node = ready.pop()
-        out.append(node)
-        for reader in succ[node]:
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                ready.append(reader)
-    return out
 
 
 def _cycle_warning(cycle: Cycle) -> str:
