@@ -10,7 +10,8 @@ unlogged table in a ``bench`` schema (mvgraph is not involved):
 * ``plain_definer`` / ``plain``: a plain ``INSERT`` into an index-less table (one row per
   statement; readers and compaction deduplicate), with and without ``SECURITY DEFINER``;
 * ``guc_plain``: ``plain`` plus a transaction-local setting per table (``set_config(..., true)``)
-  meaning "already logged in this transaction": later statements insert nothing;
+  holding the transaction id, meaning "already logged in this transaction": later statements
+  insert nothing (the body migration 0011 installs);
 * ``guc_plain_definer``: the same, ``SECURITY DEFINER``;
 * ``per_xact``: one row per transaction carrying all tables written (``oid[]``), upserted.
 
@@ -24,6 +25,7 @@ the per-round ratios. Run: ``python benchmarks/trigger_variants.py [--quick] [--
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import time
@@ -58,12 +60,15 @@ BEGIN
     RETURN NULL;
 END"""
 _GUC = """
+DECLARE
+    flag text := 'mvgraph_w.r' OPERATOR(pg_catalog.||) TG_RELID::text;
+    x    pg_catalog.xid8 := pg_catalog.pg_current_xact_id();
+    xact text := x::text;
 BEGIN
-    IF pg_catalog.current_setting('mvgraph_w.r' || TG_RELID, true) IS NULL
-       OR pg_catalog.current_setting('mvgraph_w.r' || TG_RELID, true) = '' THEN
-        INSERT INTO bench.log_plain (relid, xid)
-        VALUES (TG_RELID, pg_catalog.pg_current_xact_id());
-        PERFORM pg_catalog.set_config('mvgraph_w.r' || TG_RELID, '1', true);
+    IF NOT coalesce(pg_catalog.current_setting(flag, true) OPERATOR(pg_catalog.=) xact, false)
+    THEN
+        INSERT INTO bench.log_plain (relid, xid) VALUES (TG_RELID, x);
+        PERFORM pg_catalog.set_config(flag, xact, true);
     END IF;
     RETURN NULL;
 END"""
@@ -110,9 +115,11 @@ def use(conn: psycopg.Connection[tuple[object, ...]], variant: str | None) -> No
     conn.execute("CHECKPOINT")
 
 
-def tps(dsn: str, options: Sequence[str]) -> float:
-    """TPS of one TPC-B-like run."""
-    proc = subprocess.run([pg_bin("pgbench"), *options, dsn], capture_output=True, text=True)
+def tps(dsn: str, options: Sequence[str], sync_commit: str = "on") -> float:
+    """TPS of one TPC-B-like run (``sync_commit``: the clients' synchronous_commit)."""
+    env = {**os.environ, "PGOPTIONS": f"-c synchronous_commit={sync_commit}"}
+    proc = subprocess.run([pg_bin("pgbench"), *options, dsn], capture_output=True, text=True,
+                          env=env)
     m = _TPS.search(proc.stdout)
     if proc.returncode != 0 or not m:
         raise RuntimeError(f"pgbench failed:\n{proc.stdout}\n{proc.stderr}")
@@ -125,10 +132,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--synchronous-commit", default="on", choices=("on", "off"),
+                        help="off: no WAL flush wait, so the trigger's CPU cost shows")
     args = parser.parse_args()
     chosen = [v for v in args.variants.split(",") if v]
     scale, seconds, rounds = (1, 2, 1) if args.quick else (10, args.seconds, args.rounds)
-    clients_list = (1, 4, 8)
+    clients_list = tuple(int(c) for c in args.clients.split(","))
+    sync = args.synchronous_commit
     ratios: dict[tuple[str, int], list[float]] = {(v, c): [] for v in chosen for c in clients_list}
     base: dict[int, list[float]] = {c: [] for c in clients_list}
     with server() as srv, database(srv, "variants") as dsn:
@@ -148,7 +159,7 @@ def main() -> None:
                     for variant in [*order, *reversed(order)]:
                         use(conn, variant)
                         started = time.monotonic()
-                        value = tps(dsn, opts)
+                        value = tps(dsn, opts, sync)
                         measured.setdefault(variant, []).append(value)
                         progress(f"round {rnd + 1}, {clients} client(s), {variant or 'none'}: "
                                  f"{value:.1f} tps ({time.monotonic() - started:.0f} s)")
@@ -162,7 +173,7 @@ def main() -> None:
              for v in chosen for c in clients_list]
     print_table("trigger_variants: pgbench TPS ratio of each trigger body to no trigger", rows,
                 [f"{rounds} round(s), each ABBA over none and the variants, {seconds} s runs, "
-                 f"pgbench -i -s {scale}; per-round ratios: "
+                 f"pgbench -i -s {scale}, synchronous_commit={sync}; per-round ratios: "
                  + "; ".join(f"{v}@{c}: " + ", ".join(f"{r:.3f}" for r in ratios[(v, c)])
                              for v in chosen for c in clients_list), settings])
 
