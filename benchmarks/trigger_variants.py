@@ -13,7 +13,9 @@ unlogged table in a ``bench`` schema (mvgraph is not involved):
   holding the transaction id, meaning "already logged in this transaction": later statements
   insert nothing (the body migration 0011 installs);
 * ``guc_plain_definer``: the same, ``SECURITY DEFINER``;
-* ``per_xact``: one row per transaction carrying all tables written (``oid[]``), upserted.
+* ``per_xact``: one row per transaction carrying all tables written (``oid[]``), upserted;
+* ``noop`` and ``guc_only``: not candidates (they log nothing): the cost of a plpgsql trigger
+  call that does nothing, and of one that only checks and sets the flag.
 
 Every round runs none and the variants in one order then in the reverse order (ABBA), at 1, 4
 and 8 clients, ``VACUUM`` of the pgbench tables and every log emptied before each run, fsync
@@ -81,6 +83,22 @@ BEGIN
     RETURN NULL;
 END"""
 
+_NOOP = """
+BEGIN
+    RETURN NULL;
+END"""
+_GUC_ONLY = """
+DECLARE
+    flag text := 'mvgraph_w.r' OPERATOR(pg_catalog.||) TG_RELID::text;
+    xact text := pg_catalog.pg_current_xact_id()::text;
+BEGIN
+    IF NOT coalesce(pg_catalog.current_setting(flag, true) OPERATOR(pg_catalog.=) xact, false)
+    THEN
+        PERFORM pg_catalog.set_config(flag, xact, true);
+    END IF;
+    RETURN NULL;
+END"""
+
 #: variant -> (trigger body, SECURITY DEFINER)
 VARIANTS: dict[str, tuple[str, bool]] = {
     "upsert_definer": (_UPSERT, True),
@@ -90,6 +108,8 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "guc_plain": (_GUC, False),
     "guc_plain_definer": (_GUC, True),
     "per_xact": (_PER_XACT, False),
+    "noop": (_NOOP, False),  # the floor: a plpgsql call that logs nothing
+    "guc_only": (_GUC_ONLY, False),  # the flag's part of guc_plain, without the insert
 }
 
 

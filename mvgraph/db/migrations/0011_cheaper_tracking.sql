@@ -3,10 +3,10 @@
 --
 -- Before, every tracked table and writing transaction paid a speculative insert (INSERT ... ON
 -- CONFLICT DO NOTHING) into mvgraph.change_log's primary key. Now the trigger appends a plain
--- row to mvgraph.write_log (unlogged, no index), once per table and transaction: a
--- transaction-local setting named after the table, holding the transaction id, says "already
--- logged here". It is set with the row, inside the same (sub)transaction, so a rollback to a
--- savepoint takes both back and the next write logs again.
+-- row to mvgraph.write_log (unlogged, no index) for each writing statement. Deduplicating on the
+-- writers' path was measured and costs more than it saves (benchmarks/trigger_cost.py): a
+-- transaction-local "already logged" setting per table doubled the trigger's CPU time, about as
+-- much as the primary key did. A rolled-back statement (or savepoint) takes its row with it.
 --
 -- mvgraph.change_log keeps the rarer rows (refreshes 'r', the event trigger's 'o' and 'd',
 -- tracking starts 't', and 'w' rows written before this version or by other writers), with its
@@ -33,21 +33,17 @@ SELECT relid, xid,
 -- Existing triggers call this function by its oid, so replacing its body converts them all.
 -- Every name is schema-qualified (no SET clause: a SET clause costs a GUC nesting level per
 -- call). TG_NARGS > 0: a partition, whose writes are writes to every partitioned table above it.
+-- One row per statement: a statement trigger fires even when no row is written (as before).
 CREATE OR REPLACE FUNCTION mvgraph.track_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE
-    flag text := 'mvgraph.w' OPERATOR(pg_catalog.||) TG_RELID::text;
-    x    pg_catalog.xid8 := pg_catalog.pg_current_xact_id();
-    xact text := x::text;
 BEGIN
-    IF NOT coalesce(pg_catalog.current_setting(flag, true) OPERATOR(pg_catalog.=) xact, false) THEN
-        IF TG_NARGS OPERATOR(pg_catalog.=) 0 THEN
-            INSERT INTO mvgraph.write_log (relid, xid) VALUES (TG_RELID, x);
-        ELSE
-            INSERT INTO mvgraph.write_log (relid, xid)
-            SELECT a, x FROM pg_catalog.pg_partition_ancestors(TG_RELID) a;
-        END IF;
-        PERFORM pg_catalog.set_config(flag, xact, true);
+    IF TG_NARGS OPERATOR(pg_catalog.=) 0 THEN
+        INSERT INTO mvgraph.write_log (relid, xid)
+        VALUES (TG_RELID, pg_catalog.pg_current_xact_id());
+    ELSE
+        INSERT INTO mvgraph.write_log (relid, xid)
+        SELECT a, pg_catalog.pg_current_xact_id()
+          FROM pg_catalog.pg_partition_ancestors(TG_RELID) a;
     END IF;
     RETURN NULL;
 END
