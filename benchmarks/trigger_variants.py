@@ -8,10 +8,11 @@ unlogged table in a ``bench`` schema (mvgraph is not involved):
   primary key is (relid, xid), ``SECURITY DEFINER``;
 * ``upsert``: the same without ``SECURITY DEFINER``;
 * ``plain_definer`` / ``plain``: a plain ``INSERT`` into an index-less table (one row per
-  statement; readers and compaction deduplicate), with and without ``SECURITY DEFINER``;
+  statement; readers and compaction deduplicate), with and without ``SECURITY DEFINER``
+  (``plain_definer`` is the body migration 0011 installs);
 * ``guc_plain``: ``plain`` plus a transaction-local setting per table (``set_config(..., true)``)
   holding the transaction id, meaning "already logged in this transaction": later statements
-  insert nothing (the body migration 0011 installs);
+  insert nothing;
 * ``guc_plain_definer``: the same, ``SECURITY DEFINER``;
 * ``per_xact``: one row per transaction carrying all tables written (``oid[]``), upserted;
 * ``noop`` and ``guc_only``: not candidates (they log nothing): the cost of a plpgsql trigger
