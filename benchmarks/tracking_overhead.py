@@ -1,19 +1,21 @@
-"""Write overhead of change tracking: pgbench TPS with and without mvgraph's triggers.
+"""Write overhead of change tracking: pgbench TPS under each tracking mode vs no tracking.
 
-``pgbench -i -s 10`` (the server's own pgbench), then TPC-B-like runs with 1 client
-(``-c 1 -j 1 -T 10``) and with 8 clients (``-c 8 -j 2 -T 10``), each in pairs alternating
-between:
+``pgbench -i -s 10`` (the server's own pgbench), then TPC-B-like runs (``-T 10``) at 1, 4 and
+8 clients under each mode of ``MODES``, a mapping of mode -> (enable, disable) functions:
 
-* without: no tracking triggers (``mvgraph untrack`` of the four tables);
-* with: ``mvgraph track pgbench_accounts pgbench_branches pgbench_tellers pgbench_history``
-  (statement-level triggers logging each writing transaction into ``mvgraph.change_log``).
+* ``none``: no tracking (the baseline every ratio is taken against);
+* ``triggers``: ``mvgraph track`` of the four pgbench tables (the statement-level trigger
+  logging each table once per writing transaction).
 
-The order alternates each pair (without/with, then with/without, ...) so that drift (table
-growth, caches) does not favour one side, and the change log is emptied before each run, as the
-compaction after every mvgraph refresh keeps it (this benchmark has no views that would read
-it). Goals, as the median of the per-pair ratios TPS with / TPS without (robust to the single
-disturbed runs this VM produces): 1 client >= 0.85, 8 clients >= 0.90; the range of the ratios
-and the ratio of the means are printed too.
+Adding a mode is one more entry (e.g. ``wal``: ``mvgraph track TABLES --mode wal``): the server
+runs with ``wal_level = logical`` for every mode, so that all of them are compared on one
+configuration. Each round runs the modes in one order and then in the reverse order (ABBA; the
+first order alternates between rounds), so that drift (table growth, caches, the neighbours on a
+shared machine) does not favour one side. Before each run, every mode is disabled but the one
+measured, the change logs are emptied (as compaction after each refresh keeps them: this
+benchmark has no views that read them), the pgbench tables are vacuumed and a checkpoint is
+taken. A mode's ratio in a round is its mean TPS over the mean TPS of ``none`` in that round;
+goals are judged on the median of the per-round ratios (range printed too).
 Run: ``python benchmarks/tracking_overhead.py [--quick]``.
 """
 
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 from _common import (
     Result,
     database,
+    median,
     mvgraph_cli,
     parse_args,
     pg_bin,
@@ -37,9 +40,32 @@ from _common import (
     server_note,
 )
 
-GOALS = {1: 0.85, 8: 0.90}  # clients: TPS with / without
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
+CLIENTS = (1, 4, 8)
+#: mode -> clients -> lowest acceptable median ratio TPS(mode) / TPS(none)
+GOALS: dict[str, dict[int, float]] = {"triggers": {1: 0.90, 4: 0.90, 8: 0.90}}
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
+
+
+def _nothing(dsn: str) -> None:
+    """No tracking to turn on or off."""
+
+
+def _track(*mode: str) -> Callable[[str], None]:
+    def enable(dsn: str) -> None:
+        mvgraph_cli("track", *TABLES, *mode, "--dsn", dsn)
+    return enable
+
+
+def _untrack(dsn: str) -> None:
+    mvgraph_cli("untrack", *TABLES, "--dsn", dsn)
+
+
+#: mode -> (enable, disable); "none" is the baseline and must stay first.
+MODES: dict[str, tuple[Callable[[str], None], Callable[[str], None]]] = {
+    "none": (_nothing, _nothing),
+    "triggers": (_track("--mode", "triggers"), _untrack),
+}
 
 
 def pgbench(dsn: str, *args: str) -> str:
@@ -59,74 +85,86 @@ def tps(dsn: str, options: Sequence[str]) -> float:
     return float(m.group(1))
 
 
-def set_tracking(dsn: str, on: bool) -> None:
-    """Install (``mvgraph track``) or remove (``mvgraph untrack``) the tracking triggers."""
-    mvgraph_cli("track" if on else "untrack", *TABLES, "--dsn", dsn)
+def switch_to(dsn: str, mode: str) -> None:
+    """Disable every other mode, enable this one."""
+    for other, (_, disable) in MODES.items():
+        if other != mode:
+            disable(dsn)
+    MODES[mode][0](dsn)
 
 
-def empty_change_log(dsn: str) -> None:
-    """Start each run with an empty change log, as compaction after every refresh keeps it."""
+def prepare_run(dsn: str) -> None:
+    """Empty the change logs (mvgraph's tables holding change rows), VACUUM, CHECKPOINT."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE mvgraph.change_log")
+        logs = [str(r[0]) for r in conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c "
+            "WHERE c.relnamespace = 'mvgraph'::regnamespace AND c.relkind = 'r' "
+            "AND c.relname IN ('change_log', 'write_log')").fetchall()]
+        if logs:
+            conn.execute("TRUNCATE " + ", ".join(logs))
+        conn.execute("VACUUM " + ", ".join(TABLES))
+        conn.execute("CHECKPOINT")
+
+
+def measure(dsn: str, options: Sequence[str], rounds: int, label: str
+            ) -> dict[str, list[list[float]]]:
+    """TPS of every mode, per round (two runs each: ABBA)."""
+    runs: dict[str, list[list[float]]] = {m: [] for m in MODES}
+    for rnd in range(rounds):
+        order = list(MODES) if rnd % 2 == 0 else list(reversed(MODES))
+        got: dict[str, list[float]] = {m: [] for m in MODES}
+        for mode in [*order, *reversed(order)]:
+            switch_to(dsn, mode)
+            prepare_run(dsn)
+            value = tps(dsn, options)
+            got[mode].append(value)
+            progress(f"{label}, round {rnd + 1}: {mode}: {value:.1f} tps")
+        for mode, values in got.items():
+            runs[mode].append(values)
+    return runs
 
 
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def measure(dsn: str, options: Sequence[str], pairs: int, label: str
-            ) -> tuple[list[float], list[float]]:
-    """TPS without and with tracking, in pairs whose order alternates."""
-    without: list[float] = []
-    with_tracking: list[float] = []
-    for pair in range(pairs):
-        for on in ((False, True) if pair % 2 == 0 else (True, False)):
-            set_tracking(dsn, on)
-            empty_change_log(dsn)
-            value = tps(dsn, options)
-            (with_tracking if on else without).append(value)
-            progress(f"{label}, pair {pair + 1}: {'with' if on else 'without'} tracking: "
-                     f"{value:.1f} tps")
-    return without, with_tracking
-
-
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
-    scale, seconds, pairs = (1, 3, 1) if args.quick else (10, 10, 5)
-    runs = {clients: ["-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds)]
-            for clients in GOALS}
-    results: dict[int, tuple[list[float], list[float]]] = {}
-    with server() as srv, database(srv, "tracking") as dsn:
-        settings = server_note(srv)
+    scale, seconds, rounds = (1, 3, 1) if args.quick else (10, 10, 4)
+    results: dict[int, dict[str, list[list[float]]]] = {}
+    options = {c: ["-c", str(c), "-j", str(min(c, 2)), "-T", str(seconds)] for c in CLIENTS}
+    with server({"wal_level": "logical"}) as srv, database(srv, "tracking") as dsn:
+        settings = server_note(srv) + f", wal_level={srv.setting('wal_level')}"
         progress(f"pgbench -i -s {scale} (setup)")
         pgbench(dsn, "-i", "-q", "-s", str(scale))
-        # Install mvgraph's schema (and event trigger) once, so both sides run with it present.
-        set_tracking(dsn, True)
-        set_tracking(dsn, False)
-        pgbench(dsn, *runs[8])  # warm-up, as long as a measured run
-        for clients, options in runs.items():
-            results[clients] = measure(dsn, options, pairs, f"{clients} client(s)")
-        set_tracking(dsn, False)
+        for mode in MODES:  # install mvgraph's schema: every mode runs with it present
+            switch_to(dsn, mode)
+        switch_to(dsn, "none")
+        pgbench(dsn, *options[8])  # warm-up, as long as a measured run
+        for clients in CLIENTS:
+            results[clients] = measure(dsn, options[clients], rounds, f"{clients} client(s)")
+        switch_to(dsn, "none")
 
     rows: list[Result] = []
     notes: list[str] = []
-    for clients, (without, with_tracking) in results.items():
-        pair_ratios = [w / wo for w, wo in zip(with_tracking, without, strict=True)]
-        rows += [
-            Result(f"{clients} client(s): TPS without / with tracking (means)",
-                   f"{mean(without):.1f} / {mean(with_tracking):.1f}"),
-            ratio_result(f"{clients} client(s): ratio with / without, median of pairs",
-                         pair_ratios, GOALS[clients], at_least=True, quick=args.quick),
-            Result(f"{clients} client(s): ratio of the means",
-                   f"{mean(with_tracking) / mean(without):.3f}"),
-        ]
-        notes.append(
-            f"{clients} client(s): {pairs} alternating pairs of pgbench "
-            f"{' '.join(runs[clients])}; without [{', '.join(f'{v:.1f}' for v in without)}], "
-            f"with [{', '.join(f'{v:.1f}' for v in with_tracking)}]; per-pair ratios "
-            f"[{', '.join(f'{r:.3f}' for r in pair_ratios)}]")
-    notes += [f"TPC-B-like, scale {scale}; tracked tables: " + ", ".join(TABLES), settings]
-    print_table("tracking_overhead: pgbench TPS with vs without tracking triggers", rows, notes,
+    for clients, runs in results.items():
+        base = [mean(r) for r in runs["none"]]
+        rows.append(Result(f"{clients} client(s): none, TPS (median of rounds)",
+                           f"{median(base):.1f}"))
+        for mode in list(MODES)[1:]:
+            ratios = [mean(r) / b for r, b in zip(runs[mode], base, strict=True)]
+            goal = GOALS.get(mode, {}).get(clients)
+            metric = f"{clients} client(s): {mode} / none, median of rounds"
+            rows.append(ratio_result(metric, ratios, goal, at_least=True, quick=args.quick)
+                        if goal is not None else Result(metric, f"{median(ratios):.3f}"))
+            notes.append(f"{clients} client(s) {mode}: per-round ratios "
+                         f"[{', '.join(f'{r:.3f}' for r in ratios)}]")
+        notes.append(f"{clients} client(s) TPS per round: " + "; ".join(
+            f"{m} [{', '.join('/'.join(f'{v:.0f}' for v in r) for r in runs[m])}]"
+            for m in MODES))
+    notes += [f"TPC-B-like, scale {scale}, {rounds} ABBA round(s) of {seconds} s runs per "
+              f"client count; tracked tables: " + ", ".join(TABLES), settings]
+    print_table("tracking_overhead: pgbench TPS under each tracking mode vs none", rows, notes,
                 quick=args.quick)
 
 

@@ -140,11 +140,12 @@ SELECT c.oid::bigint,
  WHERE c.oid = ANY(%(oids)s::oid[])
 
 -- name: change_counts
--- Changes to each (view, input) pair that the view's last refresh did not see.
+-- Changes to each (view, input) pair that the view's last refresh did not see (mvgraph.changes:
+-- one row per relation and transaction, from change_log and the trigger's write_log).
 SELECT u.mv::bigint, u.input::bigint, c.kind::text, count(*), max(c.at)
   FROM unnest(%(mvs)s::oid[], %(inputs)s::oid[]) AS u(mv, input)
   JOIN mvgraph.mv_state s ON s.mv = u.mv AND s.snapshot IS NOT NULL
-  JOIN mvgraph.change_log c ON c.relid = u.input
+  JOIN mvgraph.changes c ON c.relid = u.input
  WHERE NOT pg_visible_in_snapshot(c.xid, s.snapshot)
    AND c.xid IS DISTINCT FROM s.refresh_xid
  GROUP BY 1, 2, 3
@@ -247,18 +248,30 @@ DELETE FROM mvgraph.mv_state s
  WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.mv AND c.relkind = 'm')
 
 -- name: compact_changes
--- Drop change rows that every dependent view has already seen.
+-- Drop change rows that every dependent view has already seen, from both logs (the trigger's
+-- write_log has no index: one sequential pass over it).
 WITH readers AS MATERIALIZED (
     SELECT unnest(s.inputs) AS input, s.snapshot, s.refresh_xid FROM mvgraph.mv_state s
+), horizon AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+), marks AS (
+    DELETE FROM mvgraph.change_log c
+     WHERE NOT EXISTS (
+           SELECT 1 FROM readers r
+            WHERE r.input = c.relid
+              AND (r.snapshot IS NULL
+                   OR (NOT pg_visible_in_snapshot(c.xid, r.snapshot)
+                       AND c.xid IS DISTINCT FROM r.refresh_xid)))
+       AND c.xid < (SELECT xmin FROM horizon)
 )
-DELETE FROM mvgraph.change_log c
+DELETE FROM mvgraph.write_log c
  WHERE NOT EXISTS (
        SELECT 1 FROM readers r
         WHERE r.input = c.relid
           AND (r.snapshot IS NULL
                OR (NOT pg_visible_in_snapshot(c.xid, r.snapshot)
                    AND c.xid IS DISTINCT FROM r.refresh_xid)))
-   AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
+   AND c.xid < (SELECT xmin FROM horizon)
 
 -- name: create_track_trigger
 -- ENABLE ALWAYS: writes made under session_replication_role = replica change the table too.
@@ -796,7 +809,7 @@ SELECT current_schemas(false)::text[]
 SELECT u.mv::bigint, u.input::bigint, min(c.at)
   FROM unnest(%(mvs)s::oid[], %(inputs)s::oid[]) AS u(mv, input)
   JOIN mvgraph.mv_state s ON s.mv = u.mv AND s.snapshot IS NOT NULL
-  JOIN mvgraph.change_log c ON c.relid = u.input
+  JOIN mvgraph.changes c ON c.relid = u.input
  WHERE NOT pg_visible_in_snapshot(c.xid, s.snapshot)
    AND c.xid IS DISTINCT FROM s.refresh_xid
  GROUP BY 1, 2

@@ -84,7 +84,7 @@ def test_a_base_write_makes_both_targets_due_within_their_lag_and_one_job_covers
         conn: Conn, db_dsn: str) -> None:
     setup(conn, db_dsn)
     conn.execute("INSERT INTO raw VALUES (2)")
-    written = conn.execute("SELECT max(at) FROM mvgraph.change_log WHERE kind = 'w'").fetchone()
+    written = conn.execute("SELECT max(at) FROM mvgraph.changes WHERE kind = 'w'").fetchone()
     assert written is not None
     at = written[0]
     assert due_targets(conn, at + timedelta(minutes=5)) == []  # type: ignore[operator]

@@ -117,13 +117,13 @@ def test_failed_outside_refresh_records_nothing(chain: Conn, db_dsn: str) -> Non
     chain.execute("INSERT INTO t VALUES (7, 7)")
     before = chain.execute("SELECT mv, snapshot::text, refreshed_at FROM mvgraph.mv_state "
                            "ORDER BY mv").fetchall()
-    logged = chain.execute("SELECT relid, xid, kind FROM mvgraph.change_log ORDER BY 1, 2"
+    logged = chain.execute("SELECT relid, xid, kind FROM mvgraph.changes ORDER BY 1, 2"
                            ).fetchall()
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
         outside(db_dsn, "REFRESH MATERIALIZED VIEW CONCURRENTLY plain_m")  # no unique index
     assert chain.execute("SELECT mv, snapshot::text, refreshed_at FROM mvgraph.mv_state "
                          "ORDER BY mv").fetchall() == before
-    assert chain.execute("SELECT relid, xid, kind FROM mvgraph.change_log ORDER BY 1, 2"
+    assert chain.execute("SELECT relid, xid, kind FROM mvgraph.changes ORDER BY 1, 2"
                          ).fetchall() == logged
     assert verdicts(chain, "plain_m")["public.plain_m"].startswith("input public.t changed")
 

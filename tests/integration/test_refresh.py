@@ -434,7 +434,7 @@ def test_lost_change_log_makes_every_view_refresh_once(gauss: Conn) -> None:
     """The change log is unlogged: crash recovery (or a failover) leaves it and its sentinel
     empty, which is simulated here. Writes it held are gone, so every view is refreshed once."""
     gauss.execute("INSERT INTO test_table VALUES (80, 1, 1)")  # logged, then lost below
-    gauss.execute("TRUNCATE mvgraph.change_log, mvgraph.change_log_intact")
+    gauss.execute("TRUNCATE mvgraph.change_log, mvgraph.write_log, mvgraph.change_log_intact")
     plan = mvgraph.plan(gauss, "mv5", "cascade all")
     assert [(str(s.name), s.action.value) for s in plan.steps] == [
         ("public.mv1", "refresh"), ("public.mv5", "refresh"), ("public.mv6", "refresh")]
@@ -447,10 +447,10 @@ def test_lost_change_log_makes_every_view_refresh_once(gauss: Conn) -> None:
 def test_change_log_is_compacted(gauss: Conn) -> None:
     for i in range(5):
         gauss.execute("INSERT INTO test_table VALUES (%s, 1, 1)", [100 + i])
-    before = gauss.execute("SELECT count(*) FROM mvgraph.change_log").fetchone()
+    before = gauss.execute("SELECT count(*) FROM mvgraph.changes").fetchone()
     assert before is not None and before[0] >= 5
     mvgraph.refresh(gauss, "+mv6")
-    after = gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
+    after = gauss.execute("SELECT count(*) FROM mvgraph.changes c JOIN pg_class r "
                           "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone()
     assert after == (0,)
 
@@ -584,12 +584,12 @@ def test_compaction_waits_for_running_refreshes(gauss: Conn, db_dsn: str) -> Non
     with connect(db_dsn, autocommit=False) as running:  # stands for a refresh in progress
         running.execute("LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE")
         mvgraph.refresh(gauss, "+mv6", force=True)
-        kept = gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
+        kept = gauss.execute("SELECT count(*) FROM mvgraph.changes c JOIN pg_class r "
                              "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone()
         running.rollback()
     assert kept is not None and kept[0] >= 1
     mvgraph.refresh(gauss, "+mv6")
-    assert gauss.execute("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r "
+    assert gauss.execute("SELECT count(*) FROM mvgraph.changes c JOIN pg_class r "
                          "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone() == (0,)
 
 

@@ -1,0 +1,116 @@
+"""CPU cost of each tracking-trigger variant: CPU time of the writing backend per transaction.
+
+TPS on a shared 2-core machine swings by a factor of two from run to run, far more than a
+trigger costs, so this profile measures what waiting for the CPU does not change: the CPU time
+the server backend spends (``perf stat -e task-clock -p PID``: on a VM without hardware
+counters, instructions are not available; needs Linux perf and the right to attach to the
+server's processes) over a fixed number of TPC-B-like
+transactions sent by one connection, for no trigger and for each body of
+``trigger_variants.VARIANTS``, in ABBA rounds. Printed: CPU microseconds per transaction, the
+extra of each variant over none, and none / variant: the TPS ratio a CPU-bound server would
+see (median and range of rounds; cache and frequency effects of the neighbours remain).
+Run: ``python benchmarks/trigger_cost.py [--quick] [--transactions N] [--rounds N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import subprocess
+import time
+
+import psycopg
+from _common import Result, database, pg_bin, print_table, progress, server, server_note, spread
+from trigger_variants import VARIANTS, install_functions, use
+
+Conn = psycopg.Connection[tuple[object, ...]]
+TPCB = [
+    "UPDATE pgbench_accounts SET abalance = abalance + %(d)s WHERE aid = %(a)s",
+    "SELECT abalance FROM pgbench_accounts WHERE aid = %(a)s",
+    "UPDATE pgbench_tellers SET tbalance = tbalance + %(d)s WHERE tid = %(t)s",
+    "UPDATE pgbench_branches SET bbalance = bbalance + %(d)s WHERE bid = %(b)s",
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+    "VALUES (%(t)s, %(b)s, %(a)s, %(d)s, CURRENT_TIMESTAMP)",
+]
+
+
+def cpu_us(dsn: str, transactions: int, scale: int) -> float:
+    """Backend CPU microseconds per TPC-B-like transaction, over ``transactions`` of them."""
+    rng = random.Random(1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        pid = conn.info.backend_pid
+        for _ in range(50):  # warm: plans prepared, caches filled
+            run_one(conn, rng, scale)
+        perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "task-clock", "-p",
+                                 str(pid)], stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # attached
+        for _ in range(transactions):
+            run_one(conn, rng, scale)
+        perf.send_signal(signal.SIGINT)
+        _, err = perf.communicate()
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("task-clock"):
+            return float(fields[0]) * 1000 / transactions  # msec -> microseconds
+    raise RuntimeError(f"no task-clock from perf:\n{err}")
+
+
+def run_one(conn: Conn, rng: random.Random, scale: int) -> None:
+    """One TPC-B-like transaction."""
+    args = {"a": rng.randint(1, 100000 * scale), "t": rng.randint(1, 10 * scale),
+            "b": rng.randint(1, scale), "d": rng.randint(-5000, 5000)}
+    with conn.transaction():
+        for stmt in TPCB:
+            conn.execute(stmt, args, prepare=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--transactions", type=int, default=3000)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    chosen = [v for v in args.variants.split(",") if v]
+    scale, rounds, n = (1, 1, 300) if args.quick else (10, args.rounds, args.transactions)
+    per: dict[str | None, list[float]] = {None: [], **{v: [] for v in chosen}}
+    extra: dict[str, list[float]] = {v: [] for v in chosen}
+    with server() as srv, database(srv, "cost") as dsn:
+        settings = server_note(srv)
+        subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", str(scale), dsn], check=True,
+                       capture_output=True)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            install_functions(conn)
+            for rnd in range(rounds):
+                order: list[str | None] = [None, *chosen]
+                if rnd % 2:
+                    order.reverse()
+                got: dict[str | None, list[float]] = {}
+                for variant in [*order, *reversed(order)]:
+                    use(conn, variant)
+                    value = cpu_us(dsn, n, scale)
+                    got.setdefault(variant, []).append(value)
+                    progress(f"round {rnd + 1}, {variant or 'none'}: {value:,.0f} "
+                             f"CPU us per transaction")
+                none = sum(got[None]) / 2
+                per[None].append(none)
+                for v in chosen:
+                    per[v].append(sum(got[v]) / 2)
+                    extra[v].append(sum(got[v]) / 2 - none)
+            use(conn, None)
+    rows = [Result("none: backend CPU us per transaction", spread(per[None]))]
+    for v in chosen:
+        rows.append(Result(f"{v}: extra CPU us per transaction (4 tables)",
+                           spread(extra[v])))
+        rows.append(Result(f"{v}: ratio none / {v} (CPU-bound TPS ratio)",
+                           spread([b / x for b, x in zip(per[None], per[v], strict=True)])))
+    print_table("trigger_cost: backend CPU time per TPC-B transaction, by trigger body",
+                rows, [f"{rounds} ABBA round(s) of {n} transactions from one connection, "
+                       f"pgbench -i -s {scale}, task-clock of the backend (perf stat)",
+                       settings])
+
+
+if __name__ == "__main__":
+    main()
