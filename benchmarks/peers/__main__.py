@@ -6,12 +6,14 @@ a PNG chart and the README table (between ``<!-- peers:begin -->`` and ``<!-- pe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import _common
@@ -44,7 +46,12 @@ def main() -> None:
     parser.add_argument("--only", default="",
                         help="comma-separated workloads (startup, parse, dag, skip, schedules); "
                         "for development: the README is not rewritten")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="only redraw the chart and the README table from a results file")
     args = parser.parse_args()
+    if args.render is not None:
+        render(args.render)
+        return
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     size = QUICK if args.quick else FULL
     started = time.perf_counter()
@@ -75,7 +82,7 @@ def main() -> None:
             cluster(None if cron_error else CRON_DB) as cl:
         workloads.create_db(cl, CRON_DB)
         with psycopg.connect(cl.dsn(CRON_DB), autocommit=True) as conn:
-            settings = {n: str(conn.execute(f"SELECT current_setting('{n}')").fetchone()[0])
+            settings = {n: str(conn.execute("SELECT current_setting(%s)", [n]).fetchall()[0][0])
                         for n in ("server_version", "fsync", "synchronous_commit",
                                   "shared_buffers", "max_connections")}
         results["server"] = settings
@@ -131,6 +138,16 @@ def main() -> None:
           + f"; {results['elapsed_s']:.0f} s")
 
 
+def render(json_path: Path) -> None:
+    """Chart and README table again from a results file (no measuring)."""
+    results = json.loads(json_path.read_text(encoding="utf-8"))
+    png_path = json_path.with_suffix(".png")
+    chart_error = report.chart(results, png_path)
+    report.write_readme(_common.REPO / "README.md", results,
+                        None if chart_error else png_path.resolve().relative_to(_common.REPO))
+    print(report.markdown(results))
+
+
 def notes(results: dict[str, Any]) -> list[str]:
     """What the table's numbers mean, under it."""
     w = results["workloads"]
@@ -157,6 +174,13 @@ def notes(results: dict[str, Any]) -> list[str]:
                    "Lateness = refresh start - slot (mvgraph: job_step.started_at - "
                    "schedule_slot.slot; pg_cron: job_run_details.start_time - the second or "
                    "minute it belongs to).")
+        for label in ("per_second", "per_minute"):
+            where = sched.get(label, {}).get("mvgraph", {}).get("where_p50_p99_s")
+            if where:
+                out.append(f"mvgraph's lateness {label.replace('_', ' ')}, p50 / p99: " + ", ".join(
+                    f"{k} {_ms(v[0])} / {_ms(v[1])}" for k, v in where.items())
+                    + " (fire: job submitted - slot; claim: job started - submitted; plan: "
+                    "refresh step started - job started).")
         if "unsupported" in ps:
             out.append(f"pg_cron every second: not possible here ({ps['unsupported']}); "
                        "both tools are compared every minute instead, running at the same "
@@ -166,6 +190,10 @@ def notes(results: dict[str, Any]) -> list[str]:
     out.append(f"Server: {', '.join(f'{k}={v}' for k, v in results.get('server', {}).items())}; "
                f"machine: {results['machine']}; whole run {results.get('elapsed_s')} s.")
     return out
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.0f} ms"
 
 
 def _changed_note(w: dict[str, Any]) -> str:

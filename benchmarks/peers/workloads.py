@@ -7,6 +7,7 @@ Every function returns a plain dict (raw samples, per-round ratios, checks) for 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -264,8 +265,9 @@ def startup(dbt: tools.Dbt, rounds: int) -> dict[str, Any]:
     t: dict[str, list[float]] = {k: [] for k in cmds}
     for rnd in range(rounds):
         for name in rotate(list(cmds), rnd):
-            seconds, proc = _common.timed(lambda n=name: subprocess.run(
-                cmds[n], capture_output=True, text=True, env=env))
+            start = time.perf_counter()
+            proc = subprocess.run(cmds[name], capture_output=True, text=True, env=env)
+            seconds = time.perf_counter() - start
             if proc.returncode != 0:
                 raise RuntimeError(f"{cmds[name]} exited {proc.returncode}: {proc.stderr}")
             t[name].append(seconds)
@@ -314,7 +316,7 @@ def percentile(samples: Sequence[float], p: float) -> float | None:
     if not samples:
         return None
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 class Daemon:
@@ -337,9 +339,11 @@ class Daemon:
 
 
 MVGRAPH_RUNS = """
-SELECT s.view_name, ss.slot, ss.status, js.started_at, js.status
+SELECT s.view_name, ss.slot, ss.status, js.started_at, js.status,
+       j.submitted_at, j.started_at
   FROM mvgraph.schedule s
   JOIN mvgraph.schedule_slot ss ON ss.schedule_id = s.id AND NOT ss.manual
+  LEFT JOIN mvgraph.job j ON j.id = ss.job_id
   LEFT JOIN mvgraph.job_step js ON js.job_id = ss.job_id AND js.mv = s.view_oid
  WHERE ss.slot >= %(lo)s AND ss.slot < %(hi)s
 """
@@ -366,15 +370,22 @@ def _mvgraph_side(dsn: str, lo: datetime, hi: datetime, every: timedelta,
         rows = conn.execute(MVGRAPH_RUNS, {"lo": lo, "hi": hi}).fetchall()
     runs: dict[tuple[str, datetime], list[datetime]] = {}
     skipped = 0
-    for view, slot, status, started, step_status in rows:
+    parts: dict[str, list[float]] = {"fire": [], "claim": [], "plan": []}
+    for view, slot, status, started, step_status, submitted, job_started in rows:
         if status != "fired":
             skipped += 1
             continue
         if started is not None and step_status == "done":
             runs.setdefault((str(view).removeprefix("public."), slot), []).append(started)
+            if submitted is not None and job_started is not None:
+                parts["fire"].append((submitted - slot).total_seconds())
+                parts["claim"].append((job_started - submitted).total_seconds())
+                parts["plan"].append((started - job_started).total_seconds())
     expected = [(v, s) for v in names for s in _slots(lo, hi, every)]
     late = [(min(runs[k]) - k[1]).total_seconds() for k in expected if k in runs]
-    return {"expected": len(expected), "ran": sum(1 for k in expected if k in runs),
+    return {"where_p50_p99_s": {k: [percentile(v, 50), percentile(v, 99)]
+                                for k, v in parts.items()},
+            "expected": len(expected), "ran": sum(1 for k in expected if k in runs),
             "missed": sum(1 for k in expected if k not in runs), "skipped_slots": skipped,
             "duplicates": sum(len(v) - 1 for v in runs.values()),
             "lateness_p50_s": percentile(late, 50), "lateness_p99_s": percentile(late, 99),
@@ -501,7 +512,7 @@ def schedules(cl: Cluster, cron_db: str, cron_error: str | None, scratch: Path, 
             _common.psql(cron_dsn, command="SELECT cron.unschedule(jobid) FROM cron.job")
         after = tools.relfilenodes(cron_dsn)
         mm, cm = [f"mm{i}" for i in range(n_views)], [f"cm{i}" for i in range(n_views)]
-        per_minute = {"minutes": minutes,
+        per_minute: dict[str, Any] = {"minutes": minutes,
                       "mvgraph": _mvgraph_side(cron_dsn, lo, hi, minute, mm),
                       "pg_cron": _cron_side(cron_dsn, lo, hi, minute, cm)}
         per_minute["mvgraph"]["views_refreshed"] = sum(
