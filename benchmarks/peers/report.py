@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     rows = [r for r in results["goals"] if r.get("median") is not None]
     if not rows:
         return "no ratios measured"
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(11, 0.7 * len(rows) + 1.4))
     for i, r in enumerate(rows):
         color = "tab:green" if r["verdict"].startswith("PASS") else "tab:red"
         ax.plot([r["min"], r["max"]], [i, i], color=color, linewidth=2)
@@ -162,7 +163,8 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
         ax.plot([r["goal_value"]], [i], "|", color="black", markersize=16, markeredgewidth=2)
         if r.get("issue_figure"):
             ax.plot([r["issue_figure"]], [i], "x", color="grey")
-    ax.set_yticks(range(len(rows)), [f"{r['ratio']}\n{r['workload'][:60]}" for r in rows],
+    ax.set_yticks(range(len(rows)), [textwrap.fill(r["ratio"], 48) + "\n"
+                                     + textwrap.fill(r["workload"], 48) for r in rows],
                   fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
