@@ -163,8 +163,8 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
         ax.plot([r["goal_value"]], [i], "|", color="black", markersize=16, markeredgewidth=2)
         if r.get("issue_figure"):
             ax.plot([r["issue_figure"]], [i], "x", color="grey")
-    ax.set_yticks(range(len(rows)), [textwrap.fill(r["ratio"], 48) + "\n"
-                                     + textwrap.fill(r["workload"], 48) for r in rows],
+    ax.set_yticks(range(len(rows)), [textwrap.fill(r["ratio"], 40) + "\n"
+                                     + textwrap.fill(r["workload"], 40) for r in rows],
                   fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
