@@ -952,8 +952,10 @@ SELECT pg_advisory_unlock(28022, 7823724)
 SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()
 
 -- name: wal_flush
--- A commit with a transaction id and synchronous_commit on flushes the WAL up to its record.
-SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()
+-- A commit that wrote WAL, with synchronous_commit on, flushes the WAL up to its record (see
+-- mvgraph.wal_flush in 0012).
+SELECT set_config('synchronous_commit', 'on', true);
+UPDATE mvgraph.wal_flush SET at = now()
 
 -- name: wal_consume
 -- Decode the slot up to %(upto)s without moving it (peek: wal_advance moves it once this
