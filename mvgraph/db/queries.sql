@@ -927,6 +927,10 @@ SELECT slot_name::text, plugin::text,
        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
   FROM pg_replication_slots WHERE slot_name = %(slot)s
 
+-- name: wal_slot_status
+-- 'lost' once the server invalidated the slot (max_slot_wal_keep_size).
+SELECT wal_status FROM pg_replication_slots WHERE slot_name = %(slot)s
+
 -- name: wal_publications
 SELECT pubname::text FROM pg_publication WHERE pubname = ANY(%(pubs)s::text[])
 

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import UnknownRelation, UsageError, translated
+from mvgraph.errors import PermissionDenied, UnknownRelation, UsageError, translated
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import InputChange, MVFacts
@@ -276,7 +276,12 @@ def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> Catal
             and graph.kind(i).is_base}
     modes = table_modes(conn, base) if base else {}
     if any(mode == "wal" for mode, _ in modes.values()):
-        wal.catch_up(conn)  # every transaction committed before now is in the change log
+        try:
+            wal.catch_up(conn)  # every transaction committed before now is in the change log
+        except PermissionDenied as exc:
+            log.warning("cannot read the wal-mode replication slot (%s): writes committed since "
+                        "it was last read (by the daemon, or a role with REPLICATION) are not "
+                        "seen by this plan", exc)
     return CatalogState(rels, event_trigger_present(conn), modes)
 
 

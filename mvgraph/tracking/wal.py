@@ -127,10 +127,33 @@ def catch_up(conn: Conn) -> int:
         conn.execute(query("wal_lock"))
         try:
             return _consume(conn, slot)
+        except pgerrors.ObjectNotInPrerequisiteState:
+            if not _slot_lost(conn, slot):
+                raise
+            _renew(conn, slot)
+            return 0
         finally:
             if not conn.closed and conn.info.transaction_status == \
                     psycopg.pq.TransactionStatus.IDLE:
                 conn.execute(query("wal_unlock"))
+
+
+def _slot_lost(conn: Conn, slot: str) -> bool:
+    row = conn.execute(query("wal_slot_status"), {"slot": slot}).fetchone()
+    return row is not None and str(row[0]) == "lost"
+
+
+def _renew(conn: Conn, slot: str) -> None:
+    """The server invalidated the slot (it kept more WAL than max_slot_wal_keep_size): the
+    writes it held are gone, so a new slot starts and every wal-mode table counts as newly
+    tracked (its readers are refreshed once)."""
+    log.warning("replication slot %s was invalidated by the server (max_slot_wal_keep_size): "
+                "it is made again and the views reading wal-mode tables are refreshed once", slot)
+    conn.execute(query("wal_drop_slot"), {"slot": slot})
+    conn.execute(query("wal_create_slot"), {"slot": slot})
+    oids = [int(str(r[0])) for r in conn.execute(query("wal_tables"))]
+    with conn.transaction():
+        conn.execute(query("log_tracking_start"), {"oids": oids})
 
 
 def _consume(conn: Conn, slot: str) -> int:

@@ -172,3 +172,23 @@ def test_wal_mode_without_logical_wal_level_is_a_clear_usage_error(
         assert "wal_level = logical" in err and "ALTER SYSTEM SET wal_level" in err, err
         assert c.execute("SELECT count(*) FROM mvgraph.table_mode").fetchone() == (0,)
         assert slots(c) == [] and publications(c) == []
+
+
+def test_a_slot_the_server_invalidated_is_made_again_and_readers_refresh_once() -> None:
+    with cluster(bindir()) as pg, connect(pg.uri) as c:
+        migrate(c)
+        load(c)
+        c.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        c.execute("SELECT pg_reload_conf()")
+        c.execute("CREATE TABLE filler (x text)")
+        for _ in range(4):  # a few WAL segments past the slot, then a checkpoint removes them
+            c.execute("INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 3000)")
+            c.execute("SELECT pg_switch_wal()")
+            c.execute("CHECKPOINT")
+        assert c.execute("SELECT wal_status FROM pg_replication_slots").fetchone() == ("lost",)
+        assert verdict(c, "mv1").startswith("refresh: change tracking of input "
+                                            "public.test_table started")
+        assert c.execute("SELECT wal_status FROM pg_replication_slots").fetchone() != ("lost",)
+        mvgraph.refresh(c, "+mv6 mv2")
+        c.execute("INSERT INTO test_table VALUES (10, 1, 5)")
+        assert "input public.test_table changed (1 transaction" in verdict(c, "mv1")
