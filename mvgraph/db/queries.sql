@@ -980,20 +980,24 @@ b AS (
                       * ('x' || encode(substr(data, 10, 8), 'hex'))::bit(64)::bigint) AS at
       FROM m WHERE kind = 66 GROUP BY xid32),
 r AS (
-    SELECT xid32, ('x' || encode(substr(data, 2, 4), 'hex'))::bit(32)::bigint AS relid
+    SELECT xid32, ('x' || encode(substr(data, 2, 4), 'hex'))::bit(32)::bigint::oid AS relid
       FROM m WHERE kind IN (73, 85, 68)
     UNION
-    SELECT xid32, ('x' || encode(substr(data, 7 + 4 * i, 4), 'hex'))::bit(32)::bigint
+    SELECT xid32, ('x' || encode(substr(data, 7 + 4 * i, 4), 'hex'))::bit(32)::bigint::oid
       FROM m, generate_series(0, ('x' || encode(substr(data, 2, 4), 'hex'))::bit(32)::int - 1) i
-     WHERE kind = 84)
+     WHERE kind = 84),
+up AS (  -- each relation written, with the partitioned tables above it (looked up once each)
+    SELECT DISTINCT d.relid, t.oid
+      FROM (SELECT DISTINCT relid FROM r) d
+     CROSS JOIN LATERAL (SELECT d.relid UNION SELECT a FROM pg_partition_ancestors(d.relid) a
+                          WHERE EXISTS (SELECT FROM pg_class c
+                                         WHERE c.oid = d.relid AND c.relispartition)) t(oid))
 INSERT INTO mvgraph.change_log (relid, xid, at)
-SELECT DISTINCT ON (t.oid, r.xid32) t.oid,
+SELECT DISTINCT ON (up.oid, r.xid32) up.oid,
        (x.xmax - ((x.xmax %% 4294967296 - r.xid32) %% 4294967296 + 4294967296)
                  %% 4294967296)::text::xid8,
        coalesce(b.at, statement_timestamp())
-  FROM r CROSS JOIN x LEFT JOIN b ON b.xid32 = r.xid32
- CROSS JOIN LATERAL (SELECT r.relid::oid
-                     UNION SELECT a FROM pg_partition_ancestors(r.relid::oid) a) t(oid)
+  FROM r JOIN up ON up.relid = r.relid CROSS JOIN x LEFT JOIN b ON b.xid32 = r.xid32
 ON CONFLICT DO NOTHING
 
 -- name: wal_advance
