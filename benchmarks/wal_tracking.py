@@ -160,7 +160,7 @@ def run(dsn: str, mode: str, options: Sequence[str]) -> tuple[float, int, float 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
-    scale, seconds, rounds = (1, 3, 1) if args.quick else (10, 12, 2)
+    scale, seconds, rounds = (1, 3, 1) if args.quick else (10, 12, 3)
     results: dict[int, list[tuple[str, float, int, float | None]]] = {c: [] for c in CLIENTS}
     with logical_server() as srv, database(srv, "waltrack") as dsn:
         notes_server = server_note(srv) + f", wal_level={srv.setting('wal_level')}"

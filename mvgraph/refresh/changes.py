@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,13 @@ from psycopg import sql
 
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import PermissionDenied, UnknownRelation, UsageError, translated
+from mvgraph.errors import (
+    MvgraphError,
+    PermissionDenied,
+    UnknownRelation,
+    UsageError,
+    translated,
+)
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import InputChange, MVFacts
@@ -162,8 +169,24 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
     if mode in ("triggers", "wal") and rel.relkind == "f":
         raise UsageError(f"{table} is a foreign table and cannot be tracked by {mode}; use "
                          "--mode always")
-    if mode == "wal":
-        wal.prepare(conn)  # before the transaction: a slot is made in a transaction of its own
+    if mode != "wal":
+        before = _switch(conn, rel, table, mode)
+        if before == "wal":
+            wal.drop_if_unused(conn)
+        return
+    with wal.held(conn):  # no concurrent `untrack` drops the slot between prepare and switch
+        try:
+            wal.prepare(conn)  # before the switch: a slot is made in a transaction of its own
+            _switch(conn, rel, table, mode)
+        except BaseException:
+            with suppress(MvgraphError, psycopg.Error):  # the first error is the one to tell
+                wal.drop_if_unused(conn)  # never a slot left behind with no table using it
+            raise
+
+
+def _switch(conn: Conn, rel: Relation, table: RelationName, mode: str) -> str:
+    """The transaction changing a table's mode (triggers, publications, mode row, tracking
+    start); returns the mode it had."""
     with translated(), conn.transaction():
         before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
         unlogged = _install_triggers(conn, rel) if mode == "triggers" else []
@@ -178,8 +201,7 @@ def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
         started = [rel.oid] if mode != before else unlogged
         if started:
             conn.execute(query("log_tracking_start"), {"oids": started})
-    if mode != "wal" and before == "wal":
-        wal.drop_if_unused(conn)
+    return before
 
 
 def untrack(conn: Conn, table: RelationName) -> None:

@@ -15,6 +15,8 @@ one left, after reading what the slot still held.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -51,6 +53,21 @@ def require_logical(conn: Conn) -> None:
     if level != "logical":
         raise UsageError(f"mode wal needs wal_level = logical (it is {level}); run ALTER SYSTEM "
                          "SET wal_level = logical and restart the server, or use --mode triggers")
+
+
+@contextmanager
+def held(conn: Conn) -> Iterator[None]:
+    """The slot's advisory lock, at session level (re-entrant): one consumer at a time, and
+    no slot dropped while a table is switching to wal mode. ``conn`` must be idle."""
+    with translated():
+        conn.execute(query("wal_lock"))
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.info.transaction_status == \
+                psycopg.pq.TransactionStatus.IDLE:
+            with translated():
+                conn.execute(query("wal_unlock"))
 
 
 def slot_exists(conn: Conn) -> bool:
@@ -121,10 +138,9 @@ def catch_up(conn: Conn) -> int:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return 0  # inside a caller's transaction: the caller caught up before it began
     slot = slot_name(conn)
-    with translated():
-        if not slot_exists(conn):
-            return 0
-        conn.execute(query("wal_lock"))
+    if not slot_exists(conn):
+        return 0
+    with held(conn), translated():
         try:
             return _consume(conn, slot)
         except pgerrors.ObjectNotInPrerequisiteState:
@@ -132,10 +148,6 @@ def catch_up(conn: Conn) -> int:
                 raise
             _renew(conn, slot)
             return 0
-        finally:
-            if not conn.closed and conn.info.transaction_status == \
-                    psycopg.pq.TransactionStatus.IDLE:
-                conn.execute(query("wal_unlock"))
 
 
 def _slot_lost(conn: Conn, slot: str) -> bool:
@@ -180,7 +192,7 @@ def tick(conn: Conn) -> None:
 def drop_if_unused(conn: Conn) -> bool:
     """Drop the slot and the publications when no table is in wal mode any more, after reading
     what the slot still holds (writes made before the switch). True when something went."""
-    with translated():
+    with held(conn), translated():
         if conn.execute(query("wal_tables")).fetchone() is not None:
             return False
         have = [str(r[0]) for r in conn.execute(query("wal_publications"),
@@ -188,12 +200,8 @@ def drop_if_unused(conn: Conn) -> bool:
         slot = slot_name(conn)
         exists = slot_exists(conn)
         if exists:
-            catch_up(conn)
-            conn.execute(query("wal_lock"))  # no consumer is using the slot while it goes
-            try:
-                conn.execute(query("wal_drop_slot"), {"slot": slot})
-            finally:
-                conn.execute(query("wal_unlock"))
+            catch_up(conn)  # writes made before the last table left wal mode
+            conn.execute(query("wal_drop_slot"), {"slot": slot})
             log.info("dropped replication slot %s: no table is in wal mode", slot)
         with conn.transaction():
             conn.execute(query("own_ddl"))

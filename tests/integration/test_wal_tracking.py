@@ -192,3 +192,25 @@ def test_a_slot_the_server_invalidated_is_made_again_and_readers_refresh_once() 
         mvgraph.refresh(c, "+mv6 mv2")
         c.execute("INSERT INTO test_table VALUES (10, 1, 5)")
         assert "input public.test_table changed (1 transaction" in verdict(c, "mv1")
+
+
+def test_a_failed_switch_to_wal_leaves_no_slot(conn: Conn) -> None:
+    conn.execute("CREATE TABLE tmp_src (id int PRIMARY KEY)")
+    conn.execute("CREATE MATERIALIZED VIEW tmp_mv AS SELECT count(*) FROM tmp_src")
+    conn.execute("CREATE ROLE wal_nobody")
+    conn.execute("ALTER TABLE tmp_src OWNER TO wal_nobody")
+    conn.execute("CREATE ROLE wal_tracker REPLICATION")
+    conn.execute("GRANT CREATE ON DATABASE " + str(conn.info.dbname) + " TO wal_tracker")
+    conn.execute("GRANT USAGE, CREATE ON SCHEMA mvgraph, public TO wal_tracker")
+    conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA mvgraph TO wal_tracker")
+    conn.execute("SET ROLE wal_tracker")
+    try:
+        with pytest.raises(mvgraph.MvgraphError):  # must own the table to publish it
+            mvgraph.track(conn, ["tmp_src"], mode="wal")
+    finally:
+        conn.execute("RESET ROLE")
+    assert slots(conn) == [] and publications(conn) == []
+    assert conn.execute("SELECT count(*) FROM mvgraph.table_mode").fetchone() == (0,)
+    conn.execute("DROP OWNED BY wal_tracker, wal_nobody CASCADE")
+    conn.execute("DROP ROLE wal_tracker")
+    conn.execute("DROP ROLE wal_nobody")
