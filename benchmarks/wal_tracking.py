@@ -48,7 +48,10 @@ from _common import (
 
 from mvgraph.tracking import wal
 
-CLIENTS = (1, 4, 8)
+# MVGRAPH_BENCH_CLIENTS="8" and MVGRAPH_BENCH_WAL_EVERY="5" (seconds between reads of the slot
+# during a run; 1 as the daemon) narrow or vary a run
+CLIENTS = tuple(int(c) for c in os.environ.get("MVGRAPH_BENCH_CLIENTS", "1,4,8").split(","))
+EVERY_S = float(os.environ.get("MVGRAPH_BENCH_WAL_EVERY", "1"))
 GOAL_8 = 0.97
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
@@ -123,7 +126,7 @@ class Consumer:
         self.rows = 0
 
     def _loop(self) -> None:
-        while not self.stop.wait(1.0):
+        while not self.stop.wait(EVERY_S):
             self.rows += wal.catch_up(self.conn)
 
     def __enter__(self) -> Consumer:
@@ -206,7 +209,8 @@ def main() -> None:
                      f"[{', '.join(f'{x:.3f}' for x in ratios)}]; runs: " + "; ".join(
             f"{m} {t:.1f} tps" + (f" cpu {c:.2f} s / {d} tx" if c is not None else "")
             for m, t, d, c in runs))
-    notes += [f"TPC-B-like, scale {scale}, {seconds} s runs, {rounds} ABBA rounds; "
+    notes += [f"TPC-B-like, scale {scale}, {seconds} s runs, {rounds} ABBA rounds, slot read "
+              f"every {EVERY_S:g} s during wal runs; "
               "tables: " + ", ".join(TABLES), notes_server]
     print_table("wal_tracking: pgbench TPS with tracking mode wal vs none", rows, notes,
                 quick=args.quick)
