@@ -5,13 +5,17 @@
 
 * ``none``: no tracking (the baseline every ratio is taken against);
 * ``triggers``: ``mvgraph track`` of the four pgbench tables (the statement-level trigger
-  logging each table once per writing transaction).
+  appending a row per writing statement);
+* ``wal``: ``mvgraph track TABLES --mode wal`` (a logical slot, no trigger on the writers'
+  path; ``pgbench_history`` has no primary key, so it keeps an UPDATE/DELETE-only trigger that
+  TPC-B never fires), with a thread reading the slot every second during the run, as the
+  daemon does.
 
-Adding a mode is one more entry (e.g. ``wal``: ``mvgraph track TABLES --mode wal``): the server
-runs with ``wal_level = logical`` for every mode, so that all of them are compared on one
-configuration. Each round runs the modes in one order and then in the reverse order (ABBA; the
-first order alternates between rounds), so that drift (table growth, caches, the neighbours on a
-shared machine) does not favour one side. Before each run, every mode is disabled but the one
+The server runs with ``wal_level = logical`` for every mode, so that all of them are compared
+on one configuration (``benchmarks/wal_tracking.py`` also prints the decoding CPU). Each round
+runs the modes in one order and then in the reverse order (ABBA; the first order alternates
+between rounds), so that drift (table growth, caches, the neighbours on a shared machine) does
+not favour one side. Before each run, every mode is disabled but the one
 measured, the change logs are emptied (as compaction after each refresh keeps them: this
 benchmark has no views that read them), the pgbench tables are vacuumed and a checkpoint is
 taken. A mode's ratio in a round is its mean TPS over the mean TPS of ``none`` in that round;
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -43,7 +48,8 @@ from _common import (
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
 CLIENTS = (1, 4, 8)
 #: mode -> clients -> lowest acceptable median ratio TPS(mode) / TPS(none)
-GOALS: dict[str, dict[int, float]] = {"triggers": {1: 0.90, 4: 0.90, 8: 0.90}}
+GOALS: dict[str, dict[int, float]] = {"triggers": {1: 0.90, 4: 0.90, 8: 0.90},
+                                      "wal": {8: 0.97}}
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 
 
@@ -61,10 +67,42 @@ def _untrack(dsn: str) -> None:
     mvgraph_cli("untrack", *TABLES, "--dsn", dsn)
 
 
+class SlotReader:
+    """Reads the wal-mode slot every second in a thread, as the daemon's tick does."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, dsn: str) -> None:
+        mvgraph_cli("track", *TABLES, "--mode", "wal", "--dsn", dsn)
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, args=(dsn,), daemon=True)
+            self._thread.start()
+
+    def _run(self, dsn: str) -> None:
+        from mvgraph.tracking import wal
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not self._stop.wait(1.0):
+                wal.catch_up(conn)  # type: ignore[arg-type]
+
+    def stop(self, dsn: str) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        _untrack(dsn)
+
+
+_slot_reader = SlotReader()
+
 #: mode -> (enable, disable); "none" is the baseline and must stay first.
 MODES: dict[str, tuple[Callable[[str], None], Callable[[str], None]]] = {
     "none": (_nothing, _nothing),
     "triggers": (_track("--mode", "triggers"), _untrack),
+    "wal": (_slot_reader.start, _slot_reader.stop),
 }
 
 

@@ -412,7 +412,9 @@ def track(
     tables: Annotated[list[str] | None, typer.Argument(help="Base tables.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every table upstream of any view.")]
     = False,
-    mode: Annotated[str, typer.Option("--mode", help="triggers (exact), stats or always.")]
+    mode: Annotated[str, typer.Option(
+        "--mode", help="triggers (exact), wal (exact, from the write-ahead log; needs "
+                       "wal_level = logical), stats or always.")]
     = "triggers",
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
@@ -435,7 +437,7 @@ def untrack(
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
 ) -> None:
-    """Remove tracking triggers; the tables fall back to stats mode."""
+    """Remove tracking (triggers, or wal mode and its slot); the tables fall back to stats."""
     import mvgraph
 
     for name in mvgraph.untrack(resolve_dsn(_dsn(dsn)), tables or [], every=every,
@@ -455,6 +457,8 @@ def status_cmd(as_json: JsonOpt = False, dsn: DsnOpt = None) -> None:
         return
     for table in status_table(st):
         out.print(table)
+    for warning in st.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     if not st.event_trigger:
         err.print("[yellow]warning:[/] no event trigger: refreshes done outside mvgraph are "
                   "not seen")

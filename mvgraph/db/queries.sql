@@ -927,3 +927,132 @@ SELECT submitted_at FROM mvgraph.job WHERE id = %(job)s
 -- name: demo_pause_schedules
 -- `mvgraph demo` leaves its schedules paused: nothing fires in the demo database until asked.
 UPDATE mvgraph.schedule SET enabled = false
+
+-- ---- tracking mode 'wal' (mvgraph/tracking/wal.py) -----------------------------------------
+
+-- name: wal_level
+SELECT current_setting('wal_level'), (SELECT oid::bigint FROM pg_database
+                                      WHERE datname = current_database())
+
+-- name: wal_slot
+-- The database's slot, if any, and the WAL it keeps (bytes from its restart point to now).
+SELECT slot_name::text, plugin::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+  FROM pg_replication_slots WHERE slot_name = %(slot)s
+
+-- name: wal_slot_status
+-- 'lost' once the server invalidated the slot (max_slot_wal_keep_size).
+SELECT wal_status FROM pg_replication_slots WHERE slot_name = %(slot)s
+
+-- name: wal_publications
+SELECT pubname::text FROM pg_publication WHERE pubname = ANY(%(pubs)s::text[])
+
+-- name: wal_create_slot
+-- Its own transaction (one that wrote cannot create a slot); waits for the transactions
+-- running at that moment to end.
+SELECT pg_create_logical_replication_slot(%(slot)s, 'pgoutput')
+
+-- name: wal_drop_slot
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %(slot)s
+
+-- name: wal_lock
+-- One consumer of the slot at a time (a slot serves one backend at a time); classid 0x6d76
+-- ("mv"), two-key form: never the same lock as a view's (bigint form).
+SELECT pg_advisory_lock(28022, 7823724)
+
+-- name: wal_unlock
+SELECT pg_advisory_unlock(28022, 7823724)
+
+-- name: wal_target
+-- How far to consume: everything inserted in the WAL so far (each committed transaction's
+-- commit record is below it), and whether it is flushed yet (decoding reads flushed WAL only).
+SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()
+
+-- name: wal_flush
+-- A commit that wrote WAL, with synchronous_commit on, flushes the WAL up to its record (see
+-- mvgraph.wal_flush in 0012).
+SELECT set_config('synchronous_commit', 'on', true);
+UPDATE mvgraph.wal_flush SET at = now()
+
+-- name: wal_consume
+-- Decode the slot up to %(upto)s without moving it (peek: wal_advance moves it once this
+-- committed, so a failure loses nothing; repeats are absorbed by the primary key). pgoutput,
+-- protocol 1: only the first byte and the relation oids are read. 'B' (begin): Int64 final LSN,
+-- Int64 commit time (microseconds since 2000), Int32 xid. 'I', 'U', 'D': Int32 relation oid.
+-- 'T' (truncate): Int32 count, Int8 options, Int32 oid each. The 32-bit xid becomes an xid8 by
+-- the current epoch (the transaction committed, so it is below the snapshot's xmax). A
+-- partition's row also goes to every partitioned table above it, as with the trigger.
+WITH x AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax),
+m AS (
+    SELECT c.xid::text::bigint AS xid32, get_byte(c.data, 0) AS kind, c.data
+      FROM pg_logical_slot_peek_binary_changes(%(slot)s, %(upto)s::pg_lsn, NULL,
+               'proto_version', '1', 'publication_names', %(pubs)s) c
+     WHERE get_byte(c.data, 0) IN (66, 73, 85, 68, 84)),           -- B I U D T
+b AS (
+    SELECT xid32, max(timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond'
+                      * ('x' || encode(substr(data, 10, 8), 'hex'))::bit(64)::bigint) AS at
+      FROM m WHERE kind = 66 GROUP BY xid32),
+r AS (
+    SELECT xid32, ('x' || encode(substr(data, 2, 4), 'hex'))::bit(32)::bigint::oid AS relid
+      FROM m WHERE kind IN (73, 85, 68)
+    UNION
+    SELECT xid32, ('x' || encode(substr(data, 7 + 4 * i, 4), 'hex'))::bit(32)::bigint::oid
+      FROM m, generate_series(0, ('x' || encode(substr(data, 2, 4), 'hex'))::bit(32)::int - 1) i
+     WHERE kind = 84),
+up AS (  -- each relation written, with the partitioned tables above it (looked up once each)
+    SELECT DISTINCT d.relid, t.oid
+      FROM (SELECT DISTINCT relid FROM r) d
+     CROSS JOIN LATERAL (SELECT d.relid UNION SELECT a FROM pg_partition_ancestors(d.relid) a
+                          WHERE EXISTS (SELECT FROM pg_class c
+                                         WHERE c.oid = d.relid AND c.relispartition)) t(oid))
+INSERT INTO mvgraph.change_log (relid, xid, at)
+SELECT DISTINCT ON (up.oid, r.xid32) up.oid,
+       (x.xmax - ((x.xmax %% 4294967296 - r.xid32) %% 4294967296 + 4294967296)
+                 %% 4294967296)::text::xid8,
+       coalesce(b.at, statement_timestamp())
+  FROM r JOIN up ON up.relid = r.relid CROSS JOIN x LEFT JOIN b ON b.xid32 = r.xid32
+ON CONFLICT DO NOTHING
+
+-- name: wal_advance
+-- Move the slot once the rows are committed (never backwards: a slot refuses that).
+SELECT pg_replication_slot_advance(slot_name, %(upto)s::pg_lsn)
+  FROM pg_replication_slots
+ WHERE slot_name = %(slot)s AND confirmed_flush_lsn < %(upto)s::pg_lsn
+
+-- name: wal_replica_identity
+-- Whether UPDATE and DELETE on the table, and on every partition below it, can be published:
+-- a replica identity (the primary key, a chosen unique index, or FULL). Without one, publishing
+-- them would make those statements fail.
+SELECT bool_and(c.relkind = 'p'
+                OR c.relreplident = 'f'
+                OR (c.relreplident = 'd' AND EXISTS (SELECT FROM pg_index i
+                     WHERE i.indrelid = c.oid AND i.indisprimary))
+                OR (c.relreplident = 'i' AND EXISTS (SELECT FROM pg_index i
+                     WHERE i.indrelid = c.oid AND i.indisreplident)))
+  FROM (SELECT %(oid)s::oid UNION SELECT relid FROM pg_partition_tree(%(oid)s::oid)) r(oid)
+  JOIN pg_class c ON c.oid = r.oid
+
+-- name: wal_membership
+-- The mvgraph publications a table is in (directly).
+SELECT p.pubname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+ WHERE pr.prrelid = %(oid)s AND p.pubname = ANY(%(pubs)s::text[])
+
+-- name: wal_tables
+-- Tables in 'wal' mode that still exist.
+SELECT m.relid::bigint FROM mvgraph.table_mode m JOIN pg_class c ON c.oid = m.relid
+ WHERE m.mode = 'wal'
+
+-- name: create_track_trigger_ud
+-- For a 'wal' table without replica identity: its inserts and truncates come from the WAL, its
+-- updates and deletes from this trigger (the same function and name as create_track_trigger).
+CREATE TRIGGER mvgraph_track BEFORE UPDATE OR DELETE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
+ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
+
+-- name: size_bytes
+SELECT pg_size_bytes(%(size)s)
+
+-- name: drop_database_slots
+-- The replication slots of a database about to be dropped (tracking mode wal's among them).
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+ WHERE database = %(name)s AND NOT active

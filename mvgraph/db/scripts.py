@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from mvgraph.db.queries import query
 from mvgraph.errors import DatabaseError, translated
 
 
@@ -58,7 +59,9 @@ def create_database(admin: psycopg.Connection[tuple[object, ...]], name: str) ->
 
 
 def drop_database(admin: psycopg.Connection[tuple[object, ...]], name: str) -> None:
-    """Drop a database, disconnecting its sessions."""
+    """Drop a database, disconnecting its sessions and dropping its replication slots (a
+    slot, such as tracking mode wal's, would keep the database from being dropped)."""
     with translated():
+        admin.execute(query("drop_database_slots"), {"name": name})
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))

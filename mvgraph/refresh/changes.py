@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,15 +15,22 @@ from psycopg import sql
 
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import UnknownRelation, UsageError, translated
+from mvgraph.errors import (
+    MvgraphError,
+    PermissionDenied,
+    UnknownRelation,
+    UsageError,
+    translated,
+)
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import InputChange, MVFacts
+from mvgraph.tracking import wal
 
 log = logging.getLogger("mvgraph")
 Conn = psycopg.Connection[tuple[object, ...]]
 
-MODES = ("triggers", "stats", "always")
+MODES = ("triggers", "stats", "always", "wal")
 _KIND_WORDS = {"w": "write", "r": "refresh", "o": "outside", "d": "ddl", "t": "tracking"}
 
 
@@ -140,59 +148,94 @@ def install_event_trigger(conn: Conn, missing: Iterable[str] = EVENT_TRIGGERS) -
 
 
 def set_mode(conn: Conn, table: RelationName, mode: str) -> None:
-    """Track a base table by ``triggers`` (exact), ``stats`` (approximate) or ``always``.
+    """Track a base table by ``triggers`` (exact), ``wal`` (exact, from the write-ahead log),
+    ``stats`` (approximate) or ``always``.
 
     Idempotent: setting the mode a table already has logs no change and keeps its start time;
     in ``triggers`` mode, missing triggers (a partition created later) are added and older
     forms replaced. Views reading the table turn stale only when the mode changes or a
-    trigger was missing (writes went unlogged).
+    trigger was missing (writes went unlogged). ``wal`` makes the database's replication slot
+    first (needs wal_level = logical); leaving ``wal`` drops it once no table uses it.
 
     Raises:
-        UsageError: unknown mode, or the relation is not a base table.
+        UsageError: unknown mode, wal_level not logical for ``wal``, or the relation is not
+            a base table.
     """
     if mode not in MODES:
-        raise UsageError(f"unknown tracking mode {mode!r}; use triggers, stats or always")
+        raise UsageError(f"unknown tracking mode {mode!r}; use triggers, wal, stats or always")
     rel = relations(conn, [table]).get(table)
     if rel is None or rel.relkind not in ("r", "p", "f"):
         raise UnknownRelation(f"{table} is not a table in this database; track base tables only")
-    if mode == "triggers" and rel.relkind == "f":
-        raise UsageError(f"{table} is a foreign table and cannot have triggers; use --mode always")
+    if mode in ("triggers", "wal") and rel.relkind == "f":
+        raise UsageError(f"{table} is a foreign table and cannot be tracked by {mode}; use "
+                         "--mode always")
+    if mode != "wal":
+        before = _switch(conn, rel, table, mode)
+        if before == "wal":
+            wal.drop_if_unused(conn)
+        return
+    with wal.held(conn):  # no concurrent `untrack` drops the slot between prepare and switch
+        try:
+            wal.prepare(conn)  # before the switch: a slot is made in a transaction of its own
+            _switch(conn, rel, table, mode)
+        except BaseException:
+            with suppress(MvgraphError, psycopg.Error):  # the first error is the one to tell
+                wal.drop_if_unused(conn)  # never a slot left behind with no table using it
+            raise
+
+
+def _switch(conn: Conn, rel: Relation, table: RelationName, mode: str) -> str:
+    """The transaction changing a table's mode (triggers, publications, mode row, tracking
+    start); returns the mode it had."""
     with translated(), conn.transaction():
         before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
         unlogged = _install_triggers(conn, rel) if mode == "triggers" else []
         if mode != "triggers":
             _drop_triggers(conn, rel)
+        if mode == "wal":
+            if not wal.publish(conn, rel.oid, table.schema, table.name):
+                _install_triggers(conn, rel, "create_track_trigger_ud")
+        else:
+            wal.unpublish(conn, rel.oid, table.schema, table.name)
         conn.execute(query("set_table_mode"), {"oid": rel.oid, "name": str(table), "mode": mode})
         started = [rel.oid] if mode != before else unlogged
         if started:
             conn.execute(query("log_tracking_start"), {"oids": started})
+    return before
 
 
 def untrack(conn: Conn, table: RelationName) -> None:
-    """Remove a table's tracking triggers; it falls back to ``stats`` mode."""
+    """Remove a table's tracking triggers (or take it out of wal mode); it falls back to
+    ``stats`` mode. The replication slot goes with the last table in wal mode."""
     rel = relations(conn, [table]).get(table)
     if rel is None or rel.relkind not in ("r", "p", "f"):
         raise UnknownRelation(f"{table} is not a table in this database; untrack base tables only")
     with translated(), conn.transaction():
         before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
         _drop_triggers(conn, rel)
+        if rel.relkind != "f":
+            wal.unpublish(conn, rel.oid, table.schema, table.name)
         conn.execute(query("clear_table_mode"), {"oid": rel.oid})
         if before != "stats":
             conn.execute(query("log_tracking_start"), {"oids": [rel.oid]})
+    if before == "wal":
+        wal.drop_if_unused(conn)
 
 
-def _install_triggers(conn: Conn, rel: Relation) -> list[int]:
+def _install_triggers(conn: Conn, rel: Relation,
+                      create: str = "create_track_trigger") -> list[int]:
     """Give the table and each partition below it the current tracking trigger, leaving
-    current ones alone; returns the oids that had none logging their writes."""
+    current ones alone; returns the oids that had none logging their writes. (``create``:
+    the UPDATE/DELETE-only form, on a wal-mode table without replica identity.)"""
     unlogged = []
     conn.execute(query("own_ddl"))
     rows = conn.execute(query("track_triggers"), {"oid": rel.oid}).fetchall()
     for oid, schema, name, is_partition, logs, current in rows:
-        if current:
+        if current and create == "create_track_trigger":
             continue
         ident = sql.Identifier(str(schema), str(name))
         _drop_trigger(conn, ident)
-        conn.execute(sql.SQL(query("create_track_trigger")).format(
+        conn.execute(sql.SQL(query(create)).format(
             table=ident, args=sql.Literal("partition") if is_partition else sql.SQL("")))
         if not logs:
             unlogged.append(int(str(oid)))
@@ -253,8 +296,15 @@ def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> Catal
     rels = relations(conn, set(mvs) | inputs)
     base = {rels[i].oid for i in inputs if i in rels and rels[i].relkind in ("r", "p", "f")
             and graph.kind(i).is_base}
-    return CatalogState(rels, event_trigger_present(conn),
-                        table_modes(conn, base) if base else {})
+    modes = table_modes(conn, base) if base else {}
+    if any(mode == "wal" for mode, _ in modes.values()):
+        try:
+            wal.catch_up(conn)  # every transaction committed before now is in the change log
+        except PermissionDenied as exc:
+            log.warning("cannot read the wal-mode replication slot (%s): writes committed since "
+                        "it was last read (by the daemon, or a role with REPLICATION) are not "
+                        "seen by this plan", exc)
+    return CatalogState(rels, event_trigger_present(conn), modes)
 
 
 def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],

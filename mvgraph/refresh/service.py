@@ -17,7 +17,13 @@ from mvgraph.db.connect import session as open_session
 from mvgraph.db.migrate import ensure_schema
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
-from mvgraph.errors import PermissionDenied, UnknownRelation, UsageError, translated
+from mvgraph.errors import (
+    MvgraphError,
+    PermissionDenied,
+    UnknownRelation,
+    UsageError,
+    translated,
+)
 from mvgraph.graph import MVGraph
 from mvgraph.names import RelationName
 from mvgraph.refresh import changes
@@ -30,6 +36,7 @@ from mvgraph.refresh.behavior import (
     transitive_freshness,
 )
 from mvgraph.refresh.behavior import plan as make_plan
+from mvgraph.tracking import wal
 
 if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
     from mvgraph.jobs.store import PlannedStep
@@ -325,6 +332,8 @@ SETTINGS = {
                              "(default 16)",
     "lock_timeout": "default lock wait per refresh (e.g. 10s)",
     "statement_timeout": "default statement timeout per refresh (0 = none)",
+    "wal_slot_max_lag": "WAL the replication slot of mode wal may keep before `status` warns "
+                        f"(default {wal.DEFAULT_MAX_LAG})",
     "synchronous_commit": "commit mode of refresh transactions (off: fast, a crash may lose "
                           "the latest refreshes but never consistency; on: durable)",
 }
@@ -343,6 +352,16 @@ def _validate_setting(conn: Conn, key: str, value: str) -> None:
     if key == "schedule_max_failures":
         if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
             raise UsageError("schedule_max_failures must be a whole number from 1 to 1000000")
+        return
+    if key == "wal_slot_max_lag":
+        try:
+            with conn.transaction(force_rollback=True):
+                size = wal.max_lag_bytes(conn, value)
+        except MvgraphError:
+            size = 0
+        if size <= 0:
+            raise UsageError(f"{value!r} is not a valid wal_slot_max_lag; use a size such as "
+                             "1GB or 500MB")
         return
     try:  # let PostgreSQL judge the value, in a transaction that is rolled back
         with conn.transaction(force_rollback=True):
@@ -458,11 +477,13 @@ class StatusReport:
     views: tuple[ViewStatus, ...]
     tables: tuple[TableStatus, ...]
     event_trigger: bool
+    warnings: tuple[str, ...] = ()  # e.g. the wal-mode replication slot lags
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "event_trigger": self.event_trigger,
+            "warnings": list(self.warnings),
             "views": [{"name": str(v.name), "fresh": v.fresh, "reason": v.reason,
                        "refreshed_at": v.refreshed_at.isoformat() if v.refreshed_at else None,
                        "duration_s": v.duration_s, "lag_s": v.lag_s,
@@ -504,7 +525,9 @@ def status(target: Target) -> StatusReport:
         tables = changes.base_tables_upstream_of_views(g)
         trels = changes.relations(conn, tables)
         modes = changes.table_modes(conn, [r.oid for r in trels.values()])
+        warning = wal.lag_warning(conn, get_setting(conn, "wal_slot_max_lag",
+                                                    wal.DEFAULT_MAX_LAG))
         return StatusReport(
             tuple(views),
             tuple(TableStatus(t, modes[trels[t].oid][0]) for t in tables if t in trels),
-            state.outside_seen)
+            state.outside_seen, (warning,) if warning else ())

@@ -1,5 +1,6 @@
 """A daemon with everything plugged in: clock schedules, freshness targets (a tick calling
-:func:`mvgraph.scheduler.lag.submit_due` every second) and, when asked, Prometheus metrics."""
+:func:`mvgraph.scheduler.lag.submit_due` every second), the wal-mode slot read
+every second and, when asked, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import psycopg
 from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
 from mvgraph.scheduler.lag import submit_due
 from mvgraph.scheduler.metrics import Metrics, serve
+from mvgraph.tracking import wal
 
 TARGET_TICK_S = 1.0  # how often due freshness targets are looked for
+WAL_TICK_S = 1.0  # how often the wal-mode replication slot is read into the change log
 
 
 def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
@@ -21,6 +24,7 @@ def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
         metrics.observe_tick(submit_due(conn, claimed_by=config.name))
 
     daemon.add_tick(targets, TARGET_TICK_S, name="freshness targets")
+    daemon.add_tick(wal.tick, WAL_TICK_S, name="wal slot")
     daemon.add_listener(lambda event: record(metrics, event))
     return daemon, metrics
 

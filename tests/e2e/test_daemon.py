@@ -330,3 +330,21 @@ def test_the_daemon_outlives_a_server_restart() -> None:
                          timeout=40)  # and their jobs ran
             assert proc.poll() is None
             stop(proc)
+
+
+def test_the_daemon_reads_the_wal_slot_continuously(db_dsn: str, conn: Conn) -> None:
+    """Tracking mode wal: the daemon decodes the slot into the change log by itself (a tick
+    every second), with no refresh, plan or status asking."""
+    import mvgraph
+
+    run_script(conn, "CREATE TABLE wt (id int PRIMARY KEY); "
+                     "CREATE MATERIALIZED VIEW wm AS SELECT count(*) AS n FROM wt;")
+    mvgraph.track(conn, ["wt"], mode="wal")
+    logged = ("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r ON r.oid = c.relid "
+              "WHERE r.relname = 'wt' AND c.kind = 'w'")
+    with daemon(db_dsn, "--workers", "0") as proc:
+        for i in range(3):
+            conn.execute("INSERT INTO wt VALUES (%s)", [i])
+            wait_for(lambda i=i: conn.execute(logged).fetchone() == (i + 1,))
+        stop(proc)
+    mvgraph.untrack(conn, every=True)
