@@ -4,9 +4,10 @@
 -- Before, every tracked table and writing transaction paid a speculative insert (INSERT ... ON
 -- CONFLICT DO NOTHING) into mvgraph.change_log's primary key. Now the trigger appends a plain
 -- row to mvgraph.write_log (unlogged, no index) for each writing statement. Deduplicating on the
--- writers' path was measured and costs more than it saves (benchmarks/trigger_cost.py): a
--- transaction-local "already logged" setting per table doubled the trigger's CPU time, about as
--- much as the primary key did. A rolled-back statement (or savepoint) takes its row with it.
+-- writers' path was measured (benchmarks/trigger_cost.py): a transaction-local "already logged"
+-- setting per table costs on every first write of a transaction to a table, between nothing and
+-- as much as the insert it saves, so it is not done. A rolled-back statement (or savepoint)
+-- takes its row with it.
 --
 -- mvgraph.change_log keeps the rarer rows (refreshes 'r', the event trigger's 'o' and 'd',
 -- tracking starts 't', and 'w' rows written before this version or by other writers), with its
