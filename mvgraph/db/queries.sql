@@ -321,6 +321,15 @@ SELECT outcome, duration_s, content_changed, recorded_reason
                             %(counters)s::bigint[], %(filenodes)s::bigint[],
                             %(check)s, %(seen)s, %(attempt)s, %(run_as)s)
 
+-- name: refresh_batch
+-- Steps of one connection, each in its own transaction, in one round trip (0013_refresh_batch.sql).
+CALL mvgraph.refresh_batch(%(job)s, %(attempt)s, %(run_as)s, %(steps)s, NULL)
+
+-- name: step_state
+-- A step's row, read after a batch failed: did its transaction commit before the error?
+SELECT status, reason, duration_s, concurrent FROM mvgraph.job_step
+ WHERE job_id = %(job)s AND seq = %(seq)s
+
 -- name: commit
 COMMIT
 
@@ -620,12 +629,17 @@ SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 
 -- name: set_session
 -- The settings a run's refreshes use, for this session; returns the previous values (to restore).
+-- A batch of steps (mvgraph.refresh_batch) reports progress by NOTICE and begins each step's
+-- transaction with the session's default isolation: READ COMMITTED, like begin_step.
 SELECT current_setting('synchronous_commit'), current_setting('lock_timeout'),
        current_setting('statement_timeout'), current_setting('application_name'),
+       current_setting('client_min_messages'), current_setting('default_transaction_isolation'),
        set_config('synchronous_commit', %(synchronous_commit)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('statement_timeout', %(statement_timeout)s, false),
-       set_config('application_name', %(application_name)s, false)
+       set_config('application_name', %(application_name)s, false),
+       set_config('client_min_messages', %(client_min_messages)s, false),
+       set_config('default_transaction_isolation', %(default_transaction_isolation)s, false)
 
 -- name: untracked_partitions
 -- Partitions of trigger-tracked tables that lack the tracking trigger (created after `track`).

@@ -394,7 +394,7 @@ def test_cancel_marks_remaining_steps_and_leaves_views_untouched(gauss: Conn,
             while time.monotonic() < deadline:
                 row = watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query "
-                    "LIKE '%mvgraph.refresh_step(%' AND wait_event = 'PgSleep'").fetchone()
+                    "~ 'mvgraph\\.refresh_(step|batch)\\(' AND wait_event = 'PgSleep'").fetchone()
                 if row and row[0]:
                     break
                 time.sleep(0.05)
