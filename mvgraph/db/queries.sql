@@ -337,14 +337,14 @@ COMMIT
 ROLLBACK
 
 -- name: past_durations
--- Average of the last five successful refresh durations of each view.
-SELECT name, avg(duration_s)
-  FROM (SELECT name, duration_s,
-               row_number() OVER (PARTITION BY name ORDER BY finished_at DESC) AS rn
-          FROM mvgraph.job_step
-         WHERE status = 'done' AND name = ANY(%(names)s::text[])) recent
- WHERE rn <= 5
- GROUP BY name
+-- Average of the last five successful refresh durations of each view: five rows of the
+-- job_step_name_done index per view, however long the job history (a window over all of a
+-- view's past steps grew with every run).
+SELECT u.name, (SELECT avg(recent.duration_s)
+                  FROM (SELECT s.duration_s FROM mvgraph.job_step s
+                         WHERE s.status = 'done' AND s.name = u.name
+                         ORDER BY s.finished_at DESC LIMIT 5) recent)
+  FROM unnest(%(names)s::text[]) AS u(name)
 
 -- name: create_job
 -- A foreground run's job: running at once, owned by this session's advisory lock (taken in the

@@ -629,11 +629,17 @@ class Executor:
         names: set[RelationName] = set()
         for step in rest:
             if (step.name in self._no_batch or step.name in self.prior
-                    or (step.action is Action.SKIP and not step.forced)
                     or self._precheck(step, self.results) is not None):
                 break
-            reason = self._verdict_holds(step)
             after = [str(a) for a in step.after if a in names]
+            if step.action is Action.SKIP and not step.forced:
+                if not self._still_unchanged(step):
+                    break  # after an upstream step that changed: decided from fresh facts
+                out.append({"seq": self.seq[step.name], "name": str(step.name), "skip": True,
+                            "after": after})
+                names.add(step.name)
+                continue
+            reason = self._verdict_holds(step)
             if reason is None and not (step.propagated and after):
                 break
             params = self._step_params(step, reason or "", check=not step.forced)
@@ -687,8 +693,14 @@ class Executor:
             self._no_batch.add(by_seq[int(outcome["stopped"])].name)
 
     def _batch_done(self, step: Step, data: dict[str, Any]) -> None:
-        """A step of a batch committed: its result and StepFinished (once)."""
+        """A step of a batch committed, or stayed skipped: its result and StepFinished (once)."""
         if step.name in self.results:
+            return
+        if data["outcome"] == StepStatus.SKIPPED.value:  # as _early: recorded with the run's end
+            skipped = StepResult(step.name, StepStatus.SKIPPED, step.reason)
+            self._unrecorded.append(skipped)
+            self.results[step.name] = skipped
+            self._finished(step.name, skipped)
             return
         result = self._step_result(step, (data["outcome"], data["took"], data["changed"],
                                           data["reason"]))

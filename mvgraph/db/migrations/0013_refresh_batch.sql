@@ -14,14 +14,18 @@
 -- 'mvgraph step', detail a JSON object), sent as it happens; the client sets client_min_messages
 -- to notice for the run. The same results come back in `outcome` when the call returns.
 --
--- A step whose verdict needs the client stops the batch before it runs ('stopped'): its reason
--- is NULL and none of `after` (upstream steps of this batch, in the plan's order) changed. A
--- step raced by another refresh (refresh_step returned 'raced', having changed nothing) stops it
--- too. Any error ends the CALL: the steps before it stay committed, the failing step's
+-- A step the plan skips (`skip`) stays skipped, without a transaction (the client records it
+-- with the run's end, as it does for such steps), unless one of `after` changed. A step whose
+-- verdict needs the client stops the batch before it runs ('stopped'): a skipped step after an
+-- upstream step that changed, or a step to refresh with a NULL reason (refreshed only once an
+-- upstream step of this batch has changed) none of whose `after` (upstream steps of this batch,
+-- in the plan's order) changed. A step raced by another refresh (refresh_step returned 'raced',
+-- having changed nothing) stops it too. Any error ends the CALL: the steps before it stay committed, the failing step's
 -- transaction is rolled back, and the client records the failure and goes on with the rest.
 --
--- steps: [{seq, oid, name, key, concurrently, reason, after, inputs, stats, check, seen}]
--- outcome: {"done": [{seq, outcome, took, changed, reason}], "stopped": seq or null,
+-- steps: [{seq, oid, name, key, concurrently, reason, after, inputs, stats, check, seen, skip}]
+-- outcome: {"done": [{seq, outcome ('done' or 'skipped'), took, changed, reason}],
+--           "stopped": seq or null,
 --           "why": 'undecided' | 'raced' | null}
 CREATE PROCEDURE mvgraph.refresh_batch(job bigint, job_attempt integer, run_as name,
                                        steps jsonb, INOUT outcome jsonb DEFAULT NULL)
@@ -36,16 +40,33 @@ DECLARE
     changed  text[] := '{}';  -- names refreshed in this batch whose content changed
     done     jsonb := '[]';
     item     jsonb;
+    nxt      integer;
 BEGIN
-    IF n > 0 THEN
+    -- the first step to refresh is marked running (the next ones with the step before them)
+    SELECT (x ->> 'seq')::integer INTO nxt FROM pg_catalog.jsonb_array_elements(steps) x
+     WHERE NOT coalesce((x ->> 'skip')::boolean, false) LIMIT 1;
+    IF nxt IS NOT NULL THEN
         UPDATE mvgraph.job_step
            SET status = 'running', started_at = pg_catalog.clock_timestamp(),
                backend_pid = pg_catalog.pg_backend_pid()
-         WHERE job_id = job AND seq = (steps -> 0 ->> 'seq')::integer;
+         WHERE job_id = job AND seq = nxt;
         COMMIT;
     END IF;
     WHILE i < n LOOP
         s := steps -> i;
+        IF coalesce((s ->> 'skip')::boolean, false) THEN
+            IF EXISTS (SELECT FROM pg_catalog.jsonb_array_elements_text(s -> 'after') a(name)
+                        WHERE a.name = ANY (changed)) THEN
+                why := 'undecided';
+                EXIT;
+            END IF;
+            item := pg_catalog.jsonb_build_object('event', 'finished', 'seq', s -> 'seq',
+                                                  'outcome', 'skipped');
+            done := done || item;
+            RAISE NOTICE USING MESSAGE = 'mvgraph step', DETAIL = item::text;
+            i := i + 1;
+            CONTINUE;
+        END IF;
         reason := s ->> 'reason';
         IF reason IS NULL THEN  -- refreshed only after an upstream step of this batch changed
             SELECT a.name INTO reason
@@ -76,11 +97,16 @@ BEGIN
         IF r.content_changed THEN
             changed := changed || (s ->> 'name');
         END IF;
-        IF i + 1 < n THEN  -- the next step's running mark commits with this step
+        nxt := NULL;  -- the next step to refresh: its running mark commits with this step
+        SELECT (x.v ->> 'seq')::integer INTO nxt
+          FROM pg_catalog.jsonb_array_elements(steps) WITH ORDINALITY x(v, k)
+         WHERE x.k > i + 1 AND NOT coalesce((x.v ->> 'skip')::boolean, false)
+         ORDER BY x.k LIMIT 1;
+        IF nxt IS NOT NULL THEN
             UPDATE mvgraph.job_step
                SET status = 'running', started_at = pg_catalog.clock_timestamp(),
                    backend_pid = pg_catalog.pg_backend_pid()
-             WHERE job_id = job AND seq = (steps -> (i + 1) ->> 'seq')::integer;
+             WHERE job_id = job AND seq = nxt;
         END IF;
         COMMIT;
         item := pg_catalog.jsonb_build_object(
