@@ -13,15 +13,23 @@ times, side by side, in alternating order:
   views downstream of it are refreshed), informational.
 
 Goal (median of per-round ratios): CLI ``-j 2`` forced / ``psql -f`` <= 1.0.
-Run: ``python benchmarks/refresh_cli.py [--quick]``.
+Run: ``python benchmarks/refresh_cli.py [--quick] [--baseline DIR]``. With ``--baseline``, the
+same forced ``-j 2`` run of another mvgraph source tree (``DIR/mvgraph``, e.g. ``git archive
+main mvgraph | tar -x -C DIR``) is timed in the same rounds, and every CLI runs as
+``python -m mvgraph`` with its own ``PYTHONPATH`` (before / after in one run).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
 
 import psycopg
 from _common import (
+    REPO,
     Result,
     database,
     fmt_s,
@@ -29,7 +37,6 @@ from _common import (
     load_script,
     median,
     mvgraph_cli,
-    parse_args,
     print_table,
     progress,
     psql,
@@ -48,7 +55,10 @@ GOAL = 1.0
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
+    parser.add_argument("--baseline", help="another mvgraph source tree to time alongside")
+    args = parser.parse_args()
     rounds = 3 if args.quick else 7
     schema = generate(300, n_tables=20, seed=2)
     with scratch_dir("mvgraph-refresh-cli-") as work, server() as srv, \
@@ -64,9 +74,19 @@ def main() -> None:
         psql(plain, file=script)
         table = schema.tables[0]
 
-        def cli(*extra: str, expect: int | None = None) -> float:
-            seconds, proc = timed(lambda: mvgraph_cli(
-                "refresh", "public.*", *extra, "--json", "--dsn", managed))
+        def run_cli(tree: str | None, *extra: str) -> subprocess.CompletedProcess[str]:
+            if tree is None and not args.baseline:
+                return mvgraph_cli("refresh", "public.*", *extra, "--json", "--dsn", managed)
+            env = {**os.environ, "PYTHONPATH": tree or str(REPO)}
+            proc = subprocess.run([sys.executable, "-m", "mvgraph", "refresh", "public.*",
+                                   *extra, "--json", "--dsn", managed],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            return proc
+
+        def cli(*extra: str, expect: int | None = None, tree: str | None = None) -> float:
+            seconds, proc = timed(lambda: run_cli(tree, *extra))
             report = json.loads(proc.stdout)
             assert report["status"] == "ok", report["status"]
             done = sum(s["action"] == "refreshed" for s in report["steps"])
@@ -88,6 +108,10 @@ def main() -> None:
             "cli_j1": lambda: cli("--force", expect=len(order)),
             "cascade": cascade,
         }
+        if args.baseline:
+            run_cli(args.baseline, "--force")  # compiles its modules once
+            runs["base_j2"] = lambda: cli("--force", "-j", "2", expect=len(order),
+                                          tree=args.baseline)
         t: dict[str, list[float]] = {k: [] for k in runs}
         for rnd in range(rounds):
             keys = list(runs) if rnd % 2 == 0 else list(reversed(runs))
@@ -111,6 +135,10 @@ def main() -> None:
                    spread(ratios("cli_j2", "psql_off"))),
             Result("CLI -j 1 / psql -f", spread(ratios("cli_j1", "psql"))),
         ]
+        if args.baseline:
+            rows += [Result("baseline CLI -j 2 (before)", fmt_s(median(t["base_j2"]))),
+                     Result("baseline CLI -j 2 / psql -f", spread(ratios("base_j2", "psql"))),
+                     Result("CLI -j 2 / baseline CLI -j 2", spread(ratios("cli_j2", "base_j2")))]
         notes = [f"ratios: median (range) of per-round ratios; {rounds} alternating rounds",
                  *(f"samples {k}: [{fmt_samples(v)}] s" for k, v in t.items()),
                  "300 MVs over 20 tables of 3 rows; synthetic DAG depth 8 (seed 2)",
