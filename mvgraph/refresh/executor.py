@@ -434,8 +434,10 @@ class Executor:
                     else:
                         heapq.heappush(ready, (-priority[name], str(name), name))
                 while ready and len(running) < workers:
-                    # batching: the ready steps shared out among the free connections
-                    size = -(-len(ready) // (workers - len(running))) if self._batching else 1
+                    # batching: half a share of the ready steps per connection (never all of
+                    # them for the only free one: the others, soon free too, would wait for it;
+                    # half, so that unequal steps even out)
+                    size = -(-len(ready) // (2 * workers)) if self._batching else 1
                     group: list[Step] = []
                     while ready and len(group) < size:
                         _, _, name = heapq.heappop(ready)

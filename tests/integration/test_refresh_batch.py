@@ -86,7 +86,8 @@ def test_a_failed_step_in_the_middle_of_a_batch_blocks_its_dependents_only(
     assert statuses(row, report.job_id) == {
         "public.a": "done", "public.b": "failed", "public.c": "done", "public.d": "blocked",
         "public.e": "done"}
-    assert any("public.b" in b and b.index("public.b") < len(b) - 1 for b in batches)
+    if parallel == 1:  # one batch, b in its middle (with two, the ready steps are shared out)
+        assert batches[0] == ["public.a", "public.b", "public.c", "public.d", "public.e"]
     # b's transaction was rolled back, the others' committed
     assert row.execute("SELECT count(*) FROM mvgraph.mv_state WHERE refreshed_at IS NOT NULL "
                        "AND name IN ('public.a', 'public.c', 'public.e')").fetchone() == (3,)
