@@ -161,10 +161,10 @@ def cached_planning_graph(conn: psycopg.Connection[tuple[object, ...]]) -> MVGra
 def _load_graph(data: dict[str, object]) -> MVGraph:
     """A cached graph, nodes and edges in the order the catalog gave them (as a graph read
     from the catalog iterates them)."""
-    from mvgraph.digraph import DiGraph
+    import networkx as nx
 
     loaded = MVGraph.from_json(data["graph"])  # type: ignore[arg-type]
-    g: DiGraph[RelationName] = DiGraph()
+    g: nx.DiGraph = nx.DiGraph()
     for name in data["nodes"]:  # type: ignore[attr-defined]
         node = RelationName.parse(name)
         g.add_node(node, **loaded.g.nodes[node])

@@ -7,15 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import networkx as nx
+
 from mvgraph.definitions import Definition, Kind, Schedule
-from mvgraph.digraph import (
-    DiGraph,
-    NoCycle,
-    find_cycle,
-    is_directed_acyclic_graph,
-    lexicographical_topological_sort,
-    strongly_connected_components,
-)
 from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
 from mvgraph.names import RelationName
 
@@ -89,9 +83,9 @@ class MVGraph:
     ``populated``, ``concurrent_index``, ``volatile_functions``, ``schedule``, ``source``.
     """
 
-    def __init__(self, digraph: DiGraph[RelationName] | None = None,
-                 warnings: Sequence[str] = (), cycles: Sequence[Cycle] = ()) -> None:
-        self.g: DiGraph[RelationName] = digraph if digraph is not None else DiGraph()
+    def __init__(self, digraph: nx.DiGraph | None = None, warnings: Sequence[str] = (),
+                 cycles: Sequence[Cycle] = ()) -> None:
+        self.g: nx.DiGraph = digraph if digraph is not None else nx.DiGraph()
         self.warnings: list[str] = list(warnings)
         self.ignored_statements = 0  # SQL statements read but not about relations (SQL files)
         self.load_errors: list[SqlParseError] = []  # failures left out (SQL files, keep_going)
@@ -116,7 +110,7 @@ class MVGraph:
             CycleError: the definitions read each other in a cycle (``on_cycle="error"``).
             UndefinedReference: ``strict`` and some input is defined nowhere.
         """
-        g: DiGraph[RelationName] = DiGraph()
+        g: nx.DiGraph = nx.DiGraph()
         defs = {d.name: d for d in definitions}
         g.add_nodes_from((d.name, _attrs(d)) for d in defs.values())
         warnings: list[str] = []
@@ -191,11 +185,11 @@ class MVGraph:
 
     def check_acyclic(self) -> None:
         """Raise CycleError naming one cycle, if there is any."""
-        if is_directed_acyclic_graph(self.g):
+        if nx.is_directed_acyclic_graph(self.g):
             return
         try:
-            cycle = find_cycle(self.g)
-        except NoCycle:
+            cycle = nx.find_cycle(self.g)
+        except nx.NetworkXNoCycle:
             return
         raise CycleError([str(edge[0]) for edge in cycle])
 
@@ -300,11 +294,11 @@ class MVGraph:
         """A topological order, deterministic: among ready nodes the smallest name goes first.
         The whole graph's order is computed once (a worker plans every job on one graph)."""
         if nodes is not None:
-            return list(lexicographical_topological_sort(self.g.subgraph(set(nodes)),
+            return list(nx.lexicographical_topological_sort(self.g.subgraph(set(nodes)),
                                                             key=_sort_key))
         shape = (id(self.g), len(self.g))
         if self._order is None or self._order[0] != shape:
-            self._order = (shape, list(lexicographical_topological_sort(self.g,
+            self._order = (shape, list(nx.lexicographical_topological_sort(self.g,
                                                                            key=_sort_key)))
         return list(self._order[1])
 
@@ -385,7 +379,7 @@ class MVGraph:
     def from_json(cls, text: str | dict[str, Any]) -> MVGraph:
         """Rebuild a graph from :meth:`to_json` output."""
         data = json.loads(text) if isinstance(text, str) else text
-        g: DiGraph[RelationName] = DiGraph()
+        g: nx.DiGraph = nx.DiGraph()
         for item in data["nodes"]:
             sched = item.get("schedule")
             name = RelationName(item["schema"], item["relname"])
@@ -464,14 +458,14 @@ def find_cycles(definitions: Iterable[Definition]) -> list[list[RelationName]]:
     """
     listed = _not_acyclic(list(definitions))
     defs = {d.name for d in listed}
-    g: DiGraph[RelationName] = DiGraph()
+    g: nx.DiGraph = nx.DiGraph()
     g.add_edges_from((src, d.name) for d in listed for src in d.reads if src in defs)
     cycles: list[list[RelationName]] = []
-    for component in strongly_connected_components(g):
+    for component in nx.strongly_connected_components(g):
         first = min(component)
         if len(component) == 1 and not g.has_edge(first, first):
             continue
-        cycle = [edge[0] for edge in find_cycle(g.subgraph(component), source=first)]
+        cycle = [edge[0] for edge in nx.find_cycle(g.subgraph(component), source=first)]
         turn = cycle.index(min(cycle))
         cycles.append(cycle[turn:] + cycle[:turn])
     return sorted(cycles)
