@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
 
 import psycopg
 
@@ -103,3 +109,68 @@ def catalog_fingerprint(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     with translated():
         row = conn.execute(query("catalog_fingerprint")).fetchone()
     return str(row[0]) if row else ""
+
+
+CACHE_DAYS = 30  # cached catalog graphs unused this long are deleted
+
+
+def graph_cache_dir() -> Path:
+    """Where catalog graphs are cached: ``catalog`` in ``MVGRAPH_CACHE_DIR`` or the user cache
+    dir (next to the parse cache)."""
+    override = os.environ.get("MVGRAPH_CACHE_DIR")
+    if override:
+        return Path(override) / "catalog"
+    import platformdirs
+
+    return platformdirs.user_cache_path("mvgraph") / "catalog"
+
+
+def cached_planning_graph(conn: psycopg.Connection[tuple[object, ...]]) -> MVGraph:
+    """``catalog_graph(conn, with_sql=False)``, kept on disk between processes under the
+    catalog's fingerprint (read first, as the worker's in-memory cache does): a new process
+    that plans against an unchanged catalog reads one digest instead of three catalog queries
+    (the rule trees' scan is most of a plan's server time). Any DDL that could change the graph
+    changes the fingerprint; the key also names the server and database. A cache that cannot be
+    read or written is ignored."""
+    from mvgraph.version import __version__
+
+    fingerprint = catalog_fingerprint(conn)
+    info = conn.info
+    key = hashlib.sha256("\0".join(map(str, (
+        __version__, info.host, info.port, info.dbname, fingerprint))).encode()).hexdigest()
+    path = graph_cache_dir() / f"{key}.json"
+    with suppress(OSError, ValueError, KeyError, TypeError):
+        return _load_graph(json.loads(path.read_text(encoding="utf-8")))
+    graph = catalog_graph(conn, with_sql=False)
+    with suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({
+            "graph": graph.to_dict(), "warnings": graph.warnings,
+            "nodes": [str(n) for n in graph.g],
+            "edges": [[str(u), str(v)] for u, v in graph.g.edges]}), encoding="utf-8")
+        tmp.replace(path)
+        old = time.time() - CACHE_DAYS * 86400
+        for entry in path.parent.glob("*.json"):
+            with suppress(OSError):
+                if entry.stat().st_mtime < old:
+                    entry.unlink()
+    return graph
+
+
+def _load_graph(data: dict[str, object]) -> MVGraph:
+    """A cached graph, nodes and edges in the order the catalog gave them (as a graph read
+    from the catalog iterates them)."""
+    import networkx as nx
+
+    loaded = MVGraph.from_json(data["graph"])  # type: ignore[arg-type]
+    g: nx.DiGraph = nx.DiGraph()
+    for name in data["nodes"]:  # type: ignore[attr-defined]
+        node = RelationName.parse(name)
+        g.add_node(node, **loaded.g.nodes[node])
+    g.add_edges_from((RelationName.parse(u), RelationName.parse(v))
+                     for u, v in data["edges"])  # type: ignore[attr-defined]
+    if len(g) != len(loaded.g) or len(g.edges) != len(loaded.g.edges):
+        raise ValueError("inconsistent cache entry")
+    return MVGraph(g, [str(w) for w in data["warnings"]],  # type: ignore[attr-defined]
+                   loaded.cycles)

@@ -371,7 +371,6 @@ def refresh_cmd(
 ) -> None:
     """Refresh materialized views; exit 0 ok, 1 a step failed, 130 cancelled or suspended."""
     import mvgraph
-    from mvgraph.render_refresh import LiveProgress, report_table
 
     behavior = _behavior(cascade, restrict)
     target = resolve_dsn(_dsn(dsn))
@@ -390,15 +389,19 @@ def refresh_cmd(
         else:
             sys.stdout.write(f"{job}\n")
         return
-    if as_json or not out.is_terminal:
+    if as_json:  # no rich at all: neither progress nor table
         report = mvgraph.refresh(target, targets, behavior, **kwargs)  # type: ignore[arg-type]
-    else:
-        with LiveProgress(out, 0) as live:
-            report = mvgraph.refresh(target, targets, behavior, listener=live,
-                                     **kwargs)  # type: ignore[arg-type]
-    if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
+        from mvgraph.render_refresh import LiveProgress, report_table
+
+        if not out.is_terminal:
+            report = mvgraph.refresh(target, targets, behavior,
+                                     **kwargs)  # type: ignore[arg-type]
+        else:
+            with LiveProgress(out, 0) as live:
+                report = mvgraph.refresh(target, targets, behavior, listener=live,
+                                         **kwargs)  # type: ignore[arg-type]
         out.print(report_table(report))
     if report.status == "suspended" and not as_json:
         err.print(f"job {report.job_id} suspended; `mvgraph resume {report.job_id}` queues the "

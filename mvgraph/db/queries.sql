@@ -334,6 +334,15 @@ SELECT outcome, duration_s, content_changed, recorded_reason
                             %(counters)s::bigint[], %(filenodes)s::bigint[],
                             %(check)s, %(seen)s, %(attempt)s, %(run_as)s)
 
+-- name: refresh_batch
+-- Steps of one connection, each in its own transaction, in one round trip (0013_refresh_batch.sql).
+CALL mvgraph.refresh_batch(%(job)s, %(attempt)s, %(run_as)s, %(steps)s, NULL)
+
+-- name: step_state
+-- A step's row, read after a batch failed: did its transaction commit before the error?
+SELECT status, reason, duration_s, concurrent FROM mvgraph.job_step
+ WHERE job_id = %(job)s AND seq = %(seq)s
+
 -- name: commit
 COMMIT
 
@@ -341,14 +350,14 @@ COMMIT
 ROLLBACK
 
 -- name: past_durations
--- Average of the last five successful refresh durations of each view.
-SELECT name, avg(duration_s)
-  FROM (SELECT name, duration_s,
-               row_number() OVER (PARTITION BY name ORDER BY finished_at DESC) AS rn
-          FROM mvgraph.job_step
-         WHERE status = 'done' AND name = ANY(%(names)s::text[])) recent
- WHERE rn <= 5
- GROUP BY name
+-- Average of the last five successful refresh durations of each view: five rows of the
+-- job_step_name_done index per view, however long the job history (a window over all of a
+-- view's past steps grew with every run).
+SELECT u.name, (SELECT avg(recent.duration_s)
+                  FROM (SELECT s.duration_s FROM mvgraph.job_step s
+                         WHERE s.status = 'done' AND s.name = u.name
+                         ORDER BY s.finished_at DESC LIMIT 5) recent)
+  FROM unnest(%(names)s::text[]) AS u(name)
 
 -- name: create_job
 -- A foreground run's job: running at once, owned by this session's advisory lock (taken in the
@@ -633,12 +642,17 @@ SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 
 -- name: set_session
 -- The settings a run's refreshes use, for this session; returns the previous values (to restore).
+-- A batch of steps (mvgraph.refresh_batch) reports progress by NOTICE and begins each step's
+-- transaction with the session's default isolation: READ COMMITTED, like begin_step.
 SELECT current_setting('synchronous_commit'), current_setting('lock_timeout'),
        current_setting('statement_timeout'), current_setting('application_name'),
+       current_setting('client_min_messages'), current_setting('default_transaction_isolation'),
        set_config('synchronous_commit', %(synchronous_commit)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('statement_timeout', %(statement_timeout)s, false),
-       set_config('application_name', %(application_name)s, false)
+       set_config('application_name', %(application_name)s, false),
+       set_config('client_min_messages', %(client_min_messages)s, false),
+       set_config('default_transaction_isolation', %(default_transaction_isolation)s, false)
 
 -- name: untracked_partitions
 -- Partitions of trigger-tracked tables that lack the tracking trigger (created after `track`).

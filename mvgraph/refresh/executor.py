@@ -27,6 +27,7 @@ through ``pg_cancel_backend`` of its running step.
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
 
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UnknownRelation, translate
@@ -68,6 +70,7 @@ EXACT_WIDTH_UP_TO = 300  # steps; above that the number of refreshing steps boun
 JOB_REQUEST = "MVJ01"  # refresh_step: the job has a request (cancel, suspend) or is not ours
 RACED = "raced"  # refresh_step: the view was refreshed elsewhere since the plan; decide again
 STOPPED = (StepStatus.FAILED, StepStatus.BLOCKED, StepStatus.CANCELLED)
+BATCH_NOTICE = "mvgraph step"  # refresh_batch: one NOTICE per step start and end
 
 __all__ = ["Executor", "RefreshOptions", "RefreshReport", "StepResult", "StopMode",
            "advisory_key", "plan_width", "repeatable_read"]
@@ -94,6 +97,10 @@ class RefreshOptions:
     # Refreshes rebuild derived data: committing them asynchronously cannot break consistency
     # (the view and mvgraph's record of it commit together); a crash may only lose the latest.
     synchronous_commit: str = "off"
+    # A foreground run sends the steps of one connection in batches (one CALL of
+    # mvgraph.refresh_batch each, a transaction per step on the server) instead of one round
+    # trip per step; False runs every step from the client, as a worker does.
+    batch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +183,8 @@ class Executor:
         self._unrecorded: list[StepResult] = []  # skipped without a transaction; recorded last
         self._changed: dict[RelationName, bool] = {}  # refreshed views: did their content change
         self._running: set[RelationName] = set()  # steps started and not yet finished
+        self._no_batch: set[RelationName] = set()  # raced in a batch: run from the client
+        self._started_at: dict[RelationName, float] = {}  # batch steps: when they started
         self.results.update(self.prior)
         # a view refreshed by an earlier attempt counts as changed for the steps after it
         self._changed.update({n: r.status is StepStatus.DONE for n, r in self.prior.items()})
@@ -224,11 +233,12 @@ class Executor:
         session; returns the previous values."""
         o = self.options
         new = values or (o.synchronous_commit, o.lock_timeout, o.statement_timeout,
-                         f"mvgraph job {self.job_id}")
+                         f"mvgraph job {self.job_id}", "notice", "read committed")
         row = conn.execute(query("set_session"), dict(zip(
-            ("synchronous_commit", "lock_timeout", "statement_timeout", "application_name"),
+            ("synchronous_commit", "lock_timeout", "statement_timeout", "application_name",
+             "client_min_messages", "default_transaction_isolation"),
             new, strict=True))).fetchone()
-        return tuple(str(v) for v in row[:4]) if row else None
+        return tuple(str(v) for v in row[:6]) if row else None
 
     def _configure(self, conn: Conn) -> None:
         """A pool connection's setup: the run's settings (the pool closes it after the run)."""
@@ -348,7 +358,16 @@ class Executor:
         self._emit(StepFinished(self.job_id, name, result))
 
     # ---- strategies -----------------------------------------------------------------------------
+    @property
+    def _batching(self) -> bool:
+        """Steps go to the server in batches: a foreground, non-atomic run (a worker's stop
+        modes other than cancel must take effect between steps, which only the client knows)."""
+        return self.options.batch and self.foreground and not self.options.atomic
+
     def _run_serial(self) -> None:
+        if self._batching:
+            self._run_chain(self.conn, [s for s in self.plan.steps if s.name not in self.prior])
+            return
         for step in self.plan.steps:
             if step.name not in self.prior:
                 self.results[step.name] = self._guarded(self.conn, step, self.results)
@@ -386,19 +405,27 @@ class Executor:
         sorter.prepare()
         steps = {s.name: s for s in self.plan.steps}
         ready: list[tuple[float, str, RelationName]] = []
-        running: dict[Future[StepResult], RelationName] = {}
+        running: dict[Future[None], list[RelationName]] = {}
         info = self.conn.info
         dsn = make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
         with _Connections(self.conn, dsn, workers, self._configure) as conns, \
                 ThreadPoolExecutor(workers) as pool:
 
-            def task(step: Step) -> StepResult:
-                result = self._early(step, results)  # a skipped step needs no connection
-                if result is None:
-                    with conns.connection() as c:
-                        result = self._run_step(c, step)
-                results[step.name] = result
-                return result
+            def task(group: list[Step]) -> None:
+                rest = []
+                for step in group:
+                    result = self._early(step, results)  # a skipped step needs no connection
+                    if result is None:
+                        rest.append(step)
+                    else:
+                        results[step.name] = result
+                if not rest:
+                    return
+                with conns.connection() as c:
+                    if self._batching:
+                        self._run_chain(c, rest)
+                    else:
+                        results[rest[0].name] = self._run_step(c, rest[0])
 
             while sorter.is_active():
                 for name in sorter.get_ready():
@@ -407,14 +434,22 @@ class Executor:
                     else:
                         heapq.heappush(ready, (-priority[name], str(name), name))
                 while ready and len(running) < workers:
-                    _, _, name = heapq.heappop(ready)
-                    early = self._precheck(steps[name], results)
-                    if early is not None:
-                        results[name] = early
-                        sorter.done(name)
-                        self._finished(name, early)
-                        continue
-                    running[pool.submit(task, steps[name])] = name
+                    # batching: half a share of the ready steps per connection (never all of
+                    # them for the only free one: the others, soon free too, would wait for it;
+                    # half, so that unequal steps even out)
+                    size = -(-len(ready) // (2 * workers)) if self._batching else 1
+                    group: list[Step] = []
+                    while ready and len(group) < size:
+                        _, _, name = heapq.heappop(ready)
+                        early = self._precheck(steps[name], results)
+                        if early is not None:
+                            results[name] = early
+                            sorter.done(name)
+                            self._finished(name, early)
+                            continue
+                        group.append(steps[name])
+                    if group:
+                        running[pool.submit(task, group)] = [s.name for s in group]
                 if not running:
                     continue
                 try:
@@ -423,9 +458,10 @@ class Executor:
                     self.cancel()  # before the pools' exits wait for the workers
                     raise
                 for fut in done:
-                    name = running.pop(fut)
-                    results[name] = fut.result()
-                    sorter.done(name)
+                    names = running.pop(fut)
+                    fut.result()
+                    for name in names:
+                        sorter.done(name)
 
     def _run_atomic(self) -> None:
         """All steps in one REPEATABLE READ transaction, every view built from its one snapshot.
@@ -556,13 +592,157 @@ class Executor:
             self._finished(step.name, early)
         return early
 
-    def _run_step(self, conn: Conn, step: Step) -> StepResult:
-        self._emit(StepStarted(self.job_id, step.name))
+    def _run_step(self, conn: Conn, step: Step, announced: bool = False) -> StepResult:
+        if not announced:
+            self._emit(StepStarted(self.job_id, step.name))
         self._running.add(step.name)
         result = self._with_retries(conn, step)
         self._running.discard(step.name)
         self._finished(step.name, result)
         return result
+
+    # ---- batches of steps -----------------------------------------------------------------------
+    def _run_chain(self, conn: Conn, steps: list[Step]) -> None:
+        """Run ``steps`` in order on one connection: a step that needs no transaction at once,
+        the longest run of steps the server can decide alone in one batch (one CALL), any other
+        step from the client; results land in ``self.results`` as steps finish."""
+        rest = list(steps)
+        while rest:
+            step = rest[0]
+            early = self._early(step, self.results)
+            if early is not None:
+                self.results[step.name] = early
+                rest.pop(0)
+                continue
+            batch = self._batchable(rest)
+            if not batch:
+                announced = step.name in self._running  # raced in a batch, StepStarted sent
+                self.results[step.name] = self._run_step(conn, step, announced=announced)
+                rest.pop(0)
+                continue
+            self._call_batch(conn, batch)
+            rest = [s for s in rest if s.name not in self.results]
+
+    def _batchable(self, rest: list[Step]) -> list[dict[str, Any]]:
+        """The steps at the head of ``rest`` the server can run one after the other without
+        the client: each forced, stale by its own inputs, after an upstream step that changed,
+        or (decided on the server) after an upstream step of the same batch that changes."""
+        out: list[dict[str, Any]] = []
+        names: set[RelationName] = set()
+        for step in rest:
+            if (step.name in self._no_batch or step.name in self.prior
+                    or self._precheck(step, self.results) is not None):
+                break
+            after = [str(a) for a in step.after if a in names]
+            if step.action is Action.SKIP and not step.forced:
+                if not self._still_unchanged(step):
+                    break  # after an upstream step that changed: decided from fresh facts
+                out.append({"seq": self.seq[step.name], "name": str(step.name), "skip": True,
+                            "after": after})
+                names.add(step.name)
+                continue
+            reason = self._verdict_holds(step)
+            if reason is None and not (step.propagated and after):
+                break
+            params = self._step_params(step, reason or "", check=not step.forced)
+            out.append({"seq": params["seq"], "oid": params["oid"], "name": params["name"],
+                        "key": params["key"], "concurrently": params["concurrently"],
+                        "reason": reason, "after": after, "inputs": params["inputs"],
+                        "stats": params["stats"], "check": params["check"],
+                        "seen": None if step.seen is None else step.seen.isoformat()})
+            names.add(step.name)
+        return out
+
+    def _call_batch(self, conn: Conn, batch: list[dict[str, Any]]) -> None:
+        """One CALL of mvgraph.refresh_batch; progress arrives by NOTICE as steps start and
+        finish. A step that stopped the batch is left to the caller; a failed one is recorded
+        here (retried from the client after a serialization failure or deadlock)."""
+        by_seq = {self.seq[s.name]: s for s in self.plan.steps
+                  if self.seq.get(s.name) in {b["seq"] for b in batch}}
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            if diag.message_primary != BATCH_NOTICE or not diag.message_detail:
+                return
+            data = json.loads(diag.message_detail)
+            step = by_seq.get(int(data["seq"]))
+            if step is None:
+                return
+            if data["event"] == "started":
+                self._started_at[step.name] = time.monotonic()
+                self._running.add(step.name)
+                self._emit(StepStarted(self.job_id, step.name))
+            else:
+                self._batch_done(step, data)
+
+        conn.add_notice_handler(on_notice)
+        self._register(conn)
+        try:
+            try:
+                row = conn.execute(query("refresh_batch"), {
+                    "job": self.job_id, "attempt": self.attempt, "run_as": self.run_as,
+                    "steps": Jsonb(batch)}).fetchone()
+            finally:
+                conn.remove_notice_handler(on_notice)
+                self._unregister()
+        except psycopg.Error as exc:
+            self._batch_failed(conn, [by_seq[b["seq"]] for b in batch], exc)
+            return
+        assert row is not None
+        outcome: dict[str, Any] = row[0]  # type: ignore[assignment]
+        for item in outcome["done"]:  # the same results, should a notice have been missed
+            self._batch_done(by_seq[int(item["seq"])], item)
+        if outcome["why"] == "raced":  # refreshed elsewhere since the plan: decide again
+            self._no_batch.add(by_seq[int(outcome["stopped"])].name)
+
+    def _batch_done(self, step: Step, data: dict[str, Any]) -> None:
+        """A step of a batch committed, or stayed skipped: its result and StepFinished (once)."""
+        if step.name in self.results:
+            return
+        if data["outcome"] == StepStatus.SKIPPED.value:  # as _early: recorded with the run's end
+            skipped = StepResult(step.name, StepStatus.SKIPPED, step.reason)
+            self._unrecorded.append(skipped)
+            self.results[step.name] = skipped
+            self._finished(step.name, skipped)
+            return
+        result = self._step_result(step, (data["outcome"], data["took"], data["changed"],
+                                          data["reason"]))
+        assert result is not None  # a raced step reports no end
+        self.results[step.name] = result
+        self._running.discard(step.name)
+        self._finished(step.name, result)
+
+    def _batch_failed(self, conn: Conn, batch: list[Step], exc: psycopg.Error) -> None:
+        """The CALL failed at the first step of ``batch`` without a result: the steps before it
+        committed, its own transaction was rolled back (unless it committed just before the
+        error); record it as a one-step run would, the rest of the batch is left to the caller."""
+        step = next((s for s in batch if s.name not in self.results), None)
+        if step is None:
+            return
+        if step.name not in self._running:
+            self._running.add(step.name)
+            self._emit(StepStarted(self.job_id, step.name))
+        row = None
+        if not conn.closed:
+            with suppress(psycopg.Error):
+                row = conn.execute(query("step_state"), {
+                    "job": self.job_id, "seq": self.seq[step.name]}).fetchone()
+        if row is not None and row[0] == StepStatus.DONE.value:  # committed before the error
+            self._batch_done(step, {"outcome": row[0], "took": row[2], "changed": True,
+                                    "reason": row[1]})
+            return
+        if isinstance(exc, (pgerrors.SerializationFailure, pgerrors.DeadlockDetected)):
+            result = self._with_retries(conn, step)  # lost a race: decide again, as usual
+        else:
+            if _is_request(exc) and not conn.closed:
+                self._learn_request(conn)  # a cancel or suspend from another process
+            took = time.monotonic() - self._started_at.get(step.name, time.monotonic())
+            result = self._interrupted(step, exc, took, conn)
+            if self._mode is not StopMode.LOST:
+                with suppress(psycopg.Error):
+                    self._record_step(conn, result)
+        self.results[step.name] = result
+        self._running.discard(step.name)
+        self._finished(step.name, result)
 
     def _with_retries(self, conn: Conn, step: Step) -> StepResult:
         self._register(conn)

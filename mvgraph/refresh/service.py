@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from mvgraph.catalog import catalog_graph
+from mvgraph.catalog import cached_planning_graph, catalog_graph
 from mvgraph.db.connect import session as open_session
 from mvgraph.db.migrate import ensure_schema
 from mvgraph.db.queries import query
@@ -103,10 +103,11 @@ def prepare(conn: Conn) -> None:
         changes.install_event_trigger(conn, missing)
 
 
-def planning_graph(conn: Conn) -> MVGraph:
+def planning_graph(conn: Conn, cached: bool = False) -> MVGraph:
     """The catalog's graph for planning (no view definitions); its warnings (cycles among
-    views) are logged once."""
-    g = catalog_graph(conn, with_sql=False)
+    views) are logged once. ``cached``: kept on disk under the catalog's fingerprint (a plan
+    reads no attribute that changes without DDL, such as populated)."""
+    g = cached_planning_graph(conn) if cached else catalog_graph(conn, with_sql=False)
     for line in g.warnings:
         log.warning("%s", line)
     return g
@@ -130,7 +131,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
     graph and the catalog facts it was made from (a run reuses them)."""
     if not targets:
         raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
-    g = graph or planning_graph(conn)
+    g = graph or planning_graph(conn, cached=True)
     parsed = RefreshBehavior.parse(behavior)
     if any(is_selector(t) for t in targets):
         if parsed not in (RefreshBehavior.DEFAULT, RefreshBehavior.RESTRICT):

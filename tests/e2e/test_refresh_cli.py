@@ -82,10 +82,11 @@ def test_ctrl_c_cancels_and_exits_130(gauss_dsn: str, parallel: str) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "refresh", "+slow", "--json",
                              "--parallel", parallel],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    # The step runs server-side as mvgraph.refresh_step(...), its REFRESH inside: wait until
-    # that call is active and sleeping in the slow view's query.
-    running = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-               "'%mvgraph.refresh_step(%' AND state = 'active' AND wait_event = 'PgSleep'")
+    # The step runs server-side in mvgraph.refresh_batch(...) (or refresh_step(...)), its
+    # REFRESH inside: wait until that call is active and sleeping in the slow view's query.
+    running = ("SELECT count(*) FROM pg_stat_activity WHERE query ~ "
+               "'mvgraph\\.refresh_(step|batch)\\(' AND state = 'active' "
+               "AND wait_event = 'PgSleep'")
     deadline = time.monotonic() + 20
     seen = False
     with connect(gauss_dsn) as conn:
