@@ -433,6 +433,12 @@ UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid =
 -- name: unlock_job
 SELECT pg_advisory_unlock(mvgraph.job_lock_key(%(job)s))
 
+-- name: bookkeeping_commit
+-- A worker's or daemon's session commits as refresh transactions do (the stored setting).
+SELECT pg_catalog.set_config('synchronous_commit',
+                             coalesce((SELECT value FROM mvgraph.setting
+                                        WHERE key = 'synchronous_commit'), 'off'), false)
+
 -- name: job_attempt_ended
 -- Whether this attempt of a job ended by itself (done, failed, cancelled, suspended).
 SELECT EXISTS (SELECT FROM mvgraph.job WHERE id = %(job)s AND attempt = %(attempt)s

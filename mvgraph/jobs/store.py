@@ -213,6 +213,15 @@ def record_step(conn: Conn, job: int, seq: int, result: StepResult) -> None:
         "error": result.error, "concurrent": result.concurrently, "job": job, "seq": seq})
 
 
+def bookkeeping_commit(conn: Conn) -> None:
+    """Commit this session's job bookkeeping (claims, steps, ends, slots) with the stored
+    ``synchronous_commit`` of refresh transactions (default off: no WAL flush to wait for at
+    each of a job's few commits; after a server crash the last fraction of a second of them
+    may be lost, as of the refreshes themselves: the job then runs again)."""
+    with translated():
+        conn.execute(query("bookkeeping_commit"))
+
+
 def ended_attempt(conn: Conn, job: int, attempt: int) -> bool:
     """Whether this attempt of a job has ended by itself (its heartbeat then says 'lost', and
     means nothing: no one else took the job)."""
@@ -286,6 +295,8 @@ def run_as(conn: Conn, owner: str) -> str | None:
     Raises:
         PermissionDenied: the worker's login cannot act as the owner (the job fails with it).
     """
+    if owner == conn.info.user:  # the login (session_user): no round trip
+        return None
     with translated():
         row = conn.execute(query("can_assume"), {"role": owner}).fetchone()
     assert row is not None
