@@ -597,11 +597,10 @@ def worker(
     rest)."""
     import logging
 
-    from mvgraph.jobs.worker import Worker, WorkerConfig, quick_switching
+    from mvgraph.jobs.worker import Worker, WorkerConfig
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
-    quick_switching()
     Worker(WorkerConfig(resolve_dsn(_dsn(dsn)), concurrency, lease, heartbeat, poll,
                         shutdown_timeout)).run()
 

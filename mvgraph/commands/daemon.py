@@ -61,9 +61,6 @@ def daemon_cmd(
                          logging.Formatter("%(asctime)s %(name)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    from mvgraph.jobs.worker import quick_switching
-
-    quick_switching()
     run(DaemonConfig(_dsn(dsn), workers, misfire_grace_s=misfire_grace, resync_s=resync,
                      shutdown_s=shutdown_timeout), metrics_port)
 

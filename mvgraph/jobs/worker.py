@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -48,17 +47,6 @@ from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
 log = logging.getLogger("mvgraph.worker")
 Conn = psycopg.Connection[tuple[object, ...]]
 MAX_BACKOFF_S = 30.0
-SWITCH_INTERVAL_S = 0.001  # a worker's or daemon's process hands the GIL on this often
-
-
-def quick_switching() -> None:
-    """For a ``mvgraph worker`` or ``mvgraph daemon`` process: hand the GIL on every
-    millisecond rather than Python's default 5 ms. Their threads (jobs, firings) mostly wait for
-    the server; with the default, a thread whose answer has arrived waits up to 5 ms for another
-    one running Python (planning) at every query. Measured: 2 concurrent refresh jobs of
-    trivial views, 30-56 ms per job with 5 ms, 15-22 ms with 1 ms. Never raised."""
-    if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
