@@ -436,13 +436,16 @@ UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid =
  WHERE job_id = %(job)s AND seq = %(seq)s
 
 -- name: finish_job
--- Close (or suspend, or requeue) this attempt of a job.
+-- Close (or suspend, or requeue) this attempt of a job. Only a running job goes back to the
+-- queue: a worker that took a finished job for lost (its heartbeat raced the end) must not run
+-- it again.
 UPDATE mvgraph.job
    SET status = %(status)s, error = %(error)s, request = NULL, lease_until = NULL,
        finished_at = CASE WHEN %(status)s IN ('done', 'failed', 'cancelled')
                           THEN clock_timestamp() END,
        worker = CASE WHEN %(status)s = 'queued' THEN NULL ELSE worker END
  WHERE id = %(job)s AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
+   AND (%(status)s <> 'queued' OR status = 'running')
 
 -- name: requeue_steps
 -- A job handed back to the queue: its interrupted steps run again.
@@ -451,6 +454,18 @@ UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid =
 
 -- name: unlock_job
 SELECT pg_advisory_unlock(mvgraph.job_lock_key(%(job)s))
+
+-- name: bookkeeping_commit
+-- A worker's or daemon's session commits as refresh transactions do (the stored setting).
+SELECT pg_catalog.set_config('synchronous_commit',
+                             coalesce((SELECT value FROM mvgraph.setting
+                                        WHERE key = 'synchronous_commit'), 'off'), false)
+
+-- name: job_attempt_ended
+-- Whether this attempt of a job ended by itself (done, failed, cancelled, suspended).
+SELECT EXISTS (SELECT FROM mvgraph.job WHERE id = %(job)s AND attempt = %(attempt)s
+                                        AND status IN ('done', 'failed', 'cancelled',
+                                                       'suspended'))
 
 -- name: job_request
 -- What was asked of a job (FOR SHARE: waits for a cancel_job still committing).

@@ -213,6 +213,22 @@ def record_step(conn: Conn, job: int, seq: int, result: StepResult) -> None:
         "error": result.error, "concurrent": result.concurrently, "job": job, "seq": seq})
 
 
+def bookkeeping_commit(conn: Conn) -> None:
+    """Commit this session's job bookkeeping (claims, steps, ends, slots) with the stored
+    ``synchronous_commit`` of refresh transactions (default off: no WAL flush to wait for at
+    each of a job's few commits; after a server crash the last fraction of a second of them
+    may be lost, as of the refreshes themselves: the job then runs again)."""
+    with translated():
+        conn.execute(query("bookkeeping_commit"))
+
+
+def ended_attempt(conn: Conn, job: int, attempt: int) -> bool:
+    """Whether this attempt of a job has ended by itself (its heartbeat then says 'lost', and
+    means nothing: no one else took the job)."""
+    row = conn.execute(query("job_attempt_ended"), {"job": job, "attempt": attempt}).fetchone()
+    return bool(row and row[0])
+
+
 def pending_request(conn: Conn, job: int, attempt: int | None) -> str:
     """What a running job was asked: '' nothing, 'cancel', 'suspend', or 'lost' when the job
     is no longer this attempt's (another worker took it, or it ended)."""
@@ -228,20 +244,23 @@ def pending_request(conn: Conn, job: int, attempt: int | None) -> str:
 
 
 def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
-           attempt: int | None = None, foreground: bool = False) -> None:
+           attempt: int | None = None, foreground: bool = False) -> bool:
     """Close (done, failed, cancelled), suspend or requeue this attempt of a job; a foreground
     run releases its lock; either notifies (a worker's job frees a slot under the cap, and
-    ``mvgraph wait`` wakes)."""
+    ``mvgraph wait`` wakes). Returns False when the job was not this attempt's, or (requeue)
+    not running any more."""
     try:
-        conn.execute(query("finish_job"), {"status": status.value, "error": error, "job": job,
-                                           "attempt": attempt})
-        if status is JobStatus.QUEUED:
+        cur = conn.execute(query("finish_job"), {"status": status.value, "error": error,
+                                                 "job": job, "attempt": attempt})
+        changed = cur.rowcount > 0
+        if status is JobStatus.QUEUED and changed:
             conn.execute(query("requeue_steps"), {"job": job})
         if foreground:
             conn.execute(query("unlock_job"), {"job": job})
         conn.execute(query("notify_jobs"), {"job": job})
     except psycopg.Error as exc:
         raise translate(exc) from exc
+    return changed
 
 
 def reap(conn: Conn) -> int:
@@ -276,6 +295,8 @@ def run_as(conn: Conn, owner: str) -> str | None:
     Raises:
         PermissionDenied: the worker's login cannot act as the owner (the job fails with it).
     """
+    if owner == conn.info.user:  # the login (session_user): no round trip
+        return None
     with translated():
         row = conn.execute(query("can_assume"), {"role": owner}).fetchone()
     assert row is not None

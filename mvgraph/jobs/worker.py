@@ -170,6 +170,7 @@ class Worker:
                        application_name=application_name or f"mvgraph worker {self.config.name}")
         try:
             prepare(conn)
+            store.bookkeeping_commit(conn)
         except BaseException:
             conn.close()
             raise
@@ -375,9 +376,11 @@ class Worker:
         while time.monotonic() < deadline:
             try:
                 with connect(self.config.dsn) as conn:
-                    store.finish(conn, job.id, JobStatus.QUEUED,
-                                 "worker lost its connection; requeued", attempt=job.attempt)
-                log.info("job %d: requeued", job.id)
+                    requeued = store.finish(conn, job.id, JobStatus.QUEUED,
+                                            "worker lost its connection; requeued",
+                                            attempt=job.attempt)
+                if requeued:
+                    log.info("job %d: requeued", job.id)
                 return
             except (psycopg.Error, MvgraphError):
                 time.sleep(delay)
@@ -395,10 +398,9 @@ class Worker:
                 if running and (conn is None or conn.closed):
                     conn = connect(self.config.dsn,
                                    application_name=f"mvgraph worker {self.config.name}")
-                for r in running:
+                if running:
                     assert conn is not None
-                    asked = store.heartbeat(conn, r.job.id, r.job.attempt, self.config.lease_s)
-                    self._obey(r, asked)
+                    self._beat(conn, running)
             except (psycopg.Error, MvgraphError) as exc:
                 log.warning("heartbeat failed (%s); retrying", _first_line(exc))
                 if conn is not None:
@@ -408,6 +410,17 @@ class Worker:
                        not running else self.config.heartbeat_s)
         if conn is not None:
             conn.close()
+
+    def _beat(self, conn: Conn, running: list[_Running]) -> None:
+        """Renew the leases of running jobs and pass on what was asked of them. A 'lost' from
+        a job whose attempt has just ended by itself is its own end racing the heartbeat (the
+        heartbeat's update waited for the end's commit): nothing to stop, nothing to requeue
+        (stopping it would make the run look lost, and the job run twice)."""
+        for r in running:
+            asked = store.heartbeat(conn, r.job.id, r.job.attempt, self.config.lease_s)
+            if asked == "lost" and store.ended_attempt(conn, r.job.id, r.job.attempt):
+                continue
+            self._obey(r, asked)
 
     def _obey(self, running: _Running, asked: str) -> None:
         ex = running.executor

@@ -182,6 +182,11 @@ class _Pool:
             c = self._free.pop() if self._free else None
         if c is None or c.closed:
             c = connect(self._dsn, application_name=f"mvgraph daemon {self._name}")
+            try:
+                jobs.bookkeeping_commit(c)  # firings commit as refreshes do
+            except BaseException:
+                c.close()
+                raise
         ok = False
         try:
             yield c

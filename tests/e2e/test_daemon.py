@@ -191,6 +191,9 @@ def test_slots_missed_while_down_are_coalesced_into_one_catch_up(db_dsn: str,
             "SELECT count(*) FROM mvgraph.job WHERE status IN ('queued', 'running')"
         ).fetchone() == (0,), every=0.01)
         stop(proc)
+    # the slots before the first daemon's first run are missed too when its start takes over a
+    # second (a loaded machine): what matters here is the downtime after it
+    first = min(s for s, _st, _j, r in slots(conn, sid) if r is None)
     down = slots(conn, sid)[-1][0]
     time.sleep(4)
     with daemon(db_dsn, "--workers", "1") as proc:
@@ -203,7 +206,7 @@ def test_slots_missed_while_down_are_coalesced_into_one_catch_up(db_dsn: str,
     assert times == list(range(times[0], times[0] + len(times))), "every slot recorded once"
     catch = [r for r in rows if r[3] and "catch-up" in r[3] and r[0] > down]
     assert len(catch) == 1 and catch[0][1] == "fired" and catch[0][2] is not None
-    missed = [r for r in rows if r[1] == "missed"]
+    missed = [r for r in rows if r[1] == "missed" and r[0] > first]
     assert len(missed) >= 2 and all(down < r[0] < catch[0][0] for r in missed)
 
 
