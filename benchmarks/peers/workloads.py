@@ -323,6 +323,10 @@ class Daemon:
     """``mvgraph daemon --workers N`` on a database, stopped by SIGTERM (pid-targeted)."""
 
     def __init__(self, dsn: str, workers: int, log: Path) -> None:
+        # the cap of jobs running at once over all workers (default 4) is raised to the workers,
+        # as pg_cron runs up to cron.max_running_jobs (32) at once
+        subprocess.run([_common.MVGRAPH_CLI, "settings", "max_concurrent_jobs", str(workers),
+                        "--dsn", dsn], check=True, capture_output=True)
         self._log = log.open("w", encoding="utf-8")
         self.proc = subprocess.Popen([_common.MVGRAPH_CLI, "daemon", "--workers", str(workers),
                                       "--dsn", dsn], stdout=self._log, stderr=subprocess.STDOUT)

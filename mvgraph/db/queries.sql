@@ -477,6 +477,11 @@ SELECT mvgraph.reap_jobs()
 -- name: claim_job
 SELECT id, kind, statement, options, owner, attempt FROM mvgraph.claim_job(%(worker)s, %(lease)s)
 
+-- name: claim_jobs
+-- Up to %(wanted)s queued jobs, oldest first, in one statement (the cap applies).
+SELECT id, kind, statement, options, owner, attempt
+  FROM mvgraph.claim_jobs(%(worker)s, %(lease)s, %(wanted)s) ORDER BY id
+
 -- name: job_heartbeat
 SELECT mvgraph.job_heartbeat(%(job)s, %(attempt)s, %(lease)s)
 

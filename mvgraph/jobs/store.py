@@ -274,8 +274,19 @@ def claim(conn: Conn, worker: str, lease_s: float) -> ClaimedJob | None:
     """The oldest queued job, unless the cap of running worker jobs is reached."""
     with translated():
         row = conn.execute(query("claim_job"), {"worker": worker, "lease": lease_s}).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _claimed(row)
+
+
+def claim_many(conn: Conn, worker: str, lease_s: float, wanted: int) -> list[ClaimedJob]:
+    """Up to ``wanted`` queued jobs, oldest first, in one round trip (the cap of running
+    worker jobs applies)."""
+    with translated():
+        rows = conn.execute(query("claim_jobs"), {"worker": worker, "lease": lease_s,
+                                                  "wanted": wanted}).fetchall()
+    return [_claimed(r) for r in rows]
+
+
+def _claimed(row: tuple[object, ...]) -> ClaimedJob:
     options = row[3] if isinstance(row[3], dict) else {}
     return ClaimedJob(int(str(row[0])), JobKind(str(row[1])), str(row[2]), options,
                       str(row[4]), int(str(row[5])))

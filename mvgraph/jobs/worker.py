@@ -177,20 +177,23 @@ class Worker:
         return conn
 
     def _claim(self, conn: Conn) -> None:
-        """Claim jobs while this worker has free slots (the cap may say no)."""
+        """Claim jobs while this worker has free slots (the cap may say no), as many as it has
+        free slots in each round trip."""
         while not self._stopping.is_set():
             with self._lock:
-                if len(self._jobs) >= self.config.concurrency:
-                    return
-            job = store.claim(conn, self.config.name, self.config.lease_s)
-            if job is None:
+                free = self.config.concurrency - len(self._jobs)
+            if free <= 0:
                 return
-            log.info("job %d: claimed (attempt %d): %s", job.id, job.attempt, job.statement)
-            thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{job.id}",
-                                      daemon=True)
-            with self._lock:
-                self._jobs[job.id] = _Running(job, thread)
-            thread.start()
+            jobs = store.claim_many(conn, self.config.name, self.config.lease_s, free)
+            for job in jobs:
+                log.info("job %d: claimed (attempt %d): %s", job.id, job.attempt, job.statement)
+                thread = threading.Thread(target=self._run_job, args=(job,),
+                                          name=f"job-{job.id}", daemon=True)
+                with self._lock:
+                    self._jobs[job.id] = _Running(job, thread)
+                thread.start()
+            if len(jobs) < free:
+                return
 
     # ---- one job --------------------------------------------------------------------------------
     def _run_job(self, job: ClaimedJob) -> None:
