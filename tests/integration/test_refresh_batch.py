@@ -144,7 +144,15 @@ def test_a_cancel_request_stops_the_batch_between_steps(
 
     def request_cancel(event: object) -> None:
         if isinstance(event, mvgraph.StepStarted) and str(event.name) == "public.slow":
+            # the notice comes just before the step's own start (which reads the request):
+            # write the request once the step's REFRESH is really running (its nap)
             with connect(db_dsn) as other:
+                deadline = time.monotonic() + 30
+                while other.execute(
+                        "SELECT FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event = 'PgSleep'").fetchone() is None:
+                    assert time.monotonic() < deadline, "the slow step never ran"
+                    time.sleep(0.01)
                 other.execute("UPDATE mvgraph.job SET request = 'cancel' WHERE id = %s",
                               [event.job_id])
 
