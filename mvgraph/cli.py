@@ -598,10 +598,15 @@ def worker(
     shutdown_timeout: Annotated[float, typer.Option(
         "--shutdown-timeout", help="On SIGTERM/SIGINT, seconds running steps may finish "
                                    "before they are cancelled and their jobs requeued.")] = 30.0,
+    owner_dsn: Annotated[str | None, typer.Option(
+        "--owner-dsn", envvar="MVGRAPH_OWNER_DSN",
+        help="How to log in as a job's submitter: a DSN template where {role} is the login "
+             "(default: this DSN with the user replaced and no password, so that ~/.pgpass, "
+             "a client certificate, peer or trust authentication answers).")] = None,
     dsn: DsnOpt = None,
 ) -> None:
     """Run queued jobs until stopped (SIGTERM / Ctrl-C: finish running steps, requeue the
-    rest)."""
+    rest). Each job runs logged in as the role that submitted it."""
     import logging
 
     from mvgraph.jobs.worker import Worker, WorkerConfig
@@ -609,7 +614,7 @@ def worker(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     Worker(WorkerConfig(resolve_dsn(_dsn(dsn)), concurrency, lease, heartbeat, poll,
-                        shutdown_timeout)).run()
+                        shutdown_timeout, owner_dsn=owner_dsn)).run()
 
 
 @jobs_app.callback(invoke_without_command=True)

@@ -192,6 +192,9 @@ def translate(exc: psycopg.Error) -> MvgraphError:
     if isinstance(exc, pgerrors.QueryCanceled):
         return StatementTimeout(f"{primary}; raise the statement timeout or retry", sqlstate)
     if isinstance(exc, pgerrors.InsufficientPrivilege):
+        hint = diag.message_hint if diag is not None else None
+        if hint and "mvgraph grant" in hint:  # mvgraph's own level check names the grant
+            return PermissionDenied(f"{primary}; {hint}", sqlstate)
         return PermissionDenied(f"{primary}; ask the owner for the privilege", sqlstate)
     if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
         return ConnectionFailed(f"cannot connect: {connection_cause(str(exc))}; check --dsn or "

@@ -296,9 +296,7 @@ def _failed(exc: psycopg.Error, source: str, line: int) -> DatabaseError:
 
 
 _SUBMIT_RIGHTS = re.compile(
-    r"for (function submit|table job|schema mvgraph|sequence job_id_seq)\b")
-SUBMIT_GRANTS = ("USAGE ON SCHEMA mvgraph, EXECUTE ON FUNCTION mvgraph.submit(text), "
-                 "INSERT ON mvgraph.job, USAGE ON SEQUENCE mvgraph.job_id_seq")
+    r"for (function (submit|enqueue)|schema mvgraph)\b|needs mvgraph's operator level")
 
 
 def _submit(conn: Conn, statement: str, is_refresh: bool, search_path: Sequence[str],
@@ -320,8 +318,9 @@ def _submit(conn: Conn, statement: str, is_refresh: bool, search_path: Sequence[
     except PermissionDenied as exc:
         user = conn.info.user
         if _SUBMIT_RIGHTS.search(str(exc)):
-            raise PermissionDenied(f"{source}:{line}: role {user} may not submit jobs; ask for "
-                                   f"GRANT {SUBMIT_GRANTS} TO {user}") from None
+            raise PermissionDenied(f"{source}:{line}: role {user} may not submit jobs; an "
+                                   f"administrator runs: mvgraph grant {user} --operator"
+                                   ) from None
         raise PermissionDenied(f"{source}:{line}: {exc}") from None
     except MvgraphError as exc:
         raise DatabaseError(f"{source}:{line}: {exc}", getattr(exc, "sqlstate", None)) from None

@@ -189,8 +189,7 @@ CREATE EVENT TRIGGER mvgraph_sql_drop ON sql_drop EXECUTE FUNCTION mvgraph.on_sq
 SELECT value FROM mvgraph.setting WHERE key = %(key)s
 
 -- name: put_setting
-INSERT INTO mvgraph.setting (key, value) VALUES (%(key)s, %(value)s)
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+SELECT mvgraph.put_setting(%(key)s, %(value)s)
 
 -- name: set_table_mode
 -- "since" is when the current mode began: kept when the mode stays the same.
@@ -360,19 +359,13 @@ SELECT u.name, (SELECT avg(recent.duration_s)
   FROM unnest(%(names)s::text[]) AS u(name)
 
 -- name: create_job
--- A foreground run's job: running at once, owned by this session's advisory lock (taken in the
--- same statement, so no other session sees the row unlocked).
-WITH j AS (
-    INSERT INTO mvgraph.job (kind, statement, status, options, started_at, pid, host)
-    VALUES (%(kind)s, %(statement)s, 'running', %(options)s, now(), pg_backend_pid(), %(host)s)
-    RETURNING id)
-SELECT id, pg_advisory_lock(mvgraph.job_lock_key(id)) FROM j
+-- A foreground run's job: running at once, owned by this session's advisory lock (taken by
+-- mvgraph.enqueue, so no other session sees the row unlocked).
+SELECT mvgraph.enqueue(%(kind)s, %(statement)s, %(options)s::jsonb, %(host)s, true)
 
 -- name: queue_job
 -- A background job: queued with its planned steps (written next), a worker runs it.
-INSERT INTO mvgraph.job (kind, statement, status, background, options, host)
-VALUES (%(kind)s, %(statement)s, 'queued', true, %(options)s, %(host)s)
-RETURNING id
+SELECT mvgraph.enqueue(%(kind)s, %(statement)s, %(options)s::jsonb, %(host)s)
 
 -- name: notify_jobs
 SELECT pg_notify('mvgraph_jobs', %(job)s::text)
@@ -381,10 +374,8 @@ SELECT pg_notify('mvgraph_jobs', %(job)s::text)
 LISTEN mvgraph_jobs
 
 -- name: create_steps
-INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
-SELECT %(job)s, u.seq, u.name, u.mv, u.planned, u.reason
-  FROM unnest(%(seqs)s::int[], %(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
-              %(reasons)s::text[]) AS u(seq, name, mv, planned, reason)
+SELECT mvgraph.write_steps(%(job)s, %(seqs)s::int[], %(names)s::text[], %(mvs)s::oid[],
+                           %(planned)s::text[], %(reasons)s::text[])
 
 -- name: job_steps
 SELECT seq, name, status, reason, error FROM mvgraph.job_step WHERE job_id = %(job)s ORDER BY seq
@@ -392,65 +383,27 @@ SELECT seq, name, status, reason, error FROM mvgraph.job_step WHERE job_id = %(j
 -- name: replan_steps
 -- A worker's fresh plan of a job: unfinished steps take the new verdicts, new steps are added
 -- after the others, unfinished steps no longer in the plan are skipped.
-WITH plan AS (
-    SELECT * FROM unnest(%(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
-                         %(reasons)s::text[]) AS u(name, mv, planned, reason)
-), upd AS (
-    UPDATE mvgraph.job_step s
-       SET planned = p.planned, reason = p.reason, mv = p.mv, status = 'pending',
-           started_at = NULL, backend_pid = NULL
-      FROM plan p
-     WHERE s.job_id = %(job)s AND s.name = p.name AND s.status IN ('pending', 'running')
-), gone AS (
-    UPDATE mvgraph.job_step s
-       SET status = 'skipped', reason = 'no longer in the plan', finished_at = clock_timestamp()
-     WHERE s.job_id = %(job)s AND s.status IN ('pending', 'running')
-       AND s.name <> ALL(%(names)s::text[])
-)
-INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
-SELECT %(job)s, coalesce((SELECT max(seq) FROM mvgraph.job_step WHERE job_id = %(job)s), 0)
-                + row_number() OVER (ORDER BY ord),
-       p.name, p.mv, p.planned, p.reason
-  FROM unnest(%(names)s::text[], %(mvs)s::oid[], %(planned)s::text[], %(reasons)s::text[])
-       WITH ORDINALITY AS p(name, mv, planned, reason, ord)
- WHERE NOT EXISTS (SELECT 1 FROM mvgraph.job_step s WHERE s.job_id = %(job)s AND s.name = p.name)
+SELECT mvgraph.replan_steps(%(job)s, %(names)s::text[], %(mvs)s::oid[], %(planned)s::text[],
+                            %(reasons)s::text[])
 
 -- name: step_running
 -- Committed before the step's transaction begins: others see the step running, and whom to
 -- cancel (its backend).
-UPDATE mvgraph.job_step
-   SET status = 'running', started_at = clock_timestamp(), backend_pid = pg_backend_pid()
- WHERE job_id = %(job)s AND seq = %(seq)s
+SELECT mvgraph.step_running(%(job)s, %(seq)s)
 
 -- name: step_finished
-UPDATE mvgraph.job_step
-   SET status = %(status)s, reason = %(reason)s, finished_at = clock_timestamp(),
-       duration_s = %(duration)s, error = %(error)s, concurrent = %(concurrent)s,
-       started_at = coalesce(started_at, clock_timestamp()),
-       backend_pid = coalesce(backend_pid, pg_backend_pid())
- WHERE job_id = %(job)s AND seq = %(seq)s
+SELECT mvgraph.step_finished(%(job)s, %(seq)s, %(status)s, %(reason)s, %(duration)s, %(error)s,
+                             %(concurrent)s)
 
 -- name: step_pending
 -- A step a suspended or requeued run did not finish: it runs again when the job resumes.
-UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid = NULL
- WHERE job_id = %(job)s AND seq = %(seq)s
+SELECT mvgraph.step_pending(%(job)s, %(seq)s)
 
 -- name: finish_job
--- Close (or suspend, or requeue) this attempt of a job. Only a running job goes back to the
--- queue: a worker that took a finished job for lost (its heartbeat raced the end) must not run
--- it again.
-UPDATE mvgraph.job
-   SET status = %(status)s, error = %(error)s, request = NULL, lease_until = NULL,
-       finished_at = CASE WHEN %(status)s IN ('done', 'failed', 'cancelled')
-                          THEN clock_timestamp() END,
-       worker = CASE WHEN %(status)s = 'queued' THEN NULL ELSE worker END
- WHERE id = %(job)s AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
-   AND (%(status)s <> 'queued' OR status = 'running')
-
--- name: requeue_steps
--- A job handed back to the queue: its interrupted steps run again.
-UPDATE mvgraph.job_step SET status = 'pending', started_at = NULL, backend_pid = NULL
- WHERE job_id = %(job)s AND status = 'running'
+-- Close (or suspend, or requeue) this attempt of a job; true when it did. Only a running job
+-- goes back to the queue (with its interrupted steps pending again): a worker that took a
+-- finished job for lost (its heartbeat raced the end) must not run it again.
+SELECT mvgraph.finish_job(%(job)s, %(status)s, %(error)s, %(attempt)s)
 
 -- name: unlock_job
 SELECT pg_advisory_unlock(mvgraph.job_lock_key(%(job)s))
@@ -469,17 +422,18 @@ SELECT EXISTS (SELECT FROM mvgraph.job WHERE id = %(job)s AND attempt = %(attemp
 
 -- name: job_request
 -- What was asked of a job (FOR SHARE: waits for a cancel_job still committing).
-SELECT coalesce(request, ''), status, attempt FROM mvgraph.job WHERE id = %(job)s FOR SHARE
+SELECT request, status, attempt FROM mvgraph.job_request(%(job)s)
 
 -- name: reap_jobs
 SELECT mvgraph.reap_jobs()
 
 -- name: claim_job
-SELECT id, kind, statement, options, owner, attempt FROM mvgraph.claim_job(%(worker)s, %(lease)s)
+SELECT id, kind, statement, options, owner, attempt, login
+  FROM mvgraph.claim_job(%(worker)s, %(lease)s)
 
 -- name: claim_jobs
 -- Up to %(wanted)s queued jobs, oldest first, in one statement (the cap applies).
-SELECT id, kind, statement, options, owner, attempt
+SELECT id, kind, statement, options, owner, attempt, login
   FROM mvgraph.claim_jobs(%(worker)s, %(lease)s, %(wanted)s) ORDER BY id
 
 -- name: job_heartbeat
@@ -499,21 +453,12 @@ SELECT mvgraph.submit(%(statement)s)
 
 -- name: sql_job_step
 -- The one step of a background statement (kept when the job runs again).
-INSERT INTO mvgraph.job_step (job_id, seq, name, mv, planned, reason)
-VALUES (%(job)s, 1, 'statement', NULL, 'run', %(reason)s)
-ON CONFLICT (job_id, seq) DO UPDATE
-   SET status = 'pending', started_at = NULL, backend_pid = NULL, error = NULL
+SELECT mvgraph.sql_job_step(%(job)s, %(reason)s)
 
 -- name: sql_job_context
--- The owner's role (when the worker logs in as another) and search path for the statement:
--- for its transaction (local) or for the session (autocommit statements; reset after).
-SELECT CASE WHEN %(role)s::text IS NOT NULL
-            THEN pg_catalog.set_config('role', %(role)s::text, %(local)s) END,
-       pg_catalog.set_config('search_path', %(path)s, %(local)s)
-
--- name: reset_role_local
--- Back to the worker's login before the job's outcome is written.
-SELECT pg_catalog.set_config('role', 'none', true)
+-- The search path recorded at submit, for the statement's transaction (local) or for the
+-- session (autocommit statements; the connection is reset after).
+SELECT pg_catalog.set_config('search_path', %(path)s, %(local)s)
 
 -- name: reset_session_context
 RESET ROLE; RESET search_path
@@ -521,33 +466,17 @@ RESET ROLE; RESET search_path
 -- name: sql_job_done
 -- A background statement's outcome, with its job done, if the job is still this attempt's and
 -- nobody cancelled it (in the statement's transaction: otherwise it is rolled back).
-WITH j AS (
-    UPDATE mvgraph.job
-       SET status = 'done', result = %(result)s::jsonb, error = NULL, request = NULL,
-           lease_until = NULL, finished_at = clock_timestamp()
-     WHERE id = %(job)s AND attempt = %(attempt)s AND status = 'running'
-       AND request IS DISTINCT FROM 'cancel'
-    RETURNING id
-), s AS (
-    UPDATE mvgraph.job_step
-       SET status = 'done', finished_at = clock_timestamp(), duration_s = %(duration)s,
-           rows_affected = %(rows)s, error = NULL
-     WHERE job_id IN (SELECT id FROM j) AND seq = 1
-)
-SELECT count(*) > 0 FROM j
+SELECT mvgraph.sql_job_done(%(job)s, %(attempt)s, %(result)s::jsonb, %(duration)s, %(rows)s)
 
 -- name: sql_job_result
-UPDATE mvgraph.job SET result = %(result)s::jsonb
- WHERE id = %(job)s AND attempt = %(attempt)s
+SELECT mvgraph.sql_job_result(%(job)s, %(attempt)s, %(result)s::jsonb)
 
 -- name: create_job_view
 -- The view a background CREATE populates is still there (its oid under its name).
 SELECT to_regclass(%(name)s) IS NOT DISTINCT FROM %(oid)s::oid::regclass
 
 -- name: cancel_pending_steps
-UPDATE mvgraph.job_step
-   SET status = 'cancelled', finished_at = clock_timestamp(), reason = 'the view was dropped'
- WHERE job_id = %(job)s AND status IN ('pending', 'running')
+SELECT mvgraph.cancel_pending_steps(%(job)s, 'the view was dropped')
 
 -- name: drop_waiting
 -- A DROP waits for a lock on the view (a running REFRESH holds it).
@@ -644,18 +573,9 @@ SELECT st.seq, st.name, st.status, st.planned,
  WHERE st.job_id = %(job)s
  ORDER BY st.seq
 
--- name: can_assume
--- Whether this session's login can act with a role's rights (SET ROLE).
-SELECT pg_has_role(session_user, %(role)s, 'MEMBER'), session_user
-
 -- name: purge_jobs
 -- Finished jobs older than the retention (days; the setting when not given).
-WITH gone AS (
-    DELETE FROM mvgraph.job
-     WHERE finished_at < now() - make_interval(days => coalesce(%(days)s::int,
-           (SELECT value::int FROM mvgraph.setting WHERE key = 'retention_days'), 7))
-    RETURNING 1)
-SELECT count(*) FROM gone
+SELECT mvgraph.purge_jobs(%(days)s)
 
 -- name: all_settings
 SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
@@ -757,18 +677,14 @@ SELECT date_trunc('day', now())
 SELECT current_setting('TimeZone')
 
 -- name: insert_schedule
-INSERT INTO mvgraph.schedule (name, what, view_oid, view_name, behavior, kind, start_at, every,
-                              every_text, cron, tz, target_lag, overlap, next_run, source)
-VALUES (%(name)s, '', %(view_oid)s, '', %(behavior)s, %(kind)s, %(start_at)s, %(every)s,
-        %(every_text)s, %(cron)s, %(tz)s, %(target_lag)s, %(overlap)s, %(next_run)s, %(source)s)
-RETURNING id
+SELECT mvgraph.create_schedule(%(name)s, %(view_oid)s, %(behavior)s, %(kind)s, %(start_at)s,
+                               %(every)s, %(every_text)s, %(cron)s, %(tz)s, %(target_lag)s,
+                               %(overlap)s, %(next_run)s, %(source)s)
 
 -- name: update_schedule
-UPDATE mvgraph.schedule
-   SET behavior = %(behavior)s, kind = %(kind)s, start_at = %(start_at)s, every = %(every)s,
-       every_text = %(every_text)s, cron = %(cron)s, tz = %(tz)s, target_lag = %(target_lag)s,
-       overlap = %(overlap)s, next_run = %(next_run)s, source = coalesce(%(source)s, source)
- WHERE id = %(id)s
+SELECT mvgraph.alter_schedule(%(id)s, %(behavior)s, %(kind)s, %(start_at)s, %(every)s,
+                              %(every_text)s, %(cron)s, %(tz)s, %(target_lag)s, %(overlap)s,
+                              %(next_run)s, %(source)s)
 
 -- name: schedules
 -- Every schedule, with whether its view still exists (as a materialized view).
@@ -786,39 +702,28 @@ SELECT id FROM mvgraph.schedule WHERE view_oid = %(oid)s OR name = %(name)s
  ORDER BY view_oid = %(oid)s DESC LIMIT 1
 
 -- name: delete_schedule
-DELETE FROM mvgraph.schedule WHERE id = %(id)s RETURNING name
+SELECT mvgraph.drop_schedule(%(id)s)
 
 -- name: delete_orphan_schedules
 -- Schedules whose view is gone (dropped without the sql_drop event trigger installed).
-DELETE FROM mvgraph.schedule s
- WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = s.view_oid AND c.relkind = 'm')
-RETURNING s.name
+SELECT * FROM mvgraph.drop_orphan_schedules()
 
 -- name: set_schedule_enabled
 -- Pause, or resume (which also clears is_broken and the failure count).
-UPDATE mvgraph.schedule
-   SET enabled = %(enabled)s,
-       is_broken = CASE WHEN %(enabled)s THEN false ELSE is_broken END,
-       failure_count = CASE WHEN %(enabled)s THEN 0 ELSE failure_count END,
-       next_run = %(next_run)s
- WHERE id = %(id)s
+SELECT mvgraph.set_schedule_enabled(%(id)s, %(enabled)s, %(next_run)s)
 
 -- name: set_next_run
-UPDATE mvgraph.schedule SET next_run = %(next_run)s WHERE id = %(id)s
+SELECT mvgraph.set_next_run(%(id)s, %(next_run)s)
 
 -- name: claim_slot
--- Record a slot once: the unique (schedule, slot) key lets exactly one caller in; true if it
--- was this one.
-INSERT INTO mvgraph.schedule_slot (schedule_id, slot, status, job_id, manual, reason, claimed_by)
-VALUES (%(id)s, %(slot)s, %(status)s, %(job)s, %(manual)s, %(reason)s, %(by)s)
-ON CONFLICT (schedule_id, slot) DO NOTHING
-RETURNING true
+-- Record a slot once: the unique (schedule, slot) key lets exactly one caller in; a row only
+-- when it was this one.
+SELECT true WHERE mvgraph.claim_slot(%(id)s, %(slot)s, %(status)s, %(job)s, %(manual)s,
+                                     %(reason)s, %(by)s)
 
 -- name: set_slot_job
-UPDATE mvgraph.schedule_slot SET job_id = %(job)s WHERE schedule_id = %(id)s AND slot = %(slot)s
-
--- name: note_run_started
-UPDATE mvgraph.schedule SET last_start = now(), last_job = %(job)s WHERE id = %(id)s
+-- The slot's job, and the schedule's last start and last job.
+SELECT mvgraph.set_slot_job(%(id)s, %(slot)s, %(job)s)
 
 -- name: schedule_history
 -- One row per slot, newest first, with its job's status and times.
@@ -861,17 +766,13 @@ SELECT s.id, s.view_name, s.target_lag, s.owner::text, s.created_at, j.status, j
 -- ---- the daemon (mvgraph daemon) ------------------------------------------------------------
 
 -- name: daemon_register
-INSERT INTO mvgraph.daemon (name, host, pid, workers, version)
-VALUES (%(name)s, %(host)s, %(pid)s, %(workers)s, %(version)s)
-RETURNING id
+SELECT mvgraph.daemon_register(%(name)s, %(host)s, %(pid)s, %(workers)s, %(version)s)
 
 -- name: daemon_heartbeat
-UPDATE mvgraph.daemon SET heartbeat_at = now(), schedules = %(schedules)s
- WHERE id = %(id)s
-RETURNING id
+SELECT id FROM mvgraph.daemon_heartbeat(%(id)s, %(schedules)s) AS id WHERE id IS NOT NULL
 
 -- name: daemon_remove
-DELETE FROM mvgraph.daemon WHERE id = %(id)s
+SELECT mvgraph.daemon_remove(%(id)s)
 
 -- name: live_daemons
 -- Daemons whose heartbeat is recent, with the jobs their workers run now.
@@ -897,9 +798,6 @@ SELECT EXISTS (SELECT FROM mvgraph.schedule_slot ss JOIN mvgraph.job j ON j.id =
                 WHERE ss.schedule_id = %(id)s AND ss.status = 'fired' AND ss.job_id IS NULL
                   AND NOT ss.ended AND NOT ss.manual)
 
--- name: set_local_role
-SET LOCAL ROLE {role}
-
 -- name: clock_now
 SELECT clock_timestamp()
 
@@ -907,62 +805,32 @@ SELECT clock_timestamp()
 -- A kept worker connection drops any session-level advisory lock a failed run left behind.
 SELECT pg_advisory_unlock_all()
 
--- name: reset_role
-RESET ROLE
-
 -- name: schedule_ends
 -- Slots whose job has ended and whose end is not yet written to the schedule, oldest end
 -- first; locked so that each end is counted by one daemon.
-SELECT ss.schedule_id, ss.slot, j.id, j.status, j.error, j.finished_at
-  FROM mvgraph.schedule_slot ss JOIN mvgraph.job j ON j.id = ss.job_id
- WHERE ss.job_id IS NOT NULL AND NOT ss.ended
-   AND j.status IN ('done', 'failed', 'cancelled')
- ORDER BY j.finished_at, j.id
- LIMIT 100
-   FOR UPDATE OF ss SKIP LOCKED
-
--- name: mark_slot_ended
-UPDATE mvgraph.schedule_slot SET ended = true WHERE schedule_id = %(id)s AND slot = %(slot)s
+SELECT schedule_id, slot, job_id, status, error, finished_at FROM mvgraph.schedule_ends()
 
 -- name: schedule_run_ended
--- A run ended: last end, status and error; a failure counts, a success resets the count; the
--- schedule_max_failures-th failure in a row (default 16) marks the schedule broken. The last
--- column says that this very failure broke it.
-WITH cap AS (SELECT coalesce((SELECT value::int FROM mvgraph.setting
-                               WHERE key = 'schedule_max_failures'), 16) AS n)
-UPDATE mvgraph.schedule
-   SET last_end = %(end)s, last_status = %(status)s, last_error = %(error)s,
-       failure_count = CASE %(status)s WHEN 'failed' THEN failure_count + 1
-                                       WHEN 'done' THEN 0 ELSE failure_count END,
-       is_broken = is_broken OR (%(status)s = 'failed' AND failure_count + 1 >= cap.n)
-  FROM cap
- WHERE id = %(id)s
-RETURNING name, failure_count, is_broken, %(status)s = 'failed' AND failure_count = cap.n
+-- A run ended: the slot is marked; last end, status and error; a failure counts, a success
+-- resets the count; the schedule_max_failures-th failure in a row (default 16) marks the
+-- schedule broken. The last column says that this very failure broke it.
+SELECT name, failure_count, is_broken, broke
+  FROM mvgraph.schedule_run_ended(%(id)s, %(slot)s, %(end)s, %(status)s, %(error)s)
 
 -- name: waiting_slots
 -- Slots kept waiting (overlap queue) whose schedule has no unfinished run any more.
-SELECT ss.schedule_id, ss.slot
-  FROM mvgraph.schedule_slot ss
- WHERE ss.status = 'fired' AND ss.job_id IS NULL AND NOT ss.ended AND NOT ss.manual
-   AND NOT EXISTS (SELECT FROM mvgraph.schedule_slot o JOIN mvgraph.job j ON j.id = o.job_id
-                    WHERE o.schedule_id = ss.schedule_id
-                      AND j.status IN ('queued', 'running', 'suspended'))
- ORDER BY ss.slot
-   FOR UPDATE OF ss SKIP LOCKED
+SELECT schedule_id, slot FROM mvgraph.waiting_slots()
 
 -- name: drop_waiting_slot
 -- A waiting slot whose schedule is paused, broken or gone: it will not run.
-UPDATE mvgraph.schedule_slot SET status = 'skipped', ended = true, reason = %(reason)s
- WHERE schedule_id = %(id)s AND slot = %(slot)s
+SELECT mvgraph.drop_waiting_slot(%(id)s, %(slot)s, %(reason)s)
 
 -- name: job_submitted_at
 SELECT submitted_at FROM mvgraph.job WHERE id = %(job)s
 
 -- name: demo_pause_schedules
 -- `mvgraph demo` leaves its schedules paused: nothing fires in the demo database until asked.
-UPDATE mvgraph.schedule SET enabled = false
-
--- ---- tracking mode 'wal' (mvgraph/tracking/wal.py) -----------------------------------------
+SELECT mvgraph.pause_all_schedules()
 
 -- name: wal_level
 SELECT current_setting('wal_level'), (SELECT oid::bigint FROM pg_database
@@ -1090,3 +958,12 @@ SELECT pg_size_bytes(%(size)s)
 -- The replication slots of a database about to be dropped (tracking mode wal's among them).
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
  WHERE database = %(name)s AND NOT active
+
+-- name: submit_for_schedules
+-- A schedule's job (or one job for several freshness targets of one owner), owned by the
+-- schedules' owner.
+SELECT mvgraph.submit_for_schedules(%(ids)s::bigint[], %(statement)s, %(options)s::jsonb, %(host)s)
+
+-- name: discard_all
+-- A worker's job connection between two jobs of the same submitter: back to how it started.
+DISCARD ALL

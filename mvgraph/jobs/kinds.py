@@ -30,7 +30,7 @@ from psycopg import errors as pgerrors
 
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
-from mvgraph.errors import UsageError, translate
+from mvgraph.errors import translate
 from mvgraph.jobs import store
 from mvgraph.jobs.store import ClaimedJob, Conn
 from mvgraph.model.status import JobStatus, StepStatus
@@ -43,10 +43,6 @@ WATCH_S = 0.2  # how often a running creation looks for a DROP waiting on its vi
 
 # Statements that return rows: streamed (others are read whole: they rarely return many).
 _QUERY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN|FETCH)\b", re.IGNORECASE)
-# Statements that would take the worker's own rights back from the owner's.
-_ESCAPES = re.compile(r"^\s*(SET\s+(SESSION\s+|LOCAL\s+)?(ROLE|SESSION\s+AUTHORIZATION)\b"
-                      r"|RESET\s+(ROLE|SESSION\s+AUTHORIZATION|ALL)\b|DISCARD\s+ALL\b)",
-                      re.IGNORECASE)
 
 
 class _Outcome:
@@ -80,12 +76,10 @@ class _Outcome:
 
 
 def run_sql(conn: Conn, job: ClaimedJob) -> None:
-    """Run a ``sql`` job's statement as its owner and record its outcome; the job ends done,
-    failed or cancelled (or is left alone when another worker took it over)."""
-    if _ESCAPES.match(job.statement):
-        raise UsageError(f"job {job.id}: a background statement cannot change the role or "
-                         "reset the session; submit the work itself")
-    run_as = store.run_as(conn, job.owner)
+    """Run a ``sql`` job's statement and record its outcome; the job ends done, failed or
+    cancelled (or is left alone when another worker took it over). ``conn`` is logged in as
+    the job's login with the role set to its owner (the worker's owner connection): what the
+    statement may do is bounded by PostgreSQL, whatever it does."""
     path = str(job.options.get("search_path_setting") or '"$user", public')
     conn.execute(query("sql_job_step"), {"job": job.id, "reason": "background statement"})
     store.step_running(conn, job.id, 1)
@@ -95,9 +89,8 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
     try:
         try:
             with conn.transaction():
-                _context(conn, run_as, path, local=True)
+                _context(conn, path, local=True)
                 _run(conn, job.statement, outcome)
-                conn.execute(query("reset_role_local"))
                 row = conn.execute(query("sql_job_done"), {
                     "job": job.id, "attempt": job.attempt, "result": outcome.to_json(),
                     "duration": time.monotonic() - started,
@@ -109,7 +102,7 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
             outcome = _Outcome()
             conn.add_notice_handler(outcome.notice)
             try:
-                _context(conn, run_as, path, local=False)
+                _context(conn, path, local=False)
                 _run(conn, job.statement, outcome)
             finally:
                 if not conn.closed and not conn.broken:
@@ -130,8 +123,8 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
         _closed_otherwise(conn, job, outcome, started, exc)
 
 
-def _context(conn: Conn, run_as: str | None, path: str, *, local: bool) -> None:
-    conn.execute(query("sql_job_context"), {"role": run_as, "path": path, "local": local})
+def _context(conn: Conn, path: str, *, local: bool) -> None:
+    conn.execute(query("sql_job_context"), {"path": path, "local": local})
 
 
 def _run(conn: Conn, statement: str, outcome: _Outcome) -> None:

@@ -4,8 +4,9 @@ A job's life: ``create_running`` (a foreground run, owned by its session's advis
 ``queue`` (a background job) -> ``claim`` by a worker (a lease renewed by ``heartbeat``) ->
 steps move pending -> running -> done / skipped / failed / blocked / cancelled -> ``finish``
 (done, failed, cancelled; or suspended / queued again). ``reap`` closes or requeues running jobs
-whose owner is gone. The SQL functions behind these live in ``0006_jobs.sql``, shared with the
-SQL API (``mvgraph.submit`` and friends).
+whose owner is gone. Every write goes through a SECURITY DEFINER function of ``0015_security.sql``
+(no role but the schema's owner may write the tables), shared with the SQL API
+(``mvgraph.submit`` and friends).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 
 from mvgraph.db.queries import query
-from mvgraph.errors import NotFound, PermissionDenied, translate, translated
+from mvgraph.errors import NotFound, translate, translated
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, StepStatus
 
@@ -48,6 +49,12 @@ class ClaimedJob:
     options: dict[str, Any]
     owner: str
     attempt: int
+    login: str = ""  # the login that submitted it; the job runs logged in as it
+
+    @property
+    def run_login(self) -> str:
+        """The login a worker connects as to run the job."""
+        return self.login or self.owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +150,18 @@ def create_running(conn: Conn, kind: JobKind, statement: str, options: dict[str,
 
 
 def queue(conn: Conn, kind: JobKind, statement: str, options: dict[str, Any],
-          steps: Sequence[PlannedStep] = ()) -> int:
-    """A background job with its planned steps, queued in one transaction; workers are woken."""
+          steps: Sequence[PlannedStep] = (), *, for_schedules: Sequence[int] = ()) -> int:
+    """A background job with its planned steps, queued in one transaction; workers are woken.
+    ``for_schedules``: a daemon's job for these schedules, owned by their owner."""
     with translated(), conn.transaction():
-        row = conn.execute(query("queue_job"), {
-            "kind": kind.value, "statement": statement, "options": json.dumps(options),
-            "host": socket.gethostname()}).fetchone()
+        if for_schedules:
+            row = conn.execute(query("submit_for_schedules"), {
+                "ids": list(for_schedules), "statement": statement,
+                "options": json.dumps(options), "host": socket.gethostname()}).fetchone()
+        else:
+            row = conn.execute(query("queue_job"), {
+                "kind": kind.value, "statement": statement, "options": json.dumps(options),
+                "host": socket.gethostname()}).fetchone()
         assert row is not None
         job = int(str(row[0]))
         write_steps(conn, job, steps)
@@ -250,11 +263,9 @@ def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
     ``mvgraph wait`` wakes). Returns False when the job was not this attempt's, or (requeue)
     not running any more."""
     try:
-        cur = conn.execute(query("finish_job"), {"status": status.value, "error": error,
-                                                 "job": job, "attempt": attempt})
-        changed = cur.rowcount > 0
-        if status is JobStatus.QUEUED and changed:
-            conn.execute(query("requeue_steps"), {"job": job})
+        row = conn.execute(query("finish_job"), {"status": status.value, "error": error,
+                                                 "job": job, "attempt": attempt}).fetchone()
+        changed = bool(row and row[0])
         if foreground:
             conn.execute(query("unlock_job"), {"job": job})
         conn.execute(query("notify_jobs"), {"job": job})
@@ -289,7 +300,7 @@ def claim_many(conn: Conn, worker: str, lease_s: float, wanted: int) -> list[Cla
 def _claimed(row: tuple[object, ...]) -> ClaimedJob:
     options = row[3] if isinstance(row[3], dict) else {}
     return ClaimedJob(int(str(row[0])), JobKind(str(row[1])), str(row[2]), options,
-                      str(row[4]), int(str(row[5])))
+                      str(row[4]), int(str(row[5])), str(row[6] or row[4]))
 
 
 def heartbeat(conn: Conn, job: int, attempt: int, lease_s: float) -> str:
@@ -297,28 +308,6 @@ def heartbeat(conn: Conn, job: int, attempt: int, lease_s: float) -> str:
     row = conn.execute(query("job_heartbeat"), {"job": job, "attempt": attempt,
                                                 "lease": lease_s}).fetchone()
     return str(row[0]) if row else "lost"
-
-
-def run_as(conn: Conn, owner: str) -> str | None:
-    """The role a job's steps run as: None when the worker logs in as the owner; else the
-    owner, which this session's login must be able to assume.
-
-    Raises:
-        PermissionDenied: the worker's login cannot act as the owner (the job fails with it).
-    """
-    if owner == conn.info.user:  # the login (session_user): no round trip
-        return None
-    with translated():
-        row = conn.execute(query("can_assume"), {"role": owner}).fetchone()
-    assert row is not None
-    login = str(row[1])
-    if owner == login:
-        return None
-    if not row[0]:
-        raise PermissionDenied(f"worker role {login} cannot act as role {owner}, the job's "
-                               f"owner; GRANT {owner} TO {login}, or run the worker as a "
-                               "role that can")
-    return owner
 
 
 def _steer(conn: Conn, name: str, job: int) -> str:

@@ -10,9 +10,16 @@ first unfinished step. SIGTERM / SIGINT: claim nothing more, let running steps f
 ``shutdown_s``, then cancel them and requeue what is left. The database going away never stops
 the worker: it reconnects with backoff, and requeues the jobs it lost.
 
+Rights: the worker's own login claims, renews leases and closes jobs (mvgraph's ``worker``
+level); it never runs a job's work. Each job runs on a connection that logs in as the job's
+login with its owner's role (:mod:`mvgraph.jobs.logins`), so PostgreSQL bounds what the job can
+do by its submitter's rights whatever its statement does; such a connection serves later jobs
+of the same login and owner only, reset (``DISCARD ALL``) in between.
+
 Per-job fixed costs are kept small: the catalog graph is read once and kept while the catalog's
 fingerprint (``catalog_fingerprint``: relations, rules, schemas, function volatility; about
-1 ms) stays the same, so DDL invalidates it; a refresh job's connection is kept for the next job;
+1 ms) stays the same, so DDL invalidates it; a job's connection is kept for the next job of the
+same submitter;
 housekeeping (purge, compaction) runs after a job at most every ``housekeeping_s`` (claims reap
 lost jobs every time).
 """
@@ -37,7 +44,7 @@ from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
 from mvgraph.graph import MVGraph
-from mvgraph.jobs import kinds, store
+from mvgraph.jobs import kinds, logins, store
 from mvgraph.jobs.store import ClaimedJob
 from mvgraph.model.events import Event, JobFinished, StepFinished
 from mvgraph.model.results import StepResult
@@ -60,6 +67,7 @@ class WorkerConfig:
     poll_s: float = 5.0
     shutdown_s: float = 30.0
     housekeeping_s: float = 2.0  # purge and compaction after a job, at most this often
+    owner_dsn: str | None = None  # how to log in as a job's login: a template with {role}
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def check(self) -> None:
@@ -88,7 +96,8 @@ class Worker:
         self._jobs: dict[int, _Running] = {}
         self._lock = threading.Lock()
         self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
-        self._idle_conns: list[Conn] = []  # job connections kept for the next job
+        self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
+        self._worker_user: str | None = None  # this worker's own login
         self._last_housekeeping = 0.0
 
     # ---- control --------------------------------------------------------------------------------
@@ -112,7 +121,8 @@ class Worker:
             self._shutdown()
             beat.join(self.config.heartbeat_s + 5)
             with self._lock:
-                idle, self._idle_conns = self._idle_conns, []
+                idle = [c for conns in self._idle_conns.values() for c in conns]
+                self._idle_conns = {}
             for conn in idle:
                 conn.close()
             log.info("worker %s stopped", self.config.name)
@@ -174,6 +184,7 @@ class Worker:
         except BaseException:
             conn.close()
             raise
+        self._worker_user = conn.info.user
         return conn
 
     def _claim(self, conn: Conn) -> None:
@@ -200,26 +211,40 @@ class Worker:
         """Run a job; then, unless the worker is stopping, claim the next one on the same
         connection and run it in this thread (its slot passes on). Without this a slot freed
         by a finished job would wait for the next notification or poll."""
-        conn: Conn | None = None
+        claims: Conn | None = None  # this slot's own connection for claims (the worker's login)
         current: ClaimedJob | None = job
         while current is not None:
-            conn = self._run_one(current, conn)
-            current = self._claim_next(conn, current)
+            self._run_one(current)
+            claims, current = self._claim_next(claims, current)
+        if claims is not None:
+            claims.close()
 
-    def _run_one(self, job: ClaimedJob, conn: Conn | None) -> Conn | None:
-        """Run one job (on ``conn``, else a kept or new connection); returns the connection
-        when it can serve the next job, else closes it."""
+    def _owner_dsn(self, job: ClaimedJob) -> str:
+        return logins.owner_dsn(self.config.dsn, job.run_login, job.owner,
+                                template=self.config.owner_dsn, worker_user=self._worker_user)
+
+    def _run_one(self, job: ClaimedJob) -> None:
+        """Run one job on a connection logged in as its submitter (kept from an earlier job of
+        the same submitter, or new); keep that connection for a later job when it is clean."""
+        dsn = self._owner_dsn(job)
+        try:
+            conn: Conn | None = self._job_connection(dsn)
+        except (ConnectionFailed, psycopg.Error) as exc:
+            if self._server_answers():  # the login itself is refused: the job cannot run
+                self._fail(None, job, logins.login_failure(job.id, job.run_login, job.owner,
+                                                           dsn, exc))
+            else:
+                self._requeue_lost(job)
+            return
         reusable = False
         try:
-            conn = conn or self._job_connection()
+            assert conn is not None
             report = self._execute(conn, job)
             if report is not None and report.status is RunStatus.LOST:
                 self._requeue_lost(job)
             elif report is not None:
                 self._housekeeping(conn, job.id)
-            # only a refresh job's connection is known to be left as it was found (the run
-            # restores its settings; its role and locks are transaction-level)
-            reusable = job.kind is JobKind.REFRESH
+            reusable = True
         except (ConnectionFailed, psycopg.OperationalError) as exc:
             log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
             self._requeue_lost(job)
@@ -228,55 +253,85 @@ class Worker:
         except Exception as exc:  # an mvgraph bug: the job says so, the worker goes on
             log.exception("job %d: internal error", job.id)
             self._fail(conn, job, f"internal error: {type(exc).__name__}: {exc}")
-        if conn is not None and not (reusable and self._clean(conn)):
-            conn.close()
-            return None
-        return conn
+        if conn is not None:
+            if reusable and self._clean(conn):
+                self._keep(dsn, conn)
+            else:
+                conn.close()
 
-    def _claim_next(self, conn: Conn | None, done: ClaimedJob) -> ClaimedJob | None:
-        """The next job for this thread's slot, claimed on its connection; None (the slot is
-        freed and the connection kept for a later job) when there is none or no connection,
-        or the worker is stopping."""
+    def _keep(self, dsn: str, conn: Conn) -> None:
+        """Keep a clean job connection for a later job of the same submitter."""
+        with self._lock:
+            if sum(len(c) for c in self._idle_conns.values()) < self.config.concurrency:
+                self._idle_conns.setdefault(dsn, []).append(conn)
+                return
+        conn.close()
+
+    def _claim_next(self, claims: Conn | None, done: ClaimedJob
+                    ) -> tuple[Conn | None, ClaimedJob | None]:
+        """The next job for this thread's slot, claimed on the slot's own connection (opened
+        as the worker's login when needed); None when there is none or the worker is
+        stopping (the slot is freed)."""
         job = None
-        if conn is not None and not self._stopping.is_set():
+        if not self._stopping.is_set():
             try:
-                job = store.claim(conn, self.config.name, self.config.lease_s)
+                if claims is None or claims.closed:
+                    claims = self._connect()
+                job = store.claim(claims, self.config.name, self.config.lease_s)
             except (psycopg.Error, MvgraphError) as exc:
                 log.warning("claim failed (%s)", _first_line(exc))
-                conn.close()
+                if claims is not None:
+                    claims.close()
+                claims = None
         with self._lock:
             running = self._jobs.pop(done.id, None)
             if job is not None:
                 thread = running.thread if running else threading.current_thread()
                 self._jobs[job.id] = _Running(job, thread)
-            elif conn is not None and not conn.closed \
-                    and len(self._idle_conns) < self.config.concurrency:
-                self._idle_conns.append(conn)
-                conn = None
         if job is not None:
             log.info("job %d: claimed (attempt %d): %s", job.id, job.attempt, job.statement)
-        elif conn is not None:
-            conn.close()
-        return job
+        return claims, job
 
-    def _job_connection(self) -> Conn:
-        """A connection for a job: one kept from an earlier job, else a new one."""
+    def _job_connection(self, dsn: str) -> Conn:
+        """A connection logged in as a job's submitter: one kept from an earlier job of the
+        same submitter, else a new one (no DDL, no schema check: the claim proved it)."""
         with self._lock:
-            while self._idle_conns:
-                conn = self._idle_conns.pop()
+            kept = self._idle_conns.get(dsn, [])
+            while kept:
+                conn = kept.pop()
                 if not conn.closed:
                     return conn
-        return self._connect("mvgraph job")
+        conn = connect(dsn, application_name="mvgraph job")
+        conn.prepare_threshold = None  # a job may DEALLOCATE; nothing of ours is prepared
+        try:
+            store.bookkeeping_commit(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _server_answers(self) -> bool:
+        """Whether the worker's own login still reaches the server (a job's login failing
+        while it does is that login's problem, not an outage)."""
+        try:
+            with connect(self.config.dsn, application_name="mvgraph worker probe") as conn:
+                conn.execute(query("clock_now"))
+            return True
+        except (ConnectionFailed, psycopg.Error):
+            return False
 
     @staticmethod
     def _clean(conn: Conn) -> bool:
-        """Whether a job's connection can serve another job: open, idle, no session-level
-        advisory locks left (an atomic run's, should it have failed to release them)."""
+        """Reset a job's connection for the next job of the same submitter: idle, then
+        ``DISCARD ALL`` (settings back to the connection's start, including its role; temporary
+        objects, advisory locks, LISTENs and prepared statements gone) and the stored commit
+        mode again. False when it cannot serve another job."""
         if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             return False
         try:
-            conn.execute(query("unlock_all"))
-        except psycopg.Error:
+            conn.execute(query("discard_all"))
+            store.bookkeeping_commit(conn)
+        except (psycopg.Error, MvgraphError):
             return False
         return True
 
@@ -332,7 +387,6 @@ class Worker:
         """Plan a refresh from fresh facts and run what is unfinished."""
         from mvgraph.refresh.service import build_plan, planned_steps, run_options
 
-        run_as = store.run_as(conn, job.owner)
         options = run_options(conn, spec)
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                     search_path=spec.search_path,
@@ -349,7 +403,7 @@ class Worker:
                             rows)
         executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
                             seqs={s.name: seqs[str(s.name)] for s in plan.steps},
-                            attempt=job.attempt, run_as=run_as, foreground=False, prior=prior)
+                            attempt=job.attempt, foreground=False, prior=prior)
         with self._lock:
             running = self._jobs.get(job.id)
             if running is not None:
@@ -363,7 +417,8 @@ class Worker:
     def _fail(self, conn: Conn | None, job: ClaimedJob, message: str) -> None:
         log.warning("job %d failed: %s", job.id, message)
         try:
-            if conn is None or conn.closed:
+            if conn is None or conn.closed or conn.broken \
+                    or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn = connect(self.config.dsn)
             store.finish(conn, job.id, JobStatus.FAILED, message, attempt=job.attempt)
         except (psycopg.Error, MvgraphError) as exc:

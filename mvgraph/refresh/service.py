@@ -309,9 +309,11 @@ def run_refresh(conn: Conn, spec: RefreshSpec, *, listener: Listener | None = No
 def submit_refresh(target: Target, targets: str | Sequence[str], behavior: str | None = None,
                    *, parallel: int = 1, atomic: bool = False, concurrently: str = "auto",
                    lock_timeout: str | None = None, statement_timeout: str | None = None,
-                   force: bool = False, search_path: Sequence[str] = ("public",)) -> int:
+                   force: bool = False, search_path: Sequence[str] = ("public",),
+                   for_schedules: Sequence[int] = ()) -> int:
     """Queue a refresh as a background job (planned now, its steps recorded) and return its
-    id at once; ``mvgraph worker`` runs it, planning again from the facts of that moment."""
+    id at once; ``mvgraph worker`` runs it, planning again from the facts of that moment.
+    ``for_schedules``: a daemon's job for these schedules, owned by their owner."""
     from mvgraph.jobs import store
     from mvgraph.model.status import JobKind
 
@@ -323,7 +325,7 @@ def submit_refresh(target: Target, targets: str | Sequence[str], behavior: str |
         _g, p, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                   search_path=spec.search_path)
         return store.queue(conn, JobKind.REFRESH, p.statement(), spec.to_options(p),
-                           planned_steps(p, state))
+                           planned_steps(p, state), for_schedules=for_schedules)
 
 
 SETTINGS = {

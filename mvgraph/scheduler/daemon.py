@@ -10,9 +10,9 @@ slot does is decided here, in PostgreSQL:
 * **exactly once**: a firing first claims its slot (the unique ``(schedule_id, slot)`` key of
   ``mvgraph.schedule_slot``) in the transaction that submits its job, so any number of daemons,
   on any number of machines, run each due slot once;
-* **a firing only submits a job** (``mvgraph.submit`` of the schedule's ``what``), as the
-  schedule's owner (``SET LOCAL ROLE owner`` when the daemon logs in as another role, which must
-  be able to assume it); the daemon's workers, or any ``mvgraph worker``, run it;
+* **a firing only submits a job** (``mvgraph.submit_for_schedules``: the schedule's ``what``,
+  owned by the schedule's owner); the daemon's workers, or any ``mvgraph worker``, run it logged
+  in as the login that created the schedule;
 * **overlap**: a slot due while a run of the same schedule is unfinished is recorded
   ``skipped``; with ``overlap = queue`` one slot waits (``fired`` without a job) and its job is
   submitted when the run ends;
@@ -53,13 +53,12 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from psycopg import sql
 
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
-from mvgraph.model.status import Overlap, ScheduleKind, SlotStatus
+from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
 from mvgraph.scheduler import store
 from mvgraph.scheduler.store import Schedule
 from mvgraph.scheduler.timing import SlotTrigger, catch_up, slots_between
@@ -481,15 +480,9 @@ class Daemon:
                     if store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED, reason=why,
                                         claimed_by=self.name):
                         skip = (SlotStatus.SKIPPED, why)
-                else:
-                    owner_problem = _owner_problem(conn, s.owner)
-                    if owner_problem:
-                        if store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED,
-                                            reason=owner_problem, claimed_by=self.name):
-                            skip = (SlotStatus.SKIPPED, owner_problem)
-                    elif store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, reason=reason,
-                                          claimed_by=self.name):
-                        job = self._submit(conn, s, slot)
+                elif store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, reason=reason,
+                                      claimed_by=self.name):
+                    job = self._submit(conn, s, slot)
                 store.set_next_run(conn, s.id, s.next_slot())
             lateness = None
             if job is not None:
@@ -510,14 +503,11 @@ class Daemon:
         return job
 
     def _submit(self, conn: Conn, s: Schedule, slot: datetime) -> int:
-        """Submit the schedule's statement as its owner; link the job to the slot."""
-        if s.owner != conn.info.user:
-            conn.execute(sql.SQL(query("set_local_role")).format(role=sql.Identifier(s.owner)))
-        job = jobs.submit(conn, s.what)
-        if s.owner != conn.info.user:
-            conn.execute(query("reset_role"))
+        """Submit the schedule's statement, owned by the schedule's owner (a worker runs it
+        logged in as the login that created the schedule); link the job to the slot."""
+        job = jobs.queue(conn, JobKind.REFRESH, s.what, {"search_path": ["public"]},
+                         for_schedules=[s.id])
         store.set_slot_job(conn, s.id, slot, job)
-        store.note_run_started(conn, s.id, job)
         return job
 
     def _record(self, s: Schedule, slot: datetime, status: SlotStatus, reason: str) -> bool:
@@ -560,9 +550,9 @@ class Daemon:
             with translated(), conn.transaction():
                 rows = conn.execute(query("schedule_ends")).fetchall()
                 for sid, slot, job, status, error, end in rows:
-                    conn.execute(query("mark_slot_ended"), {"id": sid, "slot": slot})
                     r = conn.execute(query("schedule_run_ended"), {
-                        "id": sid, "end": end, "status": status, "error": error}).fetchone()
+                        "id": sid, "slot": slot, "end": end, "status": status,
+                        "error": error}).fetchone()
                     if r is not None:
                         ended.append(RunEnded(int(str(sid)), str(r[0]), int(str(job)),
                                               str(status), int(str(r[1])), bool(r[3]),
@@ -594,11 +584,6 @@ class Daemon:
                     conn.execute(query("drop_waiting_slot"), {
                         "id": sid, "slot": slot,
                         "reason": "the schedule was paused, broken or removed while it waited"})
-                    continue
-                owner_problem = _owner_problem(conn, s.owner)
-                if owner_problem:
-                    conn.execute(query("drop_waiting_slot"),
-                                 {"id": sid, "slot": slot, "reason": owner_problem})
                     continue
                 fired.append((s, slot, self._submit(conn, s, slot)))
         for s, slot, job in fired:
@@ -703,18 +688,6 @@ def live_daemons(conn: Conn, within_s: float = 10.0) -> list[DaemonInfo]:
 def _runnable(s: Schedule) -> bool:
     return (s.enabled and not s.is_broken and s.view_exists
             and s.timing.kind is not ScheduleKind.LAG)
-
-
-def _owner_problem(conn: Conn, owner: str) -> str | None:
-    """Why this session cannot submit as ``owner`` (None: it can)."""
-    if owner == conn.info.user:
-        return None
-    with translated():
-        row = conn.execute(query("can_assume"), {"role": owner}).fetchone()
-    if row is not None and row[0]:
-        return None
-    return (f"the daemon's role {conn.info.user} cannot act as {owner}, the schedule's owner; "
-            f"GRANT {owner} TO {conn.info.user}")
 
 
 def _noop() -> None:  # APScheduler wants a callable; _FireExecutor calls Daemon._fire instead

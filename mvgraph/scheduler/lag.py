@@ -39,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import psycopg
-from psycopg import sql
 
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
@@ -364,9 +363,6 @@ def submit_due(conn: Conn, now: datetime | None = None, *,
     for batch in batches(decisions):
         try:
             with conn.transaction():
-                if batch.owner and batch.owner != conn.info.user:
-                    conn.execute(sql.SQL(query("set_local_role")).format(
-                        role=sql.Identifier(batch.owner)))
                 won = []
                 for d in batch.decisions:
                     assert d.slot is not None
@@ -380,11 +376,11 @@ def submit_due(conn: Conn, now: datetime | None = None, *,
                 views = {d.target.view for d in won}
                 named = [str(v) for v in sorted(views) if not any(
                     o.target.view != v and v in o.target.cascade for o in won)]
-                job = submit_refresh(conn, named, BEHAVIOR.value)
+                job = submit_refresh(conn, named, BEHAVIOR.value,
+                                     for_schedules=[d.target.schedule_id for d in won])
                 for d in won:
                     assert d.slot is not None
                     store.set_slot_job(conn, d.target.schedule_id, d.slot, job)
-                    store.note_run_started(conn, d.target.schedule_id, job)
                 submitted = _db_now(conn)
             firings.append(Firing(job, batch.owner,
                                   tuple(RelationName.parse(n) for n in named), tuple(won),

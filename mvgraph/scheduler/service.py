@@ -132,9 +132,10 @@ def run_now(conn: Conn, view: str, search_path: Sequence[str] = ("public",)) -> 
     if not current.view_exists:
         raise UsageError(f"the view of schedule {current.name} is gone; remove the schedule")
     job = submit_refresh(conn, [current.view_name], current.behavior.value)
-    store.claim_slot(conn, current.id, datetime.now(UTC), SlotStatus.FIRED, job_id=job,
-                     manual=True, reason="run-now")
-    store.note_run_started(conn, current.id, job)
+    at = datetime.now(UTC)
+    store.claim_slot(conn, current.id, at, SlotStatus.FIRED, job_id=job, manual=True,
+                     reason="run-now")
+    store.set_slot_job(conn, current.id, at, job)
     return job
 
 

@@ -4,7 +4,7 @@ here, and only here (the SQL lives in ``queries.sql`` and ``0008_schedules.sql``
 For the daemon: :func:`schedules` reads the table (the only source of truth; LISTEN on
 :data:`CHANNEL` for changes, payload ``insert:ID`` / ``update:ID`` / ``delete:ID``);
 :func:`claim_slot` records a slot exactly once across every daemon (the unique key
-``(schedule_id, slot)``); :func:`set_slot_job` and :func:`note_run_started` link the job it
+``(schedule_id, slot)``); :func:`set_slot_job` links the job it
 submitted; :func:`set_next_run` keeps ``next_run`` current for ``scheduler.pg_task``.
 """
 
@@ -340,15 +340,10 @@ def claim_slot(conn: Conn, schedule_id: int, slot: datetime, status: SlotStatus,
 
 
 def set_slot_job(conn: Conn, schedule_id: int, slot: datetime, job_id: int) -> None:
-    """Link a claimed slot to the job submitted for it."""
+    """Link a claimed slot to the job submitted for it (and the schedule's last start and
+    last job)."""
     with translated():
         conn.execute(query("set_slot_job"), {"id": schedule_id, "slot": slot, "job": job_id})
-
-
-def note_run_started(conn: Conn, schedule_id: int, job_id: int) -> None:
-    """A schedule's job was submitted: its ``last_start`` and ``last_job``."""
-    with translated():
-        conn.execute(query("note_run_started"), {"id": schedule_id, "job": job_id})
 
 
 def history(conn: Conn, schedule_id: int, limit: int = 100) -> list[SlotRecord]:

@@ -219,11 +219,7 @@ def test_a_role_without_rights_submits_from_sql_and_the_cli_and_nothing_changes(
         CREATE TABLE precious (id int); INSERT INTO precious VALUES (1);
         CREATE MATERIALIZED VIEW mv AS SELECT id FROM precious WITH NO DATA;
         CREATE ROLE {role} LOGIN;
-        GRANT USAGE ON SCHEMA mvgraph TO {role};
-        GRANT SELECT ON mvgraph.schema_version TO {role};
-        GRANT EXECUTE ON FUNCTION mvgraph.submit(text) TO {role};
-        GRANT INSERT ON mvgraph.job TO {role};
-        GRANT USAGE ON SEQUENCE mvgraph.job_id_seq TO {role};
+        SELECT mvgraph.grant_privileges('{role}', 'operator');
     """)
     weak_dsn = psycopg.conninfo.make_conninfo(db_dsn, user=role)
     try:
@@ -246,19 +242,11 @@ def test_a_role_without_rights_submits_from_sql_and_the_cli_and_nothing_changes(
                                             "must be owner of materialized view mv")), error
         assert conn.execute("SELECT count(*) FROM precious").fetchone() == (1,)
         assert populated(conn, "mv") is False
-        run_script(conn, f"REVOKE SELECT ON mvgraph.schema_version FROM {role}")
+        run_script(conn, f"SELECT mvgraph.grant_privileges('{role}', 'viewer')")
         proc = subprocess.run([sys.executable, "-m", "mvgraph", "sql", "--background",
                                "VACUUM precious"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=60)
-        assert proc.returncode == 1
-        assert f"GRANT USAGE ON SCHEMA mvgraph, SELECT ON mvgraph.schema_version TO {role}" \
-            in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-        run_script(conn, f"GRANT SELECT ON mvgraph.schema_version TO {role};"
-                         f"REVOKE EXECUTE ON FUNCTION mvgraph.submit(text) FROM {role}")
-        proc = subprocess.run([sys.executable, "-m", "mvgraph", "sql", "--background",
-                               "VACUUM precious"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=60)
-        assert proc.returncode == 1 and "GRANT USAGE ON SCHEMA mvgraph, EXECUTE ON FUNCTION " \
-            "mvgraph.submit(text)" in proc.stderr, proc.stderr
+        assert proc.returncode == 1 and f"mvgraph grant {role} --operator" in proc.stderr \
+            and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     finally:
         run_script(conn, f"DELETE FROM mvgraph.job; DROP OWNED BY {role}; DROP ROLE {role};")

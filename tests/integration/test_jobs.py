@@ -245,18 +245,19 @@ def test_a_job_runs_with_its_submitters_rights(conn: Conn, db_dsn: str) -> None:
     role = f"weak_{conn.info.dbname}"
     run_script(conn, f"""
         CREATE ROLE {role} LOGIN;
-        GRANT USAGE ON SCHEMA mvgraph TO {role};
-        GRANT EXECUTE ON FUNCTION mvgraph.submit(text) TO {role};
-        GRANT INSERT ON mvgraph.job TO {role};
-        GRANT USAGE ON SEQUENCE mvgraph.job_id_seq TO {role};
+        SELECT mvgraph.grant_privileges('{role}', 'operator');
     """)
     try:
+        other = mvgraph.submit_refresh(db_dsn, "c1", "restrict")  # the superuser's own job
         with psycopg.connect(db_dsn, user=role, autocommit=True) as weak:
             row = weak.execute("SELECT mvgraph.submit('REFRESH MATERIALIZED VIEW c1 RESTRICT')"
                                ).fetchone()
+            assert row is not None
+            seen = weak.execute("SELECT id FROM mvgraph.job").fetchall()
+            assert seen == [row]  # its own job only, not the superuser's
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                weak.execute("SELECT * FROM mvgraph.job")
-        assert row is not None
+                weak.execute("SELECT * FROM mvgraph.job_data")
+        conn.execute("SELECT mvgraph.cancel_job(%s)", [other])
         job = int(str(row[0]))
         owner = conn.execute("SELECT owner FROM mvgraph.job WHERE id = %s", [job]).fetchone()
         assert owner == (role,)
