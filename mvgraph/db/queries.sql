@@ -460,8 +460,12 @@ SELECT mvgraph.sql_job_step(%(job)s, %(reason)s)
 -- session (autocommit statements; the connection is reset after).
 SELECT pg_catalog.set_config('search_path', %(path)s, %(local)s)
 
--- name: reset_session_context
-RESET ROLE; RESET search_path
+-- name: sql_job_guard
+-- After a background statement, in its transaction, before its outcome is written: whatever
+-- the statement set for its session (timeouts, search path) does not apply to mvgraph's call.
+SELECT pg_catalog.set_config('statement_timeout', '0', true),
+       pg_catalog.set_config('lock_timeout', '0', true),
+       pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)
 
 -- name: sql_job_done
 -- A background statement's outcome, with its job done, if the job is still this attempt's and

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -91,6 +91,7 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
             with conn.transaction():
                 _context(conn, path, local=True)
                 _run(conn, job.statement, outcome)
+                conn.execute(query("sql_job_guard"))  # whatever the statement set
                 row = conn.execute(query("sql_job_done"), {
                     "job": job.id, "attempt": job.attempt, "result": outcome.to_json(),
                     "duration": time.monotonic() - started,
@@ -106,7 +107,7 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
                 _run(conn, job.statement, outcome)
             finally:
                 if not conn.closed and not conn.broken:
-                    conn.execute(query("reset_session_context"))
+                    conn.execute(query("discard_all"))  # whatever the statement set
             row = conn.execute(query("sql_job_done"), {
                 "job": job.id, "attempt": job.attempt, "result": outcome.to_json(),
                 "duration": time.monotonic() - started, "rows": outcome.rows_affected}
@@ -171,6 +172,8 @@ def _plain(value: object) -> object:
 def _closed_otherwise(conn: Conn, job: ClaimedJob, outcome: _Outcome, started: float,
                       exc: psycopg.Error | None) -> None:
     """The statement failed, was cancelled, or the job is no longer this attempt's."""
+    with suppress(psycopg.Error):  # settings the statement left in the session
+        conn.execute(query("discard_all"))
     asked = store.pending_request(conn, job.id, job.attempt)
     if asked == "lost":
         log.warning("job %d: taken over elsewhere; its outcome here is dropped", job.id)

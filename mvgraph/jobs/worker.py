@@ -246,8 +246,12 @@ class Worker:
                 self._housekeeping(conn, job.id)
             reusable = True
         except (ConnectionFailed, psycopg.OperationalError) as exc:
-            log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
-            self._requeue_lost(job)
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is not None \
+                    and not conn.broken and not conn.closed:  # e.g. a statement timeout the
+                self._fail(None, job, _first_line(exc))   # job set for its own session
+            else:
+                log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
+                self._requeue_lost(job)
         except MvgraphError as exc:
             self._fail(conn, job, str(exc))
         except Exception as exc:  # an mvgraph bug: the job says so, the worker goes on

@@ -232,10 +232,7 @@ def test_jobs_run_as_the_schedule_owner_and_lost_connections_do_not_stop_it(
     role = f"own_{conn.info.dbname}"
     run_script(conn, f"""
         CREATE ROLE {role};
-        GRANT USAGE ON SCHEMA mvgraph TO {role};
-        GRANT EXECUTE ON FUNCTION mvgraph.submit(text) TO {role};
-        GRANT INSERT ON mvgraph.job TO {role};
-        GRANT USAGE ON SEQUENCE mvgraph.job_id_seq TO {role};
+        SELECT mvgraph.grant_privileges('{role}', 'operator');
         GRANT SELECT ON base TO {role};
         ALTER MATERIALIZED VIEW fast OWNER TO {role};
     """)
