@@ -24,6 +24,8 @@ import typer
 
 from mvgraph.commands.daemon import daemon_app as _daemon_app
 from mvgraph.commands.schedule import schedule_app as _schedule_app
+from mvgraph.commands.security import grant_cmd as _grant_cmd
+from mvgraph.commands.security import revoke_cmd as _revoke_cmd
 from mvgraph.db import embedded
 from mvgraph.db.connect import redact, resolve_dsn
 from mvgraph.definitions import Kind
@@ -53,6 +55,8 @@ jobs_app = typer.Typer(help="Jobs: every run, foreground or background.",
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(_schedule_app, name="schedule")
 app.add_typer(_daemon_app, name="daemon")
+app.command("grant")(_grant_cmd)
+app.command("revoke")(_revoke_cmd)
 
 
 

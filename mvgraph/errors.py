@@ -195,11 +195,43 @@ def translate(exc: psycopg.Error) -> MvgraphError:
         hint = diag.message_hint if diag is not None else None
         if hint and "mvgraph grant" in hint:  # mvgraph's own level check names the grant
             return PermissionDenied(f"{primary}; {hint}", sqlstate)
+        level = _level_needed(primary)
+        if level:
+            return PermissionDenied(f"{primary}; this needs mvgraph's {level} level: an mvgraph "
+                                    f"administrator runs `mvgraph grant ROLE --{level}`", sqlstate)
         return PermissionDenied(f"{primary}; ask the owner for the privilege", sqlstate)
     if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
         return ConnectionFailed(f"cannot connect: {connection_cause(str(exc))}; check --dsn or "
                                 "MVGRAPH_DSN")
     return DatabaseError(primary, sqlstate)
+
+
+_ADMIN_OBJECTS = {"grant_privileges", "revoke_privileges", "put_setting", "pause_all_schedules",
+                  "privilege"}
+_WORKER_OBJECTS = {"claim_job", "claim_jobs", "job_heartbeat", "submit_for_schedules",
+                   "schedule_ends", "schedule_run_ended", "waiting_slots", "drop_waiting_slot",
+                   "daemon_register", "daemon_heartbeat", "daemon_remove"}
+_VIEWER_OBJECTS = {"schema mvgraph", "schema scheduler", "job", "job_step", "jobs", "schedule",
+                   "schedule_slot", "setting", "mv_state", "daemon", "schema_version", "changes",
+                   "change_log", "write_log", "table_mode", "pg_task", "job_result"}
+_DENIED = re.compile(r"^permission denied for (schema|table|view|function|procedure) (\w+)$")
+
+
+def _level_needed(message: str) -> str | None:
+    """The mvgraph level a "permission denied" on one of mvgraph's objects asks for."""
+    m = _DENIED.match(message)
+    if not m:
+        return None
+    kind, name = m[1], m[2]
+    if name in _ADMIN_OBJECTS:
+        return "admin"
+    if name in _WORKER_OBJECTS:
+        return "worker"
+    if f"{kind} {name}" in _VIEWER_OBJECTS or (kind != "schema" and name in _VIEWER_OBJECTS):
+        return "viewer"
+    if kind in ("function", "procedure"):
+        return "operator"
+    return None
 
 
 @contextmanager

@@ -971,3 +971,15 @@ SELECT mvgraph.submit_for_schedules(%(ids)s::bigint[], %(statement)s, %(options)
 -- name: discard_all
 -- A worker's job connection between two jobs of the same submitter: back to how it started.
 DISCARD ALL
+
+-- ---- privilege levels (mvgraph/security/levels.py) -------------------------------------------
+
+-- name: grant_privileges
+-- The commands run come back as INFO messages ("Executed command: ...").
+SELECT mvgraph.grant_privileges(%(role)s, %(level)s, true)
+
+-- name: revoke_privileges
+SELECT mvgraph.revoke_privileges(%(role)s, true)
+
+-- name: privilege_levels
+SELECT role::text, level FROM mvgraph.privilege ORDER BY role

@@ -44,12 +44,13 @@ from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
 from mvgraph.graph import MVGraph
-from mvgraph.jobs import kinds, logins, store
+from mvgraph.jobs import kinds, store
 from mvgraph.jobs.store import ClaimedJob
 from mvgraph.model.events import Event, JobFinished, StepFinished
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, RunStatus
 from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
+from mvgraph.security import logins
 
 log = logging.getLogger("mvgraph.worker")
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -247,8 +248,9 @@ class Worker:
             reusable = True
         except (ConnectionFailed, psycopg.OperationalError) as exc:
             if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is not None \
-                    and not conn.broken and not conn.closed:  # e.g. a statement timeout the
-                self._fail(None, job, _first_line(exc))   # job set for its own session
+                    and conn is not None and not conn.broken and not conn.closed:  # e.g. a
+                # statement timeout the job set for its own session
+                self._fail(None, job, _first_line(exc))
             else:
                 log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
                 self._requeue_lost(job)

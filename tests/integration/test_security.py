@@ -17,6 +17,7 @@ import pytest
 
 from mvgraph.db.scripts import run_script
 from mvgraph.refresh.service import prepare
+from tests.conftest import cli
 from tests.integration.test_jobs import wait_for, worker
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -72,7 +73,7 @@ def cast(request: pytest.FixtureRequest, conn: Conn, db_dsn: str) -> Iterator[Ca
                    with_user(db_dsn, user=mallory), with_user(db_dsn, user=worker_login),
                    superuser)
     finally:
-        run_script(conn, f"DELETE FROM mvgraph.job; DELETE FROM mvgraph.schedule;")
+        run_script(conn, "DELETE FROM mvgraph.job; DELETE FROM mvgraph.schedule;")
         for role in (wrk, mallory, alice):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
             if exists:
@@ -398,3 +399,50 @@ def test_no_role_but_the_owner_has_a_right_on_the_queue_tables(conn: Conn, cast:
                              'schedule_slot_data', 'daemon', 'setting', 'privilege')
            AND a.privilege_type <> 'SELECT'""").fetchall()
     assert rows == []
+
+
+def test_grant_and_revoke_from_the_cli_print_what_they_ran(
+        capsys: pytest.CaptureFixture[str], conn: Conn, db_dsn: str) -> None:
+    role = f"cli_{conn.info.dbname}"
+    run_script(conn, f"CREATE ROLE {role} LOGIN")
+    try:
+        code, out, err = cli(capsys, "--dsn", db_dsn, "grant", role, "--operator", "--print")
+        assert code == 0, err
+        assert f"GRANT EXECUTE ON FUNCTION mvgraph.submit(text) TO {role}" in out
+        assert out.strip().endswith(f"{role}: operator")
+        code, out, err = cli(capsys, "--dsn", db_dsn, "grant", role, "--viewer", "--operator")
+        assert code == 2 and "exactly one level" in err and len(err.strip().splitlines()) == 1
+        code, out, err = cli(capsys, "--dsn", db_dsn, "grant", "no_such_role_x", "--viewer")
+        assert code != 0 and "no_such_role_x" in err and len(err.strip().splitlines()) == 1
+        with psycopg.connect(psycopg.conninfo.make_conninfo(db_dsn, user=role),
+                             autocommit=True) as c:
+            assert c.execute("SELECT mvgraph.submit('SELECT 1')").fetchone() is not None
+            code, out, err = cli(capsys, "--dsn", db_dsn, "revoke", role, "--print")
+            assert code == 0 and f"REVOKE EXECUTE ON FUNCTION mvgraph.submit(text) FROM {role}" \
+                in out, err
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT mvgraph.submit('SELECT 1')")
+        # an operator may not grant
+        run_script(conn, f"SELECT mvgraph.grant_privileges('{role}', 'operator')")
+        weak = psycopg.conninfo.make_conninfo(db_dsn, user=role)
+        code, out, err = cli(capsys, "--dsn", weak, "grant", role, "--admin")
+        assert code == 1 and "`mvgraph grant ROLE --admin`" in err, err
+    finally:
+        run_script(conn, f"DELETE FROM mvgraph.job; DROP OWNED BY {role}; DROP ROLE {role};")
+
+
+def test_an_operator_schedules_only_views_it_may_refresh(conn: Conn, cast: Cast) -> None:
+    oid = conn.execute("SELECT 'public.alice_mv'::regclass::oid").fetchone()[0]  # type: ignore[index]
+    call = ("SELECT mvgraph.create_schedule('s', %s, 'DEFAULT', 'interval', now(), "
+            "'1 hour', '1 hour', NULL, 'UTC', NULL, 'skip', now(), 'sql')")
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        c.execute(call, [oid])
+    with psycopg.connect(cast.alice_dsn, autocommit=True) as c:
+        row = c.execute(call, [oid]).fetchone()
+        assert row is not None
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM mvgraph.schedule").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.NoDataFound):
+            c.execute("SELECT mvgraph.drop_schedule(%s)", [row[0]])
+    assert conn.execute("SELECT owner::text FROM mvgraph.schedule").fetchall() == [(cast.alice,)]

@@ -1345,6 +1345,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         ('worker', 'FUNCTION', 'mvgraph.daemon_remove(bigint)', 'EXECUTE'),
         -- admin
         ('admin', 'FUNCTION', 'mvgraph.put_setting(text, text)', 'EXECUTE'),
+        ('admin', 'TABLE', 'mvgraph.privilege', 'SELECT'),
         ('admin', 'FUNCTION', 'mvgraph.pause_all_schedules()', 'EXECUTE'),
         ('admin', 'FUNCTION', 'mvgraph.grant_privileges(name, text, boolean)', 'EXECUTE'),
         ('admin', 'FUNCTION', 'mvgraph.revoke_privileges(name, boolean)', 'EXECUTE')
