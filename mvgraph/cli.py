@@ -576,7 +576,8 @@ def settings_cmd(
     dsn: DsnOpt = None,
 ) -> None:
     """Show mvgraph's settings in the database, show one, or set one (retention_days,
-    max_concurrent_jobs, lock_timeout, statement_timeout, synchronous_commit)."""
+    max_concurrent_jobs, lock_timeout, statement_timeout, synchronous_commit, lock_mode,
+    global_lock_timeout, global_lock_statement_timeout, global_lock_idle_timeout)."""
     from mvgraph.refresh.service import settings
 
     current = settings(resolve_dsn(_dsn(dsn)), key, value)

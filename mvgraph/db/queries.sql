@@ -983,3 +983,52 @@ SELECT mvgraph.revoke_privileges(%(role)s, true)
 
 -- name: privilege_levels
 SELECT role::text, level FROM mvgraph.privilege ORDER BY role
+
+-- ---- lock modes (mvgraph/refresh/locks.py) --------------------------------------------------
+
+-- name: set_lock_timeout
+SELECT set_config('lock_timeout', %(value)s, false)
+
+-- name: lock_global
+-- lock_mode global: one refresh at a time in the database; held at session level for a whole
+-- run (a key no view has: oid 0).
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: unlock_global
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: global_lock_holder
+-- Who holds the global refresh lock: pid, application name (a run's is "mvgraph job N"), user.
+SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown application'), a.usename
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.granted AND a.pid <> pg_backend_pid() AND l.locktype = 'advisory'
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::bigint = (%(key)s::bigint >> 32)
+   AND l.objid::bigint = (%(key)s::bigint & 4294967295) AND l.objsubid = 1
+ LIMIT 1
+
+-- name: job_activity
+-- The running job of a session (by the job id its application name gives, else by its pid) and
+-- what it refreshes now: its running steps, else its statement.
+SELECT j.id, coalesce((SELECT string_agg(s.name, ', ' ORDER BY s.seq) FROM mvgraph.job_step s
+                        WHERE s.job_id = j.id AND s.status = 'running'), j.statement)
+  FROM mvgraph.job j
+ WHERE j.status = 'running'
+   AND (j.id = %(job)s::bigint OR j.pid = %(pid)s::integer
+        OR j.id IN (SELECT s.job_id FROM mvgraph.job_step s
+                     WHERE s.status = 'running' AND s.backend_pid = %(pid)s::integer))
+ ORDER BY j.id = %(job)s::bigint DESC NULLS LAST
+ LIMIT 1
+
+-- name: set_global_lock_session
+-- A session of a run holding the global lock: its idle-in-transaction timeout (NULL: as it is),
+-- and (PostgreSQL 14+; NULL before) how often a running statement checks that the client is
+-- still there, so a killed client's lock goes within that interval rather than when its
+-- statement ends. Returns the previous values (to restore).
+SELECT current_setting('idle_in_transaction_session_timeout'),
+       current_setting('client_connection_check_interval', true),
+       set_config('idle_in_transaction_session_timeout',
+                  coalesce(%(idle)s, current_setting('idle_in_transaction_session_timeout')),
+                  false),
+       (SELECT set_config('client_connection_check_interval', %(check)s, false)
+         WHERE current_setting('client_connection_check_interval', true) IS NOT NULL)

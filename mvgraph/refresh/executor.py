@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from graphlib import TopologicalSorter
@@ -45,7 +45,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from mvgraph.db.queries import query
-from mvgraph.errors import MvgraphError, UnknownRelation, translate
+from mvgraph.errors import MvgraphError, StatementTimeout, UnknownRelation, translate
 from mvgraph.graph import MVGraph
 from mvgraph.jobs import store
 from mvgraph.model.events import JobFinished, JobStarted, Listener, StepFinished, StepStarted
@@ -61,10 +61,16 @@ from mvgraph.refresh.changes import (
     read_state,
     stat_counters,
 )
+from mvgraph.refresh.locks import (
+    CONNECTION_CHECK,
+    LOCK_NAMESPACE,
+    LockMode,
+    describe_holder,
+    global_lock,
+)
 
 log = logging.getLogger("mvgraph")
 Conn = psycopg.Connection[tuple[object, ...]]
-LOCK_NAMESPACE = 0x6D76  # "mv": high 32 bits of every per-view advisory lock key
 MAX_RETRIES = 5
 EXACT_WIDTH_UP_TO = 300  # steps; above that the number of refreshing steps bounds the width
 JOB_REQUEST = "MVJ01"  # refresh_step: the job has a request (cancel, suspend) or is not ours
@@ -101,6 +107,11 @@ class RefreshOptions:
     # mvgraph.refresh_batch each, a transaction per step on the server) instead of one round
     # trip per step; False runs every step from the client, as a worker does.
     batch: bool = True
+    # What the run locks (mvgraph.refresh.locks): each view's advisory lock (view), also one
+    # lock for the whole database held from start to end (global), or nothing (off).
+    lock_mode: LockMode = LockMode.VIEW
+    global_lock_timeout: str | None = None  # the wait for the global lock (None: lock_timeout)
+    global_lock_idle_timeout: str | None = None  # idle in transaction while holding it
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,7 @@ class Executor:
         self._mode: StopMode | None = None
         self._active: dict[int, Conn] = {}
         self._lock = threading.Lock()
+        self._held = ExitStack()  # locks held for the whole run (set again by run())
         self.rels: dict[RelationName, Relation] = {}
         self.inputs: dict[RelationName, set[RelationName]] = {}
         self.stats_inputs: dict[RelationName, list[Relation]] = {}
@@ -224,21 +236,31 @@ class Executor:
         if not self.job_id:
             raise MvgraphError("a run needs a job: create it with mvgraph.jobs.store first")
         start = time.monotonic()
-        with self._session_settings(self.conn):
+        with self._session_settings(self.conn), ExitStack() as held:
+            self._held = held  # the global lock, when the run takes it: released at the end
             return self._run(start)
 
-    def _apply_settings(self, conn: Conn, values: tuple[str, ...] | None = None
-                        ) -> tuple[str, ...] | None:
+    def _apply_settings(self, conn: Conn, values: tuple[str | None, ...] | None = None
+                        ) -> tuple[str | None, ...] | None:
         """Set commit mode, timeouts and application name (``mvgraph job N``) for this
-        session; returns the previous values."""
+        session, and in lock mode global its idle timeout and client check; returns the
+        previous values."""
         o = self.options
         new = values or (o.synchronous_commit, o.lock_timeout, o.statement_timeout,
                          f"mvgraph job {self.job_id}", "notice", "read committed")
         row = conn.execute(query("set_session"), dict(zip(
             ("synchronous_commit", "lock_timeout", "statement_timeout", "application_name",
              "client_min_messages", "default_transaction_isolation"),
-            new, strict=True))).fetchone()
-        return tuple(str(v) for v in row[:6]) if row else None
+            new[:6], strict=True))).fetchone()
+        previous: tuple[str | None, ...] | None = tuple(str(v) for v in row[:6]) if row else None
+        if o.lock_mode is LockMode.GLOBAL and (values is None or len(values) == 8):
+            idle, check = (values[6], values[7]) if values else (o.global_lock_idle_timeout,
+                                                                 CONNECTION_CHECK)
+            row = conn.execute(query("set_global_lock_session"),
+                               {"idle": idle, "check": check}).fetchone()
+            if previous is not None and row is not None:
+                previous += (str(row[0]), None if row[1] is None else str(row[1]))
+        return previous
 
     def _configure(self, conn: Conn) -> None:
         """A pool connection's setup: the run's settings (the pool closes it after the run)."""
@@ -255,9 +277,29 @@ class Executor:
                 with suppress(psycopg.Error):
                     self._apply_settings(conn, previous)
 
+    def _hold_global(self) -> None:
+        """Lock mode global: wait for the database's refresh lock (``global_lock_timeout``,
+        else the lock timeout) and hold it until the run ends. A cancel interrupts the wait."""
+        o = self.options
+        self._register(self.conn)
+        try:
+            self._held.enter_context(global_lock(self.conn, o.global_lock_timeout or
+                                                 o.lock_timeout, o.lock_timeout))
+        except StatementTimeout:
+            if not self._cancel.is_set():
+                raise
+        finally:
+            self._unregister()
+
+    def _view_key(self, oid: int) -> int | None:
+        """The advisory key a step locks; None in lock mode off (no lock)."""
+        return None if self.options.lock_mode is LockMode.OFF else advisory_key(oid)
+
     def _run(self, start: float) -> RefreshReport:
         try:
             self._prepare()
+            if self.options.lock_mode is LockMode.GLOBAL:
+                self._hold_global()
             self._emit(JobStarted(self.job_id, len(self.plan.steps)))
             workers = 1 if self.options.atomic else self._workers()
             if self.options.atomic:
@@ -275,7 +317,7 @@ class Executor:
                 s.name, StepStatus.CANCELLED, f"not run: {_message(exc)}")
                 for s in self.plan.steps)
             with suppress(Exception):
-                self._finish(RunStatus.FAILED, done, start)
+                self._finish(RunStatus.FAILED, done, start, _message(exc))
             raise
         ordered = tuple(self.results.get(s.name) or self._not_run(s) for s in self.plan.steps)
         self._finish(self._status(ordered), ordered, start)
@@ -329,8 +371,9 @@ class Executor:
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
-    def _finish(self, status: RunStatus, results: tuple[StepResult, ...], start: float) -> None:
-        error = next((f"{r.name}: {r.error}" for r in results if r.error), None)
+    def _finish(self, status: RunStatus, results: tuple[StepResult, ...], start: float,
+                cause: str | None = None) -> None:
+        error = next((f"{r.name}: {r.error}" for r in results if r.error), cause)
         if status is not RunStatus.LOST:
             try:
                 late = [r for r in results  # steps not recorded by a worker
@@ -476,7 +519,8 @@ class Executor:
         REFRESH here waits for ACCESS EXCLUSIVE on a view that a refresh elsewhere is reading,
         while that refresh waits to read a view this run refreshed plainly. Its victim is
         rolled back whole, so the run starts again, at most MAX_RETRIES times."""
-        keys = sorted(advisory_key(self.rels[s.name].oid) for s in self.plan.steps)
+        keys = sorted(k for s in self.plan.steps
+                      if (k := self._view_key(self.rels[s.name].oid)) is not None)
         for _attempt in range(MAX_RETRIES):
             self._atomic_counters = self._stat_counters()
             results = self.results
@@ -517,12 +561,13 @@ class Executor:
         REPEATABLE READ transaction with compaction kept away; the locks are released after
         COMMIT or ROLLBACK (a lost connection releases them too)."""
         try:
-            self.conn.execute(query("lock_views"), {"keys": keys})
+            if keys:  # none in lock mode off
+                self.conn.execute(query("lock_views"), {"keys": keys})
             with repeatable_read(self.conn):
                 self.conn.execute(query("keep_compaction_away"))  # LOCK takes no snapshot
                 yield
         finally:
-            if not self.conn.closed:
+            if keys and not self.conn.closed:
                 with suppress(psycopg.Error):  # keys not held (a failed lock) only warn
                     self.conn.execute(query("unlock_views"), {"keys": keys})
 
@@ -808,7 +853,9 @@ class Executor:
             if result is not None:
                 return result
         with nullcontext() if in_transaction else self._transaction(conn, step):
-            conn.execute(query("lock_view"), {"key": advisory_key(self.rels[step.name].oid)})
+            key = self._view_key(self.rels[step.name].oid)
+            if key is not None:
+                conn.execute(query("lock_view"), {"key": key})
             assert self.catalog is not None  # set by _prepare
             facts = gather_facts(conn, self.graph, [step.name], replace(
                 self.catalog, rels=self.rels))[step.name]
@@ -870,7 +917,7 @@ class Executor:
         stats = [r.oid for r in self.stats_inputs[step.name]]
         given = self._atomic_counters if self.options.atomic else None  # read before BEGIN
         return {
-            "oid": rel.oid, "name": str(step.name), "key": advisory_key(rel.oid),
+            "oid": rel.oid, "name": str(step.name), "key": self._view_key(rel.oid),
             "concurrently": self._concurrently(rel), "job": self.job_id,
             "seq": self.seq[step.name], "reason": reason,
             "inputs": list(dict.fromkeys(o for r in inputs for o in r.change_oids)),
@@ -910,7 +957,7 @@ class Executor:
                     "key": advisory_key(rel.oid), "oid": rel.oid}).fetchone()
             except psycopg.Error:
                 row = None
-            holder = (f"pid {row[0]} ({row[1]}, user {row[2]})" if row else "another session")
+            holder = describe_holder(conn, row[:3]) if row else "another session"
             message = (f"{step.name} is locked by {holder}; waited {self.options.lock_timeout}. "
                        "Retry later or raise --lock-timeout")
         return message

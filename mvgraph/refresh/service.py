@@ -36,6 +36,7 @@ from mvgraph.refresh.behavior import (
     transitive_freshness,
 )
 from mvgraph.refresh.behavior import plan as make_plan
+from mvgraph.refresh.locks import TIMEOUT_SETTINGS, LockMode, parse_lock_mode
 from mvgraph.tracking import wal
 
 if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
@@ -226,12 +227,19 @@ def run_options(conn: Conn, spec: RefreshSpec) -> RefreshOptions:
             _validate_setting(conn, key, value)
     with translated():
         stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
+    mode = parse_lock_mode(stored.get("lock_mode"))
+    held = mode is LockMode.GLOBAL  # the global_lock_* settings apply while it is held
     return RefreshOptions(
         parallel=1 if spec.atomic else spec.parallel, atomic=spec.atomic,
         concurrently=spec.concurrently,
         lock_timeout=spec.lock_timeout or stored.get("lock_timeout", "10s"),
-        statement_timeout=spec.statement_timeout or stored.get("statement_timeout", "0"),
-        synchronous_commit=stored.get("synchronous_commit", "off"))
+        statement_timeout=spec.statement_timeout
+        or (stored.get("global_lock_statement_timeout") if held else None)
+        or stored.get("statement_timeout", "0"),
+        synchronous_commit=stored.get("synchronous_commit", "off"),
+        lock_mode=mode,
+        global_lock_timeout=stored.get("global_lock_timeout") if held else None,
+        global_lock_idle_timeout=stored.get("global_lock_idle_timeout") if held else None)
 
 
 def planned_steps(p: Plan, state: changes.CatalogState) -> list[PlannedStep]:
@@ -339,6 +347,14 @@ SETTINGS = {
                         f"(default {wal.DEFAULT_MAX_LAG})",
     "synchronous_commit": "commit mode of refresh transactions (off: fast, a crash may lose "
                           "the latest refreshes but never consistency; on: durable)",
+    "lock_mode": "what a refresh locks: view (alias dml; default) its views, global (alias on) "
+                 "the whole database, one run at a time; off nothing (one process only)",
+    "global_lock_timeout": "lock_mode global: how long a run waits for the global lock "
+                           "(default: the lock timeout; 0 = no limit)",
+    "global_lock_statement_timeout": "lock_mode global: statement timeout of a run holding "
+                                     "the global lock (default: statement_timeout)",
+    "global_lock_idle_timeout": "lock_mode global: idle-in-transaction timeout of a run's "
+                                "sessions while it holds the global lock (default: unchanged)",
 }
 
 
@@ -356,6 +372,9 @@ def _validate_setting(conn: Conn, key: str, value: str) -> None:
         if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
             raise UsageError("schedule_max_failures must be a whole number from 1 to 1000000")
         return
+    if key == "lock_mode":
+        parse_lock_mode(value)
+        return
     if key == "wal_slot_max_lag":
         try:
             with conn.transaction(force_rollback=True):
@@ -368,7 +387,8 @@ def _validate_setting(conn: Conn, key: str, value: str) -> None:
         return
     try:  # let PostgreSQL judge the value, in a transaction that is rolled back
         with conn.transaction(force_rollback=True):
-            conn.execute(query("try_setting"), {"key": key, "value": value})
+            conn.execute(query("try_setting"), {"key": TIMEOUT_SETTINGS.get(key, key),
+                                                "value": value})
     except psycopg.Error:
         example = "on or off" if key == "synchronous_commit" else "10s, 500ms or 0"
         raise UsageError(f"{value!r} is not a valid {key}; use e.g. {example}") from None
@@ -390,6 +410,8 @@ def settings(target: Target, key: str | None = None, value: str | None = None
             raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
         if key is not None and value is not None:
             _validate_setting(conn, key, value)
+            if key == "lock_mode":  # BDR's words are stored as ours
+                value = parse_lock_mode(value).value
             with translated():
                 conn.execute(query("put_setting"), {"key": key, "value": value})
         with translated():
