@@ -11,6 +11,7 @@ it uses (psycopg, networkx, sqlglot, rich), so ``--help`` loads none of them.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -30,7 +31,8 @@ from mvgraph.db import embedded
 from mvgraph.db.connect import redact, resolve_dsn
 from mvgraph.definitions import Kind
 from mvgraph.errors import MvgraphError, SqlLoadErrors, SqlParseError, UnknownRelation, UsageError
-from mvgraph.render import escape
+from mvgraph.redaction import ScrubFilter, scrub
+from mvgraph.render import escape, one_line
 from mvgraph.version import __version__
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ app = typer.Typer(
     help="Keep PostgreSQL materialized views fresh.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,  # locals hold DSNs: never print them
     add_completion=False,
     rich_markup_mode=None,
 )
@@ -615,9 +618,11 @@ def worker(
     import logging
 
     from mvgraph.jobs.worker import Worker, WorkerConfig
+    from mvgraph.redaction import install
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    install(*logging.getLogger().handlers)  # psycopg's and others' records too
     Worker(WorkerConfig(resolve_dsn(_dsn(dsn)), concurrency, lease, heartbeat, poll,
                         shutdown_timeout, owner_dsn=owner_dsn)).run()
 
@@ -894,41 +899,61 @@ def _log_warnings() -> None:
     logger = logging.getLogger("mvgraph")
     if not any(isinstance(h, _WarningLine) for h in logger.handlers):
         handler = _WarningLine(logging.WARNING)
+        handler.addFilter(ScrubFilter())
         logger.addHandler(handler)
 
 
+#: click's error base class (typer vendors click from 0.22 on: found from a public subclass).
+_ClickException: type[Any] = next(c for c in typer.BadParameter.__mro__
+                                  if c.__name__ == "ClickException")
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (tests call this; ``main`` exits with it)."""
+    """Run the CLI and return its exit code (tests call this; ``main`` exits with it).
+
+    Every message it prints on stderr (errors, usage errors quoting an argument, tracebacks
+    under --debug) goes through :func:`mvgraph.redaction.scrub`: no password gets out."""
     args = list(sys.argv[1:] if argv is None else argv)
     _log_warnings()
     debug = "--debug" in args
-    try:  # typer handles its usage errors (exit 2) and typer.Exit itself, then exits
-        app(args=args, prog_name="mvgraph", standalone_mode=True)
-        return 0
+    try:  # not standalone: typer's usage errors come back here to be scrubbed and shown
+        result = app(args=args, prog_name="mvgraph", standalone_mode=False)
+        return result if isinstance(result, int) else 0  # typer.Exit's code, else success
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except _ClickException as exc:
+        shown = io.StringIO()
+        exc.show(file=shown)
+        sys.stderr.write(scrub(shown.getvalue()))
+        return int(exc.exit_code)
+    except typer.Abort:
+        err.print("[red]aborted[/]")
+        return 1
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
         return 130
     except MvgraphError as exc:
         if debug:
-            traceback.print_exc()
+            sys.stderr.write(scrub(traceback.format_exc()))
         _print_error(exc)
         return exc.exit_code
     except Exception as exc:  # an mvgraph bug: short message unless --debug
         if debug:
-            raise
-        err.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}; "
+            sys.stderr.write(scrub(traceback.format_exc()))
+        err.print(f"[red]internal error:[/] "
+                  f"{escape(one_line(scrub(f'{type(exc).__name__}: {exc}')))}; "
                   "rerun with --debug and report it")
         return 3
 
 
 def _print_error(exc: MvgraphError) -> None:
-    """One red line per line of the message (SQL load failures: one per failure, then a hint)."""
+    """One red line: the message (SQL load failures: one per failure, then a hint), without
+    passwords or control characters."""
     for line in exc.warnings if isinstance(exc, SqlLoadErrors) else []:
-        err.print(f"[yellow]warning:[/] {escape(line)}")
-    for line in str(exc).splitlines() or [""]:
-        err.print(f"[red]error:[/] {escape(line)}")
+        err.print(f"[yellow]warning:[/] {escape(scrub(line))}")
+    lines = [str(e) for e in exc.errors] if isinstance(exc, SqlLoadErrors) else [str(exc)]
+    for line in lines:  # one line each: a name with a newline in it cannot split the message
+        err.print(f"[red]error:[/] {escape(one_line(scrub(line)))}")
     if isinstance(exc, SqlLoadErrors):
         err.print(f"[red]error:[/] {_failed_files(exc.errors)} of {exc.files} files failed to "
                   "load; fix them, or pass --keep-going to use the others")

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from mvgraph.redaction import scrub
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -179,13 +181,15 @@ def _first_line(text: str) -> str:
 
 
 def translate(exc: psycopg.Error) -> MvgraphError:
-    """Turn a psycopg error into the matching MvgraphError with a one-line message."""
+    """Turn a psycopg error into the matching MvgraphError with a one-line message (without
+    passwords: libpq's texts may quote a DSN)."""
     import psycopg
     from psycopg import errors as pgerrors
 
     diag = getattr(exc, "diag", None)
     sqlstate = getattr(exc, "sqlstate", None)
-    primary = (diag.message_primary if diag is not None else None) or _first_line(str(exc))
+    primary = scrub((diag.message_primary if diag is not None else None)
+                    or _first_line(str(exc)))
     if isinstance(exc, pgerrors.LockNotAvailable):
         return LockTimeout(f"{primary}; another session holds the lock, retry or raise the "
                            "lock timeout", sqlstate)
@@ -201,8 +205,8 @@ def translate(exc: psycopg.Error) -> MvgraphError:
                                     f"administrator runs `mvgraph grant ROLE --{level}`", sqlstate)
         return PermissionDenied(f"{primary}; ask the owner for the privilege", sqlstate)
     if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
-        return ConnectionFailed(f"cannot connect: {connection_cause(str(exc))}; check --dsn or "
-                                "MVGRAPH_DSN")
+        return ConnectionFailed(scrub(f"cannot connect: {connection_cause(str(exc))}; check "
+                                      "--dsn or MVGRAPH_DSN"))
     return DatabaseError(primary, sqlstate)
 
 

@@ -42,6 +42,24 @@ def escape(text: str) -> str:
     return text.replace("[", r"\[")
 
 
+#: Characters that would break a message's line or reorder it on a terminal: C0 and C1
+#: controls, line and paragraph separators, and the bidirectional overrides and isolates.
+_UNPRINTABLE = {c: f"\\u{c:04x}" if c > 0xff else f"\\x{c:02x}" for c in (
+    *range(0x20), 0x7f, *range(0x80, 0xa0), 0x2028, 0x2029, *range(0x202a, 0x202f),
+    *range(0x2066, 0x206a))}
+_UNPRINTABLE.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def one_line(text: str) -> str:
+    r"""``text`` on one line: control characters shown as escapes (a name a user typed with a
+    newline or a right-to-left override in it cannot split or disguise a message).
+
+    >>> print(one_line("no view 'a\nb\u202e'"))
+    no view 'a\nb\u202e'
+    """
+    return text.translate(_UNPRINTABLE)
+
+
 def graph_tree(graph: MVGraph, title: str = "mvgraph") -> Tree:
     """Sources at the top, each node's dependents beneath it; a node seen before is not expanded."""
     from rich.tree import Tree

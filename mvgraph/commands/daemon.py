@@ -53,12 +53,14 @@ def daemon_cmd(
         return
     import logging
 
+    from mvgraph.redaction import install
     from mvgraph.scheduler.daemon import DaemonConfig, JsonLines
     from mvgraph.scheduler.run import run
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if log_json else
                          logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    install(handler)  # every record it writes is scrubbed of passwords
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     run(DaemonConfig(_dsn(dsn), workers, misfire_grace_s=misfire_grace, resync_s=resync,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mvgraph.db import embedded
 from mvgraph.errors import ConnectionFailed, connection_cause
+from mvgraph.redaction import remember, scrub
 
 if TYPE_CHECKING:
     import psycopg
@@ -17,11 +18,13 @@ if TYPE_CHECKING:
 def resolve_dsn(dsn: str | None = None) -> str:
     """The DSN to use: the argument, then MVGRAPH_DSN, DATABASE_URL, then libpq defaults ("").
 
-    The value ``embedded`` starts (or reuses) the embedded server and returns its URI.
+    The value ``embedded`` starts (or reuses) the embedded server and returns its URI. Its
+    password is remembered: :func:`mvgraph.redaction.scrub` removes it from any text later.
     """
     chosen = dsn or os.environ.get("MVGRAPH_DSN") or os.environ.get("DATABASE_URL") or ""
     if chosen.strip() == embedded.EMBEDDED:
-        return embedded.start()
+        chosen = embedded.start()
+    remember(chosen)
     return chosen
 
 
@@ -39,6 +42,7 @@ def redact(dsn: str) -> str:
     except psycopg.ProgrammingError:
         return "<unparsable dsn>"
     params.pop("password", None)
+    params.pop("sslpassword", None)
     return make_conninfo(**{k: str(v) for k, v in params.items()})
 
 
@@ -50,22 +54,19 @@ def connect(dsn: str | None = None, *, autocommit: bool = True,
         ConnectionFailed: the server cannot be reached; the message names the DSN without password.
     """
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
 
     target = resolve_dsn(dsn)
     try:
         return psycopg.connect(target, autocommit=autocommit, application_name=application_name)
     except psycopg.OperationalError as exc:
         reason = connection_cause(str(exc))
-        password = conninfo_to_dict(target).get("password") if target else None
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise ConnectionFailed(
+        raise ConnectionFailed(scrub(
             f"cannot connect to {redact(target) or 'the default server'}: {reason}; "
-            "check --dsn, MVGRAPH_DSN or use --embedded") from None
-    except psycopg.ProgrammingError as exc:
-        raise ConnectionFailed(f"invalid DSN: {str(exc).splitlines()[0]}; give a URI such as "
-                               "postgresql://user@host/db or key=value pairs") from None
+            "check --dsn, MVGRAPH_DSN or use --embedded", target)) from None
+    except psycopg.ProgrammingError as exc:  # libpq's text may quote the DSN, password and all
+        raise ConnectionFailed(scrub(
+            f"invalid DSN: {str(exc).splitlines()[0]}; give a URI such as "
+            "postgresql://user@host/db or key=value pairs", target)) from None
 
 
 @contextmanager

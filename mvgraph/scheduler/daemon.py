@@ -74,7 +74,7 @@ MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are onl
 class DaemonConfig:
     """How a daemon runs; the defaults are the documented ones."""
 
-    dsn: str | None = None
+    dsn: str | None = field(default=None, repr=False)  # a password must not reach a repr
     workers: int = 1  # jobs run at once by the in-process worker (0: scheduler only)
     resync_s: float = 30.0  # full reload of the table (LISTEN/NOTIFY does it within 1 s)
     misfire_grace_s: float = 60.0  # a missed slot still runs if no older than this
@@ -719,6 +719,8 @@ class JsonLines(logging.Formatter):
         for key in ("schedule", "job", "slot"):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
-        if record.exc_info:
+        if record.exc_text:  # as ScrubFilter left it: scrubbed
+            out["error"] = record.exc_text
+        elif record.exc_info:
             out["error"] = self.formatException(record.exc_info)
         return json.dumps(out)

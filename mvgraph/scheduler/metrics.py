@@ -122,7 +122,7 @@ class MetricsServer:
     (see :attr:`port`)."""
 
     def __init__(self, metrics: Metrics, healthy: Callable[[], bool], port: int,
-                 host: str = "0.0.0.0") -> None:
+                 host: str = "127.0.0.1") -> None:
         self.metrics = metrics
         self.healthy = healthy
         handler = _handler(self)
@@ -201,6 +201,6 @@ def database_check(dsn: str | None, timeout_s: float = 2.0) -> Callable[[], bool
     return check
 
 
-def serve(metrics: Metrics, dsn: str | None, port: int, host: str = "0.0.0.0") -> MetricsServer:
+def serve(metrics: Metrics, dsn: str | None, port: int, host: str = "127.0.0.1") -> MetricsServer:
     """Start the server for ``--metrics-port PORT``, its /healthz checking ``dsn``."""
     return MetricsServer(metrics, database_check(dsn), port, host).start()

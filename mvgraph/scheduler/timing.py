@@ -88,7 +88,7 @@ def zone(name: str) -> ZoneInfo:
     """
     try:
         return _zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         raise UsageError(f"unknown time zone {name!r}; use an IANA name such as UTC or "
                          "Europe/Berlin") from None
 
