@@ -163,7 +163,8 @@ class Worker:
             conn.close()
 
     def _connect(self, application_name: str | None = None) -> Conn:
-        """A new connection, the schema checked (installed or upgraded if needed)."""
+        """A new connection, the schema checked (read-only: SchemaError when ``mvgraph init``
+        is needed)."""
         from mvgraph.refresh.service import prepare
 
         conn = connect(self.config.dsn,
