@@ -142,11 +142,14 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 
 
 @contextmanager
-def database(srv: Server, prefix: str = "bench") -> Iterator[str]:
-    """A new empty database, dropped afterwards; yields its DSN."""
+def database(srv: Server, prefix: str = "bench", *, init: bool = True) -> Iterator[str]:
+    """A new database, dropped afterwards; yields its DSN. ``init``: with mvgraph installed
+    (``mvgraph init``: no other command installs it); a baseline without mvgraph passes False."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     srv.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
+        if init:
+            mvgraph_cli("init", "--dsn", srv.dsn(name))
         yield srv.dsn(name)
     finally:
         srv.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(

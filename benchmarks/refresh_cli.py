@@ -68,7 +68,7 @@ def main() -> None:
     for tree in (REPO, *([args.baseline] if args.baseline else [])):
         compileall.compile_dir(str(Path(tree) / "mvgraph"), quiet=1)
     with scratch_dir("mvgraph-refresh-cli-") as work, server() as srv, \
-            database(srv, "plain") as plain, database(srv, "managed") as managed:
+            database(srv, "plain", init=False) as plain, database(srv, "managed") as managed:
         progress("loading 300 trivial views into two databases")
         load_script(plain, schema.sql(with_data=True), work, "plain.sql")
         load_script(managed, schema.sql(with_data=True), work, "managed.sql")

@@ -101,7 +101,7 @@ def main() -> None:
     n_views, n_slow, rounds, slow_rounds = (40, 20, 2, 2) if args.quick else (300, 300, 5, 3)
     schema = generate(n_views, seed=2)
     with scratch_dir("mvgraph-refresh-overhead-") as work:
-        with server() as srv, database(srv, "plain") as plain, \
+        with server() as srv, database(srv, "plain", init=False) as plain, \
                 database(srv, "managed") as managed:
             progress(f"loading {n_views} trivial and {n_slow} slow views into two databases")
             script = schema.sql(with_data=True) + slow_views_sql(n_slow)

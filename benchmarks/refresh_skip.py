@@ -118,7 +118,7 @@ def main() -> None:
     stale = A_PER_FAMILY + C_PER_FAMILY + D_PER_FAMILY + D_PER_FAMILY
     with scratch_dir("mvgraph-refresh-skip-") as work:
         with server() as srv, database(srv, "refresh_skip") as dsn, \
-                database(srv, "plain") as plain:
+                database(srv, "plain", init=False) as plain:
             settings = server_note(srv)
             progress(f"loading {n_tables} tables of {rows:,} rows and {n_views} views into two "
                      "databases (setup)")

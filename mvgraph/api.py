@@ -13,6 +13,7 @@ from mvgraph.errors import SqlLoadErrors, UsageError
 if TYPE_CHECKING:
     import psycopg
 
+    from mvgraph.db.install import InitReport
     from mvgraph.graph import MVGraph
     from mvgraph.jobs.handle import Job
     from mvgraph.jobs.store import JobInfo
@@ -95,6 +96,21 @@ def load_graph(
     with connect(dsn) as own:
         return catalog_graph(own, schemas, strict=strict)
 
+
+def init(target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> InitReport:
+    """Install or upgrade mvgraph's schema and, as a superuser, its event triggers, as
+    ``mvgraph init`` does; the only call that creates anything of mvgraph's. The other calls
+    raise ``SchemaError`` (one line: run ``mvgraph init``) on a database it was not run in.
+
+    Raises:
+        PermissionDenied: the role may not create or alter the schema.
+        SchemaError: the schema is newer than this mvgraph.
+    """
+    from mvgraph.db.connect import session
+    from mvgraph.db.install import init as install
+
+    with session(target, lambda _conn: None) as conn:
+        return install(conn)
 
 
 # ---- jobs (the graph above is another module's; these are the jobs' entry points) -----------

@@ -469,9 +469,6 @@ def status_cmd(as_json: JsonOpt = False, dsn: DsnOpt = None) -> None:
         out.print(table)
     for warning in st.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
-    if not st.event_trigger:
-        err.print("[yellow]warning:[/] no event trigger: refreshes done outside mvgraph are "
-                  "not seen")
 
 
 @app.command()
@@ -617,14 +614,17 @@ def worker(
     rest). Each job runs logged in as the role that submitted it."""
     import logging
 
+    from mvgraph.db.install import check_before_start
     from mvgraph.jobs.worker import Worker, WorkerConfig
     from mvgraph.redaction import install
 
+    target = resolve_dsn(_dsn(dsn))
+    check_before_start(target)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     install(*logging.getLogger().handlers)  # psycopg's and others' records too
-    Worker(WorkerConfig(resolve_dsn(_dsn(dsn)), concurrency, lease, heartbeat, poll,
-                        shutdown_timeout, owner_dsn=owner_dsn)).run()
+    Worker(WorkerConfig(target, concurrency, lease, heartbeat, poll, shutdown_timeout,
+                        owner_dsn=owner_dsn)).run()
 
 
 @jobs_app.callback(invoke_without_command=True)
@@ -831,17 +831,22 @@ def resume_cmd(job: JobIdArg, dsn: DsnOpt = None) -> None:
 
 @app.command()
 def init(dsn: DsnOpt = None) -> None:
-    """Install or upgrade mvgraph's schema in the database."""
+    """Install or upgrade mvgraph's schema and, as a superuser, its event triggers: the only
+    command that creates anything of mvgraph's (the others check and say to run it)."""
     from mvgraph.db.connect import connect
-    from mvgraph.db.migrate import migrate
+    from mvgraph.db.install import init as install
 
     with connect(_dsn(dsn)) as conn:
-        applied = migrate(conn)
-    if applied:
-        for m in applied:
-            out.print(f"applied migration {m.version:04d} {m.name}")
-    else:
-        out.print("mvgraph schema is up to date")
+        report = install(conn)
+    for m in report.applied:
+        out.print(f"applied migration {m.version:04d} {m.name}")
+    if not report.applied:
+        out.print(f"mvgraph schema is up to date (version {report.version})")
+    if report.triggers_installed:
+        out.print(f"installed event triggers {', '.join(report.triggers_installed)}")
+    warning = report.trigger_warning()
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 @embedded_app.command("status")

@@ -10,7 +10,7 @@ from rich.console import Console
 from mvgraph.api import load_graph
 from mvgraph.db import embedded
 from mvgraph.db.connect import connect
-from mvgraph.db.migrate import migrate
+from mvgraph.db.install import init
 from mvgraph.db.queries import query
 from mvgraph.db.scripts import drop_database, recreate_database, run_files
 from mvgraph.errors import UsageError
@@ -44,7 +44,7 @@ def run_demo(console: Console, keep: bool = True) -> str:
         recreate_database(admin, DEMO_DB)
     dsn = embedded.start(DEMO_DB)
     with connect(dsn) as conn:
-        migrate(conn)
+        init(conn)  # the demo installs mvgraph for the user (start() did already: a no-op)
         run_files(conn, files)
         console.print(f"loaded {len(files)} SQL files into database {DEMO_DB}")
         graph = load_graph(conn=conn)

@@ -52,6 +52,34 @@ class PermissionDenied(DatabaseError):
     """The role lacks a privilege."""
 
 
+class SchemaError(MvgraphError):
+    """mvgraph's schema in the database is missing, older or newer than this mvgraph needs.
+
+    Only ``mvgraph init`` installs or upgrades it; every other command and library call raises
+    this instead of creating anything. ``installed`` is the version found (0: not installed),
+    ``needed`` the one this mvgraph was written for.
+    """
+
+    def __init__(self, installed: int, needed: int, database: str | None = None) -> None:
+        where = f" in database {database}" if database else ""
+        init = "run `mvgraph init` as a role that may create schemas"
+        if installed == 0:
+            text = f"the mvgraph schema is not installed{where}; {init}"
+        elif installed < needed:
+            text = (f"the mvgraph schema{where} is at version {installed} while this mvgraph "
+                    f"needs {needed}; {init}")
+        else:
+            text = (f"the mvgraph schema{where} is at version {installed}, newer than this "
+                    f"mvgraph knows ({needed}); upgrade mvgraph")
+        super().__init__(text)
+        self.installed = installed
+        self.needed = needed
+        self.database = database
+
+    def __reduce__(self) -> tuple[object, ...]:  # survive worker processes (pickle)
+        return type(self), (self.installed, self.needed, self.database)
+
+
 class SqlParseError(MvgraphError):
     """A SQL file could not be parsed; names the file, line and statement."""
 

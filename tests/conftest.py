@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # fixtures/ is importable as a package
 
 from mvgraph.db.connect import connect  # noqa: E402
-from mvgraph.db.migrate import migrate  # noqa: E402
+from mvgraph.db.install import init  # noqa: E402
 from mvgraph.db.scripts import drop_database, recreate_database, with_dbname  # noqa: E402
 from tests.pgserver import test_server  # noqa: E402
 
@@ -53,7 +53,7 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with connect(dsn) as admin:
             recreate_database(admin, TEMPLATE)
         with connect(with_dbname(dsn, TEMPLATE)) as conn:
-            migrate(conn)
+            init(conn)  # the schema and, as a superuser, the event triggers
         yield dsn
         with connect(dsn) as admin:
             drop_database(admin, TEMPLATE)

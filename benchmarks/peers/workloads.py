@@ -92,6 +92,7 @@ def load(dsn: str, work: Workload, scratch: Path, name: str) -> None:
     _common.load_script(dsn, work.sql(), scratch, f"{name}.sql")
     _common.psql(dsn, command="VACUUM ANALYZE")
     _common.psql(dsn, command="CHECKPOINT")
+    _common.mvgraph_cli("init", "--dsn", dsn)
     _common.mvgraph_cli("track", "--all", "--dsn", dsn)
 
 

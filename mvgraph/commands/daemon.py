@@ -53,9 +53,13 @@ def daemon_cmd(
         return
     import logging
 
+    from mvgraph.db.install import check_before_start
     from mvgraph.redaction import install
     from mvgraph.scheduler.daemon import DaemonConfig, JsonLines
     from mvgraph.scheduler.run import run
+
+    target = _dsn(dsn)
+    check_before_start(target)
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if log_json else
@@ -63,7 +67,7 @@ def daemon_cmd(
     install(handler)  # every record it writes is scrubbed of passwords
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    run(DaemonConfig(_dsn(dsn), workers, misfire_grace_s=misfire_grace, resync_s=resync,
+    run(DaemonConfig(target, workers, misfire_grace_s=misfire_grace, resync_s=resync,
                      shutdown_s=shutdown_timeout), metrics_port)
 
 
@@ -81,10 +85,12 @@ def status_cmd(
 
     from mvgraph.cli import out
     from mvgraph.db.connect import connect
+    from mvgraph.db.install import require_schema
     from mvgraph.render import escape
     from mvgraph.scheduler.daemon import live_daemons
 
     with connect(_dsn(dsn)) as conn:
+        require_schema(conn)
         found = live_daemons(conn, within)
     if as_json:
         sys.stdout.write(json.dumps([d.to_dict() for d in found], indent=2) + "\n")

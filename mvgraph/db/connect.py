@@ -71,7 +71,7 @@ def connect(dsn: str | None = None, *, autocommit: bool = True,
 
 @contextmanager
 def session(target: str | psycopg.Connection[tuple[object, ...]] | None,
-            setup: Callable[[psycopg.Connection[tuple[object, ...]]], None], *,
+            setup: Callable[[psycopg.Connection[tuple[object, ...]]], object], *,
             application_name: str = "mvgraph") -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A ready autocommit connection: the given one (made autocommit), or a new one from a DSN
     (closed after); ``setup`` runs on it first (schema checks).

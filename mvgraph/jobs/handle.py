@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from mvgraph.db.connect import session as open_session
-from mvgraph.db.migrate import ensure_schema
+from mvgraph.db.install import require_schema
 from mvgraph.errors import JobTimeout, UsageError
 from mvgraph.jobs import store
 from mvgraph.jobs.store import JobInfo, StepInfo
@@ -32,9 +32,9 @@ REAP_EVERY_S = 5.0  # how often it closes jobs whose owner died (row locks: not 
 @contextmanager
 def session(target: Target, application_name: str = "mvgraph") -> Iterator[Conn]:
     """An autocommit connection for job reads and steering (the given one, or a new one from
-    a DSN), with mvgraph's schema current. Lighter than the refresh session: no graph library,
-    no event trigger check (``mvgraph cancel`` must answer at once)."""
-    with open_session(target, ensure_schema, application_name=application_name) as conn:
+    a DSN), with mvgraph's schema checked (read-only). Lighter than the refresh session: no
+    graph library, no change-log check (``mvgraph cancel`` must answer at once)."""
+    with open_session(target, require_schema, application_name=application_name) as conn:
         yield conn
 
 

@@ -61,7 +61,7 @@ MAX_BACKOFF_S = 30.0
 class WorkerConfig:
     """How a worker runs; the defaults are the documented ones."""
 
-    dsn: str | None = None
+    dsn: str | None = field(default=None, repr=False)  # never in a repr: it may hold a password
     concurrency: int = 1
     lease_s: float = 30.0
     heartbeat_s: float = 10.0
@@ -174,7 +174,8 @@ class Worker:
             conn.close()
 
     def _connect(self, application_name: str | None = None) -> Conn:
-        """A new connection, the schema checked (installed or upgraded if needed)."""
+        """A new connection, the schema checked (read-only: SchemaError when ``mvgraph init``
+        is needed)."""
         from mvgraph.refresh.service import prepare
 
         conn = connect(self.config.dsn,

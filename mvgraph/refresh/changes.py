@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg import errors as pgerrors
 from psycopg import sql
 
+from mvgraph.db import install
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
 from mvgraph.errors import (
@@ -95,14 +95,14 @@ def relations(conn: Conn, names: Iterable[RelationName]) -> dict[RelationName, R
 
 
 EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start")
-# the sql_drop trigger cancels the jobs and drops the schedules of dropped views
-ALL_EVENT_TRIGGERS = (*EVENT_TRIGGERS, "mvgraph_sql_drop")
+# and the sql_drop trigger, which cancels the jobs and drops the schedules of dropped views
+ALL_EVENT_TRIGGERS = install.EVENT_TRIGGERS
 
 
 def missing_event_triggers(conn: Conn) -> list[str]:
-    """mvgraph's event triggers that are not installed and enabled."""
-    with translated():
-        have = {str(r[0]) for r in conn.execute(query("event_triggers")).fetchall()}
+    """mvgraph's event triggers that are not installed and enabled (``mvgraph init`` installs
+    them, as a superuser)."""
+    have = install.present_event_triggers(conn)
     return [t for t in ALL_EVENT_TRIGGERS if t not in have]
 
 
@@ -123,28 +123,6 @@ def check_change_log(conn: Conn) -> bool:
         log.warning("the change log was lost (server crash or failover): every materialized "
                     "view counts as never refreshed and is refreshed once")
     return intact
-
-
-def install_event_trigger(conn: Conn, missing: Iterable[str] = EVENT_TRIGGERS) -> bool:
-    """Install the missing DDL event triggers if possible; warn once (and remember) when not
-    permitted. A concurrent install counts as success.
-    """
-    try:
-        with conn.transaction():
-            for name in missing:
-                conn.execute(query(f"create_event_trigger_{name}"))
-        return True
-    except pgerrors.InsufficientPrivilege:
-        with translated():
-            row = conn.execute(query("get_setting"), {"key": "event_trigger"}).fetchone()
-            if not row:
-                conn.execute(query("put_setting"), {"key": "event_trigger",
-                                                    "value": "unavailable"})
-                log.warning("cannot create the event trigger (needs superuser): refreshes done "
-                            "outside mvgraph and definition changes will not be noticed")
-        return False
-    except pgerrors.DuplicateObject:
-        return True
 
 
 def set_mode(conn: Conn, table: RelationName, mode: str) -> None:

@@ -14,12 +14,11 @@ import psycopg
 
 from mvgraph.catalog import cached_planning_graph, catalog_graph
 from mvgraph.db.connect import session as open_session
-from mvgraph.db.migrate import ensure_schema
+from mvgraph.db.install import require_schema
 from mvgraph.db.queries import query
 from mvgraph.definitions import Kind
 from mvgraph.errors import (
     MvgraphError,
-    PermissionDenied,
     UnknownRelation,
     UsageError,
     translated,
@@ -54,54 +53,35 @@ _SELECTOR_CHARS = set("+@*?,")
 @contextmanager
 def session(target: Target) -> Iterator[Conn]:
     """A ready autocommit connection: the given one, or a new one from a DSN (closed after),
-    with the schema current and the event trigger installed where permitted."""
+    with the schema checked (read-only: only ``mvgraph init`` installs it)."""
     with open_session(target, prepare) as conn:
         yield conn
 
 
 @contextmanager
 def submit_session(target: str | None) -> Iterator[Conn]:
-    """A connection that only submits and steers jobs: the schema must be current (installed
-    or upgraded when this role may); the change log and event triggers are left to sessions
-    that refresh, so a role holding only the submit grants can use it."""
+    """A connection that only submits and steers jobs: the schema must be current; the change
+    log is left to sessions that refresh, so a role holding only the submit grants can use it."""
     with open_session(target, check_schema) as conn:
         yield conn
 
 
 def check_schema(conn: Conn) -> None:
-    """Read-only unless the schema is missing or old (then installed, if this role may).
+    """Read-only: the schema must be the version this mvgraph needs; nothing is created.
 
     Raises:
-        PermissionDenied: the role cannot read ``mvgraph.schema_version``, or the schema needs
-            installing or upgrading and the role may not; the message says what to ask for.
+        SchemaError: not installed or older (run ``mvgraph init``), or newer (upgrade mvgraph).
+        PermissionDenied: the role cannot read ``mvgraph.schema_version``; the message names
+            the grant to ask for.
     """
-    from mvgraph.db.migrate import current_version, latest_version, migrate
-
-    user = conn.info.user
-    try:
-        have = current_version(conn)
-    except PermissionDenied:
-        raise PermissionDenied(f"role {user} cannot read mvgraph.schema_version; ask for GRANT "
-                               f"USAGE ON SCHEMA mvgraph, SELECT ON mvgraph.schema_version TO "
-                               f"{user}") from None
-    if have >= latest_version():
-        return
-    try:
-        migrate(conn)
-    except PermissionDenied:
-        what = "not installed" if have == 0 else f"at version {have}"
-        raise PermissionDenied(f"the mvgraph schema is {what} and this mvgraph needs version "
-                               f"{latest_version()}; run `mvgraph init` as the database or "
-                               "schema owner") from None
+    require_schema(conn)
 
 
 def prepare(conn: Conn) -> None:
-    """Install or upgrade mvgraph's schema and, where permitted, its event trigger."""
-    ensure_schema(conn)
+    """Check the schema (read-only) and repair after a lost change log. Missing event triggers
+    are not installed here (``mvgraph init`` does; ``status`` warns)."""
+    check_schema(conn)
     changes.check_change_log(conn)
-    missing = changes.missing_event_triggers(conn)
-    if missing and get_setting(conn, "event_trigger", "") != "unavailable":
-        changes.install_event_trigger(conn, missing)
 
 
 def planning_graph(conn: Conn, cached: bool = False) -> MVGraph:
@@ -552,7 +532,11 @@ def status(target: Target) -> StatusReport:
         modes = changes.table_modes(conn, [r.oid for r in trels.values()])
         warning = wal.lag_warning(conn, get_setting(conn, "wal_slot_max_lag",
                                                     wal.DEFAULT_MAX_LAG))
+        missing = changes.missing_event_triggers(conn)
+        warnings = [f"event triggers {', '.join(missing)} missing: refreshes done outside "
+                    "mvgraph and definition changes are not noticed; run `mvgraph init` as a "
+                    "superuser"] if missing else []
         return StatusReport(
             tuple(views),
             tuple(TableStatus(t, modes[trels[t].oid][0]) for t in tables if t in trels),
-            state.outside_seen, (warning,) if warning else ())
+            state.outside_seen, (*warnings, *([warning] if warning else [])))

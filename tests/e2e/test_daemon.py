@@ -309,12 +309,12 @@ def test_the_daemon_outlives_a_server_restart() -> None:
     """Restarting PostgreSQL under a running daemon: it reconnects and goes on firing, and
     the slots after the restart run."""
     from mvgraph.db.connect import connect
-    from mvgraph.db.migrate import migrate
+    from mvgraph.db.install import init
     from tests.pgserver import bindir, cluster
 
     with cluster(bindir()) as pg:
         with connect(pg.uri) as c:
-            migrate(c)
+            init(c)
             run_script(c, "CREATE TABLE base (x int); INSERT INTO base VALUES (1); "
                           "CREATE MATERIALIZED VIEW fast AS SELECT x FROM base;")
             sid = add(c, "fast")

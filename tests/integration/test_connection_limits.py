@@ -12,6 +12,7 @@ import pytest
 import mvgraph
 from mvgraph.cli import run
 from mvgraph.db.connect import connect
+from mvgraph.db.install import init
 from mvgraph.db.scripts import run_script
 from tests.pgserver import bindir, cluster_from_bindir
 
@@ -26,6 +27,7 @@ def small_server() -> Iterator[str]:
     """A second server with max_connections = 12, holding 20 slow independent views."""
     with cluster_from_bindir(bindir(), max_connections=MAX_CONNECTIONS) as dsn:
         with connect(dsn) as conn:
+            init(conn)
             run_script(conn, "CREATE TABLE t (id int PRIMARY KEY);"
                        "INSERT INTO t SELECT generate_series(1, 10);" + "".join(
                            f"CREATE MATERIALIZED VIEW m{i} AS SELECT id, pg_sleep(0.02)::text "

@@ -1,4 +1,5 @@
-"""Without superuser the event trigger is skipped with one warning, and plans say so."""
+"""Without superuser `mvgraph init` skips the event triggers with one warning line, and plans
+say so."""
 
 from __future__ import annotations
 
@@ -14,41 +15,50 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import mvgraph
 from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_script, with_dbname
+from tests.conftest import cli
 
 
-def test_without_superuser_warns_once_and_plans_say_so(
-        db_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_init_without_superuser_warns_once_and_plans_say_so(
+        empty_db_dsn: str, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The database's owner installs the schema; the event triggers (superuser only) are named
+    in one warning line by init, and by status; refresh and plan try nothing."""
     role = f"app_{uuid.uuid4().hex[:8]}"
-    with connect(db_dsn) as admin:
+    with connect(empty_db_dsn) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
         dbname = admin.info.dbname
         admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
             sql.Identifier(dbname), sql.Identifier(role)))
-        admin.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA mvgraph TO {0}; "
-                              "GRANT ALL ON ALL TABLES IN SCHEMA mvgraph TO {0}; "
-                              "GRANT ALL ON ALL SEQUENCES IN SCHEMA mvgraph TO {0}").format(
-            sql.Identifier(role)))
-    params = conninfo_to_dict(db_dsn)
+    params = conninfo_to_dict(empty_db_dsn)
     params["user"] = role
     app_dsn = make_conninfo(**{k: str(v) for k, v in params.items()})
     try:
+        code, out, err = cli(capsys, "--dsn", app_dsn, "init")
+        assert code == 0, err
+        assert "applied migration 0001" in out
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith("warning: event triggers mvgraph_ddl_end, mvgraph_ddl_start, "
+                                   "mvgraph_sql_drop not installed (creating event triggers "
+                                   f"needs a superuser; role {role} is not one)"), lines[0]
         with connect(app_dsn) as conn:
             run_script(conn, "CREATE TABLE t (id int); "
                              "CREATE MATERIALIZED VIEW m AS SELECT id FROM t;")
             with caplog.at_level(logging.WARNING, logger="mvgraph"):
                 mvgraph.refresh(conn, "m")
                 mvgraph.plan(conn, "m")
-            warnings = [r for r in caplog.records if "event trigger" in r.getMessage()]
-            assert len(warnings) == 1
+            assert not [r for r in caplog.records if "event trigger" in r.getMessage()]
             p = mvgraph.plan(conn, "m")
             assert "refreshes outside mvgraph are not seen" in p.steps[0].reason
-            assert mvgraph.status(conn).event_trigger is False
+            st = mvgraph.status(conn)
+            assert st.event_trigger is False
+            assert len(st.warnings) == 1 and "event triggers" in st.warnings[0]
+            assert conn.execute("SELECT count(*) FROM pg_event_trigger").fetchone() == (0,)
     finally:
-        with connect(db_dsn) as admin:
+        with connect(with_dbname(empty_db_dsn, "postgres")) as admin:
             admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO postgres").format(
                 sql.Identifier(dbname)))
-            admin.execute("ALTER SCHEMA public OWNER TO pg_database_owner")
+        with connect(empty_db_dsn) as admin:
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        with connect(with_dbname(db_dsn, "postgres")) as admin, suppress(psycopg.Error):
+        with connect(with_dbname(empty_db_dsn, "postgres")) as admin, suppress(psycopg.Error):
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -16,6 +16,7 @@ import pytest
 
 import mvgraph
 from mvgraph.db.connect import connect
+from mvgraph.db.install import init
 from mvgraph.db.scripts import run_script
 from tests.conftest import ROOT, cli
 from tests.pgserver import bindir, cluster
@@ -343,6 +344,7 @@ def test_restarting_the_server_under_a_worker() -> None:
     """The worker outlives a server restart: the job it was running is requeued and finished,
     and a job submitted after the restart runs too."""
     with cluster(bindir()) as pg, connect(pg.uri) as c:
+        init(c)
         counted_chain(c, 2, 0.8)
         job = mvgraph.submit_refresh(pg.uri, "c2", "cascade backward")
         with worker(pg.uri) as proc:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg
 
 from mvgraph.db.connect import connect
-from mvgraph.db.migrate import current_version, ensure_schema, latest_version, migrate, migrations
+from mvgraph.db.install import init
+from mvgraph.db.migrate import current_version, latest_version, migrate, migrations
 
 SNAPSHOT = """
 SELECT c.relname, c.relkind::text, c.relpersistence::text, a.attname,
@@ -49,7 +50,7 @@ def test_versions_recorded_and_rerun_is_a_no_op(empty_db_dsn: str) -> None:
         assert [m.version for m in applied] == [m.version for m in migrations()]
         assert current_version(conn) == latest_version()
         assert migrate(conn) == []
-        ensure_schema(conn)
+        assert init(conn).applied == ()
         rows = conn.execute("SELECT version FROM mvgraph.schema_version ORDER BY 1").fetchall()
         assert [r[0] for r in rows] == [m.version for m in migrations()]
 

@@ -164,7 +164,9 @@ def test_outside_refresh_of_a_view_mvgraph_never_refreshed(conn: Conn, db_dsn: s
 
 def test_existing_installs_get_the_start_trigger(chain: Conn, db_dsn: str) -> None:
     chain.execute("DROP EVENT TRIGGER mvgraph_ddl_start")
-    assert mvgraph.status(chain).event_trigger is True  # prepare() installed it again
+    assert mvgraph.status(chain).event_trigger is False  # reported, not installed
+    assert mvgraph.init(chain).triggers_installed == ("mvgraph_ddl_start",)
+    assert mvgraph.status(chain).event_trigger is True
     chain.execute("INSERT INTO t VALUES (8, 8)")
     outside(db_dsn, "REFRESH MATERIALIZED VIEW m1")
     assert verdicts(chain, "m1")["public.m1"] == "skip"

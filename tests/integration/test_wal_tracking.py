@@ -11,7 +11,7 @@ import pytest
 
 import mvgraph
 from mvgraph.db.connect import connect
-from mvgraph.db.migrate import migrate
+from mvgraph.db.install import init
 from mvgraph.db.scripts import run_files
 from mvgraph.refresh.service import settings
 from mvgraph.tracking import wal
@@ -145,7 +145,7 @@ def test_status_warns_when_the_slot_keeps_too_much_wal(conn: Conn,
 
 def test_the_slot_survives_a_restart_and_nothing_is_lost() -> None:
     with cluster(bindir()) as pg, connect(pg.uri) as c:
-        migrate(c)
+        init(c)
         load(c)
         c.execute("INSERT INTO test_table VALUES (10, 1, 5)")  # decoded after the restart
         c.close()
@@ -164,7 +164,7 @@ def test_the_slot_survives_a_restart_and_nothing_is_lost() -> None:
 def test_wal_mode_without_logical_wal_level_is_a_clear_usage_error(
         capsys: pytest.CaptureFixture[str]) -> None:
     with cluster(bindir(), wal_level=None) as pg, connect(pg.uri) as c:
-        migrate(c)
+        init(c)
         run_files(c, [FIXTURES / "gaussdb_nested" / "schema.sql"])
         code, _out, err = cli(capsys, "track", "--all", "--mode", "wal", "--dsn", pg.uri)
         assert code == 2, err
@@ -176,7 +176,7 @@ def test_wal_mode_without_logical_wal_level_is_a_clear_usage_error(
 
 def test_a_slot_the_server_invalidated_is_made_again_and_readers_refresh_once() -> None:
     with cluster(bindir()) as pg, connect(pg.uri) as c:
-        migrate(c)
+        init(c)
         load(c)
         c.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
         c.execute("SELECT pg_reload_conf()")
