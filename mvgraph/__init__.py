@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         add_schedule,
         alter_schedule,
         cancel_job,
+        grant,
         init,
         job_result,
         list_jobs,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         remove_schedule,
         resume_job,
         resume_schedule,
+        revoke,
         run_schedule_now,
         schedule_history,
         submit,
@@ -84,7 +86,8 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
-    **dict.fromkeys(("init", "load_graph", "submit", "submit_refresh", "list_jobs", "cancel_job",
+    **dict.fromkeys(("init", "grant", "revoke", "load_graph", "submit", "submit_refresh",
+                     "list_jobs", "cancel_job",
                      "suspend_job", "resume_job", "prune_jobs", "job_result"), "mvgraph.api"),
     **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.definitions"),
     **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "JobTimeout",
@@ -177,6 +180,7 @@ __all__ = [
     "cancel_job",
     "configure",
     "diff",
+    "grant",
     "init",
     "job_result",
     "list_jobs",
@@ -189,6 +193,7 @@ __all__ = [
     "remove_schedule",
     "resume_job",
     "resume_schedule",
+    "revoke",
     "run_schedule_now",
     "schedule_history",
     "status",

@@ -113,6 +113,35 @@ def init(target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> 
         return install(conn)
 
 
+def grant(role: str, level: str,
+          target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> list[str]:
+    """Give ``role`` one of mvgraph's privilege levels (viewer, operator, worker, admin),
+    replacing any other, as ``mvgraph grant`` does; returns the GRANT / REVOKE commands run.
+
+    Raises:
+        UsageError: no such level.
+        PermissionDenied: the caller is not an mvgraph administrator.
+    """
+    from mvgraph.db.connect import session
+    from mvgraph.db.install import require_schema
+    from mvgraph.security import levels
+
+    with session(target, require_schema) as conn:
+        return levels.grant(conn, role, level)
+
+
+def revoke(role: str,
+           target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> list[str]:
+    """Take every mvgraph privilege from ``role`` (at once, also in its open sessions), as
+    ``mvgraph revoke`` does; returns the REVOKE commands run."""
+    from mvgraph.db.connect import session
+    from mvgraph.db.install import require_schema
+    from mvgraph.security import levels
+
+    with session(target, require_schema) as conn:
+        return levels.revoke(conn, role)
+
+
 # ---- jobs (the graph above is another module's; these are the jobs' entry points) -----------
 
 def submit(statement: str, *, dsn: str | None = None) -> Job:

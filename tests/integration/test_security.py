@@ -446,3 +446,49 @@ def test_an_operator_schedules_only_views_it_may_refresh(conn: Conn, cast: Cast)
         with pytest.raises(psycopg.errors.NoDataFound):
             c.execute("SELECT mvgraph.drop_schedule(%s)", [row[0]])
     assert conn.execute("SELECT owner::text FROM mvgraph.schedule").fetchall() == [(cast.alice,)]
+
+
+FRAGMENTS = [
+    "REFRESH MATERIALIZED VIEW public.alice_mv", "CREATE MATERIALIZED VIEW hostile_mv AS SELECT 1",
+    "; DROP TABLE canary; --", "'); DROP TABLE canary; --", '"x""; DROP TABLE canary; --',
+    "/* */", "/* nested /* */", "--", "$$", "$q$ DROP TABLE canary $q$", "\\", "E'\\'';",
+    " WITH NO DATA", " CASCADE ALL", "\u202e", "é", "ROLE", "SET ROLE postgres;", "\t", "\n",
+    " COMMIT; ALTER ROLE {mallory} SUPERUSER;", "SELECT 1", "VACUUM", "(", ")",
+]
+
+
+def test_hostile_text_to_submit_ends_in_clear_errors_and_runs_as_the_submitter(
+        conn: Conn, cast: Cast) -> None:
+    """Any text given to mvgraph.submit is either a job (run with the submitter's rights) or
+    one clear error; afterwards the victim's tables and the roles are intact."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from([f.format(mallory=cast.mallory) for f in FRAGMENTS])
+    texts = st.one_of(st.lists(pieces | st.text(max_size=20), max_size=8).map("".join),
+                      st.text(max_size=200), st.just("x" * 10_000 + "; DROP TABLE canary"))
+    queued: list[int] = []
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c:
+
+        @settings(max_examples=120, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(texts)
+        def one(text: str) -> None:
+            try:
+                row = c.execute("SELECT mvgraph.submit(%s)", [text.replace("\x00", "")]
+                                ).fetchone()
+            except psycopg.Error as exc:
+                assert exc.sqlstate is not None and not exc.sqlstate.startswith("XX"), exc
+                assert exc.diag.message_primary and "\n" not in exc.diag.message_primary
+                return
+            assert row is not None
+            queued.append(int(str(row[0])))
+
+        one()
+    with worker(cast.worker_dsn, "--concurrency", "2"):
+        wait_for(lambda: finished(conn, queued), timeout=120)
+        alice_still_served(conn, cast)
+    assert_nothing_escaped(conn, cast)
+    owners = conn.execute("SELECT DISTINCT owner::text, login::text FROM mvgraph.job_data "
+                          "WHERE id = ANY(%s)", [queued]).fetchall()
+    assert set(owners) <= {(cast.mallory, cast.mallory)}
