@@ -492,3 +492,31 @@ def test_hostile_text_to_submit_ends_in_clear_errors_and_runs_as_the_submitter(
     owners = conn.execute("SELECT DISTINCT owner::text, login::text FROM mvgraph.job_data "
                           "WHERE id = ANY(%s)", [queued]).fetchall()
     assert set(owners) <= {(cast.mallory, cast.mallory)}
+
+
+def test_a_daemon_without_superuser_runs_each_schedule_as_its_owner(
+        conn: Conn, cast: Cast) -> None:
+    """The daemon's login (the superuser, or an ordinary worker role) fires alice's schedule;
+    its jobs are alice's, run logged in as alice, and mallory sees none of it."""
+    from tests.e2e.test_daemon import add, daemon, fired, stop
+
+    with psycopg.connect(cast.alice_dsn, autocommit=True) as c:
+        sid = add(c, "public.alice_mv")
+    with daemon(cast.worker_dsn, "--workers", "1") as proc:
+        wait_for(lambda: len(fired(conn, sid)) >= 2, timeout=30)
+        wait_for(lambda: conn.execute(
+            "SELECT count(*) >= 1 FROM mvgraph.schedule_slot ss JOIN mvgraph.job_data j "
+            "ON j.id = ss.job_id WHERE ss.schedule_id = %s AND j.status = 'done'", [sid]
+        ).fetchone() == (True,), timeout=30)
+        stop(proc)
+    rows = conn.execute("SELECT DISTINCT j.owner::text, j.login::text FROM mvgraph.job_data j "
+                        "JOIN mvgraph.schedule_slot_data ss ON ss.job_id = j.id "
+                        "WHERE ss.schedule_id = %s", [sid]).fetchall()
+    assert rows == [(cast.alice, cast.alice)]
+    failed = conn.execute("SELECT count(*) FROM mvgraph.job_data WHERE status = 'failed'"
+                          ).fetchone()
+    assert failed == (0,)
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM mvgraph.schedule_slot").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM scheduler.pg_task").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM mvgraph.jobs").fetchone() == (0,)

@@ -1445,3 +1445,40 @@ GRANT EXECUTE ON FUNCTION mvgraph.job_lock_key(bigint), mvgraph.statement_kind(t
     TO PUBLIC;
 -- A table owner's `mvgraph track` creates a trigger calling this (it cannot be called otherwise).
 GRANT EXECUTE ON FUNCTION mvgraph.track_write() TO PUBLIC;
+
+-- The sql_drop event trigger (0008's) on the tables themselves: dropping a view drops its
+-- schedule and cancels the background CREATE populating it whoever's they are (the views above
+-- would show the dropping role only its own).
+CREATE OR REPLACE FUNCTION mvgraph.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j record;
+BEGIN
+    DELETE FROM mvgraph.schedule_data
+     WHERE view_oid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
+                         WHERE classid = 'pg_class'::regclass AND objsubid = 0
+                           AND object_type = 'materialized view');
+    FOR j IN SELECT job.id, job.status, d.object_identity
+               FROM pg_event_trigger_dropped_objects() d
+               JOIN mvgraph.job_data job ON job.kind = 'create'
+                AND job.status IN ('queued', 'suspended', 'running')
+                AND job.options ? 'mv' AND (job.options ->> 'mv')::oid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+                AND d.object_type = 'materialized view' LOOP
+        IF j.status = 'running' THEN
+            UPDATE mvgraph.job_data SET request = 'cancel' WHERE id = j.id;
+        ELSE
+            UPDATE mvgraph.job_step_data
+               SET status = 'cancelled', finished_at = clock_timestamp(),
+                   reason = 'the view was dropped'
+             WHERE job_id = j.id AND status IN ('pending', 'running');
+            UPDATE mvgraph.job_data
+               SET status = 'cancelled', request = NULL, lease_until = NULL,
+                   finished_at = clock_timestamp(),
+                   error = format('cancelled: materialized view %s was dropped', j.object_identity)
+             WHERE id = j.id;
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION mvgraph.on_sql_drop() FROM PUBLIC;
