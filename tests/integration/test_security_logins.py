@@ -39,7 +39,6 @@ def _submit(dsn: str, statement: str) -> int:
 
 def test_the_worker_logs_in_as_each_submitter_with_a_password_file(tmp_path: Path) -> None:
     with cluster(bindir(), wal_level=None) as pg:
-        host = str(psycopg.conninfo.conninfo_to_dict(pg.uri)["host"])
         with psycopg.connect(pg.uri, autocommit=True) as admin:
             admin.execute("CREATE DATABASE app")
         app = psycopg.conninfo.make_conninfo(pg.uri, dbname="app")
