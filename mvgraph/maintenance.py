@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 import psycopg
-from psycopg import errors as pgerrors
 
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError
@@ -19,17 +18,12 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 def compact(conn: Conn) -> bool:
     """Drop change rows every reader has seen, when no refresh or compaction is running
-    (``compaction_lock`` explains the lock); False when it was left to a later run."""
+    (the ``compact`` query explains the lock); False when it was left to a later run."""
     from mvgraph.refresh.executor import repeatable_read
 
-    try:
-        with repeatable_read(conn):
-            conn.execute(query("compaction_lock"))
-            conn.execute(query("forget_dropped_views"))
-            conn.execute(query("compact_changes"))
-    except pgerrors.LockNotAvailable:
-        return False  # refreshes or another compaction are running; a later run compacts
-    return True
+    with repeatable_read(conn):
+        row = conn.execute(query("compact")).fetchone()
+    return bool(row and row[0])  # False: refreshes or another compaction are running
 
 
 def housekeeping(conn: Conn, job_id: int | None = None) -> None:

@@ -123,10 +123,7 @@ SELECT u.name, c.oid::bigint, c.relkind::text, c.relispopulated,
 
 -- name: ensure_mv_state
 -- In oid order: concurrent runs inserting the same new rows wait for each other in one order.
-INSERT INTO mvgraph.mv_state (mv, name)
-SELECT u.oid, u.name FROM unnest(%(oids)s::oid[], %(names)s::text[]) AS u(oid, name)
- ORDER BY u.oid
-ON CONFLICT (mv) DO UPDATE SET name = EXCLUDED.name WHERE mv_state.name <> EXCLUDED.name
+SELECT mvgraph.ensure_mv_state(%(oids)s::oid[], %(names)s::text[])
 
 -- name: mv_states
 SELECT mv::bigint, refreshed_at, duration_s, early_cutoff, volatile_mode, fingerprint
@@ -193,22 +190,15 @@ SELECT mvgraph.put_setting(%(key)s, %(value)s)
 
 -- name: set_table_mode
 -- "since" is when the current mode began: kept when the mode stays the same.
-INSERT INTO mvgraph.table_mode (relid, name, mode) VALUES (%(oid)s, %(name)s, %(mode)s)
-ON CONFLICT (relid) DO UPDATE
-   SET mode = EXCLUDED.mode, name = EXCLUDED.name,
-       since = CASE WHEN table_mode.mode = EXCLUDED.mode THEN table_mode.since ELSE now() END
+SELECT mvgraph.set_table_mode(%(oid)s, %(name)s, %(mode)s)
 
 -- name: clear_table_mode
-DELETE FROM mvgraph.table_mode WHERE relid = %(oid)s
+SELECT mvgraph.clear_table_mode(%(oid)s)
 
 -- name: log_tracking_start
 -- Views reading a table become stale when its tracking starts: earlier writes were not logged.
 -- Logged for the tables and, for partitions, every partitioned table above them.
-INSERT INTO mvgraph.change_log (relid, xid, kind)
-SELECT DISTINCT t.oid, pg_current_xact_id(), 't'
-  FROM unnest(%(oids)s::oid[]) AS u(oid)
- CROSS JOIN LATERAL (SELECT u.oid UNION SELECT a FROM pg_partition_ancestors(u.oid) a) t(oid)
-ON CONFLICT (relid, xid) DO UPDATE SET kind = 't'
+SELECT mvgraph.log_tracking_start(%(oids)s::oid[])
 
 -- name: track_triggers
 -- The tracking trigger of a table and of each partition below it. "logs": some trigger logs
@@ -229,48 +219,14 @@ SELECT r.oid::bigint, n.nspname, c.relname, c.relispartition,
  ORDER BY c.relispartition, r.oid
 
 -- name: configure_mv
-UPDATE mvgraph.mv_state
-   SET early_cutoff = coalesce(%(early_cutoff)s, early_cutoff),
-       volatile_mode = coalesce(%(volatile_mode)s, volatile_mode)
- WHERE mv = %(oid)s
+SELECT mvgraph.configure_view(%(oid)s, %(early_cutoff)s, %(volatile_mode)s)
 
--- name: compaction_lock
+-- name: compact
 -- Every refresh holds ROW EXCLUSIVE on mv_state from before its snapshot until it commits, so
--- holding SHARE ROW EXCLUSIVE here means no refresh is running: none can still need a row
--- deleted below. The mode conflicts with itself, so two compactions never both hold it and then
--- wait for each other to delete (SHARE would let both in: a lock-upgrade deadlock). NOWAIT: when
--- a refresh or another compaction holds the table, this run leaves compaction to a later one.
-LOCK TABLE mvgraph.mv_state IN SHARE ROW EXCLUSIVE MODE NOWAIT
-
--- name: forget_dropped_views
-DELETE FROM mvgraph.mv_state s
- WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.mv AND c.relkind = 'm')
-
--- name: compact_changes
--- Drop change rows that every dependent view has already seen, from both logs (the trigger's
--- write_log has no index: one sequential pass over it).
-WITH readers AS MATERIALIZED (
-    SELECT unnest(s.inputs) AS input, s.snapshot, s.refresh_xid FROM mvgraph.mv_state s
-), horizon AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
-), marks AS (
-    DELETE FROM mvgraph.change_log c
-     WHERE NOT EXISTS (
-           SELECT 1 FROM readers r
-            WHERE r.input = c.relid
-              AND (r.snapshot IS NULL
-                   OR (NOT pg_visible_in_snapshot(c.xid, r.snapshot)
-                       AND c.xid IS DISTINCT FROM r.refresh_xid)))
-       AND c.xid < (SELECT xmin FROM horizon)
-)
-DELETE FROM mvgraph.write_log c
- WHERE NOT EXISTS (
-       SELECT 1 FROM readers r
-        WHERE r.input = c.relid
-          AND (r.snapshot IS NULL
-               OR (NOT pg_visible_in_snapshot(c.xid, r.snapshot)
-                   AND c.xid IS DISTINCT FROM r.refresh_xid)))
-   AND c.xid < (SELECT xmin FROM horizon)
+-- holding SHARE ROW EXCLUSIVE (taken NOWAIT by mvgraph.compact) means no refresh is running:
+-- none can still need a row deleted. The mode conflicts with itself, so two compactions never
+-- both hold it. False: a refresh or another compaction holds the table (a later run compacts).
+SELECT mvgraph.compact()
 
 -- name: create_track_trigger
 -- ENABLE ALWAYS: writes made under session_replication_role = replica change the table too.
@@ -279,11 +235,6 @@ DELETE FROM mvgraph.write_log c
 CREATE TRIGGER mvgraph_track BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
 FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
-
--- name: own_ddl
--- For the rest of the transaction the event trigger ignores DDL (mvgraph's trigger changes are
--- not definition changes of the table).
-SELECT set_config('mvgraph.refreshing', 'on', true)
 
 -- name: drop_track_trigger
 DROP TRIGGER IF EXISTS mvgraph_track ON {table}
@@ -310,8 +261,8 @@ BEGIN ISOLATION LEVEL READ COMMITTED
 
 -- name: keep_compaction_away
 -- Taken before any snapshot (LOCK needs none) and held until COMMIT: compaction, which needs
--- SHARE on mv_state, cannot delete a change row this refresh may still need.
-LOCK TABLE mvgraph.mv_state IN ROW EXCLUSIVE MODE
+-- SHARE ROW EXCLUSIVE on mv_state, cannot delete a change row this refresh may still need.
+SELECT mvgraph.keep_compaction_away()
 
 -- name: lock_view
 -- The view's advisory lock: no two processes refresh one view at once.

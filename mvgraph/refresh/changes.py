@@ -206,7 +206,6 @@ def _install_triggers(conn: Conn, rel: Relation,
     current ones alone; returns the oids that had none logging their writes. (``create``:
     the UPDATE/DELETE-only form, on a wal-mode table without replica identity.)"""
     unlogged = []
-    conn.execute(query("own_ddl"))
     rows = conn.execute(query("track_triggers"), {"oid": rel.oid}).fetchall()
     for oid, schema, name, is_partition, logs, current in rows:
         if current and create == "create_track_trigger":

@@ -88,7 +88,6 @@ def prepare(conn: Conn) -> None:
             if pub not in have:
                 try:
                     with conn.transaction():
-                        conn.execute(query("own_ddl"))
                         conn.execute(sql.SQL("CREATE PUBLICATION {} WITH (publish = {})").format(
                             sql.Identifier(pub), sql.Literal(_PUBLISH[pub])))
                 except pgerrors.DuplicateObject:
@@ -204,7 +203,6 @@ def drop_if_unused(conn: Conn) -> bool:
             conn.execute(query("wal_drop_slot"), {"slot": slot})
             log.info("dropped replication slot %s: no table is in wal mode", slot)
         with conn.transaction():
-            conn.execute(query("own_ddl"))
             for pub in have:
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
                     sql.Identifier(pub)))

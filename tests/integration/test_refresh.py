@@ -733,7 +733,12 @@ def test_tracking_again_converts_old_triggers_and_repairs_new_partitions(conn: C
     conn.execute("INSERT INTO ev_b VALUES (150)")  # not logged: ev_b has no trigger yet
     mvgraph.track(conn, ["t", "ev"])
     verdicts = {str(s.name): s for s in mvgraph.plan(conn, "mt mev").steps}
-    assert verdicts["public.mt"].action.value == "skip", verdicts["public.mt"].reason
+    # converting t's trigger took an ALTER TABLE (ENABLE ALWAYS), logged like any other: no
+    # setting can make the event trigger ignore DDL, so mt is refreshed once more
+    assert verdicts["public.mt"].reason.startswith("definition of input public.t changed"), \
+        verdicts["public.mt"].reason
+    mvgraph.refresh(conn, "mt")
+    assert mvgraph.plan(conn, "mt").steps[0].action.value == "skip"
     assert verdicts["public.mev"].reason.startswith("change tracking of input public.ev started")
     triggers = conn.execute("SELECT tgrelid::regclass::text, tgtype, tgenabled FROM pg_trigger "
                             "WHERE tgname = 'mvgraph_track' ORDER BY 1").fetchall()

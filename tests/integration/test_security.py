@@ -520,3 +520,76 @@ def test_a_daemon_without_superuser_runs_each_schedule_as_its_owner(
         assert c.execute("SELECT count(*) FROM mvgraph.schedule_slot").fetchone() == (0,)
         assert c.execute("SELECT count(*) FROM scheduler.pg_task").fetchone() == (0,)
         assert c.execute("SELECT count(*) FROM mvgraph.jobs").fetchone() == (0,)
+
+
+def test_early_cutoff_calls_nothing_the_view_owner_defined(conn: Conn, cast: Cast) -> None:
+    """mallory owns a view whose row type has a cast to text of hers (it would try to make
+    her superuser); an administrator refreshes it with early cutoff: her cast never runs."""
+    import mvgraph
+
+    m = cast.mallory
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c:
+        c.execute(f"""
+            CREATE SCHEMA {m}_c;
+            CREATE TABLE {m}_c.src (v int); INSERT INTO {m}_c.src VALUES (1), (2);
+            CREATE TABLE {m}_c.caught (who text);
+            GRANT ALL ON {m}_c.caught TO PUBLIC;
+            CREATE MATERIALIZED VIEW {m}_c.mv AS SELECT v FROM {m}_c.src;
+            CREATE FUNCTION {m}_c.as_text({m}_c.mv) RETURNS text LANGUAGE plpgsql AS $f$
+            BEGIN
+                INSERT INTO {m}_c.caught VALUES (current_user);
+                BEGIN EXECUTE 'ALTER ROLE {m} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+                RETURN 'x';
+            END $f$;
+            CREATE CAST ({m}_c.mv AS text) WITH FUNCTION {m}_c.as_text({m}_c.mv);
+        """)
+    mvgraph.configure(conn, f"{m}_c.mv", early_cutoff=True)
+    mvgraph.refresh(conn, f"{m}_c.mv")
+    report = mvgraph.refresh(conn, f"{m}_c.mv", "restrict")
+    assert report.status.value == "ok"
+    assert "early cutoff" in report.steps[0].reason  # the fingerprint was computed and compared
+    conn.execute(f"UPDATE {m}_c.src SET v = v + 1")
+    assert "early cutoff" not in mvgraph.refresh(conn, f"{m}_c.mv", "restrict").steps[0].reason
+    assert conn.execute(f"SELECT count(*) FROM {m}_c.caught").fetchone() == (0,)
+    assert_nothing_escaped(conn, cast)
+
+
+def test_no_setting_makes_the_event_trigger_ignore_ddl(conn: Conn, cast: Cast) -> None:
+    """mallory owns a plain view that an administrator's materialized view reads. Setting
+    mvgraph.refreshing, or marking a refresh of her own view, hides none of her DDL: the
+    administrator's view is refreshed, not skipped. She cannot mark his view at all."""
+    import mvgraph
+
+    m = cast.mallory
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c:
+        c.execute(f"""
+            CREATE SCHEMA {m}_v;
+            CREATE TABLE {m}_v.t (v int); INSERT INTO {m}_v.t VALUES (1), (2);
+            CREATE VIEW {m}_v.pv AS SELECT v FROM {m}_v.t;
+            CREATE MATERIALIZED VIEW {m}_v.own AS SELECT 1 AS one;
+            GRANT USAGE ON SCHEMA {m}_v TO PUBLIC; GRANT SELECT ON {m}_v.pv TO PUBLIC;
+        """)
+    conn.execute(f"CREATE MATERIALIZED VIEW total AS SELECT sum(v) AS s FROM {m}_v.pv")
+    mvgraph.track(psycopg.connect(cast.mallory_dsn, autocommit=True), [f"{m}_v.t"])
+    mvgraph.refresh(conn, "total")
+    assert mvgraph.plan(conn, "total").steps[0].action.value == "skip"
+    own = conn.execute(f"SELECT '{m}_v.own'::regclass::oid").fetchone()[0]  # type: ignore[index]
+    total = conn.execute("SELECT 'total'::regclass::oid").fetchone()[0]  # type: ignore[index]
+    with psycopg.connect(cast.mallory_dsn) as c:  # one transaction
+        c.execute("SET LOCAL mvgraph.refreshing = on")
+        c.execute("SELECT mvgraph.begin_own_refresh(%s)", [own])
+        c.execute(f"CREATE OR REPLACE VIEW {m}_v.pv AS SELECT v * 1000 AS v FROM {m}_v.t")
+        c.commit()
+    step = mvgraph.plan(conn, "total").steps[0]
+    assert step.action.value == "refresh" and "definition" in step.reason, step.reason
+    with psycopg.connect(cast.mallory_dsn, autocommit=True) as c, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        c.execute("SELECT mvgraph.begin_own_refresh(%s)", [total])
+    mvgraph.refresh(conn, "total")
+    assert conn.execute("SELECT s FROM total").fetchone() == (3000,)
+    # a record of a refresh that did not run is refused
+    with psycopg.connect(cast.mallory_dsn) as c:
+        c.execute("SELECT mvgraph.begin_own_refresh(%s)", [own])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT * FROM mvgraph.record_refresh(%s, 'x', pg_current_snapshot(), 0, "
+                      "'{}', '{}', NULL, NULL, NULL, NULL, 'forged', false, now())", [own])
