@@ -59,6 +59,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Final
 
 from sqlglot import exp
@@ -68,7 +69,7 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokenizer_core import Token, TokenType
 
-from mvgraph import recovery
+from mvgraph import lexer, recovery
 from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlParseError
 from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
@@ -291,69 +292,18 @@ def _block_depth(chunk: list[Token], *, opened: bool) -> int:
     return depth
 
 
-# A lexical scan that knows comments, quotes and dollar quotes: used to split a script that
-# cannot be tokenised (an unterminated string, say), so the damage stays in one statement, and to
-# find psql's own lines (meta-commands, COPY data) before tokenising.
-_LEX_RE: Final = re.compile(
-    r"""--|/\*|'|"|\$(?:[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*)?\$|;|\\"""
-)
-
-
-def _next_top_level(text: str, pos: int) -> tuple[str, int] | None:
-    """The next semicolon or backslash at or after ``pos`` outside comments and quotes."""
-    size = len(text)
-    while True:
-        match = _LEX_RE.search(text, pos)
-        if match is None:
-            return None
-        lexeme, at = match.group(), match.start()
-        if lexeme in (";", "\\"):
-            return lexeme, at
-        if lexeme == "--":
-            newline = text.find("\n", at)
-            pos = size if newline < 0 else newline + 1
-        elif lexeme == "/*":
-            pos = _skip_block_comment(text, at)
-        elif lexeme == "'":
-            escapes = (
-                at > 0 and text[at - 1] in "eE" and (at < 2 or not _is_ident_char(text[at - 2]))
-            )
-            pos = _skip_quoted(text, at, "'", escapes)
-        elif lexeme == '"':
-            pos = _skip_quoted(text, at, '"', False)
-        elif at > 0 and _is_ident_char(text[at - 1]):  # "a$b$" is an identifier, not a tag
-            pos = at + 1
-        else:
-            close = text.find(lexeme, match.end())
-            pos = size if close < 0 else close + len(lexeme)
-
-
-def _split_text(text: str) -> Iterator[tuple[int, int]]:
-    """Yield (start, end) offsets of the statements of ``text``, split on top-level semicolons.
-
-    Example:
-        >>> s = "select ';'; do $x$ a; b $x$; select 1"
-        >>> [s[a:b].strip() for a, b in _split_text(s)]
-        ["select ';'", 'do $x$ a; b $x$', 'select 1']
-    """
-    start = pos = 0
-    while (hit := _next_top_level(text, pos)) is not None:
-        lexeme, at = hit
-        pos = at + 1
-        if lexeme == ";":
-            yield start, at
-            start = pos
-    if text[start:].strip():
-        yield start, len(text)
-
-
+# psql's own lines (meta-commands, COPY data) are found with mvgraph.lexer, which lexes as
+# PostgreSQL does (strings, E-strings, dollar quotes, nested comments) in linear time.
 _PSQL_HINT_RE: Final = re.compile(r"\\|stdin", re.IGNORECASE)
-_COPY_STDIN_RE: Final = re.compile(
-    r"(?:\s+|--[^\n]*\n|/\*.*?\*/)*\\?copy\b[^;]*?\bfrom\s+stdin\b", re.IGNORECASE | re.DOTALL
-)
 _END_OF_COPY_RE: Final = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
 _SENDS_QUERY_RE: Final = re.compile(r"\\(?:g|watch|crosstabview)", re.IGNORECASE)
 _NOT_NEWLINE_RE: Final = re.compile(r"[^\n]")
+
+
+def _from_stdin(words: Sequence[str]) -> bool:
+    """True when ``words`` (lower case) are those of ``COPY ... FROM stdin``."""
+    return (bool(words) and words[0] in ("copy", "\\copy")
+            and any(a == "from" and b in ("stdin", "stdin;") for a, b in pairwise(words)))
 
 
 def without_psql(text: str) -> str:
@@ -369,32 +319,33 @@ def without_psql(text: str) -> str:
     if _PSQL_HINT_RE.search(text) is None:
         return text
     cuts: list[tuple[int, int, str]] = []
-    statement = pos = 0
-    while (hit := _next_top_level(text, pos)) is not None:
-        lexeme, at = hit
-        line_end = text.find("\n", at)
-        line_end = len(text) if line_end < 0 else line_end
-        if lexeme == "\\":
-            sends = _SENDS_QUERY_RE.match(text, at) is not None
-            cuts.append((at, line_end, ";" if sends else " "))
-            copying = _COPY_STDIN_RE.match(text, at, line_end) is not None  # \copy ... stdin
-            pos = line_end
+    scanner = lexer.Scanner(text, standard_strings=True)
+    words: list[str] = []  # the current statement's words, lower case
+    while (lexeme := scanner.next()) is not None:
+        kind = lexeme.kind
+        if kind is lexer.Kind.COMMENT:
+            continue
+        if kind is lexer.Kind.WORD:
+            words.append(text[lexeme.start : lexeme.end].lower())
+            continue
+        if kind is lexer.Kind.META:
+            sends = _SENDS_QUERY_RE.match(text, lexeme.start) is not None
+            cuts.append((lexeme.start, lexeme.end, ";" if sends else " "))
+            copying = _from_stdin(text[lexeme.start : lexeme.end].lower().split())
+        elif kind is lexer.Kind.SEMICOLON:
+            sends, copying = True, _from_stdin(words)
         else:
-            sends = False
-            copying = _COPY_STDIN_RE.match(text, statement, at) is not None
-            pos = at + 1
+            words.append("")
+            continue
         if copying:
-            pos = _end_of_copy(text, line_end)
-            cuts.append((line_end, pos, " "))
-        if lexeme == ";" or copying or sends or _COMMENT_RE.fullmatch(text, statement, at):
-            statement = pos
+            line_end = text.find("\n", lexeme.end)
+            line_end = len(text) if line_end < 0 else line_end
+            match = _END_OF_COPY_RE.search(text, line_end)
+            scanner.pos = len(text) if match is None else match.end()
+            cuts.append((line_end, scanner.pos, " "))
+        if sends or copying:
+            words = []
     return _blank(text, cuts)
-
-
-def _end_of_copy(text: str, start: int) -> int:
-    """Where COPY data starting at ``start`` ends: after its ``\\.`` line, else at the end."""
-    match = _END_OF_COPY_RE.search(text, start)
-    return len(text) if match is None else match.end()
 
 
 def _blank(text: str, cuts: list[tuple[int, int, str]]) -> str:
@@ -410,42 +361,8 @@ def _blank(text: str, cuts: list[tuple[int, int, str]]) -> str:
     return "".join(pieces)
 
 
-def _is_ident_char(char: str) -> bool:
-    return char.isalnum() or char in "_$"
-
-
-def _skip_block_comment(text: str, at: int) -> int:
-    depth, pos = 0, at
-    while pos < len(text):
-        if text.startswith("/*", pos):
-            depth, pos = depth + 1, pos + 2
-        elif text.startswith("*/", pos):
-            depth, pos = depth - 1, pos + 2
-            if depth == 0:
-                return pos
-        else:
-            pos += 1
-    return len(text)
-
-
-def _skip_quoted(text: str, at: int, quote: str, escapes: bool) -> int:
-    pos = at + 1
-    while pos < len(text):
-        char = text[pos]
-        if escapes and char == "\\":
-            pos += 2
-        elif char == quote:
-            if text.startswith(quote, pos + 1):
-                pos += 2
-            else:
-                return pos + 1
-        else:
-            pos += 1
-    return len(text)
-
-
 _RELEVANT_RE: Final = re.compile(
-    r"""\s*(?:
+    r"""(?:
         create\s+(?:or\s+replace\s+)?
             (?:(?:global|local|temp|temporary|unlogged|recursive|incremental|materialized
                |foreign)\s+)*(?:view|table)\b
@@ -454,13 +371,12 @@ _RELEVANT_RE: Final = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-_COMMENT_RE: Final = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 
 
 def _looks_relevant(text: str) -> bool:
-    """True when a statement that could not be tokenised is one ``parse_script`` acts on."""
-    start = _COMMENT_RE.match(text)
-    return bool(_RELEVANT_RE.match(text, start.end() if start else 0))
+    """True when a statement (starting at its first word) that could not be tokenised is one
+    ``parse_script`` acts on."""
+    return bool(_RELEVANT_RE.match(text))
 
 
 _TOKENIZERS = threading.local()
@@ -476,76 +392,43 @@ def _tokenize(text: str) -> list[Token]:
 
 
 def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
-    """The statements of a script; None stands for an irrelevant statement that would not lex,
-    an error for a relevant one."""
+    """The statements of a script, split by :func:`mvgraph.lexer.split` and each tokenised on
+    its own; None stands for an irrelevant statement that would not tokenise, an error for a
+    relevant one."""
     text = without_psql(text)
-    try:
-        tokens = _tokenize(text)
-    except TokenError:
-        yield from _fallback_statements(text, path)
-        return
-    for chunk in _split_statements(tokens):
-        yield _Statement(chunk, text)
-
-
-def _fallback_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
-    line_offset, counted = 0, 0
-    for start, end in _split_text(text):
-        line_offset += text.count("\n", counted, start)
-        counted = start
-        piece = text[start:end]
+    for piece in lexer.split(text):
+        if piece.meta:
+            continue
+        body = text[piece.start : piece.end]
         try:
-            tokens = _tokenize(piece)
+            tokens = _tokenize(body)
         except TokenError as exc:
-            if _looks_relevant(piece):
-                lead = _COMMENT_RE.match(piece)
-                skip = lead.end() if lead else 0
-                line = line_offset + 1 + piece.count("\n", 0, skip)
-                first = piece[skip:].split("\n", 1)[0].strip()
-                yield SqlParseError(f"cannot tokenise statement: {exc}", path, line, first)
+            if _looks_relevant(body):
+                first = body.split("\n", 1)[0].strip()
+                yield SqlParseError(f"cannot tokenise statement: {exc}", path, piece.line, first)
                 continue
             yield None
             continue
-        for chunk in _split_statements(tokens):
-            yield _Statement(chunk, piece, line_offset)
+        if tokens:
+            yield _Statement(tokens, body, piece.line - 1)
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:
     """Split a script into statements: (1-based line where each starts, its text).
 
-    The text runs from the statement's first token to its last, without the semicolon; strings,
-    quoted identifiers, dollar-quoted bodies and ``BEGIN ATOMIC ... END`` bodies are never split.
-    A psql meta-command at the start of a statement comes back as a statement of its own (its
-    line), so a caller that executes statements should skip texts starting with a backslash. A
-    script that cannot be tokenised is split lexically, so only the broken statement suffers.
+    The split is psql's, on PostgreSQL's lexing (:func:`mvgraph.lexer.split`): the text runs
+    from the statement's first lexeme to its last, without the semicolon and the comments
+    before it; strings (E-strings, continued strings), quoted identifiers, comments,
+    dollar-quoted bodies, parentheses and ``BEGIN ... END`` bodies of routines are never split.
+    A psql meta-command comes back as a statement of its own (its line), so a caller that
+    executes statements should skip texts starting with a backslash, and should send each with
+    :func:`mvgraph.db.single.execute_one`.
 
     Example:
         >>> split_statements("select ';';\\n\\nDO $$ begin perform 1; end $$;")
         [(1, "select ';'"), (3, 'DO $$ begin perform 1; end $$')]
     """
-    try:
-        tokens = _DIALECT.tokenize(text)
-    except TokenError:
-        pieces: list[tuple[int, str]] = []
-        line, counted = 1, 0
-        for start, end in _split_text(text):
-            lead = _COMMENT_RE.match(text, start)
-            begin = lead.end() if lead is not None else start
-            begin = min(begin, end)
-            line += text.count("\n", counted, begin)
-            counted = begin
-            piece = text[begin:end].strip()
-            if piece:
-                pieces.append((line, piece))
-        return pieces
-    statements: list[tuple[int, str]] = []
-    line, counted = 1, 0
-    for chunk in _split_statements(tokens):
-        begin = chunk[0].start
-        line += text.count("\n", counted, begin)
-        counted = begin
-        statements.append((line, text[begin : chunk[-1].end + 1].rstrip()))
-    return statements
+    return [(piece.line, text[piece.start : piece.end].rstrip()) for piece in lexer.split(text)]
 
 
 # --------------------------------------------------------------------------- head parser

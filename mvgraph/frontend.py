@@ -20,6 +20,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from mvgraph.db.queries import query
+from mvgraph.db.single import execute_one
 from mvgraph.dialect import MvgraphPostgres, postgres_create_matview, split_statements
 from mvgraph.errors import DatabaseError, MvgraphError, PermissionDenied, SqlParseError, translate
 from mvgraph.names import quote_ident
@@ -272,8 +273,8 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
             yield Outcome(line, statement, report=report, status="REFRESH MATERIALIZED VIEW")
             continue
         runnable = postgres_create_matview(statement) if _MATVIEW.match(statement) else None
-        try:  # bytes: passed untouched, no placeholders
-            cur = conn.execute((runnable or statement).encode())
+        try:  # passed untouched, no placeholders, as exactly one statement
+            cur = execute_one(conn, runnable or statement)
         except psycopg.Error as exc:
             raise _failed(exc, source, line) from exc
         outcome = Outcome(line, statement, status=cur.statusmessage or "")

@@ -574,9 +574,11 @@ SELECT current_setting('max_connections')::int,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
 
 -- name: probe_limits
--- The server as a parser: limits of the transaction that tries statements (always rolled back).
+-- The server as a parser: limits of the transaction that tries statements (always rolled back);
+-- function bodies are stored, not compiled (no language handler runs code from the files).
 SELECT set_config('statement_timeout', %(statement_timeout)s, true),
-       set_config('lock_timeout', %(lock_timeout)s, true)
+       set_config('lock_timeout', %(lock_timeout)s, true),
+       set_config('check_function_bodies', 'off', true)
 
 -- name: probe_search_path
 SELECT set_config('search_path', %(search_path)s, true)
@@ -587,6 +589,22 @@ SELECT current_schema()
 -- name: probe_relation_exists
 SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = %(schema)s AND c.relname = %(name)s)
+
+-- name: probe_stub_columns
+-- The server as a parser, in the caller's database (catalog only): the columns of the relations a
+-- view of the files may read that the files do not create; a column of a type outside
+-- pg_catalog is given as text in the scratch database.
+SELECT n.nspname::text, c.relname::text, a.attname::text,
+       CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace
+            THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND ((n.nspname, c.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(names)s::text[]))
+       OR (c.relname = ANY (%(bare)s::text[]) AND n.nspname = ANY (%(search_path)s::text[])))
+ORDER BY 1, 2, a.attnum
 
 -- ---- schedules (0008) -------------------------------------------------------------------
 
