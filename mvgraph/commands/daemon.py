@@ -43,8 +43,14 @@ def daemon_cmd(
         "--log-json", help="Log JSON lines (time, level, event, message, schedule, job, "
                            "slot).")] = False,
     metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics and /healthz on "
-                                                 "this port.", show_default=False)] = None,
+        "--metrics-port", min=0, max=65535,
+        help="Serve Prometheus /metrics and /healthz (answered from the daemon's heartbeat, no "
+             "database connection per request) on this port.", show_default=False)] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host",
+        help="Address the metrics port listens on. Anything but localhost (127.0.0.1, ::1) "
+             "exposes unauthenticated metrics and health to the network (e.g. 0.0.0.0: every "
+             "interface).")] = "127.0.0.1",
     dsn: DsnOpt = None,
 ) -> None:
     """Fire schedules and run their jobs until stopped (SIGTERM / Ctrl-C: fire nothing more,
@@ -68,7 +74,7 @@ def daemon_cmd(
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     run(DaemonConfig(target, workers, misfire_grace_s=misfire_grace, resync_s=resync,
-                     shutdown_s=shutdown_timeout), metrics_port)
+                     shutdown_s=shutdown_timeout), metrics_port, metrics_host)
 
 
 @daemon_app.command("status")

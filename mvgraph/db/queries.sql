@@ -619,35 +619,40 @@ SELECT c.oid::bigint, c.relkind::text, format('%%I.%%I', n.nspname, c.relname)
 
 -- name: check_interval
 -- An interval as PostgreSQL reads it, and whether it is an exact duration (no months, years).
-SELECT i, extract(epoch FROM i)::double precision,
-       date_part('month', i) = 0 AND date_part('year', i) = 0
-  FROM (SELECT (%(text)s)::interval AS i) x
+-- Every function and operator pg_catalog's (nothing a search_path put first can shadow).
+SELECT i, extract(epoch FROM i)::double precision,  -- extract: pg_catalog's by the grammar
+       pg_catalog.date_part('month', i) OPERATOR(pg_catalog.=) 0
+       AND pg_catalog.date_part('year', i) OPERATOR(pg_catalog.=) 0
+  FROM (SELECT CAST(%(text)s AS interval) AS i) x
 
 -- name: eval_interval
--- The value of an EVERY (...) expression of a GaussDB statement (the statement's own SQL).
-SELECT i, extract(epoch FROM i)::double precision,
-       date_part('month', i) = 0 AND date_part('year', i) = 0
-  FROM (SELECT ({expr})::interval AS i) x
+-- The value of an EVERY (...) clause of a GaussDB statement: {expr} is the clause rebuilt by
+-- mvgraph.scheduler.clauses (values, pg_catalog functions and operators only), never its text.
+SELECT i, extract(epoch FROM i)::double precision,  -- extract: pg_catalog's by the grammar
+       pg_catalog.date_part('month', i) OPERATOR(pg_catalog.=) 0
+       AND pg_catalog.date_part('year', i) OPERATOR(pg_catalog.=) 0
+  FROM (SELECT CAST({expr} AS interval) AS i) x
 
 -- name: eval_start
--- The value of a START WITH (...) expression of a GaussDB statement (the statement's own SQL).
-SELECT ({expr})::timestamptz
+-- The value of a START WITH (...) clause of a GaussDB statement: {expr} is the clause rebuilt
+-- by mvgraph.scheduler.clauses (values, pg_catalog functions and operators only).
+SELECT CAST({expr} AS timestamp with time zone)
 
 -- name: set_local_time_zone
 -- For the rest of the transaction, times without a zone are read in the schedule's time zone.
-SELECT set_config('TimeZone', %(tz)s, true)
+SELECT pg_catalog.set_config('TimeZone', %(tz)s, true)
 
 -- name: as_timestamptz
 -- A start time typed on the command line (read in the time zone set above when it has none).
-SELECT %(ts)s::timestamptz
+SELECT CAST(%(ts)s AS timestamp with time zone)
 
 -- name: midnight_today
 -- Today's midnight in the session's time zone: the default start of an interval schedule
 -- (slots aligned to the clock: every hour on the hour, every day at midnight).
-SELECT date_trunc('day', now())
+SELECT pg_catalog.date_trunc('day', pg_catalog.now())
 
 -- name: session_time_zone
-SELECT current_setting('TimeZone')
+SELECT pg_catalog.current_setting('TimeZone')
 
 -- name: insert_schedule
 SELECT mvgraph.create_schedule(%(name)s, %(view_oid)s, %(behavior)s, %(kind)s, %(start_at)s,
@@ -713,7 +718,7 @@ LISTEN mvgraph_schedules
 
 -- name: current_schemas
 -- The session's search path, as PostgreSQL resolves names with it.
-SELECT current_schemas(false)::text[]
+SELECT pg_catalog.current_schemas(false)::pg_catalog.text[]
 
 -- name: first_changes
 -- Freshness targets: the earliest change to each (view, input) pair that the view's last

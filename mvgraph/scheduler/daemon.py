@@ -23,7 +23,8 @@ slot does is decided here, in PostgreSQL:
   ``last_status``, ``last_error``, the failure count); the ``schedule_max_failures``-th failure
   in a row (default 16) marks the schedule broken until ``mvgraph schedule resume``.
 
-A heartbeat row in ``mvgraph.daemon`` says the daemon is alive (``mvgraph daemon status``).
+A heartbeat row in ``mvgraph.daemon`` says the daemon is alive (``mvgraph daemon status``);
+:attr:`Daemon.health` remembers when the last one reached the database (``/healthz``).
 SIGTERM / SIGINT stop the firing at once and give running jobs ``shutdown_s``; the database going
 away never stops the daemon (it reconnects with backoff, then resyncs and catches up).
 
@@ -60,6 +61,7 @@ from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
 from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
 from mvgraph.scheduler import store
+from mvgraph.scheduler.health import DEFAULT_MAX_AGE_S, Health
 from mvgraph.scheduler.store import Schedule
 from mvgraph.scheduler.timing import SlotTrigger, catch_up, slots_between
 from mvgraph.version import __version__
@@ -226,6 +228,8 @@ class Daemon:
             timezone=UTC)
         self._daemon_id: int | None = None
         self._worker: Any = None
+        # /healthz: healthy while a heartbeat reached the database lately (no connection per ask)
+        self.health = Health(max(DEFAULT_MAX_AGE_S, 3 * config.heartbeat_s))
 
     # ---- hooks ----------------------------------------------------------------------------------
     def add_tick(self, fn: Tick, every_s: float, name: str | None = None) -> None:
@@ -347,6 +351,7 @@ class Daemon:
                     last_beat = now
                     self._heartbeat(conn)
             except (psycopg.Error, MvgraphError) as exc:
+                self.health.lost()
                 log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc),
                             backoff, extra={"event": "db_down"})
                 if conn is not None:
@@ -609,6 +614,7 @@ class Daemon:
                 self._daemon_id = int(str(row[0]))
                 conn.execute(query("daemon_heartbeat"),
                              {"id": self._daemon_id, "schedules": armed})
+        self.health.beat()
 
     def _unregister(self) -> None:
         if self._daemon_id is None:

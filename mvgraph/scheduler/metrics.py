@@ -9,13 +9,17 @@ A registry private to mvgraph (nothing of the host process's default registry le
 - ``mvgraph_target_lag_seconds{view}`` and ``mvgraph_target_lag_goal_seconds{view}``: each
   freshness target's current lag and its goal.
 
-:class:`MetricsServer` serves ``/metrics`` and ``/healthz`` (200 while the given check says the
-database is reachable, else 503) from a thread.
+:class:`MetricsServer` serves ``/metrics`` and ``/healthz`` from a thread, on 127.0.0.1 unless
+told otherwise (there is no authentication). ``/healthz`` answers from the daemon's own state
+(:class:`mvgraph.scheduler.health.Health`: 200 while its last heartbeat reached the database
+within a few seconds, else 503); a request never opens a database connection.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -30,6 +34,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from mvgraph.errors import UsageError
+from mvgraph.scheduler.health import Health
 
 if TYPE_CHECKING:
     from mvgraph.scheduler.lag import TickResult
@@ -121,13 +128,23 @@ class MetricsServer:
     """``/metrics`` and ``/healthz`` over HTTP, from a daemon thread; port 0 picks a free one
     (see :attr:`port`)."""
 
-    def __init__(self, metrics: Metrics, healthy: Callable[[], bool], port: int,
+    def __init__(self, metrics: Metrics, healthy: Health | Callable[[], bool], port: int,
                  host: str = "127.0.0.1") -> None:
         self.metrics = metrics
         self.healthy = healthy
         handler = _handler(self)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        server_class = _Server6 if ":" in host else ThreadingHTTPServer
+        try:
+            self._server = server_class((host, port), handler)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {host} port {port} "
+                             f"({exc.strerror or exc}); give --metrics-host a local address "
+                             "(default 127.0.0.1) and --metrics-port a free port") from None
         self._server.daemon_threads = True
+        if not _loopback(host):
+            log.warning("metrics on %s port %d: not localhost, so /metrics and /healthz are "
+                        "open without authentication to whoever reaches it", host, self.port,
+                        extra={"event": "metrics_exposed"})
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
                                         daemon=True)
 
@@ -148,13 +165,30 @@ class MetricsServer:
         self._server.server_close()
         self._thread.join(5)
 
-    def check(self) -> bool:
-        """The health check; an exception counts as unhealthy."""
+    def check(self) -> tuple[bool, str]:
+        """The health check and the line to answer; an exception counts as unhealthy."""
         try:
-            return bool(self.healthy())
+            if isinstance(self.healthy, Health):
+                return self.healthy.status()
+            ok = bool(self.healthy())
         except Exception as exc:  # the check's own failure is an answer: unhealthy
             log.debug("health check failed: %s", exc)
-            return False
+            ok = False
+        return ok, "ok" if ok else "database unreachable"
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
@@ -164,8 +198,8 @@ def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             if path == "/metrics":
                 self._answer(200, server.metrics.render(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                ok = server.check()
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"database unreachable\n",
+                ok, line = server.check()
+                self._answer(200 if ok else 503, f"{line}\n".encode(),
                              "text/plain; charset=utf-8")
             else:
                 self._answer(404, b"not found: try /metrics or /healthz\n",
@@ -184,23 +218,8 @@ def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def database_check(dsn: str | None, timeout_s: float = 2.0) -> Callable[[], bool]:
-    """A health check that connects to the database (``timeout_s`` at most) and asks it the
-    time."""
-    def check() -> bool:
-        import psycopg
-
-        from mvgraph.db.connect import resolve_dsn
-        from mvgraph.db.queries import query
-
-        with psycopg.connect(resolve_dsn(dsn), autocommit=True,
-                             connect_timeout=max(1, round(timeout_s)),
-                             application_name="mvgraph healthz") as conn:
-            conn.execute(query("clock_now"))
-        return True
-    return check
-
-
-def serve(metrics: Metrics, dsn: str | None, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """Start the server for ``--metrics-port PORT``, its /healthz checking ``dsn``."""
-    return MetricsServer(metrics, database_check(dsn), port, host).start()
+def serve(metrics: Metrics, health: Health, port: int, host: str = "127.0.0.1"
+          ) -> MetricsServer:
+    """Start the server for ``--metrics-port PORT [--metrics-host HOST]``, its /healthz
+    answering from ``health`` (the daemon's heartbeat)."""
+    return MetricsServer(metrics, health, port, host).start()

@@ -39,10 +39,13 @@ def record(metrics: Metrics, event: DaemonEvent) -> None:
         metrics.failed(event.name)
 
 
-def run(config: DaemonConfig, metrics_port: int | None = None) -> None:
-    """Run a daemon until stopped; with ``metrics_port``, serve /metrics and /healthz."""
+def run(config: DaemonConfig, metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1") -> None:
+    """Run a daemon until stopped; with ``metrics_port``, serve /metrics and /healthz on
+    ``metrics_host`` (health from the daemon's heartbeat, no connection per request)."""
     daemon, metrics = build(config)
-    server = serve(metrics, config.dsn, metrics_port) if metrics_port is not None else None
+    server = (serve(metrics, daemon.health, metrics_port, metrics_host)
+              if metrics_port is not None else None)
     try:
         daemon.run()
     finally:

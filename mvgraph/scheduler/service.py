@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 
 from mvgraph.definitions import Schedule as ScheduleClause
-from mvgraph.errors import UsageError
+from mvgraph.errors import SqlParseError, UsageError
 from mvgraph.model.status import Overlap, ScheduleKind, SlotStatus
 from mvgraph.refresh.behavior import RefreshBehavior
 from mvgraph.scheduler import store
+from mvgraph.scheduler.clauses import check_clause, clause_message
 from mvgraph.scheduler.store import Schedule, ScheduleSpec
 from mvgraph.scheduler.timing import Timing, check_cron, describe, zone
 
@@ -221,6 +222,8 @@ def sync_from_sql(conn: Conn, paths: Sequence[str | Path],
         found = attrs.get("schedule")
         if isinstance(found, ScheduleClause) and found.every is not None:
             wanted[str(node)] = (found, str(attrs.get("source") or "sql"))
+    for clause, source in wanted.values():  # every clause a value before anything is evaluated
+        check_clauses(clause, source)
     report = SyncReport()
     targets = {name: store.find_matview(conn, name, list(search_path)) for name in wanted}
     with conn.transaction():
@@ -228,7 +231,10 @@ def sync_from_sql(conn: Conn, paths: Sequence[str | Path],
         for name, (clause, source) in wanted.items():
             oid, qualified = targets[name]
             keep.add(oid)
-            action, row = apply_clause(conn, oid, qualified, clause, source=source)
+            try:
+                action, row = apply_clause(conn, oid, qualified, clause, source=source)
+            except UsageError as exc:  # e.g. an interval in months: say where it is written
+                raise UsageError(f"{source}: {exc}") from None
             if action in ("added", "altered") and row is not None:
                 report.changes.append((action, row.name, _brief(row)))
         for s in store.schedules(conn):
@@ -236,6 +242,21 @@ def sync_from_sql(conn: Conn, paths: Sequence[str | Path],
                 store.remove(conn, s.id)
                 report.changes.append(("removed", s.name, "no schedule clause in the files"))
     return report
+
+
+def check_clauses(clause: ScheduleClause, source: str) -> None:
+    """Refuse a ``START WITH`` / ``EVERY`` that is not a value (pure: nothing is evaluated).
+
+    Raises:
+        SqlParseError: naming ``source`` (``file.sql:12``), the clause and what is refused.
+    """
+    for label, text in (("START WITH", clause.start), ("EVERY", clause.every)):
+        reason = check_clause(text) if text is not None else None
+        if text is not None and reason is not None:
+            path, _, line = source.rpartition(":")
+            if not line.isdigit():
+                path, line = source, "0"
+            raise SqlParseError(clause_message(label, text, reason), path, int(line))
 
 
 def describe_clock(s: Schedule) -> str:

@@ -160,6 +160,7 @@ def _create_mv(text: str, tokens: list[Token]) -> GaussStatement | None:
             continue
         i += 1
     plain = _cut(text, spans)
+    _check_values(text, clause)
     has_clock = clause.every is not None or clause.start is not None
     return GaussStatement("create_mv", plain, define.definition.name,
                           clause if has_clock or clause.behavior else None, tuple(notices))
@@ -173,6 +174,7 @@ def _alter_mv(text: str) -> GaussStatement | None:
     if found is None:
         return None
     name, clause = found
+    _check_values(text, clause)
     notices = []
     if clause.query_rewrite is not None:
         word = "ENABLE" if clause.query_rewrite else "DISABLE"
@@ -180,6 +182,17 @@ def _alter_mv(text: str) -> GaussStatement | None:
                        "rewrite queries to use materialized views")
     refresh = clause.behavior is not None or clause.start is not None or clause.every is not None
     return GaussStatement("alter_mv", None, name, clause if refresh else None, tuple(notices))
+
+
+def _check_values(text: str, clause: ScheduleClause) -> None:
+    """START WITH and EVERY must be values (checked before any statement of a script runs)."""
+    from mvgraph.scheduler.clauses import check_clause, clause_message
+
+    for label, value in (("START WITH", clause.start), ("EVERY", clause.every)):
+        reason = check_clause(value) if value is not None else None
+        if value is not None and reason is not None:
+            raise SqlParseError(clause_message(label, value, reason),
+                                statement=text.strip().split("\n", 1)[0])
 
 
 def _create_table(text: str, tokens: list[Token]) -> GaussStatement | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, LiteralString
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -30,6 +30,7 @@ from mvgraph.errors import (
 from mvgraph.model.status import LastRun, Overlap, ScheduleKind, SlotStatus
 from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import RefreshBehavior
+from mvgraph.scheduler.clauses import ClauseError, clause_message, compile_clause
 from mvgraph.scheduler.timing import Timing, next_after, zone
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -157,17 +158,18 @@ def find_matview(conn: Conn, name: str, search_path: tuple[str, ...] | list[str]
 
 def interval(conn: Conn, text: str, *, expression: bool = False, what: str = "interval"
              ) -> timedelta:
-    """An interval typed by a user (``'1 hour'``) or, with ``expression``, the SQL expression
-    of a GaussDB ``EVERY (...)`` clause, read by PostgreSQL.
+    """An interval typed by a user (``'1 hour'``, a value: never SQL) or, with ``expression``,
+    a GaussDB ``EVERY (...)`` clause: a value (:mod:`mvgraph.scheduler.clauses`) that PostgreSQL
+    computes with its own functions and operators only.
 
     Raises:
-        UsageError: not an interval, not positive, or in months or years (exit 2).
+        UsageError: not a value, not an interval, not positive, or in months or years (exit 2).
     """
+    expr = _compiled("EVERY", text) if expression else None
     try:
         with conn.transaction():
-            if expression:
-                q = sql.SQL(query("eval_interval")).format(expr=sql.SQL(_own_sql(text)))
-                row = conn.execute(q).fetchone()
+            if expr is not None:
+                row = conn.execute(sql.SQL(query("eval_interval")).format(expr=expr)).fetchone()
             else:
                 row = conn.execute(query("check_interval"), {"text": text}).fetchone()
     except psycopg.Error:
@@ -184,21 +186,22 @@ def interval(conn: Conn, text: str, *, expression: bool = False, what: str = "in
 
 
 def start_time(conn: Conn, text: str | None, tz: str, *, expression: bool = False) -> datetime:
-    """A start time: typed by a user (read in ``tz`` when it names no zone), the SQL expression
-    of a GaussDB ``START WITH (...)`` clause, or (None) today's midnight in ``tz``.
+    """A start time: typed by a user (a value, read in ``tz`` when it names no zone), a GaussDB
+    ``START WITH (...)`` clause (a value, see :mod:`mvgraph.scheduler.clauses`; computed with
+    PostgreSQL's own functions and operators only), or (None) today's midnight in ``tz``.
 
     Raises:
-        UsageError: not a time (exit 2).
+        UsageError: not a value, or not a time (exit 2).
     """
     zone(tz)
+    expr = _compiled("START WITH", text) if expression and text is not None else None
     try:
         with conn.transaction():
             conn.execute(query("set_local_time_zone"), {"tz": tz})
             if text is None:
                 row = conn.execute(query("midnight_today")).fetchone()
-            elif expression:
-                q = sql.SQL(query("eval_start")).format(expr=sql.SQL(_own_sql(text)))
-                row = conn.execute(q).fetchone()
+            elif expr is not None:
+                row = conn.execute(sql.SQL(query("eval_start")).format(expr=expr)).fetchone()
             else:
                 row = conn.execute(query("as_timestamptz"), {"ts": text}).fetchone()
     except psycopg.Error:
@@ -221,9 +224,16 @@ def session_zone(conn: Conn) -> str:
     return name
 
 
-def _own_sql(text: str) -> LiteralString:
-    """The user's own SQL expression, from the statement they asked to run (as psql would)."""
-    return text  # mypy reads LiteralString as str; the expression is the caller's own SQL
+def _compiled(label: str, text: str) -> sql.Composed:
+    """A schedule clause rebuilt as a value (never its text).
+
+    Raises:
+        UsageError: it is not a value (a function call, a subquery, a column, ...).
+    """
+    try:
+        return compile_clause(text)
+    except ClauseError as exc:
+        raise UsageError(clause_message(label, text, str(exc))) from None
 
 
 # ---- rows ------------------------------------------------------------------------------------

@@ -350,3 +350,77 @@ def test_the_daemon_reads_the_wal_slot_continuously(db_dsn: str, conn: Conn) -> 
             wait_for(lambda i=i: conn.execute(logged).fetchone() == (i + 1,))
         stop(proc)
     mvgraph.untrack(conn, every=True)
+
+
+def _status(url: str) -> int:
+    """The HTTP status of a GET (0: no answer)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_healthz_answers_from_the_heartbeat_without_connecting(conn: Conn, db_dsn: str) -> None:
+    """100 /healthz requests to a running daemon: no session is opened for them (the server's
+    session count does not move); the daemon listens on 127.0.0.1."""
+    port = _free_port()
+
+    def sessions() -> int:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+        return int(str(row[0])) if row else -1
+
+    with daemon(db_dsn, "--workers", "0", "--metrics-port", str(port)) as proc:
+        health = f"http://127.0.0.1:{port}/healthz"
+        wait_for(lambda: _get(health) == 200, timeout=20)
+        time.sleep(3)  # the daemon's own connections (listener, tick pool) are open by now
+        before = sessions()
+        assert all(_get(health) == 200 for _ in range(100))
+        assert sessions() == before, "a /healthz request opened a database connection"
+        stop(proc)
+
+
+def test_healthz_turns_unhealthy_when_the_database_goes_away() -> None:
+    """The daemon's server is stopped: /healthz says 503 within seconds (no request of its
+    own), and 200 again once the daemon has reconnected."""
+    import threading
+    import urllib.request
+
+    from mvgraph.db.connect import connect
+    from mvgraph.db.install import init
+    from tests.pgserver import bindir, cluster
+
+    port = _free_port()
+    with cluster(bindir()) as pg:
+        with connect(pg.uri) as c:
+            init(c)
+        with daemon(pg.uri, "--workers", "0", "--metrics-port", str(port)) as proc:
+            health = f"http://127.0.0.1:{port}/healthz"
+            wait_for(lambda: _get(health) == 200, timeout=20)
+            outage = threading.Thread(target=pg.restart, kwargs={"down_s": 8.0})
+            outage.start()
+            try:
+                wait_for(lambda: _status(health) == 503, timeout=8)
+                try:
+                    urllib.request.urlopen(health, timeout=2)
+                except urllib.error.HTTPError as exc:
+                    assert exc.read().decode().startswith("database unreachable")
+            finally:
+                outage.join(60)
+            wait_for(lambda: _status(health) == 200, timeout=45)
+            stop(proc)

@@ -27,7 +27,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import mvgraph
 from mvgraph.db.connect import connect
-from mvgraph.scheduler.metrics import Metrics, MetricsServer, database_check
+from mvgraph.scheduler.health import Health
+from mvgraph.scheduler.metrics import Metrics, MetricsServer
 from tests.conftest import ROOT, cli
 
 PW = "S3cr3t-canary"
@@ -208,8 +209,9 @@ def test_the_daemon_logs_a_bad_dsn_without_its_password() -> None:
 
 def test_the_metrics_endpoint_shows_no_password(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    bad = f"postgresql://bob:{PW}@[h/db"
-    server = MetricsServer(Metrics(), database_check(bad), 0, "127.0.0.1").start()
+    health = Health()  # a daemon whose DSN never connected (it logs the scrubbed error)
+    health.lost()
+    server = MetricsServer(Metrics(), health, 0, "127.0.0.1").start()
     try:
         bodies = []
         for path in ("/healthz", "/metrics", "/nope"):
@@ -221,7 +223,7 @@ def test_the_metrics_endpoint_shows_no_password(caplog: pytest.LogCaptureFixture
                 bodies.append(exc.read().decode())
     finally:
         server.stop()
-    assert bodies[0] == "database unreachable\n"
+    assert bodies[0] == "database unreachable: no contact yet\n"
     assert clean(*bodies, caplog.text), caplog.text
 
 

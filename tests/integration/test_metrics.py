@@ -11,8 +11,10 @@ import psycopg
 import pytest
 
 import mvgraph
+from mvgraph.errors import UsageError
+from mvgraph.scheduler.health import Health
 from mvgraph.scheduler.lag import submit_due
-from mvgraph.scheduler.metrics import Metrics, MetricsServer, database_check
+from mvgraph.scheduler.metrics import Metrics, MetricsServer
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -26,9 +28,11 @@ def get(url: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def served(db_dsn: str) -> Iterator[tuple[Metrics, str]]:
+def served() -> Iterator[tuple[Metrics, str]]:
     metrics = Metrics()
-    server = MetricsServer(metrics, database_check(db_dsn), 0, "127.0.0.1").start()
+    health = Health()
+    health.beat()
+    server = MetricsServer(metrics, health, 0, "127.0.0.1").start()
     try:
         yield metrics, f"http://127.0.0.1:{server.port}"
     finally:
@@ -66,18 +70,68 @@ def test_metrics_report_firings_skips_failures_lateness_and_lag(
     assert 'view="public.new"' not in get(base + "/metrics")[2]
 
 
-def test_healthz_is_200_while_the_database_answers_and_503_when_not(
-        served: tuple[Metrics, str], db_dsn: str) -> None:
+def test_healthz_answers_from_the_daemons_heartbeat(served: tuple[Metrics, str]) -> None:
     metrics, base = served
-    assert get(base + "/healthz")[0] == 200
-    server = MetricsServer(metrics, database_check(db_dsn + "_gone", 1.0), 0,
-                           "127.0.0.1").start()
+    code, _, body = get(base + "/healthz")
+    assert code == 200 and body.startswith("ok: last database contact ")
+    health = Health()
+    server = MetricsServer(metrics, health, 0, "127.0.0.1").start()
     try:
-        code, _, body = get(f"http://127.0.0.1:{server.port}/healthz")
-        assert (code, body) == (503, "database unreachable\n")
+        url = f"http://127.0.0.1:{server.port}/healthz"
+        assert get(url)[0:3:2] == (503, "database unreachable: no contact yet\n")
+        health.beat()
+        assert get(url)[0] == 200
+        health.lost()
+        code, _, body = get(url)
+        assert code == 503 and body.startswith("database unreachable: a call failed")
     finally:
         server.stop()
     assert get(base + "/nope")[0] == 404
+
+
+def test_healthz_opens_no_database_connection(db_dsn: str, conn: Conn) -> None:
+    """100 requests: the server's session count (pg_stat_database.sessions) does not move."""
+    if conn.info.server_version < 140000:
+        pytest.skip("pg_stat_database.sessions needs PostgreSQL 14")
+
+    def sessions() -> int:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
+    health = Health()
+    health.beat()
+    server = MetricsServer(Metrics(), health, 0).start()
+    try:
+        before = sessions()
+        psycopg.connect(db_dsn).close()  # the count does see a connection
+        assert sessions() == before + 1
+        for _ in range(100):
+            assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+        assert sessions() == before + 1
+    finally:
+        server.stop()
+
+
+def test_the_metrics_host_is_localhost_unless_told_otherwise() -> None:
+    server = MetricsServer(Metrics(), Health(), 0).start()
+    try:
+        assert server._server.server_address[0] == "127.0.0.1"
+    finally:
+        server.stop()
+    try:
+        server = MetricsServer(Metrics(), Health(), 0, "::1").start()
+    except UsageError:  # a machine without IPv6
+        pass
+    else:
+        try:
+            assert get(f"http://[::1]:{server.port}/healthz")[0] == 503
+        finally:
+            server.stop()
+    with pytest.raises(UsageError, match=r"cannot serve metrics on 192\.0\.2\.1 port 0"):
+        MetricsServer(Metrics(), Health(), 0, "192.0.2.1")
 
 
 def test_a_tick_of_freshness_targets_is_counted_once_per_episode(
