@@ -85,7 +85,7 @@ $$;
 -- when the relation has a parent.
 CREATE FUNCTION mvgraph.trigger_logs(t pg_trigger, mask integer, has_parent boolean)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.tgfoid = 'mvgraph.track_write()'::regprocedure
        AND t.tgenabled IN ('O', 'A')
        AND t.tgtype & 1 = 0 AND t.tgtype & mask = mask
