@@ -9,7 +9,10 @@ transactions sent by one connection, for no trigger and for each body of
 ``trigger_variants.VARIANTS``, in ABBA rounds. Printed: CPU microseconds per transaction, the
 extra of each variant over none, and none / variant: the TPS ratio a CPU-bound server would
 see (median and range of rounds; cache and frequency effects of the neighbours remain).
-Run: ``python benchmarks/trigger_cost.py [--quick] [--transactions N] [--rounds N]``.
+``--workload empty``: each transaction is one INSERT that writes no row (issue 17);
+``--workload bulk``: one INSERT of 1,000 rows into pgbench_history (what a per-row cost shows).
+Run: ``python benchmarks/trigger_cost.py [--quick] [--transactions N] [--rounds N]
+[--workload tpcb|empty|bulk] [--variants a,b]``.
 """
 
 from __future__ import annotations
@@ -33,21 +36,28 @@ TPCB = [
     "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
     "VALUES (%(t)s, %(b)s, %(a)s, %(d)s, CURRENT_TIMESTAMP)",
 ]
+WORKLOADS = {
+    "tpcb": TPCB,
+    "empty": ["INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+              "SELECT %(t)s, %(b)s, %(a)s, %(d)s, CURRENT_TIMESTAMP WHERE %(d)s > 99999"],
+    "bulk": ["INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+             "SELECT %(t)s, %(b)s, %(a)s, g, CURRENT_TIMESTAMP FROM generate_series(1, 1000) g"],
+}
 
 
-def cpu_us(dsn: str, transactions: int, scale: int) -> float:
+def cpu_us(dsn: str, transactions: int, scale: int, workload: str = "tpcb") -> float:
     """Backend CPU microseconds per TPC-B-like transaction, over ``transactions`` of them."""
     rng = random.Random(1)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
         pid = conn.info.backend_pid
         for _ in range(50):  # warm: plans prepared, caches filled
-            run_one(conn, rng, scale)
+            run_one(conn, rng, scale, workload)
         perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "task-clock", "-p",
                                  str(pid)], stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)  # attached
         for _ in range(transactions):
-            run_one(conn, rng, scale)
+            run_one(conn, rng, scale, workload)
         perf.send_signal(signal.SIGINT)
         _, err = perf.communicate()
     for line in err.splitlines():
@@ -57,12 +67,12 @@ def cpu_us(dsn: str, transactions: int, scale: int) -> float:
     raise RuntimeError(f"no task-clock from perf:\n{err}")
 
 
-def run_one(conn: Conn, rng: random.Random, scale: int) -> None:
-    """One TPC-B-like transaction."""
+def run_one(conn: Conn, rng: random.Random, scale: int, workload: str = "tpcb") -> None:
+    """One transaction of the workload (TPC-B-like by default)."""
     args = {"a": rng.randint(1, 100000 * scale), "t": rng.randint(1, 10 * scale),
             "b": rng.randint(1, scale), "d": rng.randint(-5000, 5000)}
     with conn.transaction():
-        for stmt in TPCB:
+        for stmt in WORKLOADS[workload]:
             conn.execute(stmt, args, prepare=True)
 
 
@@ -72,6 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--transactions", type=int, default=3000)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="tpcb")
     args = parser.parse_args()
     chosen = [v for v in args.variants.split(",") if v]
     scale, rounds, n = (1, 1, 300) if args.quick else (10, args.rounds, args.transactions)
@@ -90,7 +101,7 @@ def main() -> None:
                 got: dict[str | None, list[float]] = {}
                 for variant in [*order, *reversed(order)]:
                     use(conn, variant)
-                    value = cpu_us(dsn, n, scale)
+                    value = cpu_us(dsn, n, scale, args.workload)
                     got.setdefault(variant, []).append(value)
                     progress(f"round {rnd + 1}, {variant or 'none'}: {value:,.0f} "
                              f"CPU us per transaction")
@@ -106,7 +117,8 @@ def main() -> None:
                            spread(extra[v])))
         rows.append(Result(f"{v}: ratio none / {v} (CPU-bound TPS ratio)",
                            spread([b / x for b, x in zip(per[None], per[v], strict=True)])))
-    print_table("trigger_cost: backend CPU time per TPC-B transaction, by trigger body",
+    print_table(f"trigger_cost: backend CPU time per {args.workload} transaction, by trigger "
+                "body",
                 rows, [f"{rounds} ABBA round(s) of {n} transactions from one connection, "
                        f"pgbench -i -s {scale}, task-clock of the backend (perf stat)",
                        settings])

@@ -15,6 +15,18 @@ unlogged table in a ``bench`` schema (mvgraph is not involved):
   insert nothing;
 * ``guc_plain_definer``: the same, ``SECURITY DEFINER``;
 * ``per_xact``: one row per transaction carrying all tables written (``oid[]``), upserted;
+* ``current``: the body installed by migrations 0011 and 0015 (``plain_definer`` with the
+  search path pinned): one row per statement, written or not;
+* ``written``: the body of migration 0017 (issue 17): an ``AFTER`` statement trigger that logs
+  nothing while the transaction has no transaction id (it has written no row) and the table
+  has storage (TRUNCATE, partitioned and foreign tables log always); search path pinned,
+  ``SECURITY DEFINER``;
+* ``counts``: a rejected candidate: ``AFTER``, logging only when the table's
+  transaction-local pg_stat counters are not 0 (since PostgreSQL 15 they include earlier
+  transactions' counts not yet flushed, so an empty statement soon after a write still logs);
+* ``transition``: the other candidate: four ``AFTER`` statement triggers (one event each, as
+  PostgreSQL requires of transition tables) logging when the transition table has a row
+  (TRUNCATE: always);
 * ``noop`` and ``guc_only``: not candidates (they log nothing): the cost of a plpgsql trigger
   call that does nothing, and of one that only checks and sets the flag.
 
@@ -84,6 +96,42 @@ BEGIN
     RETURN NULL;
 END"""
 
+_COUNTS = """
+BEGIN
+    IF TG_OP <> 'TRUNCATE'
+       AND pg_stat_get_xact_tuples_inserted(TG_RELID) + pg_stat_get_xact_tuples_updated(TG_RELID)
+           + pg_stat_get_xact_tuples_deleted(TG_RELID) = 0
+       AND current_setting('track_counts')::boolean THEN  -- a simple expression: no subquery
+        IF EXISTS (SELECT FROM pg_class c WHERE c.oid = TG_RELID AND c.relkind = 'r'
+                                              AND NOT c.relhassubclass) THEN
+            RETURN NULL;  -- no row counted on the table in this transaction
+        END IF;
+    END IF;
+    INSERT INTO bench.log_plain (relid, xid) VALUES (TG_RELID, pg_current_xact_id());
+    RETURN NULL;
+END"""
+_WRITTEN = """
+BEGIN
+    IF TG_OP <> 'TRUNCATE' AND pg_current_xact_id_if_assigned() IS NULL
+       AND pg_relation_filenode(TG_RELID) IS NOT NULL THEN
+        RETURN NULL;  -- the transaction has written no row yet
+    END IF;
+    INSERT INTO bench.log_plain (relid, xid) VALUES (TG_RELID, pg_current_xact_id());
+    RETURN NULL;
+END"""
+_TRANSITION = """
+BEGIN
+    IF TG_OP = 'TRUNCATE' OR EXISTS (SELECT FROM n) THEN
+        INSERT INTO bench.log_plain (relid, xid) VALUES (TG_RELID, pg_current_xact_id());
+    END IF;
+    RETURN NULL;
+END"""
+_TRUNCATE_ONLY = """
+BEGIN
+    INSERT INTO bench.log_plain (relid, xid) VALUES (TG_RELID, pg_current_xact_id());
+    RETURN NULL;
+END"""
+
 _NOOP = """
 BEGIN
     RETURN NULL;
@@ -109,28 +157,53 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "guc_plain": (_GUC, False),
     "guc_plain_definer": (_GUC, True),
     "per_xact": (_PER_XACT, False),
+    "current": (_PLAIN, True),  # with the pinned search path (PINNED)
+    "written": (_WRITTEN, True),
+    "counts": (_COUNTS, True),
+    "transition": (_TRANSITION, True),
     "noop": (_NOOP, False),  # the floor: a plpgsql call that logs nothing
     "guc_only": (_GUC_ONLY, False),  # the flag's part of guc_plain, without the insert
+}
+
+
+#: variants whose function pins search_path = pg_catalog, pg_temp (as 0015 does)
+PINNED = frozenset({"current", "written", "counts", "transition"})
+#: variants not installed as one BEFORE statement trigger for all four events: their triggers
+#: as (timing and events, REFERENCING clause, function)
+TRIGGERS: dict[str, list[tuple[str, str, str]]] = {
+    "written": [("AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "", "written")],
+    "counts": [("AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "", "counts")],
+    "transition": [("AFTER INSERT", "REFERENCING NEW TABLE AS n", "transition"),
+                   ("AFTER UPDATE", "REFERENCING NEW TABLE AS n", "transition"),
+                   ("AFTER DELETE", "REFERENCING OLD TABLE AS n", "transition"),
+                   ("AFTER TRUNCATE", "", "truncate_only")],
 }
 
 
 def install_functions(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The log tables and one trigger function per variant."""
     conn.execute(SETUP)
-    for name, (body, definer) in VARIANTS.items():
+    for name, (body, definer) in [*VARIANTS.items(), ("truncate_only", (_TRUNCATE_ONLY, True))]:
+        pinned = name in PINNED or name == "truncate_only"
         conn.execute(f"CREATE FUNCTION bench.{name}() RETURNS trigger LANGUAGE plpgsql"
-                     f"{' SECURITY DEFINER' if definer else ''} AS $${body}$$")
+                     f"{' SECURITY DEFINER' if definer else ''}"
+                     f"{' SET search_path = pg_catalog, pg_temp' if pinned else ''} AS $${body}$$")
 
 
 def use(conn: psycopg.Connection[tuple[object, ...]], variant: str | None) -> None:
     """Put this variant's trigger (or none) on the pgbench tables; empty the logs; VACUUM."""
     for table in TABLES:
-        conn.execute(f"DROP TRIGGER IF EXISTS bench_track ON {table}")
-        if variant is not None:
-            conn.execute(f"CREATE TRIGGER bench_track BEFORE INSERT OR UPDATE OR DELETE OR "
-                         f"TRUNCATE ON {table} FOR EACH STATEMENT "
-                         f"EXECUTE FUNCTION bench.{variant}()")
-            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER bench_track")
+        for i in range(4):
+            conn.execute(f"DROP TRIGGER IF EXISTS bench_track{i or ''} ON {table}")
+        if variant is None:
+            continue
+        triggers = TRIGGERS.get(variant, [("BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE", "",
+                                           variant)])
+        for i, (events, referencing, function) in enumerate(triggers):
+            name = f"bench_track{i or ''}"
+            conn.execute(f"CREATE TRIGGER {name} {events} ON {table} {referencing} "
+                         f"FOR EACH STATEMENT EXECUTE FUNCTION bench.{function}()")
+            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}")
     conn.execute("TRUNCATE bench.log_pk, bench.log_plain, bench.log_xact")
     conn.execute("VACUUM " + ", ".join(TABLES))
     conn.execute("CHECKPOINT")

@@ -28,6 +28,11 @@ class UsageError(MvgraphError):
     exit_code = 2
 
 
+class TrackingError(MvgraphError):
+    """Change tracking cannot be trusted (e.g. a wal-mode publication mvgraph did not make, or
+    that was altered): the message names the object and the fix."""
+
+
 class ConnectionFailed(MvgraphError):
     """The database could not be reached."""
 

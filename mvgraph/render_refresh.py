@@ -205,6 +205,9 @@ def status_table(st: StatusReport) -> list[Table]:
     for tb in st.tables:
         label = {"triggers": "triggers (exact)", "stats": "stats (approximate)",
                  "always": "always stale"}.get(tb.mode, tb.mode)
+        if tb.problems:
+            label = f"[red]{label}: {len(tb.problems)} relation" \
+                    f"{'' if len(tb.problems) == 1 else 's'} not tracked[/]"
         tables.add_row(escape(str(tb.name)), label)
     return [views, tables]
 

@@ -110,13 +110,18 @@ CREATE TABLE IF NOT EXISTS mvgraph.schema_version (
 INSERT INTO mvgraph.schema_version (version, name) VALUES (%(version)s, %(name)s)
 
 -- name: relation_info
--- oid, populated flag, CONCURRENTLY-usable unique index and partition ancestors of relations.
+-- oid, populated flag, CONCURRENTLY-usable unique index and ancestors (partitioned tables and
+-- inheritance parents, every level) of relations.
 SELECT u.name, c.oid::bigint, c.relkind::text, c.relispopulated,
        EXISTS (SELECT 1 FROM pg_index i
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
                   AND i.indpred IS NULL AND i.indexprs IS NULL),
-       CASE WHEN c.relispartition THEN ARRAY(
-           SELECT a::bigint FROM pg_partition_ancestors(c.oid) a WHERE a <> c.oid)
+       CASE WHEN c.relkind IN ('r', 'p', 'f') THEN ARRAY(
+           WITH RECURSIVE up(oid) AS (
+               SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid
+               UNION
+               SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.oid)
+           SELECT up.oid::bigint FROM up)
        ELSE '{}'::bigint[] END
   FROM unnest(%(names)s::text[]) AS u(name)
   JOIN pg_class c ON c.oid = to_regclass(u.name)
@@ -197,26 +202,40 @@ SELECT mvgraph.clear_table_mode(%(oid)s)
 
 -- name: log_tracking_start
 -- Views reading a table become stale when its tracking starts: earlier writes were not logged.
--- Logged for the tables and, for partitions, every partitioned table above them.
+-- Logged for the tables and every partitioned table or inheritance parent above them.
 SELECT mvgraph.log_tracking_start(%(oids)s::oid[])
 
 -- name: track_triggers
--- The tracking trigger of a table and of each partition below it. "logs": some trigger logs
--- every write to it (the current form, or an older one such as AFTER instead of BEFORE or not
--- ENABLE ALWAYS); "current": it is exactly what create_track_trigger makes. A partition's
--- trigger must pass an argument (its writes are logged for the partitioned tables above it).
--- tgtype bits: 1 row, 2 before, 4 insert, 8 delete, 16 update, 32 truncate.
-SELECT r.oid::bigint, n.nspname, c.relname, c.relispartition,
-       coalesce(t.tgenabled IN ('O', 'A') AND t.tgtype & 61 = 60
-                AND (t.tgnargs > 0) = c.relispartition, false) AS logs,
-       coalesce(t.tgenabled = 'A' AND t.tgtype = 62
-                AND t.tgnargs = CASE WHEN c.relispartition THEN 1 ELSE 0 END, false) AS current
-  FROM (SELECT %(oid)s::oid UNION SELECT relid FROM pg_partition_tree(%(oid)s::oid)) r(oid)
-  JOIN pg_class c ON c.oid = r.oid
+-- The tracking trigger of a table and of each partition and inheritance child below it (every
+-- level). "logs": some trigger logs every write to it (the current form, or an older one such
+-- as BEFORE instead of AFTER or not ENABLE ALWAYS; see mvgraph.trigger_logs in 0017);
+-- "current": it is exactly what create_track_trigger makes (tgtype 60; create_track_trigger_ud:
+-- 24). The trigger of a relation with a
+-- parent must pass an argument (its writes are logged for every ancestor). tgtype bits: 1 row,
+-- 2 before, 4 insert, 8 delete, 16 update, 32 truncate.
+WITH RECURSIVE tree(oid) AS (
+    SELECT %(oid)s::oid
+    UNION
+    SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+SELECT r.oid::bigint, n.nspname, c.relname, r.has_parent,
+       coalesce(t.tgenabled IN ('O', 'A') AND t.tgtype & 61 = 60 AND t.tgqual IS NULL
+                AND cardinality(t.tgattr::int2[]) = 0 AND (t.tgnargs > 0 OR NOT r.has_parent),
+                false) AS logs,
+       coalesce(t.tgenabled = 'A' AND t.tgtype = %(tgtype)s AND t.tgqual IS NULL
+                AND cardinality(t.tgattr::int2[]) = 0
+                AND t.tgnargs = CASE WHEN r.has_parent THEN 1 ELSE 0 END, false) AS current
+  FROM (SELECT tree.oid, EXISTS (SELECT FROM pg_inherits p WHERE p.inhrelid = tree.oid)
+          FROM tree) r(oid, has_parent)
+  JOIN pg_class c ON c.oid = r.oid AND c.relkind IN ('r', 'p', 'f')
   JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_trigger t ON t.tgrelid = r.oid AND t.tgname = 'mvgraph_track'
                         AND t.tgfoid = 'mvgraph.track_write()'::regprocedure
- ORDER BY c.relispartition, r.oid
+ ORDER BY r.has_parent, r.oid
+
+-- name: record_tracking
+-- Record the tracking triggers of a table's tree as mvgraph's (mode NULL: forget them); logs a
+-- tracking start when the record changed. Returns whether it did.
+SELECT mvgraph.record_tracking(%(oid)s::oid, %(mode)s::text)
 
 -- name: configure_mv
 SELECT mvgraph.configure_view(%(oid)s, %(early_cutoff)s, %(volatile_mode)s)
@@ -231,8 +250,9 @@ SELECT mvgraph.compact()
 -- name: create_track_trigger
 -- ENABLE ALWAYS: writes made under session_replication_role = replica change the table too.
 -- (Logical replication's apply worker fires row triggers only: tables fed by it need 'stats' or
--- 'always' mode; see the README.)
-CREATE TRIGGER mvgraph_track BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+-- 'always' mode; see the README.) AFTER: the function logs only statements that wrote rows
+-- (0017; a BEFORE trigger of an older version logs every statement).
+CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
 FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 
@@ -549,15 +569,13 @@ SELECT current_setting('synchronous_commit'), current_setting('lock_timeout'),
        set_config('client_min_messages', %(client_min_messages)s, false),
        set_config('default_transaction_isolation', %(default_transaction_isolation)s, false)
 
--- name: untracked_partitions
--- Partitions of trigger-tracked tables that lack the tracking trigger (created after `track`).
-SELECT u.oid::bigint, n.nspname, c.relname
-  FROM unnest(%(oids)s::oid[]) AS u(oid)
-  JOIN pg_partition_tree(u.oid) p ON p.relid <> u.oid
-  JOIN pg_class c ON c.oid = p.relid AND c.relkind IN ('r', 'f')
+-- name: tracking_problems
+-- Relations of tracked tables' trees whose writes would not all be logged (a missing, disabled,
+-- altered or foreign tracking trigger; 0017): one row each, with what is wrong.
+SELECT p.root::bigint, format('%%I.%%I', n.nspname, c.relname), p.relid = p.root, p.problem
+  FROM mvgraph.tracking_problems(%(oids)s::oid[], %(modes)s::text[]) p
+  JOIN pg_class c ON c.oid = p.relid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
-                    WHERE t.tgrelid = p.relid AND t.tgname = 'mvgraph_track')
 
 -- name: try_setting
 SELECT set_config(%(key)s, %(value)s, true)
@@ -861,7 +879,7 @@ UPDATE mvgraph.wal_flush SET at = now()
 -- Int64 commit time (microseconds since 2000), Int32 xid. 'I', 'U', 'D': Int32 relation oid.
 -- 'T' (truncate): Int32 count, Int8 options, Int32 oid each. The 32-bit xid becomes an xid8 by
 -- the current epoch (the transaction committed, so it is below the snapshot's xmax). A
--- partition's row also goes to every partitioned table above it, as with the trigger.
+-- partition's or inheritance child's row also goes to every table above it, as with the trigger.
 WITH x AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax),
 m AS (
     SELECT c.xid::text::bigint AS xid32, get_byte(c.data, 0) AS kind, c.data
@@ -882,9 +900,11 @@ r AS (
 up AS (  -- each relation written, with the partitioned tables above it (looked up once each)
     SELECT DISTINCT d.relid, t.oid
       FROM (SELECT DISTINCT relid FROM r) d
-     CROSS JOIN LATERAL (SELECT d.relid UNION SELECT a FROM pg_partition_ancestors(d.relid) a
-                          WHERE EXISTS (SELECT FROM pg_class c
-                                         WHERE c.oid = d.relid AND c.relispartition)) t(oid))
+     CROSS JOIN LATERAL (WITH RECURSIVE a(oid) AS (
+                             SELECT d.relid
+                             UNION
+                             SELECT i.inhparent FROM pg_inherits i JOIN a ON i.inhrelid = a.oid)
+                         SELECT a.oid FROM a) t(oid))
 INSERT INTO mvgraph.change_log (relid, xid, at)
 SELECT DISTINCT ON (up.oid, r.xid32) up.oid,
        (x.xmax - ((x.xmax %% 4294967296 - r.xid32) %% 4294967296 + 4294967296)
@@ -909,13 +929,48 @@ SELECT bool_and(c.relkind = 'p'
                      WHERE i.indrelid = c.oid AND i.indisprimary))
                 OR (c.relreplident = 'i' AND EXISTS (SELECT FROM pg_index i
                      WHERE i.indrelid = c.oid AND i.indisreplident)))
-  FROM (SELECT %(oid)s::oid UNION SELECT relid FROM pg_partition_tree(%(oid)s::oid)) r(oid)
+  FROM (WITH RECURSIVE tree(oid) AS (
+            SELECT %(oid)s::oid
+            UNION
+            SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+        SELECT tree.oid FROM tree) r(oid)
   JOIN pg_class c ON c.oid = r.oid
 
 -- name: wal_membership
--- The mvgraph publications a table is in (directly).
-SELECT p.pubname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
- WHERE pr.prrelid = %(oid)s AND p.pubname = ANY(%(pubs)s::text[])
+-- The table and each inheritance child below it (partitions are published through their
+-- partitioned table), with the mvgraph publication each is in directly (NULL: none).
+WITH RECURSIVE tree(oid) AS (
+    SELECT %(oid)s::oid
+    UNION
+    SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+SELECT n.nspname, c.relname, p.pubname::text
+  FROM tree JOIN pg_class c ON c.oid = tree.oid AND NOT c.relispartition
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_publication_rel pr ON pr.prrelid = c.oid
+       AND pr.prpubid IN (SELECT p2.oid FROM pg_publication p2
+                           WHERE p2.pubname = ANY(%(pubs)s::text[]))
+  LEFT JOIN pg_publication p ON p.oid = pr.prpubid
+ ORDER BY tree.oid = %(oid)s::oid DESC, c.oid
+
+-- name: wal_problems
+-- What is wrong with wal mode's publications and slot (0017): one line each, none when all is
+-- as mvgraph made it.
+SELECT w FROM mvgraph.wal_problems(%(slot)s, %(pubs)s::text[], %(publishes)s::text[],
+                                   %(existing_only)s) AS w
+
+-- name: wal_record_publication
+-- In the transaction that created it.
+SELECT mvgraph.record_wal_publication(%(pub)s, %(publish)s)
+
+-- name: wal_record_slot
+SELECT mvgraph.record_wal_slot(%(slot)s)
+
+-- name: wal_forget
+SELECT mvgraph.forget_wal_objects()
+
+-- name: wal_recorded_publications
+-- mvgraph's publications that are still the ones it made (the ones it may drop).
+SELECT mvgraph.wal_own_publications()
 
 -- name: wal_tables
 -- Tables in 'wal' mode that still exist.
@@ -925,7 +980,7 @@ SELECT m.relid::bigint FROM mvgraph.table_mode m JOIN pg_class c ON c.oid = m.re
 -- name: create_track_trigger_ud
 -- For a 'wal' table without replica identity: its inserts and truncates come from the WAL, its
 -- updates and deletes from this trigger (the same function and name as create_track_trigger).
-CREATE TRIGGER mvgraph_track BEFORE UPDATE OR DELETE ON {table}
+CREATE TRIGGER mvgraph_track AFTER UPDATE OR DELETE ON {table}
 FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write({args});
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER mvgraph_track
 

@@ -67,9 +67,10 @@ class InputChange:
     """One reason an input counts as changed since a view's last refresh."""
 
     input: RelationName
-    kind: str  # write | refresh | outside | ddl | tracking | stats | always
+    kind: str  # write | refresh | outside | ddl | tracking | stats | always | untracked
     transactions: int = 0
     last_at: datetime | None = None
+    detail: str = ""  # untracked: what is wrong, and the fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +238,7 @@ _CHANGE_TEXT = {
     "tracking": "change tracking of input {input} started{when}",
     "stats": "input {input} changed (approximate: pg_stat counters)",
     "always": "input {input} is in 'always' mode",
-    "untracked": "input {input} has a partition without the tracking trigger (run mvgraph track "
-                 "{input} again)",
+    "untracked": "input {input} is not fully tracked: {detail}",
 }
 
 
@@ -251,7 +251,7 @@ def describe_change(c: InputChange) -> str:
     text = _CHANGE_TEXT.get(c.kind, "input {input} changed (" + c.kind + ")")
     when = f" at {c.last_at:%Y-%m-%d %H:%M:%S}" if c.last_at else ""
     return text.format(input=c.input, n=c.transactions, s="" if c.transactions == 1 else "s",
-                       when=when)
+                       when=when, detail=c.detail or "some writes are not logged")
 
 
 def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehavior | str,

@@ -43,12 +43,12 @@ class Relation:
     relkind: str
     populated: bool
     concurrent_index: bool
-    ancestors: tuple[int, ...] = ()  # partitioned tables above a partition
+    ancestors: tuple[int, ...] = ()  # partitioned tables and inheritance parents above it
 
     @property
     def change_oids(self) -> tuple[int, ...]:
-        """Whose change rows concern this relation: itself and, for a partition, its
-        ancestors (a write routed through a partitioned table logs only that table)."""
+        """Whose change rows concern this relation: itself and, for a partition or an
+        inheritance child, its ancestors (a write through a parent logs only the parent)."""
         return (self.oid, *self.ancestors)
 
 
@@ -167,7 +167,12 @@ def _switch(conn: Conn, rel: Relation, table: RelationName, mode: str) -> str:
     start); returns the mode it had."""
     with translated(), conn.transaction():
         before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
+        # a relation whose trigger was missing, disabled, replaced or not mvgraph's: its writes
+        # may have gone unlogged, so tracking starts again (the readers are refreshed once)
+        gaps = tracking_problems(conn, {rel.oid: before}) if mode == before else {}
         unlogged = _install_triggers(conn, rel) if mode == "triggers" else []
+        if gaps or (mode == before == "wal" and wal.problems(conn)):
+            unlogged.append(rel.oid)  # (wal: a publication altered, the table not in it, ...)
         if mode != "triggers":
             _drop_triggers(conn, rel)
         if mode == "wal":
@@ -175,6 +180,7 @@ def _switch(conn: Conn, rel: Relation, table: RelationName, mode: str) -> str:
                 _install_triggers(conn, rel, "create_track_trigger_ud")
         else:
             wal.unpublish(conn, rel.oid, table.schema, table.name)
+        _record(conn, rel, mode)
         conn.execute(query("set_table_mode"), {"oid": rel.oid, "name": str(table), "mode": mode})
         started = [rel.oid] if mode != before else unlogged
         if started:
@@ -193,6 +199,7 @@ def untrack(conn: Conn, table: RelationName) -> None:
         _drop_triggers(conn, rel)
         if rel.relkind != "f":
             wal.unpublish(conn, rel.oid, table.schema, table.name)
+        _record(conn, rel, None)
         conn.execute(query("clear_table_mode"), {"oid": rel.oid})
         if before != "stats":
             conn.execute(query("log_tracking_start"), {"oids": [rel.oid]})
@@ -200,20 +207,30 @@ def untrack(conn: Conn, table: RelationName) -> None:
         wal.drop_if_unused(conn)
 
 
+def _record(conn: Conn, rel: Relation, mode: str | None) -> None:
+    """Record the tracking triggers now on the table's tree as mvgraph's (plans compare them with
+    the catalog: a trigger disabled, replaced or added since is reported)."""
+    if rel.relkind != "f":
+        conn.execute(query("record_tracking"),
+                     {"oid": rel.oid, "mode": mode if mode in ("triggers", "wal") else None})
+
+
 def _install_triggers(conn: Conn, rel: Relation,
                       create: str = "create_track_trigger") -> list[int]:
-    """Give the table and each partition below it the current tracking trigger, leaving
-    current ones alone; returns the oids that had none logging their writes. (``create``:
+    """Give the table and each partition and inheritance child below it the current tracking
+    trigger, leaving current ones alone; returns the oids that had none logging their writes.
+    (``create``:
     the UPDATE/DELETE-only form, on a wal-mode table without replica identity.)"""
     unlogged = []
-    rows = conn.execute(query("track_triggers"), {"oid": rel.oid}).fetchall()
-    for oid, schema, name, is_partition, logs, current in rows:
-        if current and create == "create_track_trigger":
+    rows = conn.execute(query("track_triggers"), {
+        "oid": rel.oid, "tgtype": 60 if create == "create_track_trigger" else 24}).fetchall()
+    for oid, schema, name, has_parent, logs, current in rows:
+        if current:
             continue
         ident = sql.Identifier(str(schema), str(name))
         _drop_trigger(conn, ident)
         conn.execute(sql.SQL(query(create)).format(
-            table=ident, args=sql.Literal("partition") if is_partition else sql.SQL("")))
+            table=ident, args=sql.Literal("partition") if has_parent else sql.SQL("")))
         if not logs:
             unlogged.append(int(str(oid)))
     return unlogged
@@ -227,7 +244,7 @@ def _drop_triggers(conn: Conn, rel: Relation) -> None:
     if rel.relkind == "f":
         return
     for _, schema, name, *_ in conn.execute(query("track_triggers"),
-                                            {"oid": rel.oid}).fetchall():
+                                            {"oid": rel.oid, "tgtype": 60}).fetchall():
         _drop_trigger(conn, sql.Identifier(str(schema), str(name)))
 
 
@@ -254,6 +271,39 @@ def stat_counters(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[int, int]]
     with translated():
         rows = conn.execute(query("stat_counters"), {"oids": list(oids)}).fetchall()
     return {int(str(r[0])): (int(str(r[1])), int(str(r[2]))) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingProblem:
+    """A relation of a tracked table's tree whose writes would not all be logged."""
+
+    table: int  # the tracked table's oid
+    relation: str  # the relation with the problem (the table, a partition or a child)
+    problem: str
+
+    def describe(self, table: RelationName | str, mode: str) -> str:
+        """What is wrong and the fix, e.g. "public.t_2024 (below public.t) has its tracking
+        trigger disabled; run `mvgraph track public.t`"."""
+        where = self.relation if self.relation == str(table) else \
+            f"{self.relation} (below {table})"
+        fix = f"mvgraph track {table}" + (" --mode wal" if mode == "wal" else "")
+        return f"{where} {self.problem}; run `{fix}`"
+
+
+def tracking_problems(conn: Conn, modes: Mapping[int, str]) -> dict[int, list[TrackingProblem]]:
+    """For tables in ``triggers`` or ``wal`` mode (oid -> mode), every relation of each one's
+    tree (partitions and inheritance children) whose tracking trigger is missing, disabled,
+    not mvgraph's or altered since ``mvgraph track``; one catalog query for all of them."""
+    tracked = {o: m for o, m in modes.items() if m in ("triggers", "wal")}
+    if not tracked:
+        return {}
+    with translated():
+        rows = conn.execute(query("tracking_problems"), {
+            "oids": list(tracked), "modes": list(tracked.values())}).fetchall()
+    out: dict[int, list[TrackingProblem]] = defaultdict(list)
+    for root, relation, _, problem in rows:
+        out[int(str(root))].append(TrackingProblem(int(str(root)), str(relation), str(problem)))
+    return dict(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,13 +362,7 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             _KIND_WORDS.get(str(kind), str(kind)), int(str(n)),
             last_at if isinstance(last_at, datetime) else None))
     stats_oids = {o for o, (mode, _) in modes.items() if mode == "stats"}
-    partitioned = [o for o, (mode, _) in modes.items() if mode == "triggers"
-                   and any(r.oid == o and r.relkind == "p" for r in rels.values())]
-    untracked: set[int] = set()
-    if partitioned:
-        with translated():
-            untracked = {int(str(r[0])) for r in conn.execute(query("untracked_partitions"),
-                                                               {"oids": partitioned})}
+    untracked = tracking_problems(conn, {o: mode for o, (mode, _) in modes.items()})
     if stats_oids:
         current = stat_counters(conn, stats_oids)
         with translated():
@@ -337,8 +381,8 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             if r is None or r.oid not in modes:
                 continue
             mode = modes[r.oid][0]
-            if r.oid in untracked:
-                found.append(InputChange(inp, "untracked"))
+            for problem in untracked.get(r.oid, ()):
+                found.append(InputChange(inp, "untracked", detail=problem.describe(inp, mode)))
             if mode == "always":
                 found.append(InputChange(inp, "always"))
             elif mode == "stats" and refreshed_at is not None and (

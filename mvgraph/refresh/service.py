@@ -473,6 +473,7 @@ class TableStatus:
 
     name: RelationName
     mode: str
+    problems: tuple[str, ...] = ()  # why some writes would not be logged, each with the fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +494,8 @@ class StatusReport:
                        "refreshed_at": v.refreshed_at.isoformat() if v.refreshed_at else None,
                        "duration_s": v.duration_s, "lag_s": v.lag_s,
                        "target_lag_s": v.target_lag_s} for v in self.views],
-            "tables": [{"name": str(t.name), "mode": t.mode} for t in self.tables],
+            "tables": [{"name": str(t.name), "mode": t.mode, "problems": list(t.problems)}
+                       for t in self.tables],
         }
 
 
@@ -530,13 +532,20 @@ def status(target: Target) -> StatusReport:
         tables = changes.base_tables_upstream_of_views(g)
         trels = changes.relations(conn, tables)
         modes = changes.table_modes(conn, [r.oid for r in trels.values()])
+        gaps = changes.tracking_problems(conn, {o: m for o, (m, _) in modes.items()})
+        described = {t: tuple(g.describe(t, modes[trels[t].oid][0])
+                              for g in gaps.get(trels[t].oid, ()))
+                     for t in tables if t in trels}
         warning = wal.lag_warning(conn, get_setting(conn, "wal_slot_max_lag",
                                                     wal.DEFAULT_MAX_LAG))
         missing = changes.missing_event_triggers(conn)
         warnings = [f"event triggers {', '.join(missing)} missing: refreshes done outside "
                     "mvgraph and definition changes are not noticed; run `mvgraph init` as a "
                     "superuser"] if missing else []
+        warnings += [f"writes to {t} are not all logged (its readers count as stale): {p}"
+                     for t, ps in described.items() for p in ps]
         return StatusReport(
             tuple(views),
-            tuple(TableStatus(t, modes[trels[t].oid][0]) for t in tables if t in trels),
+            tuple(TableStatus(t, modes[trels[t].oid][0], described[t])
+                  for t in tables if t in trels),
             state.outside_seen, (*warnings, *([warning] if warning else [])))

@@ -10,6 +10,13 @@ keep a statement trigger for UPDATE and DELETE only. :func:`catch_up` decodes th
 The slot exists exactly while some table is in ``wal`` mode: :func:`prepare` makes it (and the
 publications) before the first table switches, :func:`drop_if_unused` removes them once the last
 one left, after reading what the slot still held.
+
+Only objects mvgraph made are used (issue 17): each publication is recorded (oid, owner) in the
+transaction that creates it, the slot when it is made (``mvgraph.wal_object``), and before any
+use :func:`verify` checks them (``mvgraph.wal_problems``): a publication of that name made by
+someone else, dropped and made again, altered (what it publishes, a row filter, a column list,
+schemas, publish_via_partition_root, FOR ALL TABLES, a table added or missing), or a slot
+mvgraph did not make, fails with one line naming it and the fix.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from mvgraph.db.queries import query
-from mvgraph.errors import UsageError, translated
+from mvgraph.errors import TrackingError, UsageError, translated
 
 log = logging.getLogger("mvgraph")
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -55,6 +62,51 @@ def require_logical(conn: Conn) -> None:
                          "SET wal_level = logical and restart the server, or use --mode triggers")
 
 
+def problems(conn: Conn, *, existing_only: bool = False) -> list[str]:
+    """What is wrong with the publications and the slot, one line each (``existing_only``:
+    objects not made yet are not a problem)."""
+    with translated():
+        return [str(r[0]) for r in conn.execute(query("wal_problems"), {
+            "slot": slot_name(conn), "pubs": list(PUBLICATIONS),
+            "publishes": [_PUBLISH[p] for p in PUBLICATIONS], "existing_only": existing_only})]
+
+
+def verify(conn: Conn, *, existing_only: bool = False, tables: bool = True) -> None:
+    """Raises TrackingError (one line: the object and the fix) unless every publication and
+    the slot is as mvgraph made it (``tables``: and the publications hold exactly the wal-mode
+    tables; `track` itself, which repairs that, passes False)."""
+    found = [p for p in problems(conn, existing_only=existing_only)
+             if tables or not _about_tables(p)]
+    if not found:
+        return
+    first = found[0]
+    if "not created by mvgraph" in first or "made again" in first:
+        obj = first.split(" was ")[0]
+        fix = (f"have its owner or a superuser drop it ({_drop_statement(obj)}), then run "
+               "`mvgraph track --mode wal` on the tables again")
+    elif first.startswith("table "):
+        fix = f"run `mvgraph track {first.split()[1]} --mode wal`"
+    elif " holds " in first:
+        fix = f"run `mvgraph untrack {first.split(' holds ')[1].split(',')[0]}`"
+    else:
+        fix = ("run `mvgraph untrack` on every wal-mode table (the publications and the slot go "
+               "with the last one), then `mvgraph track --mode wal` again")
+    more = f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})" \
+        if len(found) > 1 else ""
+    raise TrackingError(f"wal-mode tracking cannot be trusted: {first}{more}; {fix}")
+
+
+def _about_tables(problem: str) -> bool:
+    return problem.startswith("table ") or " holds " in problem
+
+
+def _drop_statement(obj: str) -> str:
+    kind, _, name = obj.partition(" ")
+    if kind == "publication":
+        return f"DROP PUBLICATION {name}"
+    return f"SELECT pg_drop_replication_slot('{name.split()[-1]}')"
+
+
 @contextmanager
 def held(conn: Conn) -> Iterator[None]:
     """The slot's advisory lock, at session level (re-entrant): one consumer at a time, and
@@ -81,6 +133,7 @@ def prepare(conn: Conn) -> None:
     that existed when it started). Idempotent; ``conn`` must be idle (not in a transaction).
     Creating the slot waits for the transactions running at that moment to end."""
     require_logical(conn)
+    verify(conn, existing_only=True, tables=False)  # a publication or slot that is not ours
     with translated():
         have = {str(r[0]) for r in conn.execute(query("wal_publications"),
                                                 {"pubs": list(PUBLICATIONS)})}
@@ -90,6 +143,8 @@ def prepare(conn: Conn) -> None:
                     with conn.transaction():
                         conn.execute(sql.SQL("CREATE PUBLICATION {} WITH (publish = {})").format(
                             sql.Identifier(pub), sql.Literal(_PUBLISH[pub])))
+                        conn.execute(query("wal_record_publication"),
+                                     {"pub": pub, "publish": _PUBLISH[pub]})
                 except pgerrors.DuplicateObject:
                     pass  # made by a concurrent `track`
         if not slot_exists(conn):
@@ -98,6 +153,10 @@ def prepare(conn: Conn) -> None:
                 log.info("created replication slot %s", slot_name(conn))
             except pgerrors.DuplicateObject:
                 pass
+            else:
+                with conn.transaction():
+                    conn.execute(query("wal_record_slot"), {"slot": slot_name(conn)})
+    verify(conn, existing_only=True, tables=False)  # what a concurrent `track` made is ours
 
 
 def publish(conn: Conn, oid: int, schema: str, name: str) -> bool:
@@ -108,37 +167,50 @@ def publish(conn: Conn, oid: int, schema: str, name: str) -> bool:
         row = conn.execute(query("wal_replica_identity"), {"oid": oid}).fetchone()
         full = bool(row and row[0])
         want = PUB_FULL if full else PUB_INSERT
-        have = {str(r[0]) for r in conn.execute(query("wal_membership"),
-                                                {"oid": oid, "pubs": list(PUBLICATIONS)})}
-        table = sql.Identifier(schema, name)
-        for pub in have - {want}:
-            conn.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
-                sql.Identifier(pub), table))
-        if want not in have:
-            conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                sql.Identifier(want), table))
+        for rel_schema, rel_name, pub in conn.execute(query("wal_membership"), {
+                "oid": oid, "pubs": list(PUBLICATIONS)}).fetchall():
+            # the table and each inheritance child below it, one by one (ONLY): a child made
+            # since the table was published is added by tracking the table again
+            table = sql.Identifier(str(rel_schema), str(rel_name))
+            if pub is not None and pub != want:
+                conn.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE ONLY {}").format(
+                    sql.Identifier(str(pub)), table))
+            if pub != want:
+                conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE ONLY {}").format(
+                    sql.Identifier(want), table))
     return full
 
 
 def unpublish(conn: Conn, oid: int, schema: str, name: str) -> None:
     """Take a table out of mvgraph's publications (inside the caller's transaction)."""
     with translated():
-        for (pub,) in conn.execute(query("wal_membership"),
-                                   {"oid": oid, "pubs": list(PUBLICATIONS)}).fetchall():
-            conn.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
-                sql.Identifier(str(pub)), sql.Identifier(schema, name)))
+        for rel_schema, rel_name, pub in conn.execute(query("wal_membership"), {
+                "oid": oid, "pubs": list(PUBLICATIONS)}).fetchall():
+            if pub is not None:
+                conn.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE ONLY {}").format(
+                    sql.Identifier(str(pub)), sql.Identifier(str(rel_schema), str(rel_name))))
 
 
-def catch_up(conn: Conn) -> int:
+def catch_up(conn: Conn, *, verified: bool = True) -> int:
     """Decode the slot up to the WAL inserted so far into the change log; returns the rows
     added (0 when there is no slot). Every transaction committed before the call is then in
     the log. One consumer at a time (an advisory lock: a second one waits, then finds little).
-    ``conn`` must be idle."""
+    ``conn`` must be idle.
+
+    Raises:
+        TrackingError: the publications or the slot are not as mvgraph made them
+            (``verified=False``: not checked, for reading what the slot holds before
+            dropping it).
+    """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return 0  # inside a caller's transaction: the caller caught up before it began
     slot = slot_name(conn)
     if not slot_exists(conn):
+        if verified:
+            verify(conn, existing_only=True)
         return 0
+    if verified:
+        verify(conn)
     with held(conn), translated():
         try:
             return _consume(conn, slot)
@@ -164,6 +236,7 @@ def _renew(conn: Conn, slot: str) -> None:
     conn.execute(query("wal_create_slot"), {"slot": slot})
     oids = [int(str(r[0])) for r in conn.execute(query("wal_tables"))]
     with conn.transaction():
+        conn.execute(query("wal_record_slot"), {"slot": slot})
         conn.execute(query("log_tracking_start"), {"oids": oids})
 
 
@@ -194,18 +267,20 @@ def drop_if_unused(conn: Conn) -> bool:
     with held(conn), translated():
         if conn.execute(query("wal_tables")).fetchone() is not None:
             return False
-        have = [str(r[0]) for r in conn.execute(query("wal_publications"),
-                                                {"pubs": list(PUBLICATIONS)})]
+        # only what mvgraph made: a publication or slot of that name made by another role stays
+        have = [str(r[0]) for r in conn.execute(query("wal_recorded_publications"))]
         slot = slot_name(conn)
-        exists = slot_exists(conn)
+        exists = slot_exists(conn) and not any(
+            p.startswith(f"replication slot {slot} ") for p in problems(conn))
         if exists:
-            catch_up(conn)  # writes made before the last table left wal mode
+            catch_up(conn, verified=False)  # writes made before the last table left wal mode
             conn.execute(query("wal_drop_slot"), {"slot": slot})
             log.info("dropped replication slot %s: no table is in wal mode", slot)
         with conn.transaction():
             for pub in have:
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
                     sql.Identifier(pub)))
+            conn.execute(query("wal_forget"))
     return exists or bool(have)
 
 

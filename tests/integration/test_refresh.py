@@ -584,14 +584,18 @@ def test_partition_writes_through_the_parent_and_new_partitions(conn: Conn, mode
         "public.m_all": "refresh", "public.m_part": "refresh"}
     mvgraph.refresh(conn, "m_all m_part")
     conn.execute("CREATE TABLE ev_b PARTITION OF ev FOR VALUES FROM (100) TO (200)")
-    if mode == "wal":  # a new partition is published with its parent
+    if mode == "wal":  # a new partition is published with its parent ...
         mvgraph.refresh(conn, "m_all m_part")
         conn.execute("INSERT INTO ev_b VALUES (150, 1)")
-        assert mvgraph.plan(conn, "m_all").steps[0].reason.startswith(
-            "input public.ev changed (1 transaction")
+        reason = mvgraph.plan(conn, "m_all").steps[0].reason
+        assert "input public.ev changed (1 transaction" in reason
+        # ... but ev has no replica identity: its UPDATEs and DELETEs are logged by a trigger,
+        # which ev_b lacks until ev is tracked again (issue 17)
+        assert "public.ev_b (below public.ev) has no tracking trigger; run `mvgraph track " \
+            "public.ev --mode wal`" in reason
         return
     reason = mvgraph.plan(conn, "m_all").steps[0].reason
-    assert "without the tracking trigger" in reason
+    assert "public.ev_b (below public.ev) has no tracking trigger" in reason
 
 
 def test_replica_role_writes_are_tracked(tracked: Conn) -> None:
@@ -722,11 +726,14 @@ def test_tracking_again_converts_old_triggers_and_repairs_new_partitions(conn: C
         CREATE MATERIALIZED VIEW mev AS SELECT count(*) AS n FROM ev;
     """)
     mvgraph.track(conn, ["t", "ev"])
-    # t's trigger in the form older releases made: AFTER, fired in origin mode only
+    # t's trigger in a form older releases made: BEFORE, fired in origin mode only, recorded
+    # as mvgraph's as migration 0017 records the triggers it finds (a trigger replaced by hand
+    # and not recorded is a hiding trick: test_tracking_integrity.py)
     run_script(conn, """
         DROP TRIGGER mvgraph_track ON t;
-        CREATE TRIGGER mvgraph_track AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON t
+        CREATE TRIGGER mvgraph_track BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON t
         FOR EACH STATEMENT EXECUTE FUNCTION mvgraph.track_write();
+        SELECT mvgraph.record_tracking('t'::regclass, 'triggers');
     """)
     mvgraph.refresh(conn, "mt mev")
     conn.execute("CREATE TABLE ev_b PARTITION OF ev FOR VALUES FROM (100) TO (200)")
@@ -742,7 +749,7 @@ def test_tracking_again_converts_old_triggers_and_repairs_new_partitions(conn: C
     assert verdicts["public.mev"].reason.startswith("change tracking of input public.ev started")
     triggers = conn.execute("SELECT tgrelid::regclass::text, tgtype, tgenabled FROM pg_trigger "
                             "WHERE tgname = 'mvgraph_track' ORDER BY 1").fetchall()
-    assert triggers == [("ev", 62, "A"), ("ev_a", 62, "A"), ("ev_b", 62, "A"), ("t", 62, "A")]
+    assert triggers == [("ev", 60, "A"), ("ev_a", 60, "A"), ("ev_b", 60, "A"), ("t", 60, "A")]
     mvgraph.refresh(conn, "mev")
     conn.execute("INSERT INTO ev_b VALUES (160)")  # logged now
     assert mvgraph.plan(conn, "mev").steps[0].action.value == "refresh"

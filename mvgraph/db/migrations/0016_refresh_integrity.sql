@@ -303,7 +303,7 @@ END
 $$;
 
 -- Views reading a table become stale when its tracking starts or stops (writes before were
--- not logged): a change of the tables and, for partitions, every partitioned table above them.
+-- not logged): a change of the tables and every partitioned table or inheritance parent above.
 -- Anyone may make a view stale (it is only refreshed once more).
 CREATE FUNCTION mvgraph.log_tracking_start(table_oids oid[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -311,7 +311,11 @@ BEGIN
     INSERT INTO mvgraph.change_log (relid, xid, kind)
     SELECT DISTINCT t.oid, pg_current_xact_id(), 't'
       FROM unnest(table_oids) AS u(oid)
-     CROSS JOIN LATERAL (SELECT u.oid UNION SELECT a FROM pg_partition_ancestors(u.oid) a) t(oid)
+     CROSS JOIN LATERAL (
+           WITH RECURSIVE up(oid) AS (
+               SELECT u.oid
+               UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.oid)
+           SELECT up.oid FROM up) t(oid)
     ON CONFLICT (relid, xid) DO UPDATE SET kind = 't';
 END
 $$;
