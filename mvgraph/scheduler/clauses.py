@@ -72,7 +72,7 @@ def compile_clause(text: str) -> sql.Composed:
 
     >>> from psycopg import sql
     >>> compile_clause("now() + interval '1' hour").as_string(None)
-    "((pg_catalog.now()) OPERATOR(pg_catalog.+) (interval '1' HOUR))"
+    "(((pg_catalog.now()) OPERATOR(pg_catalog.+) (interval '1' HOUR)))"
 
     Raises:
         ClauseError: anything but a value (see the module's docstring).
