@@ -796,7 +796,9 @@ def _print_job_result(job: int, as_json: bool, dsn: str | None) -> None:
         if result.get("truncated"):
             out.print(f"(first {len(rows)} of {result.get('row_count')} rows kept)")
     line = f"job {job}: {found['status']}"
-    if result.get("tag"):
+    if result.get("tags"):  # a job of several statements: each one's tag
+        line += f" ({'; '.join(str(t) for t in result['tags'])})"
+    elif result.get("tag"):
         line += f" ({result['tag']})"
     if found.get("error"):
         line += f": {found['error']}"

@@ -3,9 +3,10 @@ statement goes to PostgreSQL unchanged.
 
 Statements of the front-end itself (never sent to PostgreSQL): ``SET BACKGROUND_DDL = true |
 false`` (RisingWave: the script's following REFRESH and CREATE MATERIALIZED VIEW statements
-become background jobs), ``SHOW JOBS``, ``CANCEL JOBS id [, id ...]`` (also ``CANCEL JOB``),
-``SUSPEND JOB id`` and ``RESUME JOB id`` (Hologres). With ``background`` every statement but
-these is queued as a job (``mvgraph.submit``) and its id returned at once.
+become background jobs), ``SHOW JOBS`` (work in progress), ``CANCEL JOBS id [, id ...]``
+(also ``CANCEL JOB``), ``SUSPEND JOB id`` and ``RESUME JOB id`` (Hologres). With
+``background`` every statement but these is queued as a job (``mvgraph.submit``, which
+validates a REFRESH's view at once) and its id returned at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from sqlglot.tokenizer_core import Token, TokenType
 from mvgraph.db.queries import query
 from mvgraph.db.single import execute_one
 from mvgraph.dialect import MvgraphPostgres, postgres_create_matview, split_statements
-from mvgraph.errors import DatabaseError, MvgraphError, PermissionDenied, SqlParseError, translate
+from mvgraph.errors import (
+    DatabaseError,
+    MvgraphError,
+    NotFound,
+    PermissionDenied,
+    SqlParseError,
+    translate,
+)
 from mvgraph.names import quote_ident
 from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
@@ -323,19 +331,22 @@ def _submit(conn: Conn, statement: str, is_refresh: bool, search_path: Sequence[
                                    f"administrator runs: mvgraph grant {user} --operator"
                                    ) from None
         raise PermissionDenied(f"{source}:{line}: {exc}") from None
+    except NotFound as exc:  # a REFRESH of nothing: exit 4 at once, as in the foreground
+        raise type(exc)(f"{source}:{line}: {exc}") from None
     except MvgraphError as exc:
         raise DatabaseError(f"{source}:{line}: {exc}", getattr(exc, "sqlstate", None)) from None
 
 
 def _steer(conn: Conn, line: int, statement: str, stmt: JobStatement,
            source: str) -> Outcome:
-    """SHOW JOBS (the rows of ``mvgraph jobs``), CANCEL / SUSPEND / RESUME JOB."""
+    """SHOW JOBS (work in progress, as RisingWave's: the queued, running and suspended rows of
+    ``mvgraph jobs``), CANCEL / SUSPEND / RESUME JOB."""
     from mvgraph.jobs import store
 
     try:
         if stmt.verb == "show":
             store.reap(conn)
-            found = [j.to_dict() for j in store.jobs(conn)]
+            found = [j.to_dict() for j in store.jobs(conn, active=True)]
             columns = list(found[0]) if found else ["id", "kind", "statement", "status"]
             return Outcome(line, statement, columns=columns,
                            rows=[tuple(j.values()) for j in found], status=f"SHOW {len(found)}")

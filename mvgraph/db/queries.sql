@@ -427,9 +427,20 @@ SELECT mvgraph.submit(%(statement)s)
 SELECT mvgraph.sql_job_step(%(job)s, %(reason)s)
 
 -- name: sql_job_context
--- The search path recorded at submit, for the statement's transaction (local) or for the
--- session (autocommit statements; the connection is reset after).
-SELECT pg_catalog.set_config('search_path', %(path)s, %(local)s)
+-- The search path recorded at submit, and the statement_timeout and lock_timeout settings
+-- where they are set (mvgraph settings; unset: the role's and server's own), for the
+-- statement's transaction (local) or for the session (autocommit statements; the connection
+-- is reset after).
+SELECT pg_catalog.set_config('search_path', %(path)s, %(local)s),
+       (SELECT pg_catalog.set_config('statement_timeout', s.value, %(local)s)
+          FROM mvgraph.setting s WHERE s.key = 'statement_timeout'),
+       (SELECT pg_catalog.set_config('lock_timeout', s.value, %(local)s)
+          FROM mvgraph.setting s WHERE s.key = 'lock_timeout')
+
+-- name: drop_cancelled_view
+-- The view a cancelled background creation made, dropped with this session's rights (the
+-- submitter's); its name, or NULL when it is gone already or cannot be dropped (a notice).
+SELECT mvgraph.drop_cancelled_view(%(job)s)
 
 -- name: sql_job_guard
 -- After a background statement, in its transaction, before its outcome is written: whatever
@@ -453,6 +464,10 @@ SELECT to_regclass(%(name)s) IS NOT DISTINCT FROM %(oid)s::oid::regclass
 -- name: cancel_pending_steps
 SELECT mvgraph.cancel_pending_steps(%(job)s, 'the view was dropped')
 
+-- name: cancel_steps
+-- A job's unfinished steps, cancelled for a reason.
+SELECT mvgraph.cancel_pending_steps(%(job)s, %(why)s)
+
 -- name: drop_waiting
 -- A DROP waits for a lock on the view (a running REFRESH holds it).
 SELECT EXISTS (
@@ -469,7 +484,8 @@ SELECT pg_catalog.set_config('search_path', %(path)s, true)
 SELECT mvgraph.job_result(%(job)s)
 
 -- name: list_jobs
--- Jobs (unfinished or finished within the hour; all of them with %(all)s; one with %(id)s), with
+-- Jobs (unfinished or finished within the hour; all of them with %(all)s; only the unfinished
+-- ones, work in progress, with %(active)s; one with %(id)s), with
 -- the seconds they have run and an estimate of the seconds left, both on the server's clock.
 -- Elapsed: from start to the end, to now while running, to the last step's end otherwise.
 -- Time left: the sum over unfinished steps of the average of the view's last five successful
@@ -481,6 +497,7 @@ WITH j AS (
      WHERE (%(id)s::bigint IS NULL OR id = %(id)s::bigint)
        AND (%(all)s OR %(id)s::bigint IS NOT NULL OR status IN ('queued', 'running', 'suspended')
             OR finished_at > now() - interval '1 hour')
+       AND (NOT %(active)s::boolean OR status IN ('queued', 'running', 'suspended'))
 ), steps AS (  -- every step of the unfinished jobs
     SELECT st.job_id, st.name, st.status, st.planned, st.started_at
       FROM mvgraph.job_step st JOIN j ON j.id = st.job_id
@@ -529,13 +546,15 @@ SELECT j.id, j.kind, j.statement, j.status, j.request, j.done_steps, j.total_ste
 -- name: job_step_info
 -- A job's steps as a task-progress view: how many of the job's steps had finished when each
 -- finished step ended (for a running step: how many have finished so far), the total, the
--- duration (a running step: so far), the backend and the message.
+-- duration (a running step: so far), the backend and the message. A cancelled step was not
+-- done: it counts for none (as in mvgraph.jobs).
 SELECT st.seq, st.name, st.status, st.planned,
        CASE WHEN st.status NOT IN ('pending', 'running') THEN
-                count(*) FILTER (WHERE st.status NOT IN ('pending', 'running'))
+                count(*) FILTER (WHERE st.status NOT IN ('pending', 'running', 'cancelled'))
                     OVER (ORDER BY st.finished_at NULLS LAST, st.seq ROWS UNBOUNDED PRECEDING)
             WHEN st.status = 'running' THEN
-                count(*) FILTER (WHERE st.status NOT IN ('pending', 'running')) OVER ()
+                count(*) FILTER (WHERE st.status NOT IN ('pending', 'running', 'cancelled'))
+                    OVER ()
        END AS done_at,
        count(*) OVER () AS total,
        st.started_at, st.finished_at,

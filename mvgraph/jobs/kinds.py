@@ -1,17 +1,25 @@
 """What a worker does for the job kinds other than ``refresh``.
 
-``sql`` (any statement, like pg_background): one step, run with the owner's rights (``SET
-ROLE``, reset after) and the search path recorded at submit. The statement runs in a
-transaction together with the writing of its outcome, so a worker that dies mid-statement
-leaves nothing done and the job is safely run again; a statement that cannot run in a
-transaction (VACUUM, CREATE INDEX CONCURRENTLY, ...) runs again in autocommit. The result kept
-in ``job.result``: the command tag, the notices, the columns and the first rows (at most
-``ROW_LIMIT`` rows and ``BYTE_LIMIT`` bytes of JSON; ``truncated`` says when more came).
+``sql`` (any statement, like pg_background): one step, run on a connection logged in as the
+submitter, with the search path recorded at submit and the ``statement_timeout`` and
+``lock_timeout`` settings where they are set. The statement runs in a transaction together
+with the writing of its outcome, so a worker that dies mid-statement leaves nothing done and
+the job is safely run again; a statement that cannot run in a transaction (VACUUM, CREATE
+INDEX CONCURRENTLY, ...) runs again in autocommit. A job of several statements runs them one
+by one in that one transaction (as PostgreSQL runs a multi-statement query string) and keeps
+each one's command tag (``tags``). The result kept in ``job.result``: the command tag, the
+notices, the columns and the first rows of the (last) statement (at most ``ROW_LIMIT`` rows
+and ``BYTE_LIMIT`` bytes of JSON; ``truncated`` says when more came).
 
 ``create`` (a background CREATE MATERIALIZED VIEW): the view exists WITH NO DATA since submit;
 the job is a refresh of it. A DROP of the view cancels the job: the ``mvgraph_sql_drop`` event
 trigger closes a job that is not running, ``watch_drop`` cancels the running REFRESH when a
-DROP waits for it, and a job whose view is gone when it starts ends ``cancelled``.
+DROP waits for it, and a job whose view is gone when it starts ends ``cancelled``. Cancelling
+the job drops the view (``mvgraph.drop_cancelled_view``, with the submitter's rights): the
+cancelling session does it for a job not yet running when it may; otherwise the worker does,
+on the job's connection (the submitter's), once the REFRESH is cancelled
+(``remove_cancelled``) or when it claims a creation cancelled by someone who may not drop the
+view (``cancelled_before_start``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from psycopg import errors as pgerrors
 
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
-from mvgraph.errors import translate
+from mvgraph.errors import MvgraphError, translate
 from mvgraph.jobs import store
 from mvgraph.jobs.store import ClaimedJob, Conn
 from mvgraph.model.status import JobStatus, StepStatus
@@ -57,6 +65,17 @@ class _Outcome:
         self.truncated = False
         self.notices: list[str] = []
         self.notices_dropped = 0
+        self.tags: list[str] = []  # each statement's tag, in order (a job of several)
+        self.statements = 1
+
+    def next_statement(self) -> None:
+        """Start the next statement of the job: the rows kept are the last statement's."""
+        self.tag = ""
+        self.columns = []
+        self.rows = []
+        self.row_count = 0
+        self.rows_affected = None
+        self.truncated = False
 
     def notice(self, diag: psycopg.errors.Diagnostic) -> None:
         if len(self.notices) >= NOTICE_LIMIT:
@@ -72,6 +91,8 @@ class _Outcome:
             out["rows_affected"] = self.rows_affected
         if self.notices_dropped:
             out["notices_dropped"] = self.notices_dropped
+        if self.statements > 1:
+            out["tags"] = self.tags
         return json.dumps(out, default=str)
 
 
@@ -81,16 +102,21 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
     the job's login with the role set to its owner (the worker's owner connection): what the
     statement may do is bounded by PostgreSQL, whatever it does."""
     path = str(job.options.get("search_path_setting") or '"$user", public')
+    statements = _statements(job.statement)
     conn.execute(query("sql_job_step"), {"job": job.id, "reason": "background statement"})
     store.step_running(conn, job.id, 1)
     outcome = _Outcome()
+    outcome.statements = len(statements)
     conn.add_notice_handler(outcome.notice)
     started = time.monotonic()
     try:
         try:
             with conn.transaction():
                 _context(conn, path, local=True)
-                _run(conn, job.statement, outcome)
+                for text in statements:
+                    outcome.next_statement()
+                    _run(conn, text, outcome)
+                    outcome.tags.append(outcome.tag)
                 conn.execute(query("sql_job_guard"))  # whatever the statement set
                 row = conn.execute(query("sql_job_done"), {
                     "job": job.id, "attempt": job.attempt, "result": outcome.to_json(),
@@ -99,6 +125,8 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
                 if not row or not row[0]:
                     raise psycopg.Rollback()  # cancelled, or no longer this attempt's
         except pgerrors.ActiveSqlTransaction:  # VACUUM and friends: autocommit
+            if len(statements) > 1:  # one transaction for them all, as PostgreSQL's
+                raise
             conn.remove_notice_handler(outcome.notice)
             outcome = _Outcome()
             conn.add_notice_handler(outcome.notice)
@@ -122,6 +150,18 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
         _closed_otherwise(conn, job, outcome, started, exc)
     except psycopg.Error as exc:
         _closed_otherwise(conn, job, outcome, started, exc)
+
+
+def _statements(text: str) -> list[str]:
+    """The job's statements: the text as it is when it holds one (or none: PostgreSQL says
+    so), else each statement of it, split as psql splits a script."""
+    from mvgraph.dialect import split_statements
+
+    try:
+        found = [statement for _line, statement in split_statements(text)]
+    except MvgraphError:  # a text the lexer cannot split: PostgreSQL's message will say why
+        return [text]
+    return found if len(found) > 1 else [text]
 
 
 def _context(conn: Conn, path: str, *, local: bool) -> None:
@@ -185,6 +225,11 @@ def _closed_otherwise(conn: Conn, job: ClaimedJob, outcome: _Outcome, started: f
         error = str(translate(exc))
         if isinstance(exc, pgerrors.SyntaxError) and "multiple commands" in error:
             error += "; submit one statement per job"
+        if outcome.statements > 1:
+            error = f"statement {len(outcome.tags) + 1} of {outcome.statements}: {error}"
+            if isinstance(exc, pgerrors.ActiveSqlTransaction):
+                error += ("; a job's statements run in one transaction: submit this one as a "
+                          "job of its own")
     else:
         error = "the job changed while its statement ran; nothing was kept"
     status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
@@ -243,3 +288,31 @@ def watch_drop(dsn: str | None, job: ClaimedJob) -> Iterator[threading.Event]:
     finally:
         done.set()
         thread.join(5)
+
+
+def cancelled_before_start(conn: Conn, job: ClaimedJob) -> bool:
+    """A creation cancelled before it ran by a role that may not drop its view (the job came
+    back marked ``drop_on_cancel``): close it cancelled and drop the view here, logged in as
+    its submitter. False (nothing done) for any other job."""
+    if not job.options.get("drop_on_cancel"):
+        return False
+    conn.execute(query("cancel_steps"), {"job": job.id, "why": "job cancelled before this step"})
+    store.finish(conn, job.id, JobStatus.CANCELLED, None, attempt=job.attempt)
+    remove_cancelled(conn, job)
+    return True
+
+
+def remove_cancelled(conn: Conn, job: ClaimedJob) -> None:
+    """Drop the view of a cancelled creation with the submitter's rights (this connection is
+    logged in as the submitter), as RisingWave drops a cancelled background creation. A view
+    something else now depends on is left in place, with a warning."""
+    try:
+        row = conn.execute(query("drop_cancelled_view"), {"job": job.id}).fetchone()
+    except psycopg.Error as exc:
+        log.warning("job %d: cannot drop the view it created (%s)", job.id, translate(exc))
+        return
+    if row and row[0]:
+        log.info("job %d: cancelled; materialized view %s dropped", job.id, row[0])
+    elif view_exists(conn, job):
+        log.warning("job %d: cancelled; materialized view %s left in place (something depends "
+                    "on it)", job.id, job.options.get("name"))

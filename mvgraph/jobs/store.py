@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from mvgraph.db.queries import query
-from mvgraph.errors import NotFound, translate, translated
+from mvgraph.errors import NotFound, UnknownRelation, translate, translated
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, StepStatus
 
@@ -170,9 +170,22 @@ def queue(conn: Conn, kind: JobKind, statement: str, options: dict[str, Any],
 
 
 def submit(conn: Conn, statement: str) -> int:
-    """``mvgraph.submit(statement)``: what a psql user calls, from Python."""
-    with translated():
+    """``mvgraph.submit(statement)``: what a psql user calls, from Python.
+
+    Raises:
+        UnknownRelation: a REFRESH of a view that does not exist or is no materialized view
+            (validated at submit, as in the foreground; nothing is queued).
+    """
+    try:
         row = conn.execute(query("submit"), {"statement": statement}).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.WrongObjectType) as exc:
+        message = exc.diag.message_primary or str(exc)
+        if not message.startswith("mvgraph.submit: "):
+            raise translate(exc) from exc
+        hint = f"; {exc.diag.message_hint}" if exc.diag.message_hint else ""
+        raise UnknownRelation(f"{message.removeprefix('mvgraph.submit: ')}{hint}") from None
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
     assert row is not None
     return int(str(row[0]))
 
@@ -347,11 +360,14 @@ def result(conn: Conn, job: int) -> dict[str, Any]:
     return row[0]
 
 
-def jobs(conn: Conn, every: bool = False, job: int | None = None) -> list[JobInfo]:
-    """Jobs unfinished or finished within the hour (``every``: all kept jobs; ``job``: that one
-    only, whatever its age), oldest first."""
+def jobs(conn: Conn, every: bool = False, job: int | None = None, *,
+         active: bool = False) -> list[JobInfo]:
+    """Jobs unfinished or finished within the hour (``every``: all kept jobs; ``active``: the
+    unfinished ones only, work in progress, as SHOW JOBS lists; ``job``: that one only,
+    whatever its age), oldest first."""
     with translated():
-        rows = conn.execute(query("list_jobs"), {"all": every, "id": job}).fetchall()
+        rows = conn.execute(query("list_jobs"), {"all": every, "id": job,
+                                                 "active": active}).fetchall()
     return [JobInfo(int(str(r[0])), str(r[1]), str(r[2]), JobStatus(str(r[3])),
                     _opt(r[4]), int(str(r[5])), int(str(r[6])), _time(r[7]) or datetime.min,
                     _time(r[8]), _time(r[9]), str(r[10]), _opt(r[11]), _opt(r[12]),

@@ -379,15 +379,20 @@ class Worker:
         return self._refresh(conn, job, job_spec(job))
 
     def _create(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
-        """Populate a view created in the background; its DROP cancels the job."""
+        """Populate a view created in the background; its DROP cancels the job, and
+        cancelling the job drops it (on this connection: the submitter's)."""
         if not kinds.view_exists(conn, job):
             kinds.dropped(conn, job)
+            return None
+        if kinds.cancelled_before_start(conn, job):
             return None
         with kinds.watch_drop(self.config.dsn, job) as seen:
             report = self._refresh(conn, job, job_spec(job))
         if report.status is not RunStatus.LOST and (seen.is_set()
                                                    or not kinds.view_exists(conn, job)):
             kinds.dropped(conn, job)
+        elif report.status is RunStatus.CANCELLED:  # cancelled: the view goes too
+            kinds.remove_cancelled(conn, job)
         return report
 
     def _refresh(self, conn: Conn, job: ClaimedJob, spec: Any) -> RefreshReport:
