@@ -69,14 +69,16 @@ def read_definitions(conn: psycopg.Connection[tuple[object, ...]],
         return RelationName(str(row[0]), str(row[1]))
 
     read = {src for srcs in reads.values() for src in srcs}
-    # sequences and system relations only where a view reads them
-    keep = {oid for oid, r in by_oid.items() if (not r[8] and r[2] != "S") or oid in read}
+    # sequences, system relations and extensions' relations only where a view reads them
+    keep = {oid for oid, r in by_oid.items()
+            if (not r[8] and not r[9] and r[2] != "S") or oid in read}
     if schemas:
         wanted = {oid for oid in keep if by_oid[oid][0] in set(schemas)}
         keep = wanted | {src for oid in wanted for src in reads.get(oid, ())}
     out = []
     for oid in sorted(keep, key=name_of):
-        schema, name, relkind, owner, populated, definition, concurrent, _, system = by_oid[oid]
+        schema, name, relkind, owner, populated, definition, concurrent, _, system, _ = \
+            by_oid[oid]
         kind = Kind.SYSTEM if system else _KINDS[str(relkind)]
         out.append(Definition(
             name=RelationName(str(schema), str(name)),

@@ -231,7 +231,7 @@ def graph(
             raise UnknownRelation(f"selector {select!r} matches nothing in the graph; check the "
                                   "names with `mvgraph graph`")
         g = g.subgraph(chosen)
-    if from_sql and fmt is Format.tree:
+    if from_sql and fmt is Format.tree and loaded.ignored_statements:
         err.print(f"[dim]{loaded.ignored_statements} other statements ignored[/]")
     _emit(g, fmt, "SQL files" if from_sql else "database")
     if _report_load_errors(loaded):

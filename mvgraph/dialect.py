@@ -58,7 +58,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Final
 
@@ -203,15 +203,27 @@ def _ident(token: Token | None) -> tuple[str, bool] | None:
 
 @dataclass(slots=True)
 class _Statement:
-    """One statement's tokens; token offsets index ``sql``, token lines add ``line_offset``."""
+    """One statement's tokens; token offsets index ``sql``, which starts on line
+    ``line_offset + 1`` of its file, at column ``col_offset + 1``.
+
+    Lines and columns are counted from token offsets, never taken from sqlglot's tokens (its
+    tokenizer miscounts lines after a ``$1`` parameter)."""
 
     tokens: list[Token]
     sql: str
     line_offset: int = 0
+    col_offset: int = 0
 
     @property
     def line(self) -> int:
-        return self.tokens[0].line + self.line_offset
+        return self.position(self.tokens[0].start)[0]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """The file's (line, column), both 1-based, of offset ``offset`` of ``sql``."""
+        newlines = self.sql.count("\n", 0, offset)
+        line_start = self.sql.rfind("\n", 0, offset) + 1
+        column = offset - line_start + 1 + (self.col_offset if newlines == 0 else 0)
+        return newlines + 1 + self.line_offset, column
 
     def first_line(self) -> str:
         start = self.tokens[0].start
@@ -405,12 +417,13 @@ def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseEr
         except TokenError as exc:
             if _looks_relevant(body):
                 first = body.split("\n", 1)[0].strip()
-                yield SqlParseError(f"cannot tokenise statement: {exc}", path, piece.line, first)
+                yield SqlParseError(_tokenize_message(exc), path, piece.line, first)
                 continue
             yield None
             continue
         if tokens:
-            yield _Statement(tokens, body, piece.line - 1)
+            column = piece.start - (text.rfind("\n", 0, piece.start) + 1)
+            yield _Statement(tokens, body, piece.line - 1, column)
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:
@@ -549,6 +562,8 @@ def _parse_tokens(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.
     are tried; the names of those used are in the result's ``meta`` (``META_RECOVERED``). The
     parser's first error is raised if nothing helps.
     """
+    if _has_cte_clause(tokens):
+        tokens = recovery.cte_clauses(tokens) or tokens
     try:
         return _parse_once(parser, stmt, tokens)
     except Exception as exc:  # the compiled parser also fails with TypeError and the like
@@ -558,6 +573,12 @@ def _parse_tokens(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.
     if tree is None:
         raise first
     return tree
+
+
+def _has_cte_clause(tokens: list[Token]) -> bool:
+    """True if a word of ``tokens`` may start a recursive CTE's SEARCH or CYCLE clause."""
+    return any(tok.token_type == _T.VAR and tok.text.upper() in ("SEARCH", "CYCLE")
+               for tok in tokens)
 
 
 _MAX_OPAQUE: Final = 32  # calls turned opaque in one statement before giving up
@@ -1231,6 +1252,8 @@ class _State:
     initial: tuple[str, ...]
     path: tuple[str, ...]
     defined: dict[str, set[str]]
+    # function name -> the relation whose row type it returns (RETURNS [SETOF] rel)
+    returns: dict[str, RelationName] = field(default_factory=dict)
 
     def target(self, parts: Sequence[str]) -> RelationName:
         """Where CREATE puts a relation: qualified as written, else the first path schema."""
@@ -1318,7 +1341,7 @@ def _define_view(create: exp.Create, stmt: _Statement, state: _State, path: str)
     qualified |= more
     bare |= more_bare
     path_now = state.path
-    reads = qualified | {state.resolve(name) for name in bare}
+    reads = qualified | {state.resolve(name) for name in bare} | _row_functions(query, state)
     name = state.target(_parts(target))
     state.add(name)
     definition = Definition(
@@ -1340,6 +1363,13 @@ _CONSTRAINT_WORDS: Final = frozenset(
 )
 
 
+# What may follow the name of a table created without a column list (CREATE TABLE x
+# [USING m] [WITH (...) | WITHOUT OIDS] [ON COMMIT ...] [TABLESPACE ts] AS {query | EXECUTE},
+# or PARTITION OF / OF type).
+_AFTER_TABLE_NAME: Final = frozenset(
+    {"AS", "PARTITION", "OF", "USING", "WITH", "WITHOUT", "ON", "TABLESPACE"})
+
+
 def _define_table(cur: _Cursor, modifiers: frozenset[str], state: _State, path: str) -> Define:
     """After ``CREATE ... TABLE``: name, kind and column names. Only the head is checked."""
     if "MATERIALIZED" in modifiers or "RECURSIVE" in modifiers:
@@ -1349,7 +1379,7 @@ def _define_table(cur: _Cursor, modifiers: frozenset[str], state: _State, path: 
     columns: tuple[str, ...] = ()
     if cur.is_type(_T.L_PAREN):
         columns = _column_names(cur.group())
-    elif cur.at_end() or cur.word() not in ("AS", "PARTITION", "OF", "USING", "WITH"):
+    elif cur.at_end() or cur.word() not in _AFTER_TABLE_NAME:
         raise cur.error("expected '(' or AS after the table name")
     depth = 0
     partitioned = False
@@ -1485,6 +1515,7 @@ def _apply(stmt: _Statement, parser: Parser, state: _State, path: str, events: l
     if word == "CREATE":
         head = _create_head(cur)
         if head is None:
+            _function_returns(_Cursor(stmt, 1), state)
             return False
         replace, modifiers, obj = head
         if obj == "VIEW":
@@ -1515,22 +1546,99 @@ def _apply(stmt: _Statement, parser: Parser, state: _State, path: str, events: l
     return False
 
 
+def _function_returns(cur: _Cursor, state: _State) -> None:
+    """Note ``CREATE [OR REPLACE] FUNCTION f(...) RETURNS [SETOF] rel`` where ``rel`` is a
+    relation this script defined: a view reading f's columns reads ``rel`` (pg_depend records
+    the row type's columns)."""
+    cur.accept("OR", "REPLACE")
+    if not cur.accept("FUNCTION") or cur.at_end():
+        return
+    try:
+        name = cur.name()
+        if not cur.is_type(_T.L_PAREN):
+            return
+        cur.group()
+        if not cur.accept("RETURNS"):
+            return
+        cur.accept("SETOF")
+        returned = [part for part, _ in cur.name()]
+    except ParseError:
+        return
+    if cur.is_type(_T.L_PAREN) or cur.is_type(_T.L_BRACKET) or cur.word() == "ARRAY":
+        return  # a type with a modifier or an array: not a row type
+    if len(returned) == 1 and not state.defined.get(returned[0]):
+        return
+    state.returns[name[-1][0]] = state.read(returned)
+
+
+_AGGREGATE_STAR: Final = (exp.Count, exp.AggFunc)
+
+
+def _row_functions(query: exp.Expr, state: _State) -> set[RelationName]:
+    """The relations whose row type functions called in FROM return, where the query reads
+    their columns (``*``, ``alias.col``, or a bare column when the call is the only source)."""
+    if not state.returns:
+        return set()
+    found: set[RelationName] = set()
+    for table in query.find_all(exp.Table):
+        call = table.this
+        if not isinstance(call, exp.Anonymous) or str(call.name) not in state.returns:
+            continue
+        select = table.find_ancestor(exp.Select)
+        if select is None:
+            continue
+        alias = table.alias_or_name
+        sources = len(list(select.find_all(exp.Table)))
+        uses = any(not isinstance(star.parent, _AGGREGATE_STAR)
+                   for star in select.find_all(exp.Star))
+        uses = uses or any(col.table == alias or (not col.table and sources == 1)
+                           for col in select.find_all(exp.Column))
+        if uses:
+            found.add(state.returns[str(call.name)])
+    return found
+
+
 def _is_search_path_reset(token: Token) -> bool:
     return token.text.strip().lower() in ("search_path", "all")
 
 
-_TOKEN_REPR_RE: Final = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: \d+, col: \d+, "
-                                   r"start: \d+, end: \d+, comments: \[.*?\]>")
+# sqlglot descriptions that name its internals (a class, a token's repr, its end-of-input
+# marker); they are said as PostgreSQL says a syntax error, at the token found.
+_INTERNAL_MARKS: Final = ("<class ", "<Token ", "SENTINEL", "Required keyword",
+                          "Invalid expression", "Unexpected token", "Failed to parse")
 
 
-def _describe(exc: SqlglotError, stmt: _Statement) -> str:
+def _tokenize_message(exc: TokenError) -> str:
+    """A tokenizer failure in a line, without the statement's text."""
+    return "cannot read the statement (an unterminated quote, comment or dollar quote?)" \
+        if "Error tokenizing" in str(exc) else f"cannot read the statement: {exc}"
+
+
+def _describe(exc: SqlglotError, stmt: _Statement) -> tuple[str, tuple[int, int] | None]:
+    """sqlglot's error as a message and the file's (line, column) it points at.
+
+    The position is counted from the token's offset in the text (sqlglot's own lines are
+    wrong after a ``$1``); a description naming parser internals becomes PostgreSQL's
+    ``syntax error at or near "x"`` (``at end of input``).
+    """
     details = (exc.errors[0] if exc.errors else {}) if isinstance(exc, ParseError) else {}
-    description = details.get("description") or str(exc).split("\n", 1)[0]
-    description = _TOKEN_REPR_RE.sub(r"'\1'", str(description))
-    line, col = details.get("line"), details.get("col")
-    if isinstance(line, int) and line > 0:
-        return f"{description} (line {line + stmt.line_offset}, column {col})"
-    return str(description)
+    description = str(details.get("description") or str(exc).split("\n", 1)[0])
+    at = recovery.error_index(stmt.tokens, details.get("line"), details.get("col"))
+    token = stmt.tokens[at] if at is not None else None
+    past_end = token is not None and (
+        (at == len(stmt.tokens) - 1 and details.get("col") != token.col)
+        or "SENTINEL" in description)
+    if any(mark in description for mark in _INTERNAL_MARKS):
+        if token is None or past_end:
+            description = "syntax error at end of input"
+        else:
+            description = f'syntax error at or near "{stmt.text(token, token)}"'
+    if token is None:
+        return description, None
+    if past_end:
+        line, column = stmt.position(token.end + 1)
+        return description, (line, column)
+    return description, stmt.position(token.start)
 
 
 @contextmanager
@@ -1603,8 +1711,9 @@ def parse_script(
                 try:
                     ignored += not _apply(stmt, parser, state, path, events)
                 except SqlglotError as exc:
-                    errors.append(SqlParseError(_describe(exc, stmt), path, stmt.line,
-                                                stmt.first_line()))
+                    message, at = _describe(exc, stmt)
+                    errors.append(SqlParseError(message, path, stmt.line, stmt.first_line(),
+                                                at=at))
                     error_at.append(len(events))
                 except Exception as exc:
                     # A bug in sqlglot or here must cost this statement only, never the run.
@@ -1638,7 +1747,7 @@ def parse_alter_refresh(
         tokens = _DIALECT.tokenize(statement_text)
     except TokenError as exc:
         first = statement_text.strip().split("\n", 1)[0]
-        raise SqlParseError(f"cannot tokenise statement: {exc}", "<sql>", 1, first) from None
+        raise SqlParseError(_tokenize_message(exc), "<sql>", 1, first) from None
     chunks = list(_split_statements(tokens))
     if len(chunks) != 1:
         return None
@@ -1649,7 +1758,8 @@ def parse_alter_refresh(
     try:
         alter = _parse_alter(cur, _DIALECT.parser())
     except ParseError as exc:
-        raise SqlParseError(_describe(exc, stmt), "<sql>", stmt.line, stmt.first_line()) from None
+        message, at = _describe(exc, stmt)
+        raise SqlParseError(message, "<sql>", stmt.line, stmt.first_line(), at=at) from None
     if alter is None:
         return None
     schedule = _schedule(alter.args.get("actions") or [])

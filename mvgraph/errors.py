@@ -86,18 +86,28 @@ class SchemaError(MvgraphError):
 
 
 class SqlParseError(MvgraphError):
-    """A SQL file could not be parsed; names the file, line and statement."""
+    """A SQL file could not be parsed; names the file, line and statement.
+
+    ``line`` is the line where the statement starts; ``at``, when known, the (line, column)
+    of the error itself, which the message then names as ``file:line:column``."""
 
     def __init__(self, message: str, path: str = "<sql>", line: int = 0,
-                 statement: str = "") -> None:
-        super().__init__(f"{path}:{line}: {message}" + (f" in: {statement}" if statement else ""))
+                 statement: str = "", at: tuple[int, int] | None = None) -> None:
+        where = f"{path}:{line}" if at is None else f"{path}:{at[0]}:{at[1]}"
+        shown = ""
+        if statement:
+            shown = (f" in: {statement}" if at is None or at[0] == line
+                     else f" in the statement of line {line}: {statement}")
+        super().__init__(f"{where}: {message}{shown}")
         self.message = message
         self.path = path
         self.line = line
         self.statement = statement
+        self.at = at
 
     def __reduce__(self) -> tuple[object, ...]:  # survive worker processes (pickle)
-        return type(self), (self.message, self.path, self.line, self.statement), self.__dict__
+        return (type(self), (self.message, self.path, self.line, self.statement, self.at),
+                self.__dict__)
 
 
 class SqlEncodingError(SqlParseError):

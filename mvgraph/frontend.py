@@ -68,10 +68,12 @@ class Outcome:
 
 
 _SET_BACKGROUND = re.compile(
-    r"^\s*SET\s+(?:SESSION\s+)?BACKGROUND_DDL\s*(?:=|\bTO\b)\s*'?(\w+)'?\s*;?\s*$",
+    r"^\s*SET\s+(?:SESSION\s+)?BACKGROUND_DDL\s*(?:=|\bTO\b)\s*'?(\w+)'?\s*(?:;\s*)?\Z",
     re.IGNORECASE)
-_SHOW_JOBS = re.compile(r"^\s*SHOW\s+JOBS\s*;?\s*$", re.IGNORECASE)
-_STEER = re.compile(r"^\s*(CANCEL|SUSPEND|RESUME)\s+JOBS?\s+(.*?)\s*;?\s*$",
+_SHOW_JOBS = re.compile(r"^\s*SHOW\s+JOBS\s*(?:;\s*)?\Z", re.IGNORECASE)
+# Linear patterns only (no two adjacent quantifiers that can take the same text): a
+# statement's trailing ``;`` and blanks are stripped in Python, not by backtracking.
+_STEER = re.compile(r"^\s*(CANCEL|SUSPEND|RESUME)\s+JOBS?\s+(.*)\Z",
                     re.IGNORECASE | re.DOTALL)
 _TRUE, _FALSE = {"TRUE", "ON", "1", "YES"}, {"FALSE", "OFF", "0", "NO", "DEFAULT"}
 _BACKGROUND_DDL = re.compile(r"^\s*(REFRESH|CREATE)\s+MATERIALIZED\s+VIEW\s", re.IGNORECASE)
@@ -114,7 +116,9 @@ def parse_job_statement(text: str) -> JobStatement | None:
     if m is None:
         return None
     verb = m[1].lower()
-    parts = [p.strip() for p in m[2].split(",")]
+    ids = m[2].rstrip()
+    ids = ids[:-1].rstrip() if ids.endswith(";") else ids
+    parts = [p.strip() for p in ids.split(",")]
     if not all(p.isdigit() for p in parts):
         raise _syntax(text, f"{m[1].upper()} JOBS takes job ids (numbers, comma-separated), "
                             "e.g. CANCEL JOBS 4, 7; list them with SHOW JOBS")

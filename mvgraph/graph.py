@@ -505,8 +505,12 @@ def _not_acyclic(definitions: list[Definition]) -> list[Definition]:
 
 def _cycle_warning(cycle: Cycle) -> str:
     """One line naming a cycle of the catalog and what it leaves out."""
-    text = (f"dependency cycle in the database: {cycle.path} (reading these views fails with "
-            "'infinite recursion'); left out of the graph and of plans")
+    if len(cycle.members) == 1:
+        text = (f"{cycle.members[0]} reads itself (reading it fails with 'infinite recursion'); "
+                "left out of the graph and of plans")
+    else:
+        text = (f"dependency cycle in the database: {cycle.path} (reading these views fails "
+                "with 'infinite recursion'); left out of the graph and of plans")
     if cycle.read_by:
         text += f"; {', '.join(str(r) for r in cycle.read_by)} cannot be refreshed or read"
     return text + "; fix it with CREATE OR REPLACE VIEW or DROP VIEW"

@@ -16,7 +16,8 @@ The rules are those of the server's scanner (``src/backend/parser/scan.l``) and 
   FUNCTION/PROCEDURE`` (psql's rule: words outside parentheses, CASE nests inside); unlike
   psql, also inside unbalanced parentheses, as the server's grammar does, so that a broken
   statement does not swallow the ones after it;
-* a backslash outside all of these starts a psql meta-command, which ends with its line;
+* a backslash outside all of these starts a psql meta-command, which ends with its line,
+  except ``\\;``, which separates statements like a semicolon (psql sends them together);
 * ``SET standard_conforming_strings`` / ``RESET`` statements change how later ones are lexed.
 
 Everything runs in time linear in the text (no backtracking pattern): each regular expression
@@ -165,6 +166,8 @@ class Scanner:
             end, kind = pos + 1, Kind.OPEN
         elif char == ")":
             end, kind = pos + 1, Kind.CLOSE
+        elif two == "\\;":  # psql's \; ends a statement without sending it: both run
+            end, kind = pos + 2, Kind.SEMICOLON
         elif char == "\\":
             nl = text.find("\n", pos)
             end, kind = (size if nl < 0 else nl), Kind.META

@@ -26,6 +26,8 @@ Each rewrite names the sqlglot gap it works around (the wording of an upstream i
   BY ... USING operator". The ``USING op`` is dropped.
 * ``bit varying``: the type ``bit varying(n)`` that ``pg_get_viewdef`` prints. Upstream:
   "postgres: BIT VARYING type". Becomes ``varbit``.
+* ``cte clauses``: ``SEARCH ... SET`` and ``CYCLE ... USING`` after a recursive CTE; see
+  :func:`cte_clauses` (applied before the first parse: sqlglot misreads some silently).
 * ``opaque call``: a call whose arguments sqlglot cannot read — the SQL/JSON constructors and
   query functions (``JSON_ARRAY(x FORMAT JSON RETURNING json)``, ``JSON(...)``,
   ``JSON_SERIALIZE``, ``JSON_QUERY ... WITH WRAPPER``, ``JSON_EXISTS ... PASSING``,
@@ -45,7 +47,8 @@ from typing import Final
 from sqlglot.tokenizer_core import Token, TokenType
 
 __all__ = [
-    "OPAQUE_PREFIX", "error_index", "matching_paren", "opaque_call", "rewrite", "special_call",
+    "OPAQUE_PREFIX", "cte_clauses", "error_index", "matching_paren", "opaque_call", "rewrite",
+    "special_call",
 ]
 
 _T = TokenType
@@ -266,6 +269,58 @@ _REWRITES: Final[tuple[tuple[str, Callable[[list[Token]], list[Token] | None]], 
     ("operators", _operators),
     ("keywords", _words),
 )
+
+
+def _skip_cte_clause(tokens: list[Token], at: int) -> int:
+    """The index after a ``SEARCH ... SET col`` or ``CYCLE ... [USING col]`` clause starting at
+    ``at`` (the clause's first word), or ``at`` when none starts there."""
+    size = len(tokens)
+    word = _upper(tokens[at]) if at < size else ""
+    after = _upper(tokens[at + 1]) if at + 1 < size else ""
+    if word == "SEARCH" and after in ("DEPTH", "BREADTH"):
+        stop = "SET"
+    elif word == "CYCLE" and at + 1 < size and tokens[at + 1].token_type != _T.L_PAREN:
+        stop = "USING"
+    else:
+        return at
+    i = at + 1
+    while i < size and tokens[i].token_type not in (_T.L_PAREN, _T.R_PAREN, _T.SELECT):
+        is_set = tokens[i].token_type == _T.SET
+        if (stop == "SET" and is_set) or (stop == "USING" and not is_set
+                                          and _upper(tokens[i]) == "USING"):
+            return i + 2  # the column named after SET (SEARCH) or USING (CYCLE)
+        i += 1
+    return at
+
+
+def cte_clauses(tokens: list[Token]) -> list[Token] | None:
+    """The tokens without the ``SEARCH {DEPTH|BREADTH} FIRST BY ... SET col`` and ``CYCLE ...
+    SET col [TO v DEFAULT v] USING col`` clauses of recursive CTEs (PostgreSQL 14), or None
+    when there are none. Upstream: "postgres: SEARCH / CYCLE clauses of WITH RECURSIVE". They
+    only add computed columns: no relation is read in them.
+
+    sqlglot misreads some of these without failing, so this runs before the first parse.
+    """
+    out: list[Token] = []
+    opens: list[int] = []  # indexes (in tokens) of the open parentheses
+    changed = False
+    i = 0
+    size = len(tokens)
+    while i < size:
+        token = tokens[i]
+        out.append(token)
+        i += 1
+        if token.token_type == _T.L_PAREN:
+            opens.append(i - 1)
+        elif token.token_type == _T.R_PAREN and opens:
+            opener = opens.pop()
+            before = _upper(tokens[opener - 1]) if opener > 0 else ""
+            if before not in ("AS", "MATERIALIZED"):
+                continue
+            while (end := _skip_cte_clause(tokens, i)) != i:
+                i = end
+                changed = True
+    return out if changed else None
 
 
 def rewrite(tokens: list[Token]) -> tuple[list[Token], list[str]]:

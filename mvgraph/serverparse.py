@@ -463,13 +463,28 @@ def _create_failing(conn: Conn, statement: str, head: RelationHead, error: SqlPa
     if _exists(conn, target):
         created = RelationName(scratch, f"v{number}")
         rename = sql.Identifier(created.schema, created.name)
-    refused = _try(conn, _edited(conn, statement, head, rename))
+    edited = _edited(conn, statement, head, rename)
+    refused = _try(conn, edited)
     if refused is None:
         return created
     diag = getattr(refused, "diag", None)
     reason = (diag.message_primary if diag is not None else None) or str(refused).strip()
-    return SqlParseError(f"{error.message}; PostgreSQL refused it too: {reason.splitlines()[0]}",
-                         error.path, error.line, error.statement)
+    reason = reason.splitlines()[0]
+    position = getattr(diag, "statement_position", None) if diag is not None else None
+    if _in_added_text(edited, head, position):  # PostgreSQL points at mvgraph's WITH NO DATA
+        reason = "syntax error at end of input"
+    return SqlParseError(f"{error.message}; PostgreSQL refused it too: {reason}",
+                         error.path, error.line, error.statement, at=error.at)
+
+
+def _in_added_text(edited: str, head: RelationHead, position: object) -> bool:
+    """True when the server's error ``position`` (1-based) falls in the ``WITH NO DATA``
+    :func:`_edited` appended: the user's statement ended too early, not at that text."""
+    if not isinstance(position, (int, str)) or not str(position).isdigit():
+        return False
+    added = " WITH NO DATA"
+    return (head.data_span is None and edited.endswith(added)
+            and int(position) - 1 >= len(edited) - len(added))
 
 
 def _define(found: Definition, item: _Made, error: SqlParseError) -> Define:

@@ -24,9 +24,9 @@ from mvgraph.version import __version__
 
 # mvgraph.dialect (sqlglot) is imported only when a file has to be parsed: a warm cache needs
 # neither.
-_CACHE_FORMAT = 5  # 2: parse errors cached; 3: their place among the events; 4: sequences,
+_CACHE_FORMAT = 6  # 2: parse errors cached; 3: their place among the events; 4: sequences,
 # regclass literals, pg_* names; 5: one file per load (every file's result, keyed by its path
-# and the digest of its text) instead of one per SQL file
+# and the digest of its text) instead of one per SQL file; 6: errors' line and column
 CACHE_MAX_AGE_DAYS = 30  # parse-cache entries not written or used for longer are deleted
 _TOUCH_AFTER = 86400  # a cache entry used this long after it was written gets a new mtime
 _PARALLEL_BYTES = 400_000  # below this, starting worker processes costs more than it saves
@@ -374,7 +374,7 @@ def _encode(result: ScriptResult) -> tuple[Any, ...]:
             events.append(("X", tuple(e.name)))
         else:
             events.append(("S", tuple(e.name), _schedule_tuple(e.schedule)))
-    errors = tuple((e.message, e.path, e.line, e.statement) for e in result.errors)
+    errors = tuple((e.message, e.path, e.line, e.statement, e.at) for e in result.errors)
     return (_CACHE_FORMAT, tuple(events), result.ignored, errors, result.error_at)
 
 
@@ -430,8 +430,10 @@ def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public"
         results = _resolved(results, items, search_path, resolver)
     defs: dict[RelationName, Definition] = {}
     bare: dict[RelationName, tuple[frozenset[str], tuple[str, ...]]] = {}
-    for result in results:
+    for (_, path), result in zip(items, results, strict=True):
         errors += result.errors
+        if not result.events and not result.errors and result.ignored:
+            warnings.append(_no_definition_warning(path, result.ignored))
         for event in result.events:
             _apply(event, defs, bare)
     ignored = sum(r.ignored for r in results)
@@ -439,13 +441,23 @@ def load_sql(paths: Iterable[str | Path], search_path: Sequence[str] = ("public"
     final = [_reresolve(d, *bare[d.name], known) if d.name in bare else d for d in defs.values()]
     order = {path: i for i, path in enumerate(["<stdin>" if p == "-" else p for p in files])}
     errors.sort(key=lambda e: (order.get(e.path, len(order)), e.line))
-    cycles = find_cycles(final)
+    # A view reading itself (CREATE OR REPLACE VIEW v AS TABLE v, which PostgreSQL accepts) is
+    # kept: the graph leaves it out with a warning, as it does for the catalog's cycles.
+    cycles = [cycle for cycle in find_cycles(final) if len(cycle) > 1]
     errors += [_cycle_error(cycle, defs) for cycle in cycles]
     left_out = {name for cycle in cycles for name in cycle}
     final = [d for d in final if d.name not in left_out]
     read = {src for d in final for src in d.reads}  # sequences appear where a view reads them
     final = [d for d in final if d.kind is not Kind.SEQUENCE or d.name in read]
     return LoadResult(sorted(final, key=lambda d: d.name), ignored, files, errors, warnings)
+
+
+def _no_definition_warning(path: str, statements: int) -> str:
+    """A file whose statements create nothing mvgraph reads (a scenic ``db/views/x_v01.sql``
+    holds the bare query, for one)."""
+    what = "its statement is" if statements == 1 else f"its {statements} statements are"
+    return (f"{path} defines no view or table: {what} not CREATE [MATERIALIZED] VIEW or CREATE "
+            "TABLE (a file holding only a view's query needs CREATE VIEW name AS before it)")
 
 
 def _resolved(results: list[ScriptResult], items: Sequence[tuple[str, str]],

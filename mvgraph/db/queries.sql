@@ -18,7 +18,11 @@ SELECT n.nspname AS schema,
             WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
               AND i.indpred IS NULL AND i.indexprs IS NULL) AS concurrent_index,
        c.oid::bigint AS oid,
-       n.nspname IN ('pg_catalog', 'information_schema') AS system
+       n.nspname IN ('pg_catalog', 'information_schema') AS system,
+       -- a member of an extension (pg_stat_statements' views): kept only where a view reads it
+       EXISTS (SELECT 1 FROM pg_depend e
+                WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid
+                  AND e.deptype = 'e') AS extension
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE (c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
@@ -36,7 +40,9 @@ SELECT DISTINCT d.refobjid::bigint AS input, r.ev_class::bigint AS dependent
   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
  WHERE d.refclassid = 'pg_class'::regclass
    AND d.deptype = 'n'
-   AND d.refobjid <> r.ev_class
+   -- a view reading itself (CREATE OR REPLACE VIEW v AS TABLE v) is a cycle; before
+   -- PostgreSQL 16 every rule also depended on its view (its OLD and NEW entries)
+   AND (d.refobjid <> r.ev_class OR current_setting('server_version_num')::int >= 160000)
 
 -- name: rule_facts
 -- From each user view's rewrite rule: (view, function, NULL) for each time-dependent or volatile

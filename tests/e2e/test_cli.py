@@ -183,7 +183,7 @@ def test_every_failing_file_is_reported_then_keep_going_prints_the_rest(
     folder = str(broken_folder(tmp_path))
     code, out, err = cli(capsys, "graph", "--from-sql", folder, "-f", "json")
     assert code == 1 and out == "" and "Traceback" not in err and "internal error" not in err
-    assert f"error: {folder}/2.sql:2: " in err and f"{folder}/3.sql:1: dependency cycle" in err
+    assert f"error: {folder}/2.sql:2:" in err and f"{folder}/3.sql:1: dependency cycle" in err
     assert f"error: {folder}/4.sql:1: byte 0xe9 at offset 34 is not utf-8; pass --encoding " \
            "latin-1" in err
     assert f"warning: skipped {folder}/5.sql: binary file" in err
@@ -193,10 +193,10 @@ def test_every_failing_file_is_reported_then_keep_going_prints_the_rest(
     assert code == 1
     assert {n["name"] for n in json.loads(out)["nodes"]} == {
         "public.test_table", "public.good", "public.caf"}
-    assert f"{folder}/2.sql:2: " in err and "dependency cycle" in err and "0xe9" not in err
+    assert f"{folder}/2.sql:2:" in err and "dependency cycle" in err and "0xe9" not in err
     code, out, err = cli(capsys, "deps", "good", "--from-sql", folder, "--keep-going", "-f",
                          "json")
-    assert code == 1 and "public.test_table" in out and f"{folder}/2.sql:2: " in err
+    assert code == 1 and "public.test_table" in out and f"{folder}/2.sql:2:" in err
     code, _, err = cli(capsys, "graph", "--from-sql", folder, "--encoding", "martian")
     assert code == 2 and "unknown encoding 'martian'" in err
 
@@ -213,4 +213,4 @@ def test_check_keep_going_compares_what_loads_and_fails(capsys: pytest.CaptureFi
     code, out, err = cli(capsys, "--dsn", db_dsn, "check", "--from-sql", str(folder),
                          "--keep-going")
     assert code == 1 and "in sync: 2 relations" in out
-    assert f"{folder}/2.sql:2: " in err and "2 failures in 2 files left out" in err
+    assert f"{folder}/2.sql:2:" in err and "2 failures in 2 files left out" in err

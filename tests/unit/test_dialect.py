@@ -588,7 +588,9 @@ def test_parse_errors_name_path_and_line(script: str, line: int) -> None:
         parse_script(script, path="defs/x.sql")
     err = info.value
     assert err.path == "defs/x.sql" and err.line == line
-    assert str(err).startswith(f"defs/x.sql:{line}: ")
+    # file:line:column of the error itself (issue 18, item 25), else file:line of the statement
+    where = f"defs/x.sql:{err.at[0]}:{err.at[1]}: " if err.at else f"defs/x.sql:{line}: "
+    assert str(err).startswith(where) and (err.at is None or err.at[0] >= line)
     assert err.statement and "\n" not in err.statement
 
 

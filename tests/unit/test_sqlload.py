@@ -105,7 +105,7 @@ def test_every_failure_is_reported_each_as_file_line_message(broken: Path) -> No
         load_graph(sql=[broken])
     lines = failures(info)
     assert [line.split(": ", 1)[0] for line in lines] == [
-        f"{broken}/2_bad.sql:3", f"{broken}/3_worse.sql:1", f"{broken}/4_v1.sql:3"]
+        f"{broken}/2_bad.sql:3:32", f"{broken}/3_worse.sql:1", f"{broken}/4_v1.sql:3"]
     assert lines[2] == (f"{broken}/4_v1.sql:3: dependency cycle: public.v1 ({broken}/4_v1.sql:3)"
                         f" -> public.v2 ({broken}/5_v2.sql:7) -> public.v1; break it by "
                         "changing one of these definitions")
