@@ -4,15 +4,19 @@
 
 from __future__ import annotations
 
-import time
+import os
+import signal
 
 import psycopg
+import pytest
 
 import mvgraph
 from mvgraph.db.connect import connect
 from mvgraph.db.install import init
 from mvgraph.db.scripts import run_script
-from tests.integration.test_jobs import job_status, wait_for, worker
+from tests.conftest import cli
+from tests.e2e.test_daemon import daemon, stop
+from tests.integration.test_jobs import job_status, start_worker, wait_for, worker
 from tests.pgserver import bindir, cluster
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -118,5 +122,39 @@ def test_a_backlog_of_mixed_kinds_drains_in_order(conn: Conn, db_dsn: str) -> No
     assert started == backlog
 
 
-def _unused() -> None:  # keep imports used while the file grows
-    _ = (mvgraph, time)
+def test_wait_says_at_once_when_no_worker_is_alive(capsys: pytest.CaptureFixture[str],
+                                                   conn: Conn, db_dsn: str) -> None:
+    """`mvgraph wait` and `Job.wait` end with one line (exit 69) when the job waits for a
+    worker and none is alive, long before their timeout; also after a kill -9 of the worker
+    that ran it (its lease runs out). A daemon with workers counts as alive."""
+    run_script(conn, "CREATE TABLE t (i int);")
+    queued = submit(conn, "INSERT INTO t VALUES (1)")
+    code, out, err = cli(capsys, "--dsn", db_dsn, "wait", str(queued), "--timeout", "120")
+    assert code == 69 and out == "", (code, out, err)
+    assert f"job {queued} is queued and no worker is running" in err
+    assert len(err.strip().splitlines()) == 1
+    job = mvgraph.Job(queued, db_dsn)
+    with pytest.raises(mvgraph.NoJobRunner):
+        job.wait(120)
+    with pytest.raises(mvgraph.JobTimeout):  # for a worker that starts later
+        job.wait(0.3, need_runner=False)
+    slow = mvgraph.Job(submit(conn, "SELECT pg_sleep(30)"), db_dsn)
+    proc = start_worker(db_dsn)
+    try:
+        wait_for(lambda: job_status(conn, queued) == "done" and slow.status().value
+                 == "running", timeout=30)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        with pytest.raises(mvgraph.NoJobRunner, match="no worker is running"):
+            slow.wait(120)  # its lease (2 s) runs out: nothing would requeue and run it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                     "'SELECT pg_sleep(30)%%' AND pid <> pg_backend_pid()")
+    mvgraph.cancel_job(slow, dsn=db_dsn)
+    later = mvgraph.Job(submit(conn, "INSERT INTO t VALUES (2)"), db_dsn)
+    with daemon(db_dsn, "--workers", "1") as d:
+        assert later.wait(60) is mvgraph.JobStatus.DONE
+        stop(d)
