@@ -761,7 +761,7 @@ def wait_cmd(
     dsn: DsnOpt = None,
 ) -> None:
     """Block until a job ends and print one line; exit 0 done, 1 failed, 3 cancelled,
-    124 timeout (wait's own codes)."""
+    124 timeout, 69 no worker alive to run it (wait's own codes)."""
     from mvgraph.jobs.handle import session, wait_for
     from mvgraph.render_refresh import seconds_text
 

@@ -180,6 +180,23 @@ class JobTimeout(MvgraphError, TimeoutError):
         return type(self), (self.job_id, self.status, self.waited_s)
 
 
+class NoJobRunner(MvgraphError):
+    """A caller waits for a job that nothing alive would run: it is queued (or its worker's
+    lease ran out) and no worker or daemon with workers is running (``mvgraph wait``: exit
+    69, sysexits' EX_UNAVAILABLE); the job stays queued."""
+
+    exit_code = 69
+
+    def __init__(self, job_id: int, status: object) -> None:
+        super().__init__(f"job {job_id} is {status} and no worker is running: start `mvgraph "
+                         "worker` or `mvgraph daemon` (the job stays queued)")
+        self.job_id = job_id
+        self.status = status
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.job_id, self.status)
+
+
 class UndefinedReference(MvgraphError):
     """A definition reads a relation defined nowhere (raised in strict mode)."""
 

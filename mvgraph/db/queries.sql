@@ -1086,3 +1086,20 @@ SELECT current_setting('idle_in_transaction_session_timeout'),
                   false),
        (SELECT set_config('client_connection_check_interval', %(check)s, false)
          WHERE current_setting('client_connection_check_interval', true) IS NOT NULL)
+
+-- name: job_needs_a_runner
+-- Whether a job waits for a worker that nobody runs: it is queued (or running in the
+-- background with its lease expired, so only a worker's claim would requeue it), and no worker
+-- is connected to this database (each holds a session named "mvgraph worker NAME" while it
+-- runs, a daemon's workers too: a killed one's session ends with it) and no daemon with
+-- workers sent a heartbeat within %(within)s seconds.
+SELECT j.status = 'queued' OR (j.status = 'running' AND j.background
+                               AND coalesce(j.lease_until < now(), true)),
+       EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+                WHERE a.datname = pg_catalog.current_database()
+                  AND a.application_name LIKE 'mvgraph worker %%')
+    OR EXISTS (SELECT FROM mvgraph.daemon d
+                WHERE d.workers > 0
+                  AND d.heartbeat_at > now() - make_interval(secs => %(within)s))
+  FROM mvgraph.job j
+ WHERE j.id = %(job)s

@@ -18,7 +18,8 @@ import psycopg
 
 from mvgraph.db.connect import session as open_session
 from mvgraph.db.install import require_schema
-from mvgraph.errors import JobTimeout, UsageError
+from mvgraph.db.queries import query
+from mvgraph.errors import JobTimeout, NoJobRunner, UsageError
 from mvgraph.jobs import store
 from mvgraph.jobs.store import JobInfo, StepInfo
 from mvgraph.model.status import JobStatus
@@ -26,6 +27,8 @@ from mvgraph.model.status import JobStatus
 Conn = psycopg.Connection[tuple[object, ...]]
 Target = str | Conn | None
 POLL_S = 0.5  # how often ``wait`` looks when no notification comes
+RUNNER_GRACE_S = 2.0  # no worker seen for this long: ``wait`` says so and ends
+DAEMON_ALIVE_S = 10.0  # a daemon heard from within this long is alive (heartbeat every 2 s)
 REAP_EVERY_S = 5.0  # how often it closes jobs whose owner died (row locks: not every look)
 
 
@@ -56,16 +59,23 @@ class Progress:
 
 
 def wait_for(conn: Conn, job: int, timeout: float | None = None, *, poll_s: float = POLL_S,
-             on_suspended: Callable[[JobInfo], None] | None = None) -> JobInfo:
+             on_suspended: Callable[[JobInfo], None] | None = None,
+             need_runner: bool = True) -> JobInfo:
     """Block until the job is done, failed or cancelled; returns its final row.
 
     Wakes on ``NOTIFY mvgraph_jobs`` carrying the job's id (a job's end notifies) and looks every
     ``poll_s`` seconds anyway (a queued job cancelled, a job whose owner died). A suspended job
     is not over: the wait goes on (``on_suspended`` is told once).
 
+    ``need_runner``: a job that waits for a worker (queued, or its worker's lease ran out)
+    while no worker and no daemon with workers is alive (:func:`runner_missing`) ends the wait
+    once that has held for ``RUNNER_GRACE_S`` (a worker reconnecting or just starting is not
+    taken for gone).
+
     Raises:
         NotFound: no such job.
         JobTimeout: still unfinished after ``timeout`` seconds.
+        NoJobRunner: nothing alive would run it.
     """
     if timeout is not None and timeout < 0:
         raise UsageError("the timeout must be 0 or more seconds")
@@ -73,6 +83,7 @@ def wait_for(conn: Conn, job: int, timeout: float | None = None, *, poll_s: floa
     store.listen(conn)
     told = False
     reaped = float("-inf")
+    missing_since: float | None = None
     try:
         while True:
             if time.monotonic() - reaped >= REAP_EVERY_S:  # a job whose owner died ends
@@ -84,12 +95,31 @@ def wait_for(conn: Conn, job: int, timeout: float | None = None, *, poll_s: floa
             if info.status is JobStatus.SUSPENDED and not told and on_suspended is not None:
                 on_suspended(info)
                 told = True
-            left = poll_s if deadline is None else deadline - time.monotonic()
+            nap = poll_s
+            if need_runner and runner_missing(conn, job):
+                if missing_since is None:
+                    missing_since = time.monotonic()
+                elif time.monotonic() - missing_since >= RUNNER_GRACE_S:
+                    raise NoJobRunner(job, info.status.value)
+                nap = min(poll_s, RUNNER_GRACE_S)
+            else:
+                missing_since = None
+            left = nap if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise JobTimeout(job, info.status, timeout or 0.0)
-            _sleep_until_notified(conn, job, min(poll_s, left))
+            _sleep_until_notified(conn, job, min(nap, left))
     finally:
         conn.execute("UNLISTEN mvgraph_jobs")
+
+
+def runner_missing(conn: Conn, job: int) -> bool:
+    """Whether the job waits for a worker (queued, or running in the background with its
+    lease expired) while no worker is connected to the database and no daemon with workers
+    sent a heartbeat lately. A foreground run, a running job with a live lease and a
+    suspended job need no worker now."""
+    row = conn.execute(query("job_needs_a_runner"),
+                       {"job": job, "within": DAEMON_ALIVE_S}).fetchone()
+    return bool(row and row[0] and not row[1])
 
 
 def _sleep_until_notified(conn: Conn, job: int, seconds: float) -> None:
@@ -150,11 +180,14 @@ class Job(int):
             store.job_info(conn, self.id)  # NotFound for an unknown id
             return store.steps(conn, self.id)
 
-    def wait(self, timeout: float | None = None) -> JobStatus:
+    def wait(self, timeout: float | None = None, *, need_runner: bool = True) -> JobStatus:
         """Block until the job ends (a suspended job has not); returns DONE, FAILED or
-        CANCELLED. Raises JobTimeout (also a TimeoutError) after ``timeout`` seconds."""
+        CANCELLED. Raises JobTimeout (also a TimeoutError) after ``timeout`` seconds, and
+        NoJobRunner at once when the job waits for a worker and none is alive (no worker
+        connected, no daemon with workers heard from); ``need_runner=False`` waits anyway
+        (for a worker that starts later)."""
         with session(self._target) as conn:
-            return wait_for(conn, self.id, timeout).status
+            return wait_for(conn, self.id, timeout, need_runner=need_runner).status
 
     def cancel(self) -> str:
         """Cancel: the running statement at once; returns the status or ``cancelling``."""

@@ -37,6 +37,7 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from mvgraph.db.connect import connect
+from mvgraph.db.outage import session_lost
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, translate
 from mvgraph.jobs import store
@@ -145,7 +146,7 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
             return
         _closed_otherwise(conn, job, outcome, started, None)
     except psycopg.OperationalError as exc:
-        if exc.sqlstate is None:  # the connection is gone: the worker requeues the job
+        if session_lost(exc, conn):  # the connection is gone: the worker requeues the job
             raise
         _closed_otherwise(conn, job, outcome, started, exc)
     except psycopg.Error as exc:

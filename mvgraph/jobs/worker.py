@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -40,6 +41,7 @@ import psycopg
 
 from mvgraph import maintenance
 from mvgraph.catalog import catalog_fingerprint
+from mvgraph.db import outage
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
@@ -168,8 +170,10 @@ class Worker:
                 if conn is not None:
                     conn.close()
                 conn = None
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                if outage.wait_to_retry(self.config.dsn, backoff, self._stopping):
+                    backoff = 0.5  # the server is back: reconnect, LISTEN and claim at once
+                else:
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
         if conn is not None:
             conn.close()
 
@@ -247,16 +251,15 @@ class Worker:
             elif report is not None:
                 self._housekeeping(conn, job.id)
             reusable = True
-        except (ConnectionFailed, psycopg.OperationalError) as exc:
-            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is not None \
-                    and conn is not None and not conn.broken and not conn.closed:  # e.g. a
-                # statement timeout the job set for its own session
-                self._fail(None, job, _first_line(exc))
-            else:
+        except (ConnectionFailed, psycopg.OperationalError, MvgraphError) as exc:
+            if outage.session_lost(exc, conn):  # a restart (57P01-57P03) or a closed socket,
+                # also of a kept connection the restart killed while idle: not the job's fault
                 log.warning("job %d: connection lost (%s)", job.id, _first_line(exc))
                 self._requeue_lost(job)
-        except MvgraphError as exc:
-            self._fail(conn, job, str(exc))
+            elif isinstance(exc, psycopg.OperationalError):  # e.g. a statement timeout the
+                self._fail(None, job, _first_line(exc))  # job set for its own session
+            else:
+                self._fail(conn, job, str(exc))
         except Exception as exc:  # an mvgraph bug: the job says so, the worker goes on
             log.exception("job %d: internal error", job.id)
             self._fail(conn, job, f"internal error: {type(exc).__name__}: {exc}")
@@ -304,10 +307,13 @@ class Worker:
         same submitter, else a new one (no DDL, no schema check: the claim proved it)."""
         with self._lock:
             kept = self._idle_conns.get(dsn, [])
-            while kept:
-                conn = kept.pop()
-                if not conn.closed:
-                    return conn
+            found = kept.pop() if kept else None
+        while found is not None:
+            if _idle_and_alive(found):
+                return found
+            found.close()  # the server ended it while it waited (a restart): a new one
+            with self._lock:
+                found = kept.pop() if kept else None
         conn = connect(dsn, application_name="mvgraph job")
         conn.prepare_threshold = None  # a job may DEALLOCATE; nothing of ours is prepared
         try:
@@ -443,6 +449,7 @@ class Worker:
         takes it over."""
         deadline = time.monotonic() + self.config.lease_s
         delay = 0.2
+        never = threading.Event()
         while time.monotonic() < deadline:
             try:
                 with connect(self.config.dsn) as conn:
@@ -453,7 +460,7 @@ class Worker:
                     log.info("job %d: requeued", job.id)
                 return
             except (psycopg.Error, MvgraphError):
-                time.sleep(delay)
+                outage.wait_to_retry(self.config.dsn, delay, never)  # ends when it is back
                 delay = min(delay * 2, 5.0)
 
     # ---- leases ---------------------------------------------------------------------------------
@@ -555,6 +562,19 @@ def _log_event(event: Event) -> None:
                  f": {r.error}" if r.error else "")
     elif isinstance(event, JobFinished):
         log.info("job %d: %s in %.2fs", event.job_id, event.status.value, event.elapsed_s)
+
+
+def _idle_and_alive(conn: Conn) -> bool:
+    """Whether a kept, idle connection can serve a job: open, and nothing arrived on it while
+    it waited (a server that ends a session sends its FATAL message and closes the socket; a
+    kept connection LISTENs to nothing, so anything readable means it is gone)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        readable, _w, _x = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
 
 
 def _first_line(exc: BaseException) -> str:

@@ -44,6 +44,7 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
+from mvgraph.db.outage import session_lost
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, StatementTimeout, UnknownRelation, translate
 from mvgraph.graph import MVGraph
@@ -818,8 +819,8 @@ class Executor:
     def _interrupted(self, step: Step, exc: BaseException, took: float,
                      conn: Conn) -> StepResult:
         """A step that raised: cancelled or not run when the run is stopping, else failed."""
-        if conn.closed and not self.foreground:  # the worker's connection is gone: the
-            self.stop(StopMode.LOST)  # worker requeues the job once it reconnects
+        if not self.foreground and session_lost(exc, conn):  # the worker's connection is
+            self.stop(StopMode.LOST)  # gone (a restart: 57P01): requeued once it reconnects
         stopped = self._mode is StopMode.LOST or (self._cancel.is_set() and (
             isinstance(exc, pgerrors.QueryCanceled)
             or (isinstance(exc, psycopg.Error) and exc.sqlstate == JOB_REQUEST)))

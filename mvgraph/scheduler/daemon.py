@@ -53,8 +53,10 @@ import psycopg
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from mvgraph.db import outage
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
@@ -228,6 +230,10 @@ class Daemon:
             timezone=UTC)
         self._daemon_id: int | None = None
         self._worker: Any = None
+        # the database went away: firing is paused until a resync has caught up every
+        # schedule; _unfired keeps each schedule's earliest slot that could not be recorded
+        self._outage = threading.Event()
+        self._unfired: dict[int, datetime] = {}
         # /healthz: healthy while a heartbeat reached the database lately (no connection per ask)
         self.health = Health(max(DEFAULT_MAX_AGE_S, 3 * config.heartbeat_s))
 
@@ -328,6 +334,8 @@ class Daemon:
                     self._heartbeat(conn)
                     backoff = 0.5
                     last_resync = last_beat = time.monotonic()
+                elif self._outage.is_set():  # a firing met the outage before this connection
+                    self._resync(conn, first=True)
                 ends = False
                 changed: list[str] = []  # handled after the generator: it holds the connection
                 for note in conn.notifies(timeout=min(0.5, self.config.check_s), stop_after=50):
@@ -352,13 +360,16 @@ class Daemon:
                     self._heartbeat(conn)
             except (psycopg.Error, MvgraphError) as exc:
                 self.health.lost()
+                self._lost()
                 log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc),
                             backoff, extra={"event": "db_down"})
                 if conn is not None:
                     conn.close()
                 conn = None
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                if outage.wait_to_retry(self.config.dsn, backoff, self._stopping):
+                    backoff = 0.5  # the server is back: reconnect and catch up at once
+                else:
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
         if conn is not None:
             conn.close()
 
@@ -377,22 +388,54 @@ class Daemon:
 
     def _resync(self, conn: Conn, *, first: bool) -> None:
         """Make the APScheduler jobs match the table; ``first`` (start, reconnect): catch up
-        the slots missed while nobody fired them."""
+        the slots missed while nobody fired them. After an outage (firing paused) every
+        schedule is caught up, from its last recorded slot or its first slot that could not
+        be recorded, before firing resumes: each slot of the gap gets its row."""
+        recovering = first and self._outage.is_set()
+        with self._lock:
+            unfired = dict(self._unfired)
         rows = store.schedules(conn)
         seen = {s.id for s in rows}
         for s in rows:
             with self._lock:
                 armed = self._armed.get(s.id)
-            if first and _runnable(s) and (armed is None or armed.timing != s.timing):
+            if first and _runnable(s) and (recovering or armed is None
+                                           or armed.timing != s.timing):
                 # catch up first, then arm from the next slot after it: no slot in between
                 # is lost, none is seen twice
-                self._apply(s, self._catch_up(conn, s))
+                self._apply(s, self._catch_up(conn, s, unfired.get(s.id),
+                                              "the database was unavailable" if recovering
+                                              else "no daemon ran at the time"))
             else:
                 self._apply(s)
         with self._lock:
             gone = [i for i in self._schedules if i not in seen]
         for i in gone:
             self._forget(i)
+        if recovering:
+            with self._lock:
+                for sid, slot in unfired.items():
+                    if self._unfired.get(sid) == slot:
+                        del self._unfired[sid]
+                again = bool(self._unfired)
+            if not again:
+                self._outage.clear()
+                with suppress(SchedulerNotRunningError):
+                    self._scheduler.resume()
+
+    def _lost(self, sid: int | None = None, slot: datetime | None = None) -> None:
+        """The database went away: pause firing (the slots due meanwhile are caught up when
+        it answers again), forget pooled connections (a restart ended them); ``slot``: the
+        first slot of schedule ``sid`` that could not be recorded."""
+        with self._lock:
+            if sid is not None and slot is not None and (
+                    sid not in self._unfired or slot < self._unfired[sid]):
+                self._unfired[sid] = slot
+        if not self._outage.is_set():
+            self._outage.set()
+            with suppress(SchedulerNotRunningError):
+                self._scheduler.pause()
+        self._pool.close()
 
     def _on_change(self, conn: Conn, payload: str) -> None:
         op, _, ident = payload.partition(":")
@@ -416,7 +459,7 @@ class Daemon:
                 self._disarm(s.id, "paused" if not s.enabled else
                              "broken" if s.is_broken else "not on a clock")
             return
-        if armed is not None and armed.timing == s.timing:
+        if armed is not None and armed.timing == s.timing and first_slot is None:
             return
         extra = {"next_run_time": first_slot} if first_slot is not None else {}
         self._scheduler.add_job(_noop, SlotTrigger(s.timing), id=str(s.id), name=s.name,
@@ -462,7 +505,9 @@ class Daemon:
                 log.info("schedule %d: slot %s: retrying (%s)", s.id, slot.isoformat(),
                          _first_line(exc), extra={"event": "retry", "schedule": s.id})
                 self._fire_slot(s, slot, None)  # once more, on a new one (claims are atomic)
-        except (psycopg.Error, MvgraphError) as exc:  # the database is away: catch-up later
+        except (psycopg.Error, MvgraphError) as exc:
+            if outage.session_lost(exc):  # the database is away: caught up when it is back
+                self._lost(s.id, run_times[0])
             log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
                         slot.isoformat(), _first_line(exc),
                         extra={"event": "fire_failed", "schedule": s.id})
@@ -526,21 +571,25 @@ class Daemon:
             self._emit(Skipped(s.id, s.name, slot, status, reason))
         return done
 
-    def _catch_up(self, conn: Conn, s: Schedule) -> datetime | None:
-        """Coalesce the slots missed since the last recorded one (or the schedule's creation)
-        into at most one run (``timing.catch_up``); record the others as missed. Returns the
-        first slot after those handled here."""
+    def _catch_up(self, conn: Conn, s: Schedule, unfired: datetime | None = None,
+                  why: str = "no daemon ran at the time") -> datetime | None:
+        """Coalesce the slots missed since the last recorded one (or the schedule's creation;
+        or from ``unfired``, a slot that could not be recorded, when earlier) into at most one
+        run (``timing.catch_up``); record the others as missed (slots recorded meanwhile keep
+        their row). Returns the first slot after those handled here."""
         with translated():
             row = conn.execute(query("last_clock_slot"), {"id": s.id}).fetchone()
         last = row[0] if row and isinstance(row[0], datetime) else None
         since = max(last, s.created_at) if last else s.created_at
+        if unfired is not None and unfired <= since:
+            since = unfired - timedelta(microseconds=1)
         now = datetime.now(UTC)
         c = catch_up(s.timing, since, now, timedelta(seconds=self.config.misfire_grace_s))
         if c.latest_missed is None:
             return c.next
         missed = [t for t in slots_between(s.timing, since, now, limit=100_000) if t != c.run]
         for t in missed[-MISSED_ROWS:]:
-            self._record(s, t, SlotStatus.MISSED, "no daemon ran at the time")
+            self._record(s, t, SlotStatus.MISSED, why)
         if c.run is not None:
             self._fire_slot(s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
                             if c.skipped else "catch-up run for a missed slot")

@@ -43,10 +43,20 @@ def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
+def worker_connected(dsn: str, pid: int) -> bool:
+    """Whether the worker process ``pid`` holds its claim session (what ``wait`` looks for)."""
+    with connect(dsn) as c:
+        row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND application_name LIKE %s",
+                        [f"mvgraph worker %:{pid}"]).fetchone()
+    return bool(row and int(str(row[0])))
+
+
 @contextmanager
 def worker(dsn: str, *args: str) -> Iterator[subprocess.Popen[str]]:
     proc = start_worker(dsn, *args)
     try:
+        wait_for(lambda: proc.poll() is not None or worker_connected(dsn, proc.pid), every=0.1)
         yield proc
     finally:
         if proc.poll() is None:
