@@ -7,6 +7,7 @@ made, and the refresh modules are needed for types only (``plan`` loads no execu
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -269,20 +270,29 @@ class LiveProgress:
             self.progress.update(self.task, running=escape(shown))
 
 
-def psql_text(columns: list[str], rows: list[tuple[object, ...]]) -> str:
-    """Rows aligned the way psql prints them, with the row count.
+def psql_text(columns: list[str], rows: list[tuple[object, ...]],
+              texts: list[tuple[str | None, ...]] | None = None) -> str:
+    """Rows aligned the way psql prints them, with the row count; values as PostgreSQL writes
+    them (``texts``: the server's own text of each value, else :func:`mvgraph.pgvalues.pg_text`
+    of ``rows``), NULL as nothing.
 
-    >>> print(psql_text(["id", "name"], [(1, "a")]))
-     id | name
-    ----+------
-      1 | a
-    (1 row)
+    >>> print(psql_text(["id", "ok", "tags"], [(1, True, [1, 2]), (2, None, None)]))
+     id | ok | tags
+    ----+----+-------
+      1 | t  | {1,2}
+      2 |    |
+    (2 rows)
     """
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    from mvgraph.pgvalues import pg_text
+
+    cells = ([["" if v is None else v for v in row] for row in texts] if texts is not None
+             else [[pg_text(v) for v in row] for row in rows])
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+    numeric = [bool(rows) and all((isinstance(r[i], int | float | Decimal) and
+                                  not isinstance(r[i], bool)) or r[i] is None for r in rows)
                for i in range(len(columns))]
-    head = " " + " | ".join(c.center(w) for c, w in zip(columns, widths, strict=True))
+    head = " " + " | ".join(" " * ((w - len(c)) // 2) + c.ljust(w - (w - len(c)) // 2)
+                            for c, w in zip(columns, widths, strict=True))  # psql's centring
     rule = "-" + "-+-".join("-" * w for w in widths) + "-"
     lines = [head.rstrip(), rule]
     for r in cells:
