@@ -206,7 +206,7 @@ def _emit(graph: MVGraph, fmt: Format, title: str) -> None:
     else:
         from mvgraph.render import graph_tree
 
-        out.print(graph_tree(graph, title))
+        out.print(graph_tree(graph, title), soft_wrap=False)  # long lines wrap, never cut
 
 
 @app.command()
@@ -262,7 +262,7 @@ def deps(
     if fmt is Format.tree:
         from mvgraph.render import deps_tree
 
-        out.print(deps_tree(g, node, up or both, down or both))
+        out.print(deps_tree(g, node, up or both, down or both), soft_wrap=False)
     else:
         nodes = {node}
         if up or both:
@@ -697,7 +697,7 @@ def jobs_cmd(
     if as_json:
         sys.stdout.write(json.dumps([j.to_dict() for j in found], indent=2) + "\n")
     else:
-        out.print(jobs_table(found))
+        out.print(jobs_table(found, out.width))
 
 
 WATCH_EVERY_S = 0.5

@@ -230,3 +230,58 @@ def test_grant_takes_the_dsn_first(db_dsn: str, conn: object) -> None:
     finally:
         with connect(db_dsn) as c:
             c.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+# ---- item 13: output fits 80 columns and never cuts a name ----------------------------------
+
+@pytest.fixture
+def analytics_dsn(db_dsn: str) -> str:
+    """The demo's analytics example: long, schema-qualified and quoted names."""
+    from mvgraph.db.connect import connect
+    from mvgraph.db.scripts import run_files
+    from tests.conftest import FIXTURES
+
+    with connect(db_dsn) as c:
+        run_files(c, sorted((FIXTURES / "analytics").glob("*.sql")))
+    return db_dsn
+
+
+def _names(dsn: str, *kinds: str) -> list[str]:
+    import mvgraph
+
+    g = mvgraph.load_graph(dsn=dsn)
+    return sorted(str(n) for n in g.nodes() if not kinds or g.kind(n).value in kinds)
+
+
+def _at_80(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    import mvgraph.cli
+
+    monkeypatch.setattr(mvgraph.cli, "out", Console(width=80, highlight=False, soft_wrap=True))
+
+
+def test_tables_fit_80_columns_and_keep_every_name(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   analytics_dsn: str) -> None:
+    import mvgraph
+
+    names = _names(analytics_dsn)
+    status_names = _names(analytics_dsn, "matview", "table")
+    mvgraph.add_schedule("staging.known_customers", every="1 hour", dsn=analytics_dsn)
+    code, _, err = cli(capsys, "refresh", "+marts.fct_orders", "--dsn", analytics_dsn)
+    assert code == 0, err
+    _at_80(monkeypatch)
+    for args, expected in (
+            (["status"], status_names),
+            (["schedule", "list"], ["staging.known_customers"]),
+            (["jobs", "--all"], ["marts.fct_orders"]),
+            (["graph"], names),
+            (["plan", "+marts.fct_orders"], ["marts.fct_orders", "staging.stg_customers"])):
+        code, out, err = cli(capsys, *args, "--dsn", analytics_dsn)
+        assert code == 0, (args, err)
+        too_wide = [line for line in out.splitlines() if len(line) > 80]
+        assert not too_wide, (args, too_wide)
+        missing = [n for n in expected if n not in out]
+        assert not missing, (args, missing, out)
+        assert "…" not in out, (args, out)
