@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from mvgraph.errors import SqlLoadErrors, UsageError
 
@@ -114,59 +115,144 @@ def init(target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> 
         return install(conn)
 
 
-def grant(role: str, level: str,
+_LEVEL_WORDS = frozenset({"viewer", "operator", "worker", "admin"})
+
+
+def _looks_like_dsn(value: object) -> bool:
+    """A connection, a URI, a ``key=value`` conninfo or ``embedded`` (a role name is none)."""
+    return not isinstance(value, str) or "=" in value or "://" in value or value == "embedded"
+
+
+def _old_order(call: str, new: str) -> None:
+    warnings.warn(f"mvgraph.{call}: the DSN comes first now ({new}); the old order still "
+                  "works for now", DeprecationWarning, stacklevel=3)
+
+
+def grant(dsn: str | psycopg.Connection[tuple[object, ...]] | None = None,
+          role: str | None = None, level: str | None = None, *,
           target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> list[str]:
-    """Give ``role`` one of mvgraph's privilege levels (viewer, operator, worker, admin),
-    replacing any other, as ``mvgraph grant`` does; returns the GRANT / REVOKE commands run.
+    """``grant(dsn, role, level)``: give ``role`` one of mvgraph's privilege levels (viewer,
+    operator, worker, admin), replacing any other, as ``mvgraph grant`` does; returns the
+    GRANT / REVOKE commands run. The DSN comes first, as in every library call; keywords work
+    too (``grant(role=..., level=..., dsn=...)``; ``target=`` is the old name of ``dsn``), and
+    the old order ``grant(role, level[, target])`` is still understood (with a
+    DeprecationWarning) because its second argument is a level word.
 
     Raises:
-        UsageError: no such level.
+        UsageError: no such level, or no role given.
         PermissionDenied: the caller is not an mvgraph administrator.
     """
     from mvgraph.db.connect import session
     from mvgraph.db.install import require_schema
     from mvgraph.security import levels
 
-    with session(target, require_schema) as conn:
+    if isinstance(dsn, str) and isinstance(role, str) and role.lower() in _LEVEL_WORDS and (
+            level is None or not (isinstance(level, str) and level.lower() in _LEVEL_WORDS)):
+        _old_order("grant", "grant(dsn, role, level)")
+        dsn, role, level = level, dsn, role  # grant(role, level[, target])
+    dsn = target if dsn is None else dsn
+    if role is None or level is None:
+        raise UsageError("grant needs a role and a level: mvgraph.grant(dsn, role, level)")
+    with session(dsn, require_schema) as conn:
         return levels.grant(conn, role, level)
 
 
-def revoke(role: str,
+def revoke(dsn: str | psycopg.Connection[tuple[object, ...]] | None = None,
+           role: str | None = None, *,
            target: str | psycopg.Connection[tuple[object, ...]] | None = None) -> list[str]:
-    """Take every mvgraph privilege from ``role`` (at once, also in its open sessions), as
-    ``mvgraph revoke`` does; returns the REVOKE commands run."""
+    """``revoke(dsn, role)``: take every mvgraph privilege from ``role`` (at once, also in its
+    open sessions), as ``mvgraph revoke`` does; returns the REVOKE commands run. Keywords work
+    too (``revoke(role=..., dsn=...)``; ``target=`` is the old name of ``dsn``); the old order
+    ``revoke(role[, target])`` is still understood, with a DeprecationWarning, when the role
+    comes alone or the second argument is plainly a DSN or a connection.
+
+    Raises:
+        UsageError: no role given.
+    """
     from mvgraph.db.connect import session
     from mvgraph.db.install import require_schema
     from mvgraph.security import levels
 
-    with session(target, require_schema) as conn:
+    if isinstance(dsn, str) and (
+            (role is None and not _looks_like_dsn(dsn))
+            or (role is not None and _looks_like_dsn(role) and not _looks_like_dsn(dsn))):
+        _old_order("revoke", "revoke(dsn, role)")
+        dsn, role = role, dsn  # revoke(role[, target])
+    dsn = target if dsn is None else dsn
+    if role is None:
+        raise UsageError("revoke needs a role: mvgraph.revoke(dsn, role)")
+    with session(dsn, require_schema) as conn:
         return levels.revoke(conn, role)
 
 
 # ---- jobs (the graph above is another module's; these are the jobs' entry points) -----------
 
-def submit(statement: str, *, dsn: str | None = None) -> Job:
-    """Queue a statement as a background job, as ``SELECT mvgraph.submit(statement)`` does:
-    a REFRESH form is planned as a refresh, CREATE MATERIALIZED VIEW is created WITH NO DATA
-    now and populated by the job, any other statement runs as it is. Returns the ``Job`` (an
-    int: its id), to watch (``progress``, ``steps``, ``wait``) and steer (``cancel``,
-    ``suspend``)."""
+@overload
+def submit(dsn: str | None, statement: str, /) -> Job: ...
+@overload
+def submit(statement: str, /, *, dsn: str | None = None) -> Job: ...
+@overload
+def submit(*, dsn: str | None = None, statement: str) -> Job: ...
+
+
+def submit(*args: str | None, dsn: str | None = None, statement: str | None = None) -> Job:
+    """``submit(dsn, statement)``: queue a statement as a background job, as ``SELECT
+    mvgraph.submit(statement)`` does: a REFRESH form is planned as a refresh, CREATE
+    MATERIALIZED VIEW is created WITH NO DATA now and populated by the job, any other
+    statement runs as it is. Returns the ``Job`` (an int: its id), to watch (``progress``,
+    ``steps``, ``wait``) and steer (``cancel``, ``suspend``).
+
+    The DSN comes first, as in ``refresh(dsn, ...)`` and ``submit_refresh(dsn, ...)``; the
+    keyword form ``submit(statement, dsn=...)`` works too (a lone argument is the statement).
+
+    Raises:
+        UsageError: no statement, or more than two arguments.
+    """
     from mvgraph.jobs import store
     from mvgraph.jobs.handle import Job
     from mvgraph.refresh.service import submit_session
 
-    with submit_session(dsn) as conn:
-        return Job(store.submit(conn, statement), dsn)
+    target, text = _dsn_and(args, dsn, statement, "submit", "statement")
+    if not isinstance(text, str):
+        raise UsageError("submit needs a statement: mvgraph.submit(dsn, statement)")
+    with submit_session(target) as conn:
+        return Job(store.submit(conn, text), target)
 
 
-def job_result(job: int, *, dsn: str | None = None) -> dict[str, Any]:
-    """``mvgraph.job_result(id)``: status, error, steps by status and the job's result (a
-    background statement's tag, notices, columns, first rows, truncated)."""
+def _dsn_and(args: tuple[Any, ...], dsn: str | None, value: Any, call: str, what: str
+             ) -> tuple[str | None, Any]:
+    """``(dsn, value)`` from ``call(dsn, value)``, ``call(value, dsn=...)`` or keywords."""
+    if len(args) > 2 or (len(args) == 2 and (dsn is not None or value is not None)) or (
+            len(args) == 1 and value is not None and dsn is not None):
+        raise UsageError(f"mvgraph.{call} takes (dsn, {what}); got {len(args)} positional "
+                         "arguments and keywords that repeat them")
+    if len(args) == 2:
+        return args[0], args[1]
+    if len(args) == 1:
+        return (args[0], value) if value is not None else (dsn, args[0])
+    return dsn, value
+
+
+def _job_args(args: tuple[Any, ...], dsn: str | None, job: int | None, call: str
+              ) -> tuple[str | None, int]:
+    """``(dsn, job)`` from ``call(dsn, job)``, ``call(job, dsn=...)`` or keywords: the job is
+    the int."""
+    target, found = _dsn_and(args, dsn, job, call, "job")
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise UsageError(f"mvgraph.{call} needs a job id (an int): mvgraph.{call}(dsn, job)")
+    return target, found
+
+
+def job_result(*args: Any, dsn: str | None = None, job: int | None = None) -> dict[str, Any]:
+    """``job_result(dsn, job)`` (or ``job_result(job, dsn=...)``), as SQL's
+    ``mvgraph.job_result(id)``: status, error, steps by status and the job's result (a
+    background statement's tag, notices, columns, first rows as JSON values, truncated)."""
     from mvgraph.jobs import store
     from mvgraph.refresh.service import submit_session
 
-    with submit_session(dsn) as conn:
-        return store.result(conn, job)
+    target, found = _job_args(args, dsn, job, "job_result")
+    with submit_session(target) as conn:
+        return store.result(conn, found)
 
 
 def submit_refresh(dsn: str | None, targets: str | Sequence[str], behavior: str | None = None,
@@ -190,19 +276,25 @@ def list_jobs(dsn: str | None = None, *, every: bool = False) -> list[JobInfo]:
         return store.jobs(conn, every)
 
 
-def cancel_job(job: int, *, dsn: str | None = None) -> str:
-    """Cancel a job from any process; returns its status, or ``cancelling``."""
-    return _steer("cancel", job, dsn)
+def cancel_job(*args: Any, dsn: str | None = None, job: int | None = None) -> str:
+    """``cancel_job(dsn, job)`` (or ``cancel_job(job, dsn=...)``): cancel a job from any
+    process; returns its status, or ``cancelling``."""
+    target, found = _job_args(args, dsn, job, "cancel_job")
+    return _steer("cancel", found, target)
 
 
-def suspend_job(job: int, *, dsn: str | None = None) -> str:
-    """Suspend a job after its running steps; returns its status, or ``suspending``."""
-    return _steer("suspend", job, dsn)
+def suspend_job(*args: Any, dsn: str | None = None, job: int | None = None) -> str:
+    """``suspend_job(dsn, job)`` (or ``suspend_job(job, dsn=...)``): suspend a job after its
+    running steps; returns its status, or ``suspending``."""
+    target, found = _job_args(args, dsn, job, "suspend_job")
+    return _steer("suspend", found, target)
 
 
-def resume_job(job: int, *, dsn: str | None = None) -> str:
-    """Queue a suspended job again (a worker continues from its first unfinished step)."""
-    return _steer("resume", job, dsn)
+def resume_job(*args: Any, dsn: str | None = None, job: int | None = None) -> str:
+    """``resume_job(dsn, job)`` (or ``resume_job(job, dsn=...)``): queue a suspended job again
+    (a worker continues from its first unfinished step)."""
+    target, found = _job_args(args, dsn, job, "resume_job")
+    return _steer("resume", found, target)
 
 
 def prune_jobs(dsn: str | None = None, *, older_than_days: int | None = None) -> int:
@@ -249,7 +341,23 @@ def add_schedule(view: str, *, every: str | None = None, start: str | None = Non
 
     with session(dsn) as conn:
         return service.add(conn, view, service.Clock(every, start, cron, target_lag, tz),
-                           behavior=behavior, overlap=overlap, search_path=search_path)
+                           behavior=_lag_behavior(target_lag, behavior), overlap=overlap,
+                           search_path=search_path)
+
+
+def _lag_behavior(target_lag: str | None, behavior: str | None) -> str | None:
+    """A freshness target always runs CASCADE BACKWARD (``mvgraph.scheduler.lag``): stored as
+    such, so that its schedule shows what the daemon runs; another behaviour is refused."""
+    from mvgraph.refresh.behavior import RefreshBehavior
+    from mvgraph.scheduler.lag import BEHAVIOR
+
+    if target_lag is None:
+        return behavior
+    if behavior is not None and RefreshBehavior.parse(behavior) is not BEHAVIOR:
+        raise UsageError(f"a freshness target (--target-lag) always runs "
+                         f"{BEHAVIOR.value}, its whole upstream cascade; drop "
+                         f"the behaviour {behavior!r}")
+    return BEHAVIOR.value
 
 
 def alter_schedule(view: str, *, every: str | None = None, start: str | None = None,
@@ -263,7 +371,8 @@ def alter_schedule(view: str, *, every: str | None = None, start: str | None = N
 
     with session(dsn) as conn:
         return service.alter(conn, view, service.Clock(every, start, cron, target_lag, tz),
-                             behavior=behavior, overlap=overlap, search_path=search_path)
+                             behavior=_lag_behavior(target_lag, behavior), overlap=overlap,
+                             search_path=search_path)
 
 
 def list_schedules(dsn: str | None = None) -> list[ScheduleInfo]:

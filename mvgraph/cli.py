@@ -33,6 +33,7 @@ from mvgraph.definitions import Kind
 from mvgraph.errors import MvgraphError, SqlLoadErrors, SqlParseError, UnknownRelation, UsageError
 from mvgraph.redaction import ScrubFilter, scrub
 from mvgraph.render import escape, one_line
+from mvgraph.settingkeys import help_list
 from mvgraph.version import __version__
 
 if TYPE_CHECKING:
@@ -109,8 +110,9 @@ class Format(StrEnum):
 
 
 DsnOpt = Annotated[str | None, typer.Option(
-    "--dsn", help="PostgreSQL DSN, or 'embedded'. Default: $MVGRAPH_DSN, then $DATABASE_URL, "
-                  "then libpq's PG* variables and defaults.", show_default=False)]
+    "--dsn", help="PostgreSQL DSN, or 'embedded' (also --embedded, before or after the "
+                  "command). Default: $MVGRAPH_DSN, then $DATABASE_URL, then libpq's PG* "
+                  "variables and defaults.", show_default=False)]
 FromSqlOpt = Annotated[list[Path] | None, typer.Option(
     "--from-sql", help="SQL files or folders to read instead of the database ('-' is stdin); "
                        "with --dsn or --embedded, that server resolves the views sqlglot "
@@ -204,7 +206,7 @@ def _emit(graph: MVGraph, fmt: Format, title: str) -> None:
     else:
         from mvgraph.render import graph_tree
 
-        out.print(graph_tree(graph, title))
+        out.print(graph_tree(graph, title), soft_wrap=False)  # long lines wrap, never cut
 
 
 @app.command()
@@ -260,7 +262,7 @@ def deps(
     if fmt is Format.tree:
         from mvgraph.render import deps_tree
 
-        out.print(deps_tree(g, node, up or both, down or both))
+        out.print(deps_tree(g, node, up or both, down or both), soft_wrap=False)
     else:
         nodes = {node}
         if up or both:
@@ -484,8 +486,12 @@ def configure(
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
 ) -> None:
-    """Set per-view refresh options."""
+    """Set per-view refresh options (at least one of them)."""
     import mvgraph
+
+    if early_cutoff is None and volatile is None:
+        raise UsageError("configure needs an option: --early-cutoff / --no-early-cutoff, or "
+                         "--volatile auto|always|never")
 
     mvgraph.configure(resolve_dsn(_dsn(dsn)), view, early_cutoff=early_cutoff,
                       volatile=volatile, search_path=_search_path(search_path))
@@ -510,8 +516,8 @@ def sql_cmd(
     """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is;
     SET BACKGROUND_DDL, SHOW JOBS, CANCEL JOBS, SUSPEND JOB and RESUME JOB are mvgraph's."""
     from mvgraph.frontend import execute_script
+    from mvgraph.pgvalues import json_value
     from mvgraph.refresh.service import session, submit_session
-    from mvgraph.render_refresh import psql_text, report_table
 
     if (statement is None) == (file is None):
         raise UsageError("give one SQL statement or --file FILE")
@@ -522,35 +528,72 @@ def sql_cmd(
         text, source = statement or "", "<command line>"
     results = []
     failed: str | None = None
+    done: list[int] = []  # the lines of the statements that ended
     opener = submit_session if background else session
-    with opener(resolve_dsn(_dsn(dsn))) as conn:
-        for outcome in execute_script(conn, text, source=source,
-                                      search_path=_search_path(search_path), parallel=parallel,
-                                      background=background):
-            if as_json:
-                results.append({"line": outcome.line, "status": outcome.status,
-                                "columns": outcome.columns,
-                                "rows": [[_jsonable(v) for v in r] for r in outcome.rows],
-                                "refresh": outcome.report.to_dict() if outcome.report else None,
-                                "job": outcome.job, "notices": outcome.notices})
-            else:
-                for note in outcome.notices:
-                    err.print(f"notice: {escape(note)}")
-                if outcome.job is not None:
-                    sys.stdout.write(f"{outcome.job}\n")
-                elif outcome.report is not None:
-                    out.print(report_table(outcome.report))
-                elif outcome.columns:
-                    out.print(escape(psql_text(outcome.columns, outcome.rows)) + "\n")
+    try:
+        with opener(resolve_dsn(_dsn(dsn))) as conn:
+            for outcome in execute_script(conn, text, source=source,
+                                          search_path=_search_path(search_path),
+                                          parallel=parallel, background=background):
+                done.append(outcome.line)
+                if as_json:
+                    results.append({"line": outcome.line, "status": outcome.status,
+                                    "columns": outcome.columns,
+                                    "rows": [[json_value(v) for v in r] for r in outcome.rows],
+                                    "refresh": outcome.report.to_dict() if outcome.report
+                                    else None, "job": outcome.job, "notices": outcome.notices})
                 else:
-                    out.print(escape(outcome.status))
-            if outcome.report is not None and outcome.report.status != "ok":
-                failed = outcome.report.status
-                break
+                    _print_outcome(outcome)
+                if outcome.report is not None and outcome.report.status != "ok":
+                    failed = outcome.report.status
+                    break
+    except KeyboardInterrupt:
+        what = _interrupted(text, source, done, background)
+        err.print(f"[red]interrupted:[/] {escape(one_line(what))}")
+        raise typer.Exit(130) from None
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2, default=str) + "\n")
     if failed:
         raise typer.Exit(130 if failed == "cancelled" else 1)
+
+
+def _print_outcome(outcome: Any) -> None:
+    """One statement's outcome for people: a job id, a refresh table, rows as psql shows
+    them, or the command tag."""
+    from mvgraph.render_refresh import psql_text, report_table
+
+    for note in outcome.notices:
+        err.print(f"notice: {escape(note)}")
+    if outcome.job is not None:
+        sys.stdout.write(f"{outcome.job}\n")
+    elif outcome.report is not None:
+        out.print(report_table(outcome.report))
+    elif outcome.columns:
+        out.print(escape(psql_text(outcome.columns, outcome.rows, outcome.texts)) + "\n")
+    else:
+        out.print(escape(outcome.status))
+
+
+def _interrupted(text: str, source: str, done: list[int], background: bool) -> str:
+    """What Ctrl-C stopped: the statement running (cancelled on the server), and what stays."""
+    from mvgraph.dialect import split_statements
+    from mvgraph.render_refresh import short
+
+    try:
+        statements = split_statements(text)
+    except MvgraphError:
+        statements = []
+    last = done[-1] if done else 0
+    pending = statements[len(done):]  # one outcome per statement, in order
+    kept = (f"; the {len(done)} statement{'' if len(done) == 1 else 's'} before it "
+            + ("stay queued as jobs" if background else "completed and stay")) if done else ""
+    if not pending:
+        return f"stopped after {source}:{last}{kept}"
+    line, stmt = pending[0]
+    verb = "stopped queueing" if background else "cancelled"
+    rest = len(pending) - 1
+    return (f"{verb} {source}:{line} ({short(stmt, 60)}){kept}"
+            + (f"; {rest} later statement{'' if rest == 1 else 's'} not run" if rest else ""))
 
 
 def _read(path: Path, encoding: str) -> str:
@@ -563,11 +606,9 @@ def _read(path: Path, encoding: str) -> str:
         raise UsageError(f"cannot read {path}: {exc.strerror}; check the path") from None
 
 
-def _jsonable(value: object) -> object:
-    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
-
-
-@app.command("settings", context_settings={"ignore_unknown_options": True})
+@app.command("settings", context_settings={"ignore_unknown_options": True},
+             help="Show mvgraph's settings in the database (every key, with its default when "
+                  "not set), show one, or set one. Keys: " + help_list() + ".")
 def settings_cmd(
     key: Annotated[str | None, typer.Argument(
         help="Setting to show or change (alone: print its value).")] = None,
@@ -575,19 +616,18 @@ def settings_cmd(
     as_json: JsonOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
-    """Show mvgraph's settings in the database, show one, or set one (retention_days,
-    max_concurrent_jobs, lock_timeout, statement_timeout, synchronous_commit, lock_mode,
-    global_lock_timeout, global_lock_statement_timeout, global_lock_idle_timeout)."""
-    from mvgraph.refresh.service import settings
+    from mvgraph.refresh.service import settings, stored_settings
 
-    current = settings(resolve_dsn(_dsn(dsn)), key, value)
+    target = resolve_dsn(_dsn(dsn))
+    current = settings(target, key, value)
     if as_json:
         sys.stdout.write(json.dumps(current, indent=2) + "\n")
     elif key is not None and value is None:
         sys.stdout.write(f"{current[key]}\n")
     else:
+        stored = stored_settings(target) if key is None else set(current)
         for k, v in current.items():
-            out.print(f"{k} = {escape(v)}")
+            out.print(f"{k} = {escape(v)}" + ("" if k in stored else " [dim](default)[/]"))
 
 
 @app.command()
@@ -657,7 +697,7 @@ def jobs_cmd(
     if as_json:
         sys.stdout.write(json.dumps([j.to_dict() for j in found], indent=2) + "\n")
     else:
-        out.print(jobs_table(found))
+        out.print(jobs_table(found, out.width))
 
 
 WATCH_EVERY_S = 0.5
@@ -709,28 +749,36 @@ def jobs_prune(
 JobIdArg = Annotated[int, typer.Argument(metavar="ID", help="The job id (see mvgraph jobs).")]
 
 
-@app.command("job")
+@app.command("job", options_metavar="[OPTIONS]")
 def job_cmd(
     job: Annotated[str, typer.Argument(
-        metavar="ID", help="The job id (see mvgraph jobs); `mvgraph job result ID` prints the "
-                           "job's result as JSON.")],
-    result_of: Annotated[int | None, typer.Argument(metavar="[ID]", show_default=False,
+        metavar="ID|result", help="The job id (see mvgraph jobs); `mvgraph job result ID` "
+                                     "prints the job's result instead.")],
+    result_of: Annotated[str | None, typer.Argument(metavar="ID", show_default=False,
                                                     hidden=True)] = None,
     as_json: JsonOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
-    """Show a job and its steps: seq, step, status, progress m/n, start, end, duration,
-    backend pid, message (reason or error)."""
+    """Show a job and its steps; `mvgraph job result ID`: its result.
+
+    `mvgraph job ID`: seq, step, status, progress m/n, start, end, duration, backend pid,
+    message (reason or error). `mvgraph job result ID`: status, error, and for a background
+    statement its command tag, notices and first rows (as mvgraph.job_result), --json for
+    JSON."""
     from mvgraph.jobs import store
     from mvgraph.jobs.handle import session
 
+    usage = "give one job id: `mvgraph job ID`, or `mvgraph job result ID` for its result"
     if job == "result":
-        if result_of is None:
-            raise UsageError("give the job id: mvgraph job result ID")
-        _print_job_result(result_of, as_json, dsn)
+        if result_of is None or not result_of.isdigit():
+            raise UsageError(usage if result_of is None
+                             else f"{result_of!r} is not a job id; {usage}")
+        _print_job_result(int(result_of), as_json, dsn)
         return
-    if not job.isdigit() or result_of is not None:
-        raise UsageError(f"{job!r} is not a job id; give a number (see mvgraph jobs)")
+    if result_of is not None:
+        raise UsageError(f"mvgraph job takes one job id, not {job} {result_of}; {usage}")
+    if not job.isdigit():
+        raise UsageError(f"{job!r} is not a job id; {usage}")
     with session(resolve_dsn(_dsn(dsn))) as conn:
         store.reap(conn)
         info = store.job_info(conn, int(job))
@@ -920,7 +968,7 @@ def run(argv: list[str] | None = None) -> int:
 
     Every message it prints on stderr (errors, usage errors quoting an argument, tracebacks
     under --debug) goes through :func:`mvgraph.redaction.scrub`: no password gets out."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _global_flags_first(list(sys.argv[1:] if argv is None else argv))
     _log_warnings()
     debug = "--debug" in args
     try:  # not standalone: typer's usage errors come back here to be scrubbed and shown
@@ -951,6 +999,22 @@ def run(argv: list[str] | None = None) -> int:
                   f"{escape(one_line(scrub(f'{type(exc).__name__}: {exc}')))}; "
                   "rerun with --debug and report it")
         return 3
+
+
+#: Flags of the main callback also accepted after the command (like each command's --dsn).
+_GLOBAL_FLAGS = ("--embedded", "--debug")
+
+
+def _global_flags_first(args: list[str]) -> list[str]:
+    """``mvgraph refresh mv5 --embedded`` as ``mvgraph --embedded refresh mv5``: the global
+    flags are moved to the front, up to a ``--`` (after which everything is an argument).
+
+    >>> _global_flags_first(["plan", "mv5", "--embedded", "--", "--debug"])
+    ['--embedded', 'plan', 'mv5', '--', '--debug']
+    """
+    end = args.index("--") if "--" in args else len(args)
+    moved = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+    return moved + [a for a in args[:end] if a not in _GLOBAL_FLAGS] + args[end:]
 
 
 def _print_error(exc: MvgraphError) -> None:

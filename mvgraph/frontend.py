@@ -65,6 +65,7 @@ class Outcome:
     status: str = ""
     notices: list[str] = field(default_factory=list)  # e.g. GaussDB clauses dropped
     job: int | None = None  # the job a background statement was queued as
+    texts: list[tuple[str | None, ...]] | None = None  # the server's text of each value
 
 
 _SET_BACKGROUND = re.compile(
@@ -293,7 +294,19 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
         if cur.description is not None:
             outcome.columns = [d.name for d in cur.description]
             outcome.rows = cur.fetchall()
+            outcome.texts = _texts(cur)
         yield outcome
+
+
+def _texts(cur: psycopg.Cursor[tuple[object, ...]]) -> list[tuple[str | None, ...]] | None:
+    """Each value as the server wrote it (``t``, ``{1,2}``, JSON text; None for NULL), from
+    the result psycopg keeps; None when the result is binary."""
+    res = cur.pgresult
+    if res is None or any(res.fformat(c) for c in range(res.nfields)):
+        return None
+    codec = cur.connection.info.encoding
+    return [tuple(None if (v := res.get_value(r, c)) is None else bytes(v).decode(codec)
+                  for c in range(res.nfields)) for r in range(res.ntuples)]
 
 
 def _job_form(statement: str, source: str, line: int) -> JobStatement | None:

@@ -7,6 +7,8 @@ made, and the refresh modules are needed for types only (``plan`` loads no execu
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -31,9 +33,9 @@ def plan_table(p: Plan) -> Table:
     """A plan as a table: order, view, verdict, reason."""
     t = Table(title=escape(p.header()), title_justify="left")
     t.add_column("#", justify="right")
-    t.add_column("view")
+    t.add_column("view", **name_column(str(s.name) for s in p.steps))
     t.add_column("action")
-    t.add_column("reason")
+    t.add_column("reason", overflow="fold")
     for i, s in enumerate(p.steps, 1):
         style = "green" if s.action is Action.REFRESH else "dim"
         t.add_row(str(i), escape(str(s.name)), f"[{style}]{s.action.value}[/]", escape(s.reason))
@@ -43,10 +45,10 @@ def plan_table(p: Plan) -> Table:
 def report_table(r: RefreshReport) -> Table:
     """A finished run as a table."""
     t = Table(title=f"job {r.job_id}: {r.status} in {r.elapsed_s:.2f}s", title_justify="left")
-    t.add_column("view")
+    t.add_column("view", **name_column(str(s.name) for s in r.steps))
     t.add_column("action")
     t.add_column("seconds", justify="right")
-    t.add_column("reason / error")
+    t.add_column("reason / error", overflow="fold")
     for s in r.steps:
         style = ACTION_STYLE.get(s.action, "default")
         mode = " (concurrently)" if s.concurrently else ""
@@ -54,6 +56,13 @@ def report_table(r: RefreshReport) -> Table:
         t.add_row(escape(str(s.name)), f"[{style}]{s.action}{mode}[/]", f"{s.duration_s:.3f}",
                   escape(detail))
     return t
+
+
+def name_column(names: Iterable[str]) -> dict[str, Any]:
+    """Column options that keep every name whole: never wrapped or cut, as wide as the longest
+    (the other columns wrap to make room)."""
+    return {"no_wrap": True, "overflow": "fold",
+            "min_width": max((len(n) for n in names), default=None)}
 
 
 JOB_STYLE = {"queued": "cyan", "running": "bold", "suspended": "yellow", "done": "green",
@@ -106,20 +115,46 @@ def job_left_text(j: JobInfo) -> str:
     return "?" if j.eta_s is None else "~" + seconds_text(j.eta_s)
 
 
-def jobs_table(found: list[JobInfo]) -> Table:
-    """Jobs as a table: id, statement (shortened), status, progress m/n and percent, started,
-    elapsed, estimated time left, owner, error."""
-    t = Table(title=f"{len(found)} job{'' if len(found) == 1 else 's'}", title_justify="left")
+#: Below this many columns, ``jobs_table`` puts each job's fields in one cell (statement, then
+#: status and times, then the error), so that statements and errors keep room to be read.
+WIDE_JOBS = 140
+
+
+def jobs_table(found: list[JobInfo], width: int | None = None) -> Table:
+    """Jobs as a table: id, statement, status, progress m/n and percent, started, elapsed,
+    estimated time left, owner, error; narrower than ``WIDE_JOBS`` columns, two columns (id,
+    and the rest stacked in lines). Statements and errors wrap: nothing is cut."""
+    title = f"{len(found)} job{'' if len(found) == 1 else 's'}"
+    if width is not None and width < WIDE_JOBS:
+        t = Table(title=title, title_justify="left")
+        t.add_column("id", justify="right", no_wrap=True)
+        t.add_column("statement / status, progress, started, elapsed, left, owner / error",
+                     overflow="fold")
+        for j in found:
+            times = ", ".join(x for x in (
+                job_progress_text(j),
+                f"started {j.started_at:%Y-%m-%d %H:%M:%S}" if j.started_at else "",
+                f"elapsed {seconds_text(j.elapsed_s)}" if j.elapsed_s is not None else "",
+                f"left {job_left_text(j)}" if job_left_text(j) else "",
+                f"owner {escape(j.owner)}") if x)
+            t.add_row(str(j.id), escape(" ".join(j.statement.split())) + "\n"
+                      + f"[{JOB_STYLE.get(j.status.value, 'default')}]"
+                      f"{escape(job_status_text(j))}[/] {times}"
+                      + (f"\n[red]error:[/] {escape(' '.join(j.error.split()))}" if j.error
+                         else ""))
+        return t
+    t = Table(title=title, title_justify="left")
     for col in ("id", "statement", "status", "progress", "started", "elapsed", "left", "owner",
-                "error"):
+                "error"):  # statements and errors wrap (whole): nothing is cut
         t.add_column(col, justify="right" if col in ("id", "progress", "elapsed", "left")
-                     else "left", no_wrap=col not in ("statement", "error"))
+                     else "left", overflow="fold",
+                     no_wrap=col in ("id", "status", "progress", "elapsed", "left"))
     for j in found:
         started = f"{j.started_at:%Y-%m-%d %H:%M:%S}" if j.started_at else ""
-        t.add_row(str(j.id), escape(short(j.statement)),
+        t.add_row(str(j.id), escape(" ".join(j.statement.split())),
                   f"[{JOB_STYLE.get(j.status.value, 'default')}]{escape(job_status_text(j))}[/]",
                   job_progress_text(j), started, seconds_text(j.elapsed_s, ""), job_left_text(j),
-                  escape(j.owner), escape(short(j.error or "", 60)))
+                  escape(j.owner), escape(" ".join((j.error or "").split())))
     return t
 
 
@@ -190,9 +225,10 @@ def status_table(st: StatusReport) -> list[Table]:
     """Views with freshness, and tables with tracking mode."""
     views = Table(title="materialized views", title_justify="left")
     targets = any(v.target_lag_s is not None for v in st.views)
-    for col in ("view", "state", "last refresh", "seconds", *(("lag / goal",) if targets else ()),
+    views.add_column("view", **name_column(str(v.name) for v in st.views))
+    for col in ("state", "last refresh", "seconds", *(("lag / goal",) if targets else ()),
                 "why"):
-        views.add_column(col)
+        views.add_column(col, overflow="fold")
     for v in st.views:
         state = "[green]fresh[/]" if v.fresh else "[yellow]stale[/]"
         when = f"{v.refreshed_at:%Y-%m-%d %H:%M:%S}" if v.refreshed_at else "never"
@@ -200,8 +236,8 @@ def status_table(st: StatusReport) -> list[Table]:
         lag = (lag_cell(v.lag_s, v.target_lag_s),) if targets else ()
         views.add_row(escape(str(v.name)), state, when, dur, *lag, escape(v.reason))
     tables = Table(title="base tables", title_justify="left")
-    tables.add_column("table")
-    tables.add_column("tracking")
+    tables.add_column("table", **name_column(str(tb.name) for tb in st.tables))
+    tables.add_column("tracking", overflow="fold")
     for tb in st.tables:
         label = {"triggers": "triggers (exact)", "stats": "stats (approximate)",
                  "always": "always stale"}.get(tb.mode, tb.mode)
@@ -269,20 +305,29 @@ class LiveProgress:
             self.progress.update(self.task, running=escape(shown))
 
 
-def psql_text(columns: list[str], rows: list[tuple[object, ...]]) -> str:
-    """Rows aligned the way psql prints them, with the row count.
+def psql_text(columns: list[str], rows: list[tuple[object, ...]],
+              texts: list[tuple[str | None, ...]] | None = None) -> str:
+    """Rows aligned the way psql prints them, with the row count; values as PostgreSQL writes
+    them (``texts``: the server's own text of each value, else :func:`mvgraph.pgvalues.pg_text`
+    of ``rows``), NULL as nothing.
 
-    >>> print(psql_text(["id", "name"], [(1, "a")]))
-     id | name
-    ----+------
-      1 | a
-    (1 row)
+    >>> print(psql_text(["id", "ok", "tags"], [(1, True, [1, 2]), (2, None, None)]))
+     id | ok | tags
+    ----+----+-------
+      1 | t  | {1,2}
+      2 |    |
+    (2 rows)
     """
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    from mvgraph.pgvalues import pg_text
+
+    cells = ([["" if v is None else v for v in row] for row in texts] if texts is not None
+             else [[pg_text(v) for v in row] for row in rows])
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+    numeric = [bool(rows) and all((isinstance(r[i], int | float | Decimal) and
+                                  not isinstance(r[i], bool)) or r[i] is None for r in rows)
                for i in range(len(columns))]
-    head = " " + " | ".join(c.center(w) for c, w in zip(columns, widths, strict=True))
+    head = " " + " | ".join(" " * ((w - len(c)) // 2) + c.ljust(w - (w - len(c)) // 2)
+                            for c, w in zip(columns, widths, strict=True))  # psql's centring
     rule = "-" + "-+-".join("-" * w for w in widths) + "-"
     lines = [head.rstrip(), rule]
     for r in cells:

@@ -24,8 +24,11 @@ def schedules_table(found: list[ScheduleInfo]) -> Table:
     now = datetime.now(UTC)
     t = Table(title=f"{len(found)} schedule{'' if len(found) == 1 else 's'}",
               title_justify="left")
-    for col in ("schedule", "behaviour", "clock", "next run", "state", "last run"):
-        t.add_column(col)
+    from mvgraph.render_refresh import name_column
+
+    t.add_column("schedule", **name_column(s.name for s in found))
+    for col in ("behaviour", "clock", "next run", "state", "last run"):
+        t.add_column(col, overflow="fold")
     for s in found:
         state = ("[red]view dropped[/]" if not s.view_exists else "[red]broken[/]"
                  if s.is_broken else "[yellow]paused[/]" if not s.enabled else "[green]on[/]")

@@ -136,7 +136,9 @@ def main() -> None:
         None if chart_error else png_path.relative_to(_common.REPO))
     print(report.markdown(results))
     print(f"written: {json_path}" + ("" if chart_error else f", {png_path}")
-          + (", README.md" if readme_ok else " (README markers missing: not updated)")
+          + (", README.md" if readme_ok else " (README not updated: " + (
+              "a quick run's numbers are not published" if args.quick else "--only given"
+              if only else "its markers are missing") + ")")
           + f"; {results['elapsed_s']:.0f} s")
 
 

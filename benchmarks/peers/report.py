@@ -180,7 +180,10 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
 
 
 def write_readme(readme: Path, results: dict[str, Any], png: Path | None) -> bool:
-    """Rewrite the README between the markers; False when the markers are missing."""
+    """Rewrite the README between the markers; False when the markers are missing or the
+    results are a quick run's (smoke numbers never replace the published table)."""
+    if results.get("quick"):
+        return False
     text = readme.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
         return False

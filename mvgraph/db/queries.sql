@@ -580,6 +580,10 @@ SELECT mvgraph.purge_jobs(%(days)s)
 -- name: all_settings
 SELECT key, value, updated_at FROM mvgraph.setting ORDER BY key
 
+-- name: session_idle_timeout
+-- The default of global_lock_idle_timeout: the session's own value, left as it is.
+SELECT current_setting('idle_in_transaction_session_timeout')
+
 -- name: set_session
 -- The settings a run's refreshes use, for this session; returns the previous values (to restore).
 -- A batch of steps (mvgraph.refresh_batch) reports progress by NOTICE and begins each step's

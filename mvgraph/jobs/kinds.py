@@ -207,7 +207,9 @@ def _keep(outcome: _Outcome, rows: Iterator[tuple[object, ...]]) -> None:
 
 
 def _plain(value: object) -> object:
-    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
+    from mvgraph.pgvalues import json_value  # JSON values: a jsonb object stays an object
+
+    return json_value(value)
 
 
 def _closed_otherwise(conn: Conn, job: ClaimedJob, outcome: _Outcome, started: float,

@@ -52,6 +52,7 @@ from mvgraph.model.events import Event, JobFinished, StepFinished
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, RunStatus
 from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
+from mvgraph.retrylog import Outage
 from mvgraph.security import logins
 
 log = logging.getLogger("mvgraph.worker")
@@ -102,6 +103,7 @@ class Worker:
         self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
         self._worker_user: str | None = None  # this worker's own login
         self._last_housekeeping = 0.0
+        self._outage = Outage(log)  # one warning per outage of the claim loop's connection
 
     # ---- control --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -154,6 +156,7 @@ class Worker:
                 if conn is None or conn.closed:
                     conn = self._connect()
                     store.listen(conn)
+                    self._outage.ok()
                     backoff = 0.5
                     last_poll = 0.0
                 if time.monotonic() - last_poll >= self.config.poll_s:
@@ -165,8 +168,8 @@ class Worker:
                 if woken:
                     self._claim(conn)
             except (psycopg.Error, MvgraphError) as exc:
-                log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc),
-                            backoff)
+                self._outage.failed("database unavailable (%s); retrying in %.1fs",
+                                    _first_line(exc), backoff)
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -483,8 +486,10 @@ class Worker:
                 if conn is not None:
                     conn.close()
                 conn = None
-            time.sleep(min(self.config.heartbeat_s, 0.5) if self._stopping.is_set() and
-                       not running else self.config.heartbeat_s)
+            pause = (min(self.config.heartbeat_s, 0.5) if self._stopping.is_set() and
+                     not running else self.config.heartbeat_s)
+            # an idle worker's SIGTERM ends this wait at once; a stopping one beats on time
+            (time.sleep if self._stopping.is_set() else self._stopping.wait)(pause)
         if conn is not None:
             conn.close()
 

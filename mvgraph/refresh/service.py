@@ -36,6 +36,8 @@ from mvgraph.refresh.behavior import (
 )
 from mvgraph.refresh.behavior import plan as make_plan
 from mvgraph.refresh.locks import TIMEOUT_SETTINGS, LockMode, parse_lock_mode
+from mvgraph.settingkeys import SESSION_DEFAULT, help_list
+from mvgraph.settingkeys import SETTINGS as KEYS
 from mvgraph.tracking import wal
 
 if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
@@ -316,26 +318,8 @@ def submit_refresh(target: Target, targets: str | Sequence[str], behavior: str |
                            planned_steps(p, state), for_schedules=for_schedules)
 
 
-SETTINGS = {
-    "retention_days": "days that finished jobs and their steps are kept (default 7)",
-    "max_concurrent_jobs": "worker jobs running at once, across all workers (default 4)",
-    "schedule_max_failures": "failures in a row after which the daemon marks a schedule broken "
-                             "(default 16)",
-    "lock_timeout": "default lock wait per refresh (e.g. 10s)",
-    "statement_timeout": "default statement timeout per refresh (0 = none)",
-    "wal_slot_max_lag": "WAL the replication slot of mode wal may keep before `status` warns "
-                        f"(default {wal.DEFAULT_MAX_LAG})",
-    "synchronous_commit": "commit mode of refresh transactions (off: fast, a crash may lose "
-                          "the latest refreshes but never consistency; on: durable)",
-    "lock_mode": "what a refresh locks: view (alias dml; default) its views, global (alias on) "
-                 "the whole database, one run at a time; off nothing (one process only)",
-    "global_lock_timeout": "lock_mode global: how long a run waits for the global lock "
-                           "(default: the lock timeout; 0 = no limit)",
-    "global_lock_statement_timeout": "lock_mode global: statement timeout of a run holding "
-                                     "the global lock (default: statement_timeout)",
-    "global_lock_idle_timeout": "lock_mode global: idle-in-transaction timeout of a run's "
-                                "sessions while it holds the global lock (default: unchanged)",
-}
+#: Every setting's meaning and default (the list itself: mvgraph.settingkeys).
+SETTINGS = {k: f"{s.meaning} (default: {s.default_text()})" for k, s in KEYS.items()}
 
 
 def _validate_setting(conn: Conn, key: str, value: str) -> None:
@@ -387,7 +371,7 @@ def settings(target: Target, key: str | None = None, value: str | None = None
     settings read (all, or the one named)."""
     with session(target) as conn:
         if key is not None and key not in SETTINGS:
-            raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(SETTINGS))}")
+            raise UsageError(f"unknown setting {key!r}; known: {help_list()}")
         if key is not None and value is not None:
             _validate_setting(conn, key, value)
             if key == "lock_mode":  # BDR's words are stored as ours
@@ -396,7 +380,31 @@ def settings(target: Target, key: str | None = None, value: str | None = None
                 conn.execute(query("put_setting"), {"key": key, "value": value})
         with translated():
             current = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
-        return current if key is None else {key: current.get(key, "")}
+            current = with_defaults(conn, current)
+        return current if key is None else {key: current[key]}
+
+
+def with_defaults(conn: Conn, stored: dict[str, str]) -> dict[str, str]:
+    """Every setting, in the documented order: its stored value, else its default (a derived
+    default is the value it follows); keys stored but unknown to this version come last."""
+    values: dict[str, str] = {}
+    for k, s in KEYS.items():
+        if k in stored:
+            values[k] = stored[k]
+        elif s.default_from == SESSION_DEFAULT:
+            row = conn.execute(query("session_idle_timeout")).fetchone()
+            values[k] = str(row[0]) if row else "0"
+        elif s.default_from is not None:
+            values[k] = values[s.default_from]
+        else:
+            values[k] = str(s.default)
+    return values | {k: v for k, v in stored.items() if k not in values}
+
+
+def stored_settings(target: Target) -> set[str]:
+    """The keys set in the database (the others have their default)."""
+    with session(target) as conn, translated():
+        return {str(r[0]) for r in conn.execute(query("all_settings"))}
 
 
 def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,

@@ -62,6 +62,7 @@ from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
 from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
+from mvgraph.retrylog import Outage
 from mvgraph.scheduler import store
 from mvgraph.scheduler.health import DEFAULT_MAX_AGE_S, Health
 from mvgraph.scheduler.store import Schedule
@@ -236,6 +237,7 @@ class Daemon:
         self._unfired: dict[int, datetime] = {}
         # /healthz: healthy while a heartbeat reached the database lately (no connection per ask)
         self.health = Health(max(DEFAULT_MAX_AGE_S, 3 * config.heartbeat_s))
+        self._retry_log = Outage(log)  # one warning per outage of the listener's connection
 
     # ---- hooks ----------------------------------------------------------------------------------
     def add_tick(self, fn: Tick, every_s: float, name: str | None = None) -> None:
@@ -330,6 +332,7 @@ class Daemon:
             try:
                 if conn is None or conn.closed:
                     conn = self._connect_listener()
+                    self._retry_log.ok()
                     self._resync(conn, first=True)
                     self._heartbeat(conn)
                     backoff = 0.5
@@ -361,8 +364,8 @@ class Daemon:
             except (psycopg.Error, MvgraphError) as exc:
                 self.health.lost()
                 self._lost()
-                log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc),
-                            backoff, extra={"event": "db_down"})
+                self._retry_log.failed("database unavailable (%s); retrying in %.1fs",
+                                       _first_line(exc), backoff, extra={"event": "db_down"})
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -494,8 +497,13 @@ class Daemon:
             return
         slot = run_times[-1]
         try:
-            for early in run_times[:-1]:
-                self._record(s, early, SlotStatus.MISSED, "coalesced: the daemon was late")
+            early = [t for t in run_times[:-1] if self._record(
+                s, t, SlotStatus.MISSED, "coalesced: the daemon was late", quiet=True)]
+            if early:  # one line for all of them
+                _event("missed", f"schedule {s.id} ({s.name}): {len(early)} slot"
+                                 f"{'' if len(early) == 1 else 's'} from {early[0].isoformat()} "
+                                 f"to {early[-1].isoformat()} coalesced: the daemon was late",
+                       schedule=s.id, slot=early[-1].isoformat())
             if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
                 self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
                 return
@@ -560,11 +568,15 @@ class Daemon:
         store.set_slot_job(conn, s.id, slot, job)
         return job
 
-    def _record(self, s: Schedule, slot: datetime, status: SlotStatus, reason: str) -> bool:
+    def _record(self, s: Schedule, slot: datetime, status: SlotStatus, reason: str, *,
+                quiet: bool = False) -> bool:
+        """Claim a slot as not run; ``quiet``: no log line (the caller logs a summary)."""
         with self._pool.conn() as conn:
             done = store.claim_slot(conn, s.id, slot, status, reason=reason,
                                     claimed_by=self.name)
-        if done:
+        if done and quiet:
+            self._emit(Skipped(s.id, s.name, slot, status, reason))
+        elif done:
             _event(status.value, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} "
                                  f"{status.value}: {reason}", schedule=s.id,
                    slot=slot.isoformat())
@@ -588,8 +600,15 @@ class Daemon:
         if c.latest_missed is None:
             return c.next
         missed = [t for t in slots_between(s.timing, since, now, limit=100_000) if t != c.run]
-        for t in missed[-MISSED_ROWS:]:
-            self._record(s, t, SlotStatus.MISSED, why)
+        recorded = sum(self._record(s, t, SlotStatus.MISSED, why, quiet=True)
+                       for t in missed[-MISSED_ROWS:])
+        if missed:  # one line for the whole gap, not one per slot
+            _event("missed", f"schedule {s.id} ({s.name}): {len(missed)} slot"
+                             f"{'' if len(missed) == 1 else 's'} missed from "
+                             f"{missed[0].isoformat()} to {missed[-1].isoformat()} ({why}; "
+                             f"{recorded} recorded)"
+                             + (f"; catch-up run for slot {c.run.isoformat()}" if c.run else ""),
+                   schedule=s.id, slot=missed[-1].isoformat())
         if c.run is not None:
             self._fire_slot(s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
                             if c.skipped else "catch-up run for a missed slot")

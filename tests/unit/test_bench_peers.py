@@ -102,3 +102,13 @@ def test_readme_is_rewritten_between_the_markers(tmp_path: Path) -> None:
     assert "pg_cron: pg_cron 1.4" in text and "- a note" in text
     readme.write_text("no markers\n")
     assert not report.write_readme(readme, results, None)
+
+
+def test_quick_run_never_rewrites_the_readme(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    text = f"x\n{report.BEGIN}\npublished\n{report.END}\n"
+    readme.write_text(text, encoding="utf-8")
+    results = {"quick": True, "date": "d", "machine": "m", "versions": {}, "json": "j",
+               "workloads": {}, "goals": [], "notes": []}
+    assert report.write_readme(readme, results, None) is False
+    assert readme.read_text(encoding="utf-8") == text
