@@ -426,7 +426,8 @@ def track(
     = False,
     mode: Annotated[str, typer.Option(
         "--mode", help="triggers (exact), wal (exact, from the write-ahead log; needs "
-                       "wal_level = logical), stats or always.")]
+                       "wal_level = logical), stats (approximate: pg_stat counters) or "
+                       "always.")]
     = "triggers",
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
@@ -449,12 +450,13 @@ def untrack(
     search_path: SearchPathOpt = None,
     dsn: DsnOpt = None,
 ) -> None:
-    """Remove tracking (triggers, or wal mode and its slot); the tables fall back to stats."""
+    """Remove tracking (any mode; wal: its slot too); readers of the tables are then refreshed
+    on every run, never skipped."""
     import mvgraph
 
     for name in mvgraph.untrack(resolve_dsn(_dsn(dsn)), tables or [], every=every,
                                 search_path=_search_path(search_path)):
-        out.print(f"{escape(str(name))}: stats")
+        out.print(f"{escape(str(name))}: untracked")
 
 
 @app.command("status")

@@ -239,8 +239,10 @@ def status_table(st: StatusReport) -> list[Table]:
     tables.add_column("table", **name_column(str(tb.name) for tb in st.tables))
     tables.add_column("tracking", overflow="fold")
     for tb in st.tables:
-        label = {"triggers": "triggers (exact)", "stats": "stats (approximate)",
-                 "always": "always stale"}.get(tb.mode, tb.mode)
+        label = {"triggers": "triggers (exact)", "wal": "wal (exact)",
+                 "stats": "stats (approximate)", "always": "always stale",
+                 "untracked": f"[yellow]untracked: readers never skipped; run `mvgraph track "
+                              f"{escape(tb.via or str(tb.name))}`[/]"}.get(tb.mode, tb.mode)
         if tb.problems:
             label = f"[red]{label}: {len(tb.problems)} relation" \
                     f"{'' if len(tb.problems) == 1 else 's'} not tracked[/]"

@@ -141,11 +141,41 @@ SELECT mv::bigint, refreshed_at, duration_s, early_cutoff, volatile_mode, finger
   FROM mvgraph.mv_state WHERE mv = ANY(%(oids)s::oid[])
 
 -- name: table_modes
--- Tracking mode of base tables: an explicit row, else 'always' for foreign tables, else 'stats'.
+-- Tracking mode of base tables as set on each one: an explicit row, else 'always' for foreign
+-- tables (their writes happen on another server), else 'untracked' (nobody ran `track`).
 SELECT c.oid::bigint,
-       coalesce(m.mode, CASE WHEN c.relkind = 'f' THEN 'always' ELSE 'stats' END), m.since
+       coalesce(m.mode, CASE WHEN c.relkind = 'f' THEN 'always' ELSE 'untracked' END), m.since
   FROM pg_class c LEFT JOIN mvgraph.table_mode m ON m.relid = c.oid
  WHERE c.oid = ANY(%(oids)s::oid[])
+
+-- name: input_tracking
+-- What readers of each base table know of its writes: its kind, its own tracking row (mode
+-- NULL: none) and the topmost tables above it (partitioned tables and inheritance parents that
+-- have no parent themselves), each with its name and tracking row: a write routed through one
+-- of those fires that table's statement trigger only, so only their tracking sees it.
+WITH RECURSIVE up(oid, top) AS (
+    SELECT c.oid, c.oid FROM pg_class c WHERE c.oid = ANY(%(oids)s::oid[])
+    UNION
+    SELECT up.oid, i.inhparent FROM up JOIN pg_inherits i ON i.inhrelid = up.top
+)
+SELECT c.oid::bigint, format('%%I.%%I', n.nspname, c.relname), c.relkind::text, m.mode, m.since,
+       coalesce(array_agg(t.top::bigint ORDER BY t.top) FILTER (WHERE t.top IS NOT NULL),
+                '{}'),
+       coalesce(array_agg(format('%%I.%%I', tn.nspname, tc.relname) ORDER BY t.top)
+                FILTER (WHERE t.top IS NOT NULL), '{}'),
+       coalesce(array_agg(coalesce(tm.mode, '') ORDER BY t.top) FILTER (WHERE t.top IS NOT NULL),
+                '{}'),
+       max(tm.since)
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN mvgraph.table_mode m ON m.relid = c.oid
+  LEFT JOIN up t ON t.oid = c.oid AND t.top <> c.oid
+                AND NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = t.top)
+  LEFT JOIN pg_class tc ON tc.oid = t.top
+  LEFT JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+  LEFT JOIN mvgraph.table_mode tm ON tm.relid = t.top
+ WHERE c.oid = ANY(%(oids)s::oid[])
+ GROUP BY c.oid, n.nspname, c.relname, c.relkind, m.mode, m.since
 
 -- name: change_counts
 -- Changes to each (view, input) pair that the view's last refresh did not see (mvgraph.changes:

@@ -68,9 +68,10 @@ class InputChange:
 
     input: RelationName
     kind: str  # write | refresh | outside | ddl | tracking | stats | always | untracked
+    #            | not_tracked
     transactions: int = 0
     last_at: datetime | None = None
-    detail: str = ""  # untracked: what is wrong, and the fix
+    detail: str = ""  # untracked: what is wrong, and the fix; not_tracked: the table to track
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class MVFacts:
     volatile: tuple[str, ...] = ()  # volatile functions that make it always stale
     volatile_inputs: tuple[str, ...] = ()  # e.g. "sequence public.s": always stale too
     outside_refreshes_seen: bool = True  # False when the event trigger could not be installed
+    approximate: tuple[RelationName, ...] = ()  # inputs in 'stats' mode: a skip is a guess
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,10 @@ def decide(facts: MVFacts, forced: str | None = None) -> tuple[Action, str]:
     if facts.changes:
         return Action.REFRESH, "; ".join(describe_change(c) for c in facts.changes)
     reason = f"unchanged since {facts.refreshed_at:%Y-%m-%d %H:%M:%S}"
+    if facts.approximate:
+        names = ", ".join(str(n) for n in facts.approximate)
+        reason += (f" (approximate: {names} in stats mode, whose pg_stat counters can lag "
+                   "recent writes)")
     if not facts.outside_refreshes_seen:
         reason += " (refreshes outside mvgraph are not seen: no event trigger)"
     return Action.SKIP, reason
@@ -239,6 +245,8 @@ _CHANGE_TEXT = {
     "stats": "input {input} changed (approximate: pg_stat counters)",
     "always": "input {input} is in 'always' mode",
     "untracked": "input {input} is not fully tracked: {detail}",
+    "not_tracked": "input {input} is untracked{through}, so it counts as changed; run "
+                   "`mvgraph track {detail}` for exact skips",
 }
 
 
@@ -247,11 +255,17 @@ def describe_change(c: InputChange) -> str:
 
     >>> describe_change(InputChange(RelationName("raw", "orders"), "write", 3))
     'input raw.orders changed (3 transactions since last refresh)'
+    >>> describe_change(InputChange(RelationName("raw", "o"), "not_tracked", detail="raw.o"))
+    'input raw.o is untracked, so it counts as changed; run `mvgraph track raw.o` for exact skips'
     """
     text = _CHANGE_TEXT.get(c.kind, "input {input} changed (" + c.kind + ")")
     when = f" at {c.last_at:%Y-%m-%d %H:%M:%S}" if c.last_at else ""
+    through = f" (writes through {c.detail} are not logged)" \
+        if c.kind == "not_tracked" and c.detail and c.detail != str(c.input) else ""
     return text.format(input=c.input, n=c.transactions, s="" if c.transactions == 1 else "s",
-                       when=when, detail=c.detail or "some writes are not logged")
+                       when=when, through=through,
+                       detail=c.detail or ("some writes are not logged" if c.kind == "untracked"
+                                           else str(c.input)))
 
 
 def plan(graph: MVGraph, targets: Sequence[RelationName], behavior: RefreshBehavior | str,

@@ -6,7 +6,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -31,6 +31,8 @@ log = logging.getLogger("mvgraph")
 Conn = psycopg.Connection[tuple[object, ...]]
 
 MODES = ("triggers", "stats", "always", "wal")
+EXACT_MODES = ("triggers", "wal")
+UNTRACKED = "untracked"  # no mode set: nothing says what changed, so readers are never skipped
 _KIND_WORDS = {"w": "write", "r": "refresh", "o": "outside", "d": "ddl", "t": "tracking"}
 
 
@@ -166,7 +168,7 @@ def _switch(conn: Conn, rel: Relation, table: RelationName, mode: str) -> str:
     """The transaction changing a table's mode (triggers, publications, mode row, tracking
     start); returns the mode it had."""
     with translated(), conn.transaction():
-        before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
+        before = table_modes(conn, [rel.oid]).get(rel.oid, (UNTRACKED, None))[0]
         # a relation whose trigger was missing, disabled, replaced or not mvgraph's: its writes
         # may have gone unlogged, so tracking starts again (the readers are refreshed once)
         gaps = tracking_problems(conn, {rel.oid: before}) if mode == before else {}
@@ -189,19 +191,20 @@ def _switch(conn: Conn, rel: Relation, table: RelationName, mode: str) -> str:
 
 
 def untrack(conn: Conn, table: RelationName) -> None:
-    """Remove a table's tracking triggers (or take it out of wal mode); it falls back to
-    ``stats`` mode. The replication slot goes with the last table in wal mode."""
+    """Remove a table's tracking triggers (or take it out of wal mode, or of ``stats`` or
+    ``always``): it is untracked again, and its readers are refreshed on every run. The
+    replication slot goes with the last table in wal mode."""
     rel = relations(conn, [table]).get(table)
     if rel is None or rel.relkind not in ("r", "p", "f"):
         raise UnknownRelation(f"{table} is not a table in this database; untrack base tables only")
     with translated(), conn.transaction():
-        before = table_modes(conn, [rel.oid]).get(rel.oid, ("stats", None))[0]
+        before = table_modes(conn, [rel.oid]).get(rel.oid, (UNTRACKED, None))[0]
         _drop_triggers(conn, rel)
         if rel.relkind != "f":
             wal.unpublish(conn, rel.oid, table.schema, table.name)
         _record(conn, rel, None)
         conn.execute(query("clear_table_mode"), {"oid": rel.oid})
-        if before != "stats":
+        if before != UNTRACKED:
             conn.execute(query("log_tracking_start"), {"oids": [rel.oid]})
     if before == "wal":
         wal.drop_if_unused(conn)
@@ -259,11 +262,64 @@ def base_tables_upstream_of_views(graph: MVGraph) -> list[RelationName]:
 
 
 def table_modes(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[str, datetime | None]]:
-    """Tracking mode of each table oid."""
+    """Tracking mode set on each table oid (``untracked`` when none, ``always`` for a foreign
+    table without one)."""
     with translated():
         rows = conn.execute(query("table_modes"), {"oids": list(oids)}).fetchall()
     return {int(str(r[0])): (str(r[1]), r[2] if isinstance(r[2], datetime) else None)
             for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """How the writes of one base-table input are known to its readers."""
+
+    mode: str  # triggers | wal (exact) | stats (approximate) | always | untracked
+    since: datetime | None = None
+    roots: tuple[tuple[int, str], ...] = ()  # the tracked tables (oid, name) logging it
+    via: str | None = None  # untracked: the table whose tracking would cover it
+
+    @property
+    def exact(self) -> bool:
+        """True when its writes are logged exactly (``triggers`` or ``wal``)."""
+        return self.mode in EXACT_MODES
+
+
+def input_tracking(conn: Conn, oids: Iterable[int]) -> dict[int, Tracking]:
+    """How the writes of each base table are known, as its readers see them.
+
+    A table's own mode, unless it is a partition or an inheritance child: writes routed through
+    a parent fire only the statement trigger of the table named in the statement, so it is
+    covered exactly only when every topmost table above it is tracked exactly (their trees
+    include it). Below an untracked parent it is untracked, whatever its own exact mode; below
+    a parent in ``stats`` or ``always`` it takes that mode. Its own ``stats`` or ``always``
+    (explicit, set on it) stands, and a foreign table without a mode is ``always``: its writes
+    happen on another server.
+    """
+    with translated():
+        rows = conn.execute(query("input_tracking"), {"oids": list(oids)}).fetchall()
+    out: dict[int, Tracking] = {}
+    for oid_, name, relkind, own_, since_, tops_, names_, modes_, top_since_ in rows:
+        oid, own = int(str(oid_)), (str(own_) if own_ is not None else None)
+        since = since_ if isinstance(since_, datetime) else None
+        tops = [int(str(t)) for t in tops_] if isinstance(tops_, list) else []
+        names = [str(n) for n in names_] if isinstance(names_, list) else []
+        top_modes = [str(m) for m in modes_] if isinstance(modes_, list) else []
+        top_since = top_since_ if isinstance(top_since_, datetime) else None
+        if own in ("stats", "always") or (own is None and relkind == "f"):
+            out[oid] = Tracking(own or "always", since)
+        elif not tops:
+            out[oid] = Tracking(own, since, ((oid, str(name)),)) if own else Tracking(UNTRACKED)
+        elif "" in top_modes:  # a parent nobody tracks: writes through it are not logged
+            out[oid] = Tracking(UNTRACKED, via=names[top_modes.index("")])
+        elif "always" in top_modes or "stats" in top_modes:
+            out[oid] = Tracking("always" if "always" in top_modes else "stats", top_since)
+        else:
+            out[oid] = Tracking(own or top_modes[0], max(filter(None, (since, top_since)),
+                                                          default=None),
+                                (*zip(tops, names, strict=True),
+                                 *(((oid, str(name)),) if own else ())))
+    return out
 
 
 def stat_counters(conn: Conn, oids: Iterable[int]) -> dict[int, tuple[int, int]]:
@@ -314,6 +370,7 @@ class CatalogState:
     rels: Mapping[RelationName, Relation]
     outside_seen: bool  # the DDL event trigger is installed
     modes: Mapping[int, tuple[str, datetime | None]]  # tracking mode of each base-table input
+    tracking: Mapping[int, Tracking] = field(default_factory=dict)  # and how it is known
 
 
 def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> CatalogState:
@@ -323,7 +380,8 @@ def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> Catal
     rels = relations(conn, set(mvs) | inputs)
     base = {rels[i].oid for i in inputs if i in rels and rels[i].relkind in ("r", "p", "f")
             and graph.kind(i).is_base}
-    modes = table_modes(conn, base) if base else {}
+    tracking = input_tracking(conn, base) if base else {}
+    modes = {o: (t.mode, t.since) for o, t in tracking.items()}
     if any(mode == "wal" for mode, _ in modes.values()):
         try:
             wal.catch_up(conn)  # every transaction committed before now is in the change log
@@ -331,7 +389,7 @@ def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> Catal
             log.warning("cannot read the wal-mode replication slot (%s): writes committed since "
                         "it was last read (by the daemon, or a role with REPLICATION) are not "
                         "seen by this plan", exc)
-    return CatalogState(rels, event_trigger_present(conn), modes)
+    return CatalogState(rels, event_trigger_present(conn), modes, tracking)
 
 
 def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
@@ -342,6 +400,8 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
     if known is None:
         known = read_state(conn, graph, mvs)
     rels, outside_seen, modes = known.rels, known.outside_seen, known.modes
+    tracking = {o: known.tracking.get(o) or Tracking(mode, since)
+                for o, (mode, since) in modes.items()}
     mv_oids = [rels[m].oid for m in mvs if m in rels]
     label: dict[tuple[int, int], RelationName] = {}  # (view, oid whose changes count) -> input
     for m in mvs:
@@ -362,7 +422,8 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             _KIND_WORDS.get(str(kind), str(kind)), int(str(n)),
             last_at if isinstance(last_at, datetime) else None))
     stats_oids = {o for o, (mode, _) in modes.items() if mode == "stats"}
-    untracked = tracking_problems(conn, {o: mode for o, (mode, _) in modes.items()})
+    roots = {root: t.mode for t in tracking.values() if t.exact for root, _ in t.roots}
+    problems = tracking_problems(conn, roots)
     if stats_oids:
         current = stat_counters(conn, stats_oids)
         with translated():
@@ -376,18 +437,26 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
         state = states.get(rel.oid)
         refreshed_at = state[1] if state is not None and isinstance(state[1], datetime) else None
         found = list(changes.get(rel.oid, ()))
+        approximate = []
         for inp in sorted(inputs[mv]):
             r = rels.get(inp)
-            if r is None or r.oid not in modes:
+            if r is None or r.oid not in tracking:
                 continue
-            mode = modes[r.oid][0]
-            for problem in untracked.get(r.oid, ()):
-                found.append(InputChange(inp, "untracked", detail=problem.describe(inp, mode)))
-            if mode == "always":
+            how = tracking[r.oid]
+            for root, root_name in how.roots:
+                for problem in problems.get(root, ()):
+                    table = inp if root == r.oid else root_name
+                    found.append(InputChange(inp, "untracked",
+                                             detail=problem.describe(table, how.mode)))
+            if how.mode == UNTRACKED:
+                found.append(InputChange(inp, "not_tracked", detail=how.via or str(inp)))
+            elif how.mode == "always":
                 found.append(InputChange(inp, "always"))
-            elif mode == "stats" and refreshed_at is not None and (
-                    recorded.get((rel.oid, r.oid)) != current.get(r.oid)):
-                found.append(InputChange(inp, "stats"))
+            elif how.mode == "stats":
+                approximate.append(inp)
+                if refreshed_at is not None and (
+                        recorded.get((rel.oid, r.oid)) != current.get(r.oid)):
+                    found.append(InputChange(inp, "stats"))
         volatile_mode = str(state[4]) if state is not None else "auto"
         volatile = () if volatile_mode == "never" else volatile_functions(graph, mv)
         always = () if volatile_mode == "never" else volatile_inputs(graph, mv)
@@ -401,5 +470,7 @@ def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],
             volatile=volatile,
             volatile_inputs=always,
             outside_refreshes_seen=outside_seen,
+            approximate=tuple(approximate),
         )
     return out
+

@@ -98,7 +98,10 @@ class RefreshOptions:
 
     parallel: int = 1
     atomic: bool = False
-    concurrently: str = "auto"  # auto | always | never
+    # auto | always | never. CONCURRENTLY needs a populated view with a usable unique index:
+    # 'always' (asked for CONCURRENTLY) uses it wherever a view allows it and refreshes the
+    # others plainly, each step's reason saying so, never failing on them (issue 18, item 8)
+    concurrently: str = "auto"
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
     # Refreshes rebuild derived data: committing them asynchronously cannot break consistency
@@ -690,10 +693,13 @@ class Executor:
             reason = self._verdict_holds(step)
             if reason is None and not (step.propagated and after):
                 break
+            if reason is None and self._plain_note(self.rels[step.name]):
+                break  # the server would word the reason without the note: the client does
             params = self._step_params(step, reason or "", check=not step.forced)
             out.append({"seq": params["seq"], "oid": params["oid"], "name": params["name"],
                         "key": params["key"], "concurrently": params["concurrently"],
-                        "reason": reason, "after": after, "inputs": params["inputs"],
+                        "reason": None if reason is None else params["reason"], "after": after,
+                        "inputs": params["inputs"],
                         "stats": params["stats"], "check": params["check"],
                         "seen": None if step.seen is None else step.seen.isoformat()})
             names.add(step.name)
@@ -920,7 +926,8 @@ class Executor:
         return {
             "oid": rel.oid, "name": str(step.name), "key": self._view_key(rel.oid),
             "concurrently": self._concurrently(rel), "job": self.job_id,
-            "seq": self.seq[step.name], "reason": reason,
+            "seq": self.seq[step.name],
+            "reason": "; ".join(filter(None, (reason, self._plain_note(rel)))),
             "inputs": list(dict.fromkeys(o for r in inputs for o in r.change_oids)),
             "stats": stats,
             "counters": None if given is None else [given.get(o, (None, None))[0] for o in stats],
@@ -941,12 +948,20 @@ class Executor:
                           concurrently=self._concurrently(rel))
 
     def _concurrently(self, rel: Relation) -> bool:
-        mode = self.options.concurrently
-        if mode == "never" or not rel.populated:
+        """CONCURRENTLY where the view allows it (populated, a usable unique index), unless
+        told never; 'always' too, never a step failing on a view that cannot."""
+        if self.options.concurrently == "never" or not rel.populated:
             return False
-        if mode == "always":
-            return True
         return rel.concurrent_index
+
+    def _plain_note(self, rel: Relation) -> str:
+        """With CONCURRENTLY asked for ('always'), why this view is refreshed plainly; empty
+        when it is refreshed concurrently or was not asked to be."""
+        if self.options.concurrently != "always" or self._concurrently(rel):
+            return ""
+        why = "not populated" if not rel.populated else \
+            "no unique index on plain columns without WHERE"
+        return f"refreshed plainly, not CONCURRENTLY ({why}): readers wait for it"
 
     def _explain(self, conn: Conn, step: Step, exc: BaseException) -> str:
         """A one-line error; for lock timeouts, who holds the lock."""

@@ -410,18 +410,29 @@ def stored_settings(target: Target) -> set[str]:
 def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
           mode: str = "triggers", search_path: Sequence[str] = ("public",)
           ) -> list[RelationName]:
-    """Set the tracking mode of tables (``every``: all base tables upstream of any view)."""
+    """Set the tracking mode of tables (``every``: all base tables upstream of any view, and
+    the topmost table above each partition or inheritance child among them: writes routed
+    through a parent are seen only by the parent's tracking)."""
     with session(target) as conn:
         g = planning_graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
             changes.set_mode(conn, name, mode)
+        if every and names:
+            rels = changes.relations(conn, names)
+            how = changes.input_tracking(conn, [r.oid for r in rels.values()])
+            above = sorted({RelationName.parse(t.via) for t in how.values()
+                            if t.mode == changes.UNTRACKED and t.via} - set(names))
+            for name in above:
+                changes.set_mode(conn, name, mode)
+            names = [*names, *above]
         return names
 
 
 def untrack(target: Target, tables: Sequence[str] = (), *, every: bool = False,
             search_path: Sequence[str] = ("public",)) -> list[RelationName]:
-    """Remove tracking triggers; the tables fall back to ``stats`` mode."""
+    """Remove tracking (any mode); the tables are untracked again: their readers are
+    refreshed on every run, never skipped."""
     with session(target) as conn:
         g = planning_graph(conn)
         names = _tables(g, tables, every, search_path)
@@ -480,8 +491,9 @@ class TableStatus:
     """Tracking mode of one base table."""
 
     name: RelationName
-    mode: str
+    mode: str  # triggers | wal | stats | always | untracked (as its readers see it)
     problems: tuple[str, ...] = ()  # why some writes would not be logged, each with the fix
+    via: str | None = None  # untracked: the table to track (itself, or a parent above it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,16 +505,24 @@ class StatusReport:
     event_trigger: bool
     warnings: tuple[str, ...] = ()  # e.g. the wal-mode replication slot lags
 
+    @property
+    def untracked(self) -> tuple[RelationName, ...]:
+        """Input tables nobody tracks: their readers are refreshed on every run."""
+        return tuple(t.name for t in self.tables if t.mode == changes.UNTRACKED)
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "event_trigger": self.event_trigger,
             "warnings": list(self.warnings),
+            "untracked": [str(n) for n in self.untracked],
             "views": [{"name": str(v.name), "fresh": v.fresh, "reason": v.reason,
                        "refreshed_at": v.refreshed_at.isoformat() if v.refreshed_at else None,
                        "duration_s": v.duration_s, "lag_s": v.lag_s,
                        "target_lag_s": v.target_lag_s} for v in self.views],
-            "tables": [{"name": str(t.name), "mode": t.mode, "problems": list(t.problems)}
+            "tables": [{"name": str(t.name), "mode": t.mode, "problems": list(t.problems),
+                        **({"track": f"mvgraph track {t.via or t.name}"}
+                           if t.mode == changes.UNTRACKED else {})}
                        for t in self.tables],
         }
 
@@ -539,11 +559,13 @@ def status(target: Target) -> StatusReport:
                                     lag.target.target_lag.total_seconds() if lag else None))
         tables = changes.base_tables_upstream_of_views(g)
         trels = changes.relations(conn, tables)
-        modes = changes.table_modes(conn, [r.oid for r in trels.values()])
-        gaps = changes.tracking_problems(conn, {o: m for o, (m, _) in modes.items()})
-        described = {t: tuple(g.describe(t, modes[trels[t].oid][0])
-                              for g in gaps.get(trels[t].oid, ()))
-                     for t in tables if t in trels}
+        how = changes.input_tracking(conn, [r.oid for r in trels.values()])
+        gaps = changes.tracking_problems(
+            conn, {root: t.mode for t in how.values() if t.exact for root, _ in t.roots})
+        described = {t: tuple(dict.fromkeys(  # a problem of a root once per table below it
+            p.describe(t if root == trels[t].oid else name, how[trels[t].oid].mode)
+            for root, name in how[trels[t].oid].roots for p in gaps.get(root, ())))
+            for t in tables if t in trels}
         warning = wal.lag_warning(conn, get_setting(conn, "wal_slot_max_lag",
                                                     wal.DEFAULT_MAX_LAG))
         missing = changes.missing_event_triggers(conn)
@@ -552,8 +574,7 @@ def status(target: Target) -> StatusReport:
                     "superuser"] if missing else []
         warnings += [f"writes to {t} are not all logged (its readers count as stale): {p}"
                      for t, ps in described.items() for p in ps]
-        return StatusReport(
-            tuple(views),
-            tuple(TableStatus(t, modes[trels[t].oid][0], described[t])
-                  for t in tables if t in trels),
-            state.outside_seen, (*warnings, *([warning] if warning else [])))
+        rows = tuple(TableStatus(t, how[trels[t].oid].mode, described[t], how[trels[t].oid].via)
+                     for t in tables if t in trels)
+        return StatusReport(tuple(views), rows, state.outside_seen,
+                            (*warnings, *([warning] if warning else [])))

@@ -52,7 +52,7 @@ Conn = psycopg.Connection[tuple[object, ...]]
 log = logging.getLogger("mvgraph")
 
 BEHAVIOR = RefreshBehavior.CASCADE_BACKWARD  # what a freshness target's job always runs
-_UNDATED = frozenset({"stats", "always", "untracked"})  # changed, but at an unknown time
+_UNDATED = frozenset({"stats", "always", "untracked", "not_tracked"})  # changed, unknown when
 
 
 # ---- facts -----------------------------------------------------------------------------------

@@ -42,8 +42,12 @@ def test_plan_and_dry_run_do_not_refresh(capsys: pytest.CaptureFixture[str],
 
 
 def test_failed_step_exits_1(capsys: pytest.CaptureFixture[str], gauss_dsn: str) -> None:
-    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv1", "--restrict",
-                       "--concurrently", "always", "--json")
+    with connect(gauss_dsn) as conn:  # (CONCURRENTLY without a unique index no longer fails)
+        conn.execute("CREATE FUNCTION boom() RETURNS int LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'boom'; END $$")
+        conn.execute("CREATE MATERIALIZED VIEW mv_fail AS SELECT boom() AS x WITH NO DATA")
+    code, out, _ = cli(capsys, "--dsn", gauss_dsn, "refresh", "mv_fail", "--restrict",
+                       "--json")
     assert code == 1
     assert json.loads(out)["steps"][0]["action"] == "failed"
 

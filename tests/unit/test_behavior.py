@@ -132,6 +132,17 @@ def test_selector_scope_refreshes_each_view_with_default() -> None:
     (MVFacts(rel("m"), refreshed_at=T0, outside_refreshes_seen=False), Action.SKIP,
      "unchanged since 2026-11-20 10:00:00 (refreshes outside mvgraph are not seen: no event "
      "trigger)"),
+    (MVFacts(rel("m"), refreshed_at=T0, approximate=(rel("raw.x"),)), Action.SKIP,
+     "unchanged since 2026-11-20 10:00:00 (approximate: raw.x in stats mode, whose pg_stat "
+     "counters can lag recent writes)"),
+    (MVFacts(rel("m"), refreshed_at=T0, changes=(
+        InputChange(rel("raw.x"), "not_tracked", detail="raw.x"),)), Action.REFRESH,
+     "input raw.x is untracked, so it counts as changed; run `mvgraph track raw.x` for exact "
+     "skips"),
+    (MVFacts(rel("m"), refreshed_at=T0, changes=(
+        InputChange(rel("ev_1"), "not_tracked", detail="public.ev"),)), Action.REFRESH,
+     "input public.ev_1 is untracked (writes through public.ev are not logged), so it counts "
+     "as changed; run `mvgraph track public.ev` for exact skips"),
 ])
 def test_decide_reasons(facts: MVFacts, action: Action, reason: str) -> None:
     assert decide(facts) == (action, reason)
