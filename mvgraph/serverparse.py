@@ -118,9 +118,11 @@ def scratch_session(admin_dsn: str) -> Iterator[Conn]:
     name = f"mvgraph_parse_{uuid.uuid4().hex[:12]}"
     password = secrets.token_hex(16)
     ident = sql.Identifier(name)
+    # INHERIT: its rights on its database's public schema come through pg_database_owner
+    # (PostgreSQL 15 and later); it is a member of no other role.
     with connect(admin_dsn) as admin, translated():
         admin.execute(sql.SQL(
-            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION "
+            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
             "NOBYPASSRLS CONNECTION LIMIT 1 PASSWORD {}").format(ident, sql.Literal(password)))
         try:
             admin.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(

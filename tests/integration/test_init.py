@@ -178,6 +178,7 @@ def app_role(db_dsn: str) -> Iterator[tuple[str, str]]:
     ident = sql.Identifier(role)
     with connect(db_dsn) as admin:
         run_script(admin, VIEWS)
+        mvgraph.track(admin, ["t"])  # its readers may then be fresh (untracked: never skipped)
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
         admin.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC; "
                               "REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC; "

@@ -113,7 +113,9 @@ def test_wait_exit_codes(capsys: pytest.CaptureFixture[str], conn: Conn, db_dsn:
     queued = mvgraph.submit_refresh(db_dsn, "c2", "cascade backward")
     code, out, err = cli(capsys, "--dsn", db_dsn, "wait", str(queued), "--timeout", "0.3")
     assert (code, out) == (124, "") and f"job {queued} is still queued after 0.3s" in err
+    conn.execute("CREATE MATERIALIZED VIEW nosuch AS SELECT 1")  # checked at submit ...
     bad = mvgraph.submit("REFRESH MATERIALIZED VIEW nosuch", dsn=db_dsn)
+    conn.execute("DROP MATERIALIZED VIEW nosuch")  # ... and gone when the worker plans it
     slow = mvgraph.submit_refresh(db_dsn, "c2", "cascade backward", force=True)
     with worker(db_dsn):
         code, out, err = cli(capsys, "--dsn", db_dsn, "wait", str(queued))
