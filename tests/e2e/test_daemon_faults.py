@@ -54,7 +54,7 @@ def test_an_outage_accounts_for_every_slot_and_fails_no_run() -> None:
                 assert len(gap) >= 2 and all(st in ("missed", "fired", "skipped")
                                              for _s, st, _j, _r in gap)
                 catch = [r for r in rows if r[3] and "catch-up" in r[3] and r[0] > stopped]
-                assert len(catch) == 1 and catch[0][1] == "fired", rows
+                assert len(catch) == 1 and catch[0][1] == "fired", [(r[0].isoformat(), r[1], r[3]) for r in rows] + [stopped.isoformat(), back.isoformat()]
                 assert any(r[3] == "the database was unavailable" for r in gap), gap
                 # the run of the slow view the restart cut was requeued and ran: not a failure
                 wait_for(lambda: again.execute(
@@ -65,4 +65,8 @@ def test_an_outage_accounts_for_every_slot_and_fails_no_run() -> None:
                                      "'failed'").fetchone() == (0,)
                 assert again.execute("SELECT failure_count, is_broken FROM mvgraph.schedule "
                                      "WHERE id = %s", [long]).fetchone() == (0, False)
-            stop(proc)
+            log = stop(proc)
+        # the gap is logged as one line per schedule, not one line per missed slot
+        assert f"schedule {quick} (" in log and "missed from" in log, log[-2000:]
+        assert not [line for line in log.splitlines()
+                    if f"schedule {quick} (" in line and " missed: " in line], log[-2000:]
