@@ -70,11 +70,11 @@ def load_graph(
     from mvgraph.graph import MVGraph
 
     if sql is not None:
-        from mvgraph.sqlfiles import load_sql
+        from mvgraph.sql.sqlfiles import load_sql
 
         resolver = None
         if resolve_with is not None:
-            from mvgraph.serverparse import server_resolver
+            from mvgraph.sql.serverparse import server_resolver
 
             resolver = server_resolver(resolve_with)
         loaded = load_sql(sql, search_path=search_path, use_cache=use_cache, encoding=encoding,

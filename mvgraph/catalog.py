@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 
 from mvgraph.db.queries import query
-from mvgraph.definitions import Definition, Kind
 from mvgraph.errors import translated
 from mvgraph.graph import MVGraph
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Definition, Kind
+from mvgraph.model.names import RelationName
 
 _KINDS = {
     "r": Kind.TABLE,

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import networkx as nx
 
-from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Definition, Kind, Schedule
+from mvgraph.model.names import RelationName
 
 JSON_VERSION = 1
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})

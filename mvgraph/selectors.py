@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mvgraph.errors import SelectorError
-from mvgraph.names import RelationName
+from mvgraph.model.names import RelationName
 
 if TYPE_CHECKING:
     from mvgraph.graph import MVGraph

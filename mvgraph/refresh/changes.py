@@ -14,7 +14,6 @@ from psycopg import sql
 
 from mvgraph.db import install
 from mvgraph.db.queries import query
-from mvgraph.definitions import Kind
 from mvgraph.errors import (
     MvgraphError,
     PermissionDenied,
@@ -23,7 +22,8 @@ from mvgraph.errors import (
     translated,
 )
 from mvgraph.graph import MVGraph
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Kind
+from mvgraph.model.names import RelationName
 from mvgraph.refresh.behavior import InputChange, MVFacts
 from mvgraph.tracking import wal
 

@@ -50,9 +50,9 @@ from mvgraph.errors import MvgraphError, StatementTimeout, UnknownRelation, tran
 from mvgraph.graph import MVGraph
 from mvgraph.jobs import store
 from mvgraph.model.events import JobFinished, JobStarted, Listener, StepFinished, StepStarted
+from mvgraph.model.names import RelationName
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import RunStatus, StepStatus
-from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
 from mvgraph.refresh.changes import (
     CatalogState,

@@ -16,7 +16,6 @@ from mvgraph.catalog import cached_planning_graph, catalog_graph
 from mvgraph.db.connect import session as open_session
 from mvgraph.db.install import require_schema
 from mvgraph.db.queries import query
-from mvgraph.definitions import Kind
 from mvgraph.errors import (
     MvgraphError,
     UnknownRelation,
@@ -24,7 +23,8 @@ from mvgraph.errors import (
     translated,
 )
 from mvgraph.graph import MVGraph
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Kind
+from mvgraph.model.names import RelationName
 from mvgraph.refresh import changes
 from mvgraph.refresh.behavior import (
     Action,

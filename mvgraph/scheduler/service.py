@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-from mvgraph.definitions import Schedule as ScheduleClause
 from mvgraph.errors import SqlParseError, UsageError
+from mvgraph.model.definitions import Schedule as ScheduleClause
 from mvgraph.model.status import Overlap, ScheduleKind, SlotStatus
 from mvgraph.refresh.behavior import RefreshBehavior
 from mvgraph.scheduler import store

@@ -15,14 +15,14 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlCycleError, SqlEncodingError, SqlParseError, UsageError
-from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
 from mvgraph.graph import find_cycles
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Definition, Kind, Schedule
+from mvgraph.model.names import RelationName
+from mvgraph.sql.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
 from mvgraph.version import __version__
 
-# mvgraph.dialect (sqlglot) is imported only when a file has to be parsed: a warm cache needs
+# mvgraph.sql.dialect (sqlglot) is imported only when a file has to be parsed: a warm cache needs
 # neither.
 _CACHE_FORMAT = 6  # 2: parse errors cached; 3: their place among the events; 4: sequences,
 # regclass literals, pg_* names; 5: one file per load (every file's result, keyed by its path
@@ -38,7 +38,7 @@ Resolver: TypeAlias = Callable[
 ]
 """Resolves statements that did not parse: given the scripts as (text, path) in load order, the
 failures and the initial search path, returns for each failure a Define, or the failure (with
-more said, or unchanged). ``mvgraph.serverparse`` has the one that asks PostgreSQL."""
+more said, or unchanged). ``mvgraph.sql.serverparse`` has the one that asks PostgreSQL."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -279,7 +279,7 @@ def _prune(max_age_days: float = CACHE_MAX_AGE_DAYS) -> None:
 
 
 def _parse_job(job: tuple[str, str, tuple[str, ...]]) -> ScriptResult:
-    from mvgraph.dialect import parse_script
+    from mvgraph.sql.dialect import parse_script
 
     text, path, search_path = job
     return parse_script(text, path=path, search_path=search_path, keep_going=True)
@@ -339,7 +339,7 @@ def parse_texts(items: Sequence[tuple[str, str]], search_path: Sequence[str],
     if workers > 1 and sum(len(j[0]) for j in jobs) > _PARALLEL_BYTES:
         from concurrent.futures import ProcessPoolExecutor  # imported only when used
 
-        import mvgraph.dialect  # noqa: F401  (once, here: forked workers inherit it)
+        import mvgraph.sql.dialect  # noqa: F401  (once, here: forked workers inherit it)
 
         with ProcessPoolExecutor(workers) as pool:
             encoded = [r for chunk in pool.map(_parse_chunk_encoded, _chunks(jobs, workers))
