@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from mvgraph import catalog
 from mvgraph.catalog import cached_planning_graph, catalog_graph
 from mvgraph.db.connect import session as open_session
 from mvgraph.db.install import require_schema
@@ -38,7 +39,7 @@ from mvgraph.refresh.behavior import plan as make_plan
 from mvgraph.refresh.locks import TIMEOUT_SETTINGS, LockMode, parse_lock_mode
 from mvgraph.settingkeys import SESSION_DEFAULT, help_list
 from mvgraph.settingkeys import SETTINGS as KEYS
-from mvgraph.tracking import wal
+from mvgraph.tracking import triggers, wal
 
 if TYPE_CHECKING:  # the executor is imported by refresh() only: a plan does not need it
     from mvgraph.jobs.store import PlannedStep
@@ -417,14 +418,14 @@ def track(target: Target, tables: Sequence[str] = (), *, every: bool = False,
         g = planning_graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
-            changes.set_mode(conn, name, mode)
+            triggers.set_mode(conn, name, mode)
         if every and names:
-            rels = changes.relations(conn, names)
-            how = changes.input_tracking(conn, [r.oid for r in rels.values()])
+            rels = catalog.relations(conn, names)
+            how = triggers.input_tracking(conn, [r.oid for r in rels.values()])
             above = sorted({RelationName.parse(t.via) for t in how.values()
-                            if t.mode == changes.UNTRACKED and t.via} - set(names))
+                            if t.mode == triggers.UNTRACKED and t.via} - set(names))
             for name in above:
-                changes.set_mode(conn, name, mode)
+                triggers.set_mode(conn, name, mode)
             names = [*names, *above]
         return names
 
@@ -437,7 +438,7 @@ def untrack(target: Target, tables: Sequence[str] = (), *, every: bool = False,
         g = planning_graph(conn)
         names = _tables(g, tables, every, search_path)
         for name in names:
-            changes.untrack(conn, name)
+            triggers.untrack(conn, name)
         return names
 
 
@@ -466,7 +467,7 @@ def configure(target: Target, view: str, *, early_cutoff: bool | None = None,
         if g.kind(name) is not Kind.MATVIEW:
             raise UnknownRelation(f"{name} is a {g.kind(name).value}, not a materialized view; "
                                   "name a materialized view")
-        rel = changes.relations(conn, [name])[name]
+        rel = catalog.relations(conn, [name])[name]
         with translated():
             conn.execute(query("ensure_mv_state"), {"oids": [rel.oid], "names": [str(name)]})
             conn.execute(query("configure_mv"), {"oid": rel.oid, "early_cutoff": early_cutoff,
@@ -508,7 +509,7 @@ class StatusReport:
     @property
     def untracked(self) -> tuple[RelationName, ...]:
         """Input tables nobody tracks: their readers are refreshed on every run."""
-        return tuple(t.name for t in self.tables if t.mode == changes.UNTRACKED)
+        return tuple(t.name for t in self.tables if t.mode == triggers.UNTRACKED)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -522,7 +523,7 @@ class StatusReport:
                        "target_lag_s": v.target_lag_s} for v in self.views],
             "tables": [{"name": str(t.name), "mode": t.mode, "problems": list(t.problems),
                         **({"track": f"mvgraph track {t.via or t.name}"}
-                           if t.mode == changes.UNTRACKED else {})}
+                           if t.mode == triggers.UNTRACKED else {})}
                        for t in self.tables],
         }
 
@@ -558,9 +559,9 @@ def status(target: Target) -> StatusReport:
                                     lag.lag_s if lag else None,
                                     lag.target.target_lag.total_seconds() if lag else None))
         tables = changes.base_tables_upstream_of_views(g)
-        trels = changes.relations(conn, tables)
-        how = changes.input_tracking(conn, [r.oid for r in trels.values()])
-        gaps = changes.tracking_problems(
+        trels = catalog.relations(conn, tables)
+        how = triggers.input_tracking(conn, [r.oid for r in trels.values()])
+        gaps = triggers.tracking_problems(
             conn, {root: t.mode for t in how.values() if t.exact for root, _ in t.roots})
         described = {t: tuple(dict.fromkeys(  # a problem of a root once per table below it
             p.describe(t if root == trels[t].oid else name, how[trels[t].oid].mode)
