@@ -74,15 +74,8 @@ if TYPE_CHECKING:
     from mvgraph.model.status import Action, JobStatus, RunStatus, StepStatus
     from mvgraph.refresh.behavior import Plan, RefreshBehavior, Step
     from mvgraph.refresh.executor import RefreshReport
-    from mvgraph.refresh.service import (
-        StatusReport,
-        configure,
-        plan,
-        refresh,
-        status,
-        track,
-        untrack,
-    )
+    from mvgraph.refresh.service import configure, plan, refresh, track, untrack
+    from mvgraph.scheduler.status import StatusReport, status
     from mvgraph.scheduler.store import ScheduleInfo, SlotRecord
 
 #: Where each public name lives.
@@ -111,8 +104,9 @@ _HOMES: dict[str, str] = {
                      "remove_schedule", "resume_schedule", "run_schedule_now",
                      "schedule_history", "sync_schedules"), "mvgraph.api"),
     **dict.fromkeys(("ScheduleInfo", "SlotRecord"), "mvgraph.scheduler.store"),
-    **dict.fromkeys(("StatusReport", "configure", "plan", "refresh", "status", "track",
-                     "untrack"), "mvgraph.refresh.service"),
+    **dict.fromkeys(("configure", "plan", "refresh", "track", "untrack"),
+                    "mvgraph.refresh.service"),
+    **dict.fromkeys(("StatusReport", "status"), "mvgraph.scheduler.status"),
 }
 
 

@@ -656,7 +656,7 @@ def worker(
     rest). Each job runs logged in as the role that submitted it."""
     import logging
 
-    from mvgraph.db.install import check_before_start
+    from mvgraph.db.connect import check_before_start
     from mvgraph.jobs.worker import Worker, WorkerConfig
     from mvgraph.redaction import install
 

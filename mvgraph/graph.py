@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import networkx as nx
 
+from mvgraph import selectors
 from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
 from mvgraph.model.definitions import Definition, Kind, Schedule
 from mvgraph.model.names import RelationName
@@ -338,9 +339,7 @@ class MVGraph:
 
         See :func:`mvgraph.selectors.select`.
         """
-        from mvgraph.selectors import select
-
-        return self.order(select(self, expr, search_path))
+        return self.order(selectors.select(self, expr, search_path))
 
     # ---- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

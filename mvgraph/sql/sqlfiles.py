@@ -15,8 +15,14 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from mvgraph.errors import SqlCycleError, SqlEncodingError, SqlParseError, UsageError
-from mvgraph.graph import find_cycles
+from mvgraph.errors import (
+    SqlCycleError,
+    SqlEncodingError,
+    SqlLoadErrors,
+    SqlParseError,
+    UsageError,
+)
+from mvgraph.graph import MVGraph, find_cycles
 from mvgraph.model.definitions import Definition, Kind, Schedule
 from mvgraph.model.names import RelationName
 from mvgraph.sql.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
@@ -542,3 +548,28 @@ def _reresolve(d: Definition, unqualified: frozenset[str], path: tuple[str, ...]
             reads.discard(first)
             reads.add(target)
     return dataclasses.replace(d, reads=frozenset(reads)) if reads != d.reads else d
+
+
+def graph_from_sql(paths: Iterable[str | Path], *, search_path: Sequence[str] = ("public",),
+                   schemas: Sequence[str] | None = None, strict: bool = False,
+                   use_cache: bool = True, encoding: str = "utf-8", keep_going: bool = False,
+                   resolver: Resolver | None = None) -> MVGraph:
+    """The graph of SQL files: :func:`mvgraph.load_graph` with ``sql=`` (see it for the
+    arguments), here so that modules below the library API (schedule sync) can build it.
+
+    Raises:
+        SqlLoadErrors: files failed, unless ``keep_going`` (then ``graph.load_errors``).
+    """
+    loaded = load_sql(paths, search_path=search_path, use_cache=use_cache, encoding=encoding,
+                      resolver=resolver)
+    if loaded.errors and not keep_going:
+        raise SqlLoadErrors(loaded.errors, len(loaded.files), loaded.warnings)
+    defs = loaded.definitions
+    if schemas:
+        defs = [d for d in defs if d.name.schema in set(schemas)]
+    # the only cycles left are views reading themselves: warned about and left out
+    graph = MVGraph.from_definitions(defs, strict=strict, on_cycle="warn")
+    graph.ignored_statements = loaded.ignored
+    graph.warnings[:0] = loaded.warnings
+    graph.load_errors = loaded.errors
+    return graph
