@@ -203,8 +203,8 @@ def main() -> None:
     small, large, catalog = (100, 1000, 200) if args.quick else (1000, 10_000, 2000)
     with scratch_dir("mvgraph-graph-build-") as work:
         # Import the parser and the graph code once, so that no run pays the imports.
-        import mvgraph.dialect
-        import mvgraph.sqlfiles  # noqa: F401
+        import mvgraph.sql.dialect
+        import mvgraph.sql.sqlfiles  # noqa: F401
 
         rows: list[Result] = []
         notes: list[str] = []

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
         suspend_job,
         sync_schedules,
     )
-    from mvgraph.definitions import Definition, Kind, Schedule
     from mvgraph.errors import (
         ConnectionFailed,
         CycleError,
@@ -68,21 +67,15 @@ if TYPE_CHECKING:
     from mvgraph.graph import GraphDiff, MVGraph, diff
     from mvgraph.jobs.handle import Job, Progress
     from mvgraph.jobs.store import JobInfo, StepInfo
+    from mvgraph.model.definitions import Definition, Kind, Schedule
     from mvgraph.model.events import JobFinished, JobStarted, StepFinished, StepStarted
+    from mvgraph.model.names import RelationName
     from mvgraph.model.results import StepResult
     from mvgraph.model.status import Action, JobStatus, RunStatus, StepStatus
-    from mvgraph.names import RelationName
     from mvgraph.refresh.behavior import Plan, RefreshBehavior, Step
     from mvgraph.refresh.executor import RefreshReport
-    from mvgraph.refresh.service import (
-        StatusReport,
-        configure,
-        plan,
-        refresh,
-        status,
-        track,
-        untrack,
-    )
+    from mvgraph.refresh.service import configure, plan, refresh, track, untrack
+    from mvgraph.scheduler.status import StatusReport, status
     from mvgraph.scheduler.store import ScheduleInfo, SlotRecord
 
 #: Where each public name lives.
@@ -90,7 +83,7 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(("init", "grant", "revoke", "load_graph", "submit", "submit_refresh",
                      "list_jobs", "cancel_job",
                      "suspend_job", "resume_job", "prune_jobs", "job_result"), "mvgraph.api"),
-    **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.definitions"),
+    **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.model.definitions"),
     **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "JobTimeout",
                      "LockTimeout", "MvgraphError", "NoJobRunner", "NotFound",
                      "PermissionDenied", "SchemaError", "SelectorError",
@@ -98,7 +91,7 @@ _HOMES: dict[str, str] = {
                      "StatementTimeout", "UndefinedReference", "UnknownRelation", "UsageError"),
                     "mvgraph.errors"),
     **dict.fromkeys(("GraphDiff", "MVGraph", "diff"), "mvgraph.graph"),
-    "RelationName": "mvgraph.names",
+    "RelationName": "mvgraph.model.names",
     **dict.fromkeys(("Job", "Progress"), "mvgraph.jobs.handle"),
     **dict.fromkeys(("JobInfo", "StepInfo"), "mvgraph.jobs.store"),
     **dict.fromkeys(("Plan", "RefreshBehavior", "Step"), "mvgraph.refresh.behavior"),
@@ -111,8 +104,9 @@ _HOMES: dict[str, str] = {
                      "remove_schedule", "resume_schedule", "run_schedule_now",
                      "schedule_history", "sync_schedules"), "mvgraph.api"),
     **dict.fromkeys(("ScheduleInfo", "SlotRecord"), "mvgraph.scheduler.store"),
-    **dict.fromkeys(("StatusReport", "configure", "plan", "refresh", "status", "track",
-                     "untrack"), "mvgraph.refresh.service"),
+    **dict.fromkeys(("configure", "plan", "refresh", "track", "untrack"),
+                    "mvgraph.refresh.service"),
+    **dict.fromkeys(("StatusReport", "status"), "mvgraph.scheduler.status"),
 }
 
 

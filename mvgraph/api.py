@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from mvgraph.errors import SqlLoadErrors, UsageError
+from mvgraph.errors import UsageError
 
 # psycopg, the catalog and the graph module (networkx) are imported by the calls that use
 # them: a graph from SQL files with a warm parse cache needs no driver and no parser.
@@ -67,29 +67,17 @@ def load_graph(
                          "sqlglot cannot parse, pass it as resolve_with")
     if resolve_with is not None and sql is None:
         raise UsageError("resolve_with needs SQL files (sql=...) to resolve")
-    from mvgraph.graph import MVGraph
-
     if sql is not None:
-        from mvgraph.sqlfiles import load_sql
+        from mvgraph.sql.sqlfiles import graph_from_sql
 
         resolver = None
         if resolve_with is not None:
-            from mvgraph.serverparse import server_resolver
+            from mvgraph.sql.serverparse import server_resolver
 
             resolver = server_resolver(resolve_with)
-        loaded = load_sql(sql, search_path=search_path, use_cache=use_cache, encoding=encoding,
-                          resolver=resolver)
-        if loaded.errors and not keep_going:
-            raise SqlLoadErrors(loaded.errors, len(loaded.files), loaded.warnings)
-        defs = loaded.definitions
-        if schemas:
-            defs = [d for d in defs if d.name.schema in set(schemas)]
-        # the only cycles left are views reading themselves: warned about and left out
-        graph = MVGraph.from_definitions(defs, strict=strict, on_cycle="warn")
-        graph.ignored_statements = loaded.ignored
-        graph.warnings[:0] = loaded.warnings
-        graph.load_errors = loaded.errors
-        return graph
+        return graph_from_sql(sql, search_path=search_path, schemas=schemas, strict=strict,
+                              use_cache=use_cache, encoding=encoding, keep_going=keep_going,
+                              resolver=resolver)
     from mvgraph.catalog import catalog_graph
     from mvgraph.db.connect import connect
 

@@ -7,17 +7,18 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from mvgraph.db.queries import query
-from mvgraph.definitions import Definition, Kind
 from mvgraph.errors import translated
 from mvgraph.graph import MVGraph
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Definition, Kind
+from mvgraph.model.names import RelationName
 
 _KINDS = {
     "r": Kind.TABLE,
@@ -176,3 +177,32 @@ def _load_graph(data: dict[str, object]) -> MVGraph:
         raise ValueError("inconsistent cache entry")
     return MVGraph(g, [str(w) for w in data["warnings"]],  # type: ignore[attr-defined]
                    loaded.cycles)
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A relation as the database sees it right now."""
+
+    name: RelationName
+    oid: int
+    relkind: str
+    populated: bool
+    concurrent_index: bool
+    ancestors: tuple[int, ...] = ()  # partitioned tables and inheritance parents above it
+
+    @property
+    def change_oids(self) -> tuple[int, ...]:
+        """Whose change rows concern this relation: itself and, for a partition or an
+        inheritance child, its ancestors (a write through a parent logs only the parent)."""
+        return (self.oid, *self.ancestors)
+
+
+def relations(conn: psycopg.Connection[tuple[object, ...]],
+              names: Iterable[RelationName]) -> dict[RelationName, Relation]:
+    """Current oid, kind, populated flag and index facts of existing relations."""
+    wanted = {str(n): n for n in names}
+    with translated():
+        rows = conn.execute(query("relation_info"), {"names": list(wanted)}).fetchall()
+    return {wanted[str(r[0])]: Relation(
+        wanted[str(r[0])], int(str(r[1])), str(r[2]), bool(r[3]), bool(r[4]),
+        tuple(int(a) for a in r[5]) if isinstance(r[5], list) else ()) for r in rows}

@@ -29,8 +29,8 @@ from mvgraph.commands.security import grant_cmd as _grant_cmd
 from mvgraph.commands.security import revoke_cmd as _revoke_cmd
 from mvgraph.db import embedded
 from mvgraph.db.connect import redact, resolve_dsn
-from mvgraph.definitions import Kind
 from mvgraph.errors import MvgraphError, SqlLoadErrors, SqlParseError, UnknownRelation, UsageError
+from mvgraph.model.definitions import Kind
 from mvgraph.redaction import ScrubFilter, scrub
 from mvgraph.render import escape, one_line
 from mvgraph.settingkeys import help_list
@@ -578,8 +578,8 @@ def _print_outcome(outcome: Any) -> None:
 
 def _interrupted(text: str, source: str, done: list[int], background: bool) -> str:
     """What Ctrl-C stopped: the statement running (cancelled on the server), and what stays."""
-    from mvgraph.dialect import split_statements
     from mvgraph.render_refresh import short
+    from mvgraph.sql.dialect import split_statements
 
     try:
         statements = split_statements(text)
@@ -599,7 +599,7 @@ def _interrupted(text: str, source: str, done: list[int], background: bool) -> s
 
 
 def _read(path: Path, encoding: str) -> str:
-    from mvgraph.sqlfiles import check_encoding, decode_sql
+    from mvgraph.sql.sqlfiles import check_encoding, decode_sql
 
     check_encoding(encoding)
     try:
@@ -656,7 +656,7 @@ def worker(
     rest). Each job runs logged in as the role that submitted it."""
     import logging
 
-    from mvgraph.db.install import check_before_start
+    from mvgraph.db.connect import check_before_start
     from mvgraph.jobs.worker import Worker, WorkerConfig
     from mvgraph.redaction import install
 

@@ -22,7 +22,6 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from mvgraph.db.queries import query
 from mvgraph.db.single import execute_one
-from mvgraph.dialect import MvgraphPostgres, postgres_create_matview, split_statements
 from mvgraph.errors import (
     DatabaseError,
     MvgraphError,
@@ -31,9 +30,10 @@ from mvgraph.errors import (
     SqlParseError,
     translate,
 )
-from mvgraph.names import quote_ident
+from mvgraph.model.names import quote_ident
 from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
+from mvgraph.sql.dialect import MvgraphPostgres, postgres_create_matview, split_statements
 
 if TYPE_CHECKING:
     from mvgraph.scheduler.statements import GaussStatement

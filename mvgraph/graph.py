@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 import networkx as nx
 
-from mvgraph.definitions import Definition, Kind, Schedule
+from mvgraph import selectors
 from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Definition, Kind, Schedule
+from mvgraph.model.names import RelationName
 
 JSON_VERSION = 1
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
@@ -338,9 +339,7 @@ class MVGraph:
 
         See :func:`mvgraph.selectors.select`.
         """
-        from mvgraph.selectors import select
-
-        return self.order(select(self, expr, search_path))
+        return self.order(selectors.select(self, expr, search_path))
 
     # ---- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

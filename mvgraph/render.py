@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mvgraph.definitions import Kind
+from mvgraph.model.definitions import Kind
 
 if TYPE_CHECKING:
     from rich.tree import Tree
 
     from mvgraph.graph import MVGraph
-    from mvgraph.names import RelationName
+    from mvgraph.model.names import RelationName
 
 KIND_STYLE = {
     Kind.MATVIEW: "bold cyan",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mvgraph.model.events import Event
     from mvgraph.refresh.behavior import Plan
     from mvgraph.refresh.executor import RefreshReport
-    from mvgraph.refresh.service import StatusReport
+    from mvgraph.scheduler.status import StatusReport
 
 ACTION_STYLE = {"refreshed": "green", "skipped": "dim", "failed": "bold red",
                 "blocked": "red", "cancelled": "yellow", "pending": "cyan"}

@@ -16,13 +16,23 @@ import glob
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mvgraph.errors import SelectorError
-from mvgraph.names import RelationName
+from mvgraph.model.names import RelationName
 
-if TYPE_CHECKING:
-    from mvgraph.graph import MVGraph
+
+class Selectable(Protocol):
+    """What selection needs of a graph (:class:`mvgraph.graph.MVGraph` has it): this module sits
+    below ``graph``, which calls it from ``MVGraph.select``, so it names no graph class."""
+
+    def nodes(self) -> list[RelationName]: ...
+
+    def resolve(self, text: str, search_path: Sequence[str] = ...) -> RelationName: ...
+
+    def upstream(self, name: RelationName, depth: int | None = ...) -> set[RelationName]: ...
+
+    def downstream(self, name: RelationName, depth: int | None = ...) -> set[RelationName]: ...
 
 _PREFIX = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?")
 _SUFFIX = re.compile(r"(?:\+(?P<down>\d*))?\Z")
@@ -43,7 +53,7 @@ class Term:
     fnmatch: str
 
 
-def select(graph: MVGraph, expr: str,
+def select(graph: Selectable, expr: str,
            search_path: Sequence[str] = ("public",)) -> set[RelationName]:
     """The set of nodes an expression selects.
 
@@ -143,7 +153,7 @@ def _pattern(text: str) -> tuple[str, list[tuple[str, bool]], str]:
     return "".join(written), literal, ""
 
 
-def _expand(graph: MVGraph, term: Term, search_path: Sequence[str]) -> set[RelationName]:
+def _expand(graph: Selectable, term: Term, search_path: Sequence[str]) -> set[RelationName]:
     base = _match(graph, term, search_path)
     result = set(base)
     for node in base:
@@ -159,7 +169,7 @@ def _expand(graph: MVGraph, term: Term, search_path: Sequence[str]) -> set[Relat
     return result
 
 
-def _match(graph: MVGraph, term: Term, search_path: Sequence[str]) -> set[RelationName]:
+def _match(graph: Selectable, term: Term, search_path: Sequence[str]) -> set[RelationName]:
     if term.glob:
         pattern = term.fnmatch
         written = term.pattern if '"' not in term.pattern else None

@@ -50,7 +50,7 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DSN of the session's server (its maintenance database)."""
     os.environ.setdefault("MVGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("parse-cache")))
     with test_server() as dsn:
-        # the throwaway server of the server parse (mvgraph.serverparse): scratch databases and
+        # the throwaway server of the server parse (mvgraph.sql.serverparse): scratch databases and
         # roles on the session's server instead of an embedded server of their own
         os.environ.setdefault("MVGRAPH_PARSE_SERVER", dsn)
         with connect(dsn) as admin:

@@ -59,7 +59,7 @@ def daemon_cmd(
         return
     import logging
 
-    from mvgraph.db.install import check_before_start
+    from mvgraph.db.connect import check_before_start
     from mvgraph.redaction import install
     from mvgraph.scheduler.daemon import DaemonConfig, JsonLines
     from mvgraph.scheduler.run import run

@@ -95,3 +95,21 @@ def session(target: str | psycopg.Connection[tuple[object, ...]] | None,
     with connect(target, application_name=application_name) as conn:
         setup(conn)
         yield conn
+
+
+def check_before_start(dsn: str | None) -> None:
+    """For long-running processes (worker, daemon): fail at once, in one line, when the schema
+    needs ``mvgraph init`` or the role cannot read it; a server not reachable yet is left to
+    their retry loops.
+
+    Raises:
+        SchemaError, PermissionDenied: as :func:`mvgraph.db.install.require_schema`.
+    """
+    from mvgraph.db.install import require_schema
+
+    try:
+        conn = connect(dsn, application_name="mvgraph schema check")
+    except ConnectionFailed:
+        return
+    with conn:
+        require_schema(conn)

@@ -67,10 +67,17 @@ def start(database: str = DATABASE) -> str:
 
 def _init(uri: str) -> None:
     """Run ``mvgraph init`` in a database of the embedded server (cheap when it is current)."""
-    from mvgraph.db.connect import connect
+    import psycopg
+
     from mvgraph.db.install import init
 
-    with connect(uri) as conn:
+    # psycopg directly, not mvgraph.db.connect (which starts this server: connect -> embedded)
+    try:
+        conn = psycopg.connect(uri, autocommit=True, application_name="mvgraph")
+    except psycopg.Error as exc:
+        raise ConnectionFailed(f"cannot connect to the embedded server: {str(exc).strip()}; "
+                               f"see {data_dir() / 'log'}") from None
+    with conn:
         init(conn)
 
 

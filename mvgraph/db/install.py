@@ -120,22 +120,3 @@ def _install_event_triggers(conn: Conn) -> tuple[tuple[str, ...], tuple[str, ...
     if still and reason is None:
         reason = "disabled: ALTER EVENT TRIGGER ... ENABLE as a superuser"
     return installed, still, reason
-
-
-def check_before_start(dsn: str | None) -> None:
-    """For long-running processes (worker, daemon): fail at once, in one line, when the schema
-    needs ``mvgraph init`` or the role cannot read it; a server not reachable yet is left to
-    their retry loops.
-
-    Raises:
-        SchemaError, PermissionDenied: as :func:`require_schema`.
-    """
-    from mvgraph.db.connect import connect
-    from mvgraph.errors import ConnectionFailed
-
-    try:
-        conn = connect(dsn, application_name="mvgraph schema check")
-    except ConnectionFailed:
-        return
-    with conn:
-        require_schema(conn)

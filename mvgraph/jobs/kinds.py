@@ -156,7 +156,7 @@ def run_sql(conn: Conn, job: ClaimedJob) -> None:
 def _statements(text: str) -> list[str]:
     """The job's statements: the text as it is when it holds one (or none: PostgreSQL says
     so), else each statement of it, split as psql splits a script."""
-    from mvgraph.dialect import split_statements
+    from mvgraph.sql.dialect import split_statements
 
     try:
         found = [statement for _line, statement in split_statements(text)]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mvgraph.model.names import RelationName
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import RunStatus
-from mvgraph.names import RelationName
 
 
 @dataclass(frozen=True, slots=True)

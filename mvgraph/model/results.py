@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mvgraph.model.names import RelationName
 from mvgraph.model.status import StepStatus
-from mvgraph.names import RelationName
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from mvgraph.definitions import Kind
 from mvgraph.errors import UnknownRelation, UsageError
 from mvgraph.graph import MVGraph
+from mvgraph.model.definitions import Kind
+from mvgraph.model.names import RelationName
 from mvgraph.model.status import Action
-from mvgraph.names import RelationName
 
 __all__ = ["Action", "Plan", "RefreshBehavior", "Step", "decide", "plan"]
 

@@ -44,24 +44,18 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
+from mvgraph.catalog import Relation
 from mvgraph.db.outage import session_lost
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, StatementTimeout, UnknownRelation, translate
 from mvgraph.graph import MVGraph
 from mvgraph.jobs import store
 from mvgraph.model.events import JobFinished, JobStarted, Listener, StepFinished, StepStarted
+from mvgraph.model.names import RelationName
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import RunStatus, StepStatus
-from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
-from mvgraph.refresh.changes import (
-    CatalogState,
-    Relation,
-    freshness_inputs,
-    gather_facts,
-    read_state,
-    stat_counters,
-)
+from mvgraph.refresh.changes import CatalogState, freshness_inputs, gather_facts, read_state
 from mvgraph.refresh.locks import (
     CONNECTION_CHECK,
     LOCK_NAMESPACE,
@@ -69,6 +63,7 @@ from mvgraph.refresh.locks import (
     describe_holder,
     global_lock,
 )
+from mvgraph.tracking.triggers import stat_counters
 
 log = logging.getLogger("mvgraph")
 Conn = psycopg.Connection[tuple[object, ...]]

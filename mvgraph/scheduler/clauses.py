@@ -39,7 +39,7 @@ from psycopg import sql
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
-from mvgraph.dialect import MvgraphPostgres
+from mvgraph.sql.dialect import MvgraphPostgres
 
 ACCEPTED: Final = ("a literal, interval '...', a cast of a literal, now() / current_timestamp / "
                    "current_date / localtimestamp / sysdate, and + - * / on them")

@@ -41,11 +41,11 @@ from enum import StrEnum
 import psycopg
 
 from mvgraph.db.queries import query
-from mvgraph.definitions import Kind
 from mvgraph.errors import translated
 from mvgraph.graph import MVGraph
+from mvgraph.model.definitions import Kind
+from mvgraph.model.names import RelationName
 from mvgraph.model.status import JobStatus, SlotStatus
-from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import RefreshBehavior, materialized_scope
 
 Conn = psycopg.Connection[tuple[object, ...]]

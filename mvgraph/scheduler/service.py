@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-from mvgraph.definitions import Schedule as ScheduleClause
 from mvgraph.errors import SqlParseError, UsageError
+from mvgraph.model.definitions import Schedule as ScheduleClause
 from mvgraph.model.status import Overlap, ScheduleKind, SlotStatus
 from mvgraph.refresh.behavior import RefreshBehavior
 from mvgraph.scheduler import store
@@ -213,9 +213,9 @@ def sync_from_sql(conn: Conn, paths: Sequence[str | Path],
         SqlLoadErrors: the files do not load. UnknownRelation: a scheduled view is not in the
         database (exit 4; nothing changed).
     """
-    from mvgraph.api import load_graph
+    from mvgraph.sql.sqlfiles import graph_from_sql
 
-    graph = load_graph(sql=list(paths), search_path=search_path)
+    graph = graph_from_sql(list(paths), search_path=search_path)
     wanted: dict[str, tuple[ScheduleClause, str]] = {}
     for node in graph.order():
         attrs = graph.attrs(node)

@@ -22,10 +22,10 @@ import psycopg
 from sqlglot.errors import SqlglotError, TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
-from mvgraph.definitions import Schedule as ScheduleClause
-from mvgraph.dialect import Define, MvgraphPostgres, parse_alter_refresh, parse_script
 from mvgraph.errors import SqlParseError
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Schedule as ScheduleClause
+from mvgraph.model.names import RelationName
+from mvgraph.sql.dialect import Define, MvgraphPostgres, parse_alter_refresh, parse_script
 
 Conn = psycopg.Connection[tuple[object, ...]]
 _UNQUALIFIED = "\x00"  # a schema no name has: marks a name written without one
@@ -338,7 +338,7 @@ def apply_schedule(conn: Conn, gs: GaussStatement, source: str) -> list[str]:
 
 
 def _written(name: RelationName) -> str:
-    from mvgraph.names import quote_ident
+    from mvgraph.model.names import quote_ident
 
     return quote_ident(name.name) if name.schema == _UNQUALIFIED else str(name)
 

@@ -27,8 +27,8 @@ from mvgraph.errors import (
     translate,
     translated,
 )
+from mvgraph.model.names import RelationName
 from mvgraph.model.status import LastRun, Overlap, ScheduleKind, SlotStatus
-from mvgraph.names import RelationName
 from mvgraph.refresh.behavior import RefreshBehavior
 from mvgraph.scheduler.clauses import ClauseError, clause_message, compile_clause
 from mvgraph.scheduler.timing import Timing, next_after, zone

@@ -17,11 +17,11 @@ import psycopg
 import pytest
 
 import mvgraph
+from mvgraph.catalog import relations
 from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_script
 from mvgraph.errors import LockTimeout
 from mvgraph.model.events import JobStarted
-from mvgraph.refresh.changes import relations
 from mvgraph.refresh.executor import Executor, RefreshReport, advisory_key
 from mvgraph.refresh.locks import GLOBAL_LOCK_KEY
 from mvgraph.refresh.service import settings

@@ -389,7 +389,7 @@ def test_view_dropped_during_the_run_fails_its_step_clearly(gauss: Conn, db_dsn:
 
 
 def test_lock_timeout_names_the_holder(gauss: Conn, db_dsn: str) -> None:
-    from mvgraph.refresh.changes import relations
+    from mvgraph.catalog import relations
     from mvgraph.refresh.executor import advisory_key
 
     oid = relations(gauss, [mvgraph.RelationName("public", "mv1")])[
@@ -516,7 +516,7 @@ def test_settings_and_retention(gauss: Conn) -> None:
     assert gauss.execute("SELECT count(*) FROM mvgraph.job WHERE id = %s",
                          [old.job_id]).fetchone() == (0,)
     settings(gauss, "lock_timeout", "150ms")
-    from mvgraph.refresh.changes import relations
+    from mvgraph.catalog import relations
     from mvgraph.refresh.executor import advisory_key
 
     name = mvgraph.RelationName("public", "mv1")

@@ -14,8 +14,8 @@ from sqlglot.errors import ParseError
 from mvgraph import RelationName, load_graph
 from mvgraph.db.connect import connect
 from mvgraph.db.scripts import run_script
-from mvgraph.dialect import parse_script
 from mvgraph.errors import SqlLoadErrors
+from mvgraph.sql.dialect import parse_script
 from tests.conftest import cli
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -55,7 +55,7 @@ def schema_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     """The schema with a view sqlglot cannot parse at ODD_LINE."""
     cond = next((c for c in CANDIDATES if _fails(c)), None)
     if cond is None:  # sqlglot learnt them all: make it fail on purpose
-        import mvgraph.dialect as dialect
+        import mvgraph.sql.dialect as dialect
 
         real = dialect._parse_view
 

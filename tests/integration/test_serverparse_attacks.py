@@ -19,8 +19,8 @@ from mvgraph import RelationName, load_graph
 from mvgraph.db.connect import connect
 from mvgraph.db.single import execute_one
 from mvgraph.errors import SqlLoadErrors
-from mvgraph.lexer import split
-from mvgraph.serverparse import NO_PARSE_SERVER, PARSE_SERVER, scratch_session
+from mvgraph.sql.lexer import split
+from mvgraph.sql.serverparse import NO_PARSE_SERVER, PARSE_SERVER, scratch_session
 from tests.conftest import cli
 from tests.integration.test_serverparse import CANDIDATES, _fails
 from tests.unit.test_lexer import SMUGGLE, script
@@ -64,7 +64,7 @@ def cond(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     found = next((c for c in CANDIDATES if _fails(c)), None)
     if found is not None:
         return found
-    import mvgraph.dialect as dialect
+    import mvgraph.sql.dialect as dialect
 
     real = dialect._parse_view
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from mvgraph import RelationName, load_graph
-from mvgraph.dialect import Define, parse_script, split_statements
+from mvgraph.sql.dialect import Define, parse_script, split_statements
 
 Conn = psycopg.Connection[tuple[object, ...]]
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "views"

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from mvgraph import Kind, RelationName, load_graph
-from mvgraph.definitions import Definition
-from mvgraph.dialect import Define, parse_script
 from mvgraph.errors import CycleError
 from mvgraph.graph import MVGraph
+from mvgraph.model.definitions import Definition
 from mvgraph.refresh.behavior import MVFacts, decide
+from mvgraph.sql.dialect import Define, parse_script
 
 
 def n(name: str) -> RelationName:

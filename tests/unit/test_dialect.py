@@ -12,9 +12,11 @@ from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 
-import mvgraph.dialect as dialect_module
-from mvgraph.definitions import Definition, Kind, Schedule
-from mvgraph.dialect import (
+import mvgraph.sql.dialect as dialect_module
+from mvgraph.errors import SqlParseError
+from mvgraph.model.definitions import Definition, Kind, Schedule
+from mvgraph.model.names import RelationName
+from mvgraph.sql.dialect import (
     VOLATILE_FUNCTIONS,
     AlterSchedule,
     Define,
@@ -27,8 +29,6 @@ from mvgraph.dialect import (
     parse_script,
     split_statements,
 )
-from mvgraph.errors import SqlParseError
-from mvgraph.names import RelationName
 
 R = RelationName
 

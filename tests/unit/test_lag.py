@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mvgraph.names import RelationName
+from mvgraph.model.names import RelationName
 from mvgraph.scheduler.lag import (
     LagTarget,
     Verdict,

@@ -1,4 +1,4 @@
-"""mvgraph.lexer splits scripts where PostgreSQL and psql do (scan.l, psqlscan.l)."""
+"""mvgraph.sql.lexer splits scripts where PostgreSQL and psql do (scan.l, psqlscan.l)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mvgraph.dialect import split_statements, without_psql
-from mvgraph.lexer import lex, split
+from mvgraph.sql.dialect import split_statements, without_psql
+from mvgraph.sql.lexer import lex, split
 
 
 def texts(script: str, standard_strings: bool = True) -> list[str]:

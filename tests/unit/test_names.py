@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mvgraph.names import RelationName, quote_ident
+from mvgraph.model.names import RelationName, quote_ident
 
 
 @pytest.mark.parametrize(("text", "schema", "name"), [

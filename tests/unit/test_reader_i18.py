@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mvgraph import load_graph
-from mvgraph.dialect import parse_script, split_statements
 from mvgraph.errors import SqlLoadErrors, SqlParseError
 from mvgraph.frontend import parse_job_statement
+from mvgraph.sql.dialect import parse_script, split_statements
 
 LIMIT = 5.0  # seconds any one adversarial file may take through the whole reader
 

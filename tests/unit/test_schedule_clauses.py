@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from mvgraph.definitions import Schedule
 from mvgraph.errors import SqlParseError
+from mvgraph.model.definitions import Schedule
 from mvgraph.scheduler.clauses import ClauseError, check_clause, clause_message, compile_clause
 from mvgraph.scheduler.service import check_clauses
 from mvgraph.scheduler.statements import classify

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mvgraph import RelationName, load_graph
-from mvgraph.sqlfiles import cache_dir, load_sql
+from mvgraph.sql.sqlfiles import cache_dir, load_sql
 
 R = RelationName
 
@@ -81,7 +81,7 @@ def test_many_files_parse_in_parallel_with_the_same_result(
     import concurrent.futures
     from concurrent.futures.process import ProcessPoolExecutor
 
-    from mvgraph import sqlfiles
+    from mvgraph.sql import sqlfiles
 
     big = "".join(f"CREATE MATERIALIZED VIEW m{i} AS SELECT id, v + {i} AS v "
                   f"FROM t JOIN u USING (id) WHERE v > {i};\n" for i in range(3000))
@@ -109,7 +109,7 @@ def test_old_cache_entries_are_pruned_when_new_ones_are_written(
     import os
     import time
 
-    from mvgraph.sqlfiles import CACHE_MAX_AGE_DAYS
+    from mvgraph.sql.sqlfiles import CACHE_MAX_AGE_DAYS
 
     first = tmp_path / "a.sql"
     first.write_text("CREATE TABLE t (id int);", encoding="utf-8")
@@ -131,7 +131,7 @@ def test_a_changed_file_is_the_only_one_parsed_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache holds one entry per load; a warm load parses nothing, an edit parses the
     edited file only and rewrites that entry (no second one)."""
-    from mvgraph import dialect
+    from mvgraph.sql import dialect
 
     files = [write(tmp_path, f"{i}.sql", f"CREATE TABLE t{i} (id int);") for i in range(5)]
     cold = load_sql(files)
@@ -170,7 +170,7 @@ def test_folders_are_walked_as_sorted_rglob_walks_them(
     folders), in the order of sorted Paths (``a-b.sql`` after ``a/z.sql``)."""
     import os
 
-    from mvgraph.sqlfiles import expand_paths
+    from mvgraph.sql.sqlfiles import expand_paths
 
     tree = tmp_path / "tree"
     for rel in ["b.sql", "a/z.sql", "a-b.sql", "a/c/d.sql", ".hidden.sql", "notes.txt",

@@ -1,4 +1,4 @@
-"""Syntax sqlglot lacks, read through mvgraph.recovery: the right inputs, and never a crash."""
+"""Syntax sqlglot lacks, read through mvgraph.sql.recovery: the right inputs, and never a crash."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mvgraph.dialect import Define, parse_script, split_statements
 from mvgraph.errors import SqlParseError
+from mvgraph.sql.dialect import Define, parse_script, split_statements
 from tests.integration.test_syntax_corpus import CORPUS
 
 
@@ -112,7 +112,7 @@ def test_a_bug_in_extraction_is_a_parse_error_of_its_statement(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An exception anywhere in reading a statement costs that statement, with its file:line."""
-    import mvgraph.dialect as dialect
+    import mvgraph.sql.dialect as dialect
 
     def broken(*_: object) -> object:
         raise RuntimeError("boom")

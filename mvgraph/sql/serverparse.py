@@ -43,12 +43,12 @@ from mvgraph.catalog import read_definitions
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.db.single import execute_one
-from mvgraph.definitions import Definition
-from mvgraph.dialect import Define, RelationHead, relation_head, split_statements
 from mvgraph.errors import SqlEncodingError, SqlParseError, translated
-from mvgraph.lexer import Kind, Lexeme, lex
-from mvgraph.names import RelationName
-from mvgraph.sqlfiles import Resolver
+from mvgraph.model.definitions import Definition
+from mvgraph.model.names import RelationName
+from mvgraph.sql.dialect import Define, RelationHead, relation_head, split_statements
+from mvgraph.sql.lexer import Kind, Lexeme, lex
+from mvgraph.sql.sqlfiles import Resolver
 
 STATEMENT_TIMEOUT = "10s"  # per statement tried in the server
 LOCK_TIMEOUT = "2s"

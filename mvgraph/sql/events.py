@@ -1,7 +1,7 @@
 """What a SQL script does, as events: :class:`Define`, :class:`Rename`, :class:`Drop`,
 :class:`AlterSchedule`, and a script's :class:`ScriptResult`.
 
-Plain data, apart from the parser (``mvgraph.dialect`` makes them, and re-exports them): a warm
+Plain data, apart from the parser (``mvgraph.sql.dialect`` makes them, and re-exports them): a warm
 parse cache rebuilds them without importing sqlglot.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from mvgraph.definitions import Definition, Schedule
 from mvgraph.errors import SqlParseError
-from mvgraph.names import RelationName
+from mvgraph.model.definitions import Definition, Schedule
+from mvgraph.model.names import RelationName
 
 __all__ = ["AlterSchedule", "Define", "Drop", "Event", "Rename", "ScriptResult"]
 

@@ -69,11 +69,11 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokenizer_core import Token, TokenType
 
-from mvgraph import lexer, recovery
-from mvgraph.definitions import Definition, Kind, Schedule
 from mvgraph.errors import SqlParseError
-from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
-from mvgraph.names import RelationName, quote_ident
+from mvgraph.model.definitions import Definition, Kind, Schedule
+from mvgraph.model.names import RelationName, quote_ident
+from mvgraph.sql import lexer, recovery
+from mvgraph.sql.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -143,11 +143,11 @@ META_QUERY_SQL: Final = "mvgraph_query_sql"
 META_VOLATILE: Final = "mvgraph_volatile_functions"
 META_CHECK_OPTION: Final = "mvgraph_check_option"
 META_RECURSIVE: Final = "mvgraph_recursive"
-META_RECOVERED: Final = "mvgraph_recovered"  # rewrites of mvgraph.recovery a parse needed
+META_RECOVERED: Final = "mvgraph_recovered"  # rewrites of mvgraph.sql.recovery a parse needed
 _QUERY_REWRITE: Final = "QUERY REWRITE"
 
 
-# The events (plain data) live in mvgraph.events; they are re-exported from here.
+# The events (plain data) live in mvgraph.sql.events; they are re-exported from here.
 
 
 # --------------------------------------------------------------------------- tokens
@@ -304,7 +304,7 @@ def _block_depth(chunk: list[Token], *, opened: bool) -> int:
     return depth
 
 
-# psql's own lines (meta-commands, COPY data) are found with mvgraph.lexer, which lexes as
+# psql's own lines (meta-commands, COPY data) are found with mvgraph.sql.lexer, which lexes as
 # PostgreSQL does (strings, E-strings, dollar quotes, nested comments) in linear time.
 _PSQL_HINT_RE: Final = re.compile(r"\\|stdin", re.IGNORECASE)
 _END_OF_COPY_RE: Final = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
@@ -404,7 +404,7 @@ def _tokenize(text: str) -> list[Token]:
 
 
 def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseError | None]:
-    """The statements of a script, split by :func:`mvgraph.lexer.split` and each tokenised on
+    """The statements of a script, split by :func:`mvgraph.sql.lexer.split` and each tokenised on
     its own; None stands for an irrelevant statement that would not tokenise, an error for a
     relevant one."""
     text = without_psql(text)
@@ -429,7 +429,7 @@ def _script_statements(text: str, path: str) -> Iterator[_Statement | SqlParseEr
 def split_statements(text: str) -> list[tuple[int, str]]:
     """Split a script into statements: (1-based line where each starts, its text).
 
-    The split is psql's, on PostgreSQL's lexing (:func:`mvgraph.lexer.split`): the text runs
+    The split is psql's, on PostgreSQL's lexing (:func:`mvgraph.sql.lexer.split`): the text runs
     from the statement's first lexeme to its last, without the semicolon and the comments
     before it; strings (E-strings, continued strings), quoted identifiers, comments,
     dollar-quoted bodies, parentheses and ``BEGIN ... END`` bodies of routines are never split.
@@ -558,7 +558,7 @@ def _split_commas(tokens: list[Token]) -> list[list[Token]]:
 def _parse_tokens(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.Expr:
     """Parse tokens holding one expression or query with the compiled Postgres parser.
 
-    When the parser rejects them, the rewrites of :mod:`mvgraph.recovery` (syntax sqlglot lacks)
+    When the parser rejects them, the rewrites of :mod:`mvgraph.sql.recovery` (syntax sqlglot lacks)
     are tried; the names of those used are in the result's ``meta`` (``META_RECOVERED``). The
     parser's first error is raised if nothing helps.
     """
@@ -585,7 +585,7 @@ _MAX_OPAQUE: Final = 32  # calls turned opaque in one statement before giving up
 
 
 def _recover(parser: Parser, stmt: _Statement, tokens: list[Token]) -> exp.Expr | None:
-    """Parse again after the rewrites of :mod:`mvgraph.recovery`, or None if they do not help."""
+    """Parse again after the rewrites of :mod:`mvgraph.sql.recovery`; None if they do not help."""
     tokens, applied = recovery.rewrite(tokens)
     for _ in range(_MAX_OPAQUE + 1):
         at: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from mvgraph.names import RelationName
+from mvgraph.model.names import RelationName
 
 
 class Kind(StrEnum):

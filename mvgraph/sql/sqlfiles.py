@@ -15,14 +15,20 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from mvgraph.definitions import Definition, Kind, Schedule
-from mvgraph.errors import SqlCycleError, SqlEncodingError, SqlParseError, UsageError
-from mvgraph.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
-from mvgraph.graph import find_cycles
-from mvgraph.names import RelationName
+from mvgraph.errors import (
+    SqlCycleError,
+    SqlEncodingError,
+    SqlLoadErrors,
+    SqlParseError,
+    UsageError,
+)
+from mvgraph.graph import MVGraph, find_cycles
+from mvgraph.model.definitions import Definition, Kind, Schedule
+from mvgraph.model.names import RelationName
+from mvgraph.sql.events import AlterSchedule, Define, Drop, Event, Rename, ScriptResult
 from mvgraph.version import __version__
 
-# mvgraph.dialect (sqlglot) is imported only when a file has to be parsed: a warm cache needs
+# mvgraph.sql.dialect (sqlglot) is imported only when a file has to be parsed: a warm cache needs
 # neither.
 _CACHE_FORMAT = 6  # 2: parse errors cached; 3: their place among the events; 4: sequences,
 # regclass literals, pg_* names; 5: one file per load (every file's result, keyed by its path
@@ -38,7 +44,7 @@ Resolver: TypeAlias = Callable[
 ]
 """Resolves statements that did not parse: given the scripts as (text, path) in load order, the
 failures and the initial search path, returns for each failure a Define, or the failure (with
-more said, or unchanged). ``mvgraph.serverparse`` has the one that asks PostgreSQL."""
+more said, or unchanged). ``mvgraph.sql.serverparse`` has the one that asks PostgreSQL."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -279,7 +285,7 @@ def _prune(max_age_days: float = CACHE_MAX_AGE_DAYS) -> None:
 
 
 def _parse_job(job: tuple[str, str, tuple[str, ...]]) -> ScriptResult:
-    from mvgraph.dialect import parse_script
+    from mvgraph.sql.dialect import parse_script
 
     text, path, search_path = job
     return parse_script(text, path=path, search_path=search_path, keep_going=True)
@@ -339,7 +345,7 @@ def parse_texts(items: Sequence[tuple[str, str]], search_path: Sequence[str],
     if workers > 1 and sum(len(j[0]) for j in jobs) > _PARALLEL_BYTES:
         from concurrent.futures import ProcessPoolExecutor  # imported only when used
 
-        import mvgraph.dialect  # noqa: F401  (once, here: forked workers inherit it)
+        import mvgraph.sql.dialect  # noqa: F401  (once, here: forked workers inherit it)
 
         with ProcessPoolExecutor(workers) as pool:
             encoded = [r for chunk in pool.map(_parse_chunk_encoded, _chunks(jobs, workers))
@@ -542,3 +548,28 @@ def _reresolve(d: Definition, unqualified: frozenset[str], path: tuple[str, ...]
             reads.discard(first)
             reads.add(target)
     return dataclasses.replace(d, reads=frozenset(reads)) if reads != d.reads else d
+
+
+def graph_from_sql(paths: Iterable[str | Path], *, search_path: Sequence[str] = ("public",),
+                   schemas: Sequence[str] | None = None, strict: bool = False,
+                   use_cache: bool = True, encoding: str = "utf-8", keep_going: bool = False,
+                   resolver: Resolver | None = None) -> MVGraph:
+    """The graph of SQL files: :func:`mvgraph.load_graph` with ``sql=`` (see it for the
+    arguments), here so that modules below the library API (schedule sync) can build it.
+
+    Raises:
+        SqlLoadErrors: files failed, unless ``keep_going`` (then ``graph.load_errors``).
+    """
+    loaded = load_sql(paths, search_path=search_path, use_cache=use_cache, encoding=encoding,
+                      resolver=resolver)
+    if loaded.errors and not keep_going:
+        raise SqlLoadErrors(loaded.errors, len(loaded.files), loaded.warnings)
+    defs = loaded.definitions
+    if schemas:
+        defs = [d for d in defs if d.name.schema in set(schemas)]
+    # the only cycles left are views reading themselves: warned about and left out
+    graph = MVGraph.from_definitions(defs, strict=strict, on_cycle="warn")
+    graph.ignored_statements = loaded.ignored
+    graph.warnings[:0] = loaded.warnings
+    graph.load_errors = loaded.errors
+    return graph
