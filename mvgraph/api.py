@@ -59,8 +59,9 @@ def load_graph(
         UsageError: both or neither source given, a missing path, an unknown encoding.
         SqlLoadErrors: SQL files failed (one ``file:line: message`` per failure), unless
             ``keep_going``.
-        UndefinedReference (strict), ConnectionFailed. A cycle among the database's views
-            is not an error: a warning, and its views are left out (``graph.cycles``).
+        UndefinedReference: with ``strict``.
+        ConnectionFailed: the database cannot be reached. (A cycle among the database's views
+            is not an error: a warning, and its views are left out, ``graph.cycles``.)
     """
     if sql is not None and (dsn is not None or conn is not None):
         raise UsageError("give SQL files or a database, not both; to let a server resolve what "

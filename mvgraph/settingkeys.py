@@ -1,8 +1,8 @@
 """mvgraph's shared settings (``mvgraph settings``): every key, its default and its meaning.
 
 The one place the keys are listed: ``mvgraph settings --help``, the error for an unknown key,
-``mvgraph settings`` itself and the README's table all come from :data:`SETTINGS`. Imports
-nothing (the CLI's help reads it without loading the driver).
+``mvgraph settings`` itself and the documentation's table (``docs/operations.md``) all come
+from :data:`SETTINGS`. Imports nothing (the CLI's help reads it without loading the driver).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Setting:
     default_from: str | None = None
 
     def default_text(self) -> str:
-        """The default as the README and ``settings --help`` state it."""
+        """The default as the documentation and ``settings --help`` state it."""
         if self.default_from == SESSION_DEFAULT:
             return "the session's idle_in_transaction_session_timeout (unchanged)"
         if self.default_from is not None:
@@ -70,7 +70,7 @@ def help_list() -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of settings (a test keeps the README's copy equal to this)."""
+    """The table of settings in docs/operations.md (a test keeps that copy equal to this)."""
     rows = ["| setting | default | meaning |", "|---|---|---|"]
     for key, s in SETTINGS.items():
         default = f"`{s.default}`" if s.default_from is None else s.default_text()

@@ -1,6 +1,7 @@
 """``python -m benchmarks.peers [--quick]``: mvgraph side by side with dbt, a hand-kept psql
 script and pg_cron on one fresh PostgreSQL 15 server; writes ``benchmarks/results/<date>.json``,
-a PNG chart and the README table (between ``<!-- peers:begin -->`` and ``<!-- peers:end -->``).
+a PNG chart and the table of ``benchmarks/README.md`` (between ``<!-- peers:begin -->`` and
+``<!-- peers:end -->``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ QUICK = {"dag_views": 40, "dag_tables": 5, "dag_rounds": 2, "downstream": 14,
          "sched_views": 20, "sched_seconds": 10, "sched_minutes": 1, "daemon_workers": 20,
          "skip_tables": 2, "skip_rows": 20_000, "skip_rounds": 2}
 
+
+#: Where the published table lives (between the markers).
+README = _common.REPO / "benchmarks" / "README.md"
 
 def _version(cmd: list[str]) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True,
@@ -132,11 +136,10 @@ def main() -> None:
         results["chart"] = png_path.relative_to(_common.REPO).as_posix()
     report.write_json(json_path, results)
     readme_ok = not only and report.write_readme(
-        _common.REPO / "README.md", results,
-        None if chart_error else png_path.relative_to(_common.REPO))
+        README, results, None if chart_error else png_path.relative_to(README.parent))
     print(report.markdown(results))
     print(f"written: {json_path}" + ("" if chart_error else f", {png_path}")
-          + (", README.md" if readme_ok else " (README not updated: " + (
+          + (", benchmarks/README.md" if readme_ok else " (README not updated: " + (
               "a quick run's numbers are not published" if args.quick else "--only given"
               if only else "its markers are missing") + ")")
           + f"; {results['elapsed_s']:.0f} s")
@@ -147,8 +150,8 @@ def render(json_path: Path) -> None:
     results = json.loads(json_path.read_text(encoding="utf-8"))
     png_path = json_path.with_suffix(".png")
     chart_error = report.chart(results, png_path)
-    report.write_readme(_common.REPO / "README.md", results,
-                        None if chart_error else png_path.resolve().relative_to(_common.REPO))
+    report.write_readme(README, results,
+                        None if chart_error else png_path.resolve().relative_to(README.parent))
     print(report.markdown(results))
 
 

@@ -9,8 +9,8 @@ from mvgraph.tracking.wal import DEFAULT_MAX_LAG
 from tests.conftest import ROOT
 
 
-def test_readme_table_is_the_one_from_the_code() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_documented_table_is_the_one_from_the_code() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     block = text.split("<!-- settings:begin -->\n", 1)[1].split("\n<!-- settings:end -->", 1)[0]
     assert block == markdown_table()
 
