@@ -84,7 +84,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "", dbt=True)
     rounds = 3 if args.quick else 15
     dbt = dbt_executable(args.dbt) if args.dbt else None
-    from mvgraph.demo import demo_files
+    from mvgraph.commands.demo import demo_files
 
     files = demo_files()  # exactly what `mvgraph demo` loads
     with server() as srv, database(srv, "startup") as dsn:

@@ -8,19 +8,18 @@ from typing import Annotated
 
 import typer
 
+from mvgraph.commands import common
+from mvgraph.commands.options import JsonOpt
+from mvgraph.commands.options import ShortDsnOpt as DsnOpt
+from mvgraph.commands.render import escape
+
 daemon_app = typer.Typer(help="The scheduler daemon: fires schedules (each due slot exactly once "
                               "across daemons) and runs their jobs.",
                          rich_markup_mode=None)
 
-DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN, or 'embedded'.",
-                                            show_default=False)]
 
-
-def _dsn(local: str | None) -> str | None:
-    from mvgraph.cli import _dsn as global_dsn
-    from mvgraph.db.connect import resolve_dsn
-
-    return resolve_dsn(global_dsn(local))
+def _dsn(local: str | None) -> str:
+    return common.target(local)
 
 
 @daemon_app.callback(invoke_without_command=True)
@@ -82,17 +81,15 @@ def status_cmd(
     within: Annotated[float, typer.Option(
         "--within", min=0.1, help="A daemon is live if its heartbeat is this recent "
                                   "(seconds).")] = 10.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
     dsn: DsnOpt = None,
 ) -> None:
     """List live daemons: name (host:pid), started, last heartbeat, workers, schedules fired,
     jobs running now."""
     from datetime import UTC, datetime
 
-    from mvgraph.cli import out
     from mvgraph.db.connect import connect
     from mvgraph.db.install import require_schema
-    from mvgraph.render import escape
     from mvgraph.scheduler.daemon import live_daemons
 
     with connect(_dsn(dsn)) as conn:
@@ -102,13 +99,14 @@ def status_cmd(
         sys.stdout.write(json.dumps([d.to_dict() for d in found], indent=2) + "\n")
         return
     if not found:
-        out.print(f"no live daemon (no heartbeat in the last {within:g}s); start one with "
-                  "`mvgraph daemon`")
+        common.out.print(f"no live daemon (no heartbeat in the last {within:g}s); start one with "
+                         "`mvgraph daemon`")
         return
     now = datetime.now(UTC)
     for d in found:
         ago = (now - d.heartbeat_at).total_seconds()
         jobs = ", ".join(str(j) for j in d.running_jobs) or "none"
-        out.print(escape(f"{d.name}  v{d.version}  started {d.started_at:%Y-%m-%d %H:%M:%S%z}  "
-                         f"heartbeat {ago:.1f}s ago  workers {d.workers}  "
-                         f"schedules {d.schedules}  running jobs: {jobs}"))
+        common.out.print(escape(
+            f"{d.name}  v{d.version}  started {d.started_at:%Y-%m-%d %H:%M:%S%z}  "
+            f"heartbeat {ago:.1f}s ago  workers {d.workers}  "
+            f"schedules {d.schedules}  running jobs: {jobs}"))

@@ -1,13 +1,25 @@
-"""``mvgraph schedule ...``: add, list, alter, remove, pause, resume, run-now, history, sync."""
+"""``mvgraph schedule ...``: add, list, alter, remove, pause, resume, run-now, history, sync;
+with the schedule and history tables they draw."""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from mvgraph.commands import common
+from mvgraph.commands.options import JsonOpt
+from mvgraph.commands.options import ShortDsnOpt as DsnOpt
+from mvgraph.commands.render import escape, name_column
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from mvgraph.scheduler.store import ScheduleInfo, SlotRecord
 
 schedule_app = typer.Typer(help="Schedules: refresh materialized views on a clock (`mvgraph "
                                 "daemon` fires them).",
@@ -26,35 +38,22 @@ CascadeOpt = Annotated[str | None, typer.Option(
 RestrictOpt = Annotated[bool, typer.Option("--restrict", help="Refresh unconditionally.")]
 OverlapOpt = Annotated[str | None, typer.Option(
     "--overlap", help="A slot due while the last run still runs: skip (default) or queue.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN, or 'embedded'.",
-                                            show_default=False)]
 
 
-def _dsn(local: str | None) -> str | None:
-    from mvgraph.cli import _dsn as global_dsn
-    from mvgraph.db.connect import resolve_dsn
-
-    return resolve_dsn(global_dsn(local))
+def _dsn(local: str | None) -> str:
+    return common.target(local)
 
 
 def _path() -> list[str]:
-    from mvgraph.cli import state
-
-    return state.search_path
+    return common.state.search_path
 
 
 def _behavior(cascade: str | None, restrict: bool) -> str | None:
-    from mvgraph.cli import _behavior as parse
-
-    return None if cascade is None and not restrict else parse(cascade, restrict)
+    return None if cascade is None and not restrict else common.behavior(cascade, restrict)
 
 
 def _out(text: str) -> None:
-    from mvgraph.cli import out
-    from mvgraph.render import escape
-
-    out.print(escape(text))
+    common.out.print(escape(text))
 
 
 @schedule_app.command("add")
@@ -98,14 +97,12 @@ def alter_cmd(view: ViewArg, every: EveryOpt = None, start: StartOpt = None,
 def list_cmd(as_json: JsonOpt = False, dsn: DsnOpt = None) -> None:
     """Every schedule with its next run (computed from its clock; no daemon needed)."""
     import mvgraph
-    from mvgraph.cli import out
-    from mvgraph.render_schedule import schedules_table
 
     found = mvgraph.list_schedules(dsn=_dsn(dsn))
     if as_json:
         sys.stdout.write(json.dumps([s.to_dict() for s in found], indent=2) + "\n")
     else:
-        out.print(schedules_table(found))
+        common.out.print(schedules_table(found))
 
 
 @schedule_app.command("remove")
@@ -151,14 +148,12 @@ def history_cmd(view: ViewArg, as_json: JsonOpt = False,
                 dsn: DsnOpt = None) -> None:
     """One line per firing, newest first: slot, status, job id and its status, start, end."""
     import mvgraph
-    from mvgraph.cli import out
-    from mvgraph.render_schedule import history_table
 
     found = mvgraph.schedule_history(view, dsn=_dsn(dsn), search_path=_path(), limit=limit)
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in found], indent=2) + "\n")
     else:
-        out.print(history_table(found))
+        common.out.print(history_table(found))
 
 
 @schedule_app.command("sync")
@@ -177,3 +172,45 @@ def sync_cmd(from_sql: Annotated[list[Path], typer.Option(
         _out(f"{action} {name}: {detail}")
     if not report.changes:
         _out("schedules already match the files")
+
+
+def _t(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z" if value else "-"
+
+
+def schedules_table(found: list[ScheduleInfo]) -> Table:
+    """Name, behaviour, clock, next run (from the clock), state, last run."""
+    from rich.table import Table
+
+    from mvgraph.scheduler.service import describe_clock
+
+    now = datetime.now(UTC)
+    t = Table(title=f"{len(found)} schedule{'' if len(found) == 1 else 's'}",
+              title_justify="left")
+    t.add_column("schedule", **name_column(s.name for s in found))
+    for col in ("behaviour", "clock", "next run", "state", "last run"):
+        t.add_column(col, overflow="fold")
+    for s in found:
+        state = ("[red]view dropped[/]" if not s.view_exists else "[red]broken[/]"
+                 if s.is_broken else "[yellow]paused[/]" if not s.enabled else "[green]on[/]")
+        nxt = s.next_slot(now)
+        last = f"{s.last_status.value} {_t(s.last_end)}" if s.last_status else "-"
+        t.add_row(escape(s.name), s.behavior.value, escape(describe_clock(s)),
+                  _t(nxt) if nxt else ("daemon (lag)" if s.enabled else "-"), state,
+                  escape(last))
+    return t
+
+
+def history_table(found: list[SlotRecord]) -> Table:
+    """One row per slot: slot, status, job, job status, start, end."""
+    from rich.table import Table
+
+    t = Table(title=f"{len(found)} firing{'' if len(found) == 1 else 's'}",
+              title_justify="left")
+    for col in ("slot", "status", "job", "job status", "start", "end"):
+        t.add_column(col)
+    for r in found:
+        status = r.status.value + (" (run-now)" if r.manual else "")
+        t.add_row(_t(r.slot), status, str(r.job_id or "-"), r.job_status or "-",
+                  _t(r.started_at), _t(r.finished_at))
+    return t

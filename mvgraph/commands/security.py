@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mvgraph.commands import common
+from mvgraph.commands.options import JsonOpt
+from mvgraph.commands.options import ShortDsnOpt as DsnOpt
 from mvgraph.errors import UsageError
 
 if TYPE_CHECKING:
@@ -16,17 +19,13 @@ if TYPE_CHECKING:
 
 RoleArg = Annotated[str, typer.Argument(help="The role (as PostgreSQL spells it).")]
 PrintOpt = Annotated[bool, typer.Option("--print", help="Show each GRANT / REVOKE run.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN, or 'embedded'.",
-                                            show_default=False)]
 
 
 def _connect(dsn: str | None) -> psycopg.Connection[tuple[object, ...]]:
-    from mvgraph.cli import _dsn
     from mvgraph.db.connect import connect
     from mvgraph.refresh.service import check_schema
 
-    conn = connect(_dsn(dsn), application_name="mvgraph grant")
+    conn = connect(common.dsn(dsn), application_name="mvgraph grant")
     try:
         check_schema(conn)
     except BaseException:

@@ -256,9 +256,9 @@ def _names(dsn: str, *kinds: str) -> list[str]:
 def _at_80(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    import mvgraph.cli
+    from mvgraph.commands import common
 
-    monkeypatch.setattr(mvgraph.cli, "out", Console(width=80, highlight=False, soft_wrap=True))
+    monkeypatch.setattr(common, "out", Console(width=80, highlight=False, soft_wrap=True))
 
 
 def test_tables_fit_80_columns_and_keep_every_name(capsys: pytest.CaptureFixture[str],

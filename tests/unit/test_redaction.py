@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from mvgraph.commands.render import one_line
 from mvgraph.redaction import ScrubFilter, dsn_passwords, remember, scrub
-from mvgraph.render import one_line
 from mvgraph.scheduler.daemon import DaemonConfig
 
 PW = "S3cr3t-canary"

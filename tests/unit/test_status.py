@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mvgraph.commands.jobs import JOB_STYLE
+from mvgraph.commands.render import ACTION_STYLE
 from mvgraph.model.status import JobStatus, RunStatus, StepStatus
-from mvgraph.render_refresh import ACTION_STYLE, JOB_STYLE
 
 
 def test_every_reported_word_has_a_style() -> None:

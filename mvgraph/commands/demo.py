@@ -8,13 +8,13 @@ from pathlib import Path
 from rich.console import Console
 
 from mvgraph.api import load_graph
+from mvgraph.commands.render import deps_tree, graph_tree
 from mvgraph.db import embedded
 from mvgraph.db.connect import connect
 from mvgraph.db.install import init
 from mvgraph.db.queries import query
 from mvgraph.db.scripts import drop_database, recreate_database, run_files
 from mvgraph.errors import UsageError
-from mvgraph.render import deps_tree, graph_tree
 
 DEMO_DB = embedded.DATABASE  # the database --embedded connects to
 
@@ -71,7 +71,7 @@ def run_demo(console: Console, keep: bool = True) -> str:
 def _refresh_tour(console: Console, dsn: str) -> None:
     """Track writes, refresh once, change a table, then plan and run CASCADE ALL on mv5."""
     import mvgraph
-    from mvgraph.render_refresh import plan_table, report_table
+    from mvgraph.commands.render import plan_table, report_table
 
     console.rule("[bold]refreshing")
     tracked = mvgraph.track(dsn, every=True)
