@@ -45,7 +45,11 @@ def test_a_view_reading_itself_is_treated_alike(db_dsn: str, tmp_path: Path) -> 
     path.write_text(SELF)
     from_files = load_graph(sql=[path], use_cache=False)
     from_db = load_graph(dsn=db_dsn)
-    for graph in (from_files, from_db):
+    with connect(db_dsn) as conn:
+        version = conn.info.server_version
+    # before PostgreSQL 16 every view's rule depends on the view itself: a self-reference cannot
+    # be told apart in the catalog (the documented limit), so only the files are checked there
+    for graph in (from_files, from_db) if version >= 160000 else (from_files,):
         assert sorted(map(str, graph.g.nodes)) == ["public.r"]
         assert [c.path for c in graph.cycles] == ["public.s -> public.s"]
         assert [w for w in graph.warnings if "reads itself" in w] == [
