@@ -69,7 +69,15 @@ BEGIN
         body := pg_catalog.regexp_replace(body, '\s+with\s+(no\s+)?data\s*$', '', 'i');
         SELECT pg_catalog.array_agg(c.oid) INTO before FROM pg_catalog.pg_class c
          WHERE c.relkind OPERATOR(pg_catalog.=) 'm';
-        EXECUTE body OPERATOR(pg_catalog.||) E'\nWITH NO DATA';
+        BEGIN
+            EXECUTE body OPERATOR(pg_catalog.||) E'\nWITH NO DATA';
+        EXCEPTION WHEN OTHERS THEN
+            -- the server's message may quote the text, mvgraph's own WITH NO DATA with it: one
+            -- line about what the caller wrote
+            RAISE EXCEPTION USING ERRCODE = SQLSTATE,
+                  MESSAGE = pg_catalog.translate(
+                      pg_catalog.replace(SQLERRM, E'\nWITH NO DATA', ''), E'\n\r', '  ');
+        END;
         SELECT c.oid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name INTO made
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
             ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
