@@ -83,9 +83,14 @@ BEGIN
             ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
          WHERE c.relkind OPERATOR(pg_catalog.=) 'm'
            AND c.oid OPERATOR(pg_catalog.<>) ALL (coalesce(before, '{}'))
-           AND c.xmin::text OPERATOR(pg_catalog.=)
-               (pg_catalog.pg_current_xact_id()::text::numeric
-                OPERATOR(pg_catalog.%) 4294967296)::text
+           -- made by this transaction (by the block above: a subtransaction of it): another
+           -- session's row still in progress is invisible here, so in progress means ours
+           AND pg_catalog.pg_xact_status((
+                   (pg_catalog.pg_current_xact_id()::text::numeric
+                    OPERATOR(pg_catalog.-) (pg_catalog.pg_current_xact_id()::text::numeric
+                                            OPERATOR(pg_catalog.%) 4294967296))
+                   OPERATOR(pg_catalog.+) c.xmin::text::numeric)::text::xid8)
+               OPERATOR(pg_catalog.=) 'in progress'
          LIMIT 1;
         IF NOT FOUND THEN  -- IF NOT EXISTS, and it existed: nothing to populate
             RETURN mvgraph.enqueue('create', statement, opts, NULL, false,
