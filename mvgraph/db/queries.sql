@@ -1228,3 +1228,10 @@ SELECT relpersistence = 'u' FROM pg_class WHERE oid = %(oid)s
 -- An identity column's new sequence continues where the old table's left off.
 SELECT setval(pg_get_serial_sequence(%(new)s, %(column)s), v, true)
   FROM pg_sequence_last_value(%(old)s::regclass) v WHERE v IS NOT NULL
+
+-- name: rebuild_progress
+SELECT job_name, step_id, step, status, progress, start_time, end_time, pid, message
+  FROM mvgraph.rebuild_progress(%(job)s)
+
+-- name: current_search_path
+SELECT current_setting('search_path')

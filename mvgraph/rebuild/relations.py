@@ -170,13 +170,31 @@ class Relations:
                 "indexes": [list(a.index) for a in attached if a.index]}
 
     # ---- making -----------------------------------------------------------------------------
-    def dependents(self, check: Callable[[], None], step: str) -> None:
+    def plan_view(self, tmp: QName, query_sql: str) -> None:
+        """A materialized view's new definition and its dependents, into the state."""
+        c = self.c
+        attached = attached_ddl(self.conn, c.oid, tmp, self.job, include=DEPENDENT)
+        create = sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH NO DATA").format(
+            sql.Identifier(*tmp), sql.SQL(query_sql)).as_string(self.conn)  # type: ignore[arg-type]
+        renames: dict[QName, QName] = {(c.schema, c.name): tmp}
+        deps: list[dict[str, Any]] = []
+        for d in c.dependents:
+            dtmp = (d.schema, temp_name(d.name, self.job))
+            renames[(d.schema, d.name)] = dtmp
+            deps.append(self._dependent_plan(d, dtmp, renames))
+        self.state.update({"before": [create], "after": [
+            a.statement.as_string(self.conn) for a in attached], "swap": [], "fks": [],
+            "indexes": [list(a.index) for a in attached if a.index], "dependents": deps})
+
+    def dependents(self, check: Callable[[], None], step: str, *, make: bool = True,
+                   populate: bool = True, first: dict[str, Any] | None = None) -> None:
         """Make the dependents against the new relations, then populate the materialized
-        views among them (each was populated before)."""
+        views among them (each was populated before); ``first``: a new materialized view
+        populated before them."""
         from mvgraph.rebuild.runner import RebuildFailed
 
         deps = self.state["dependents"]
-        for d in deps:
+        for d in deps if make else ():
             check()
             if _exists(self.conn, d["schema"], d["tmp"]):
                 continue  # made by an earlier attempt
@@ -188,7 +206,10 @@ class Relations:
             except psycopg.Error as exc:
                 raise RebuildFailed(f"dependent {word} {d['schema']}.{d['name']} does not fit "
                                     f"the rebuilt relation: {_first(exc)}") from None
-        todo = [d for d in deps if d["kind"] == "m" and d["populated"]]
+        if not populate:
+            return
+        todo = ([first] if first else []) + [d for d in deps if d["kind"] == "m"
+                                              and d["populated"]]
         for i, d in enumerate(todo, 1):
             check()
             with self.conn.transaction():

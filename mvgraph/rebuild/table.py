@@ -44,7 +44,7 @@ class TableRebuild:
         self.book = runner.book
         self.stmt = runner.stmt
         self.job = runner.job
-        self.closure: Closure | None = None
+        self.closure: Closure | None = None  # read again by every run (prepare)
         self.rels: Relations | None = None
         self.copy: Copy | None = None
 
@@ -79,23 +79,35 @@ class TableRebuild:
 
     # ---- prepare ----------------------------------------------------------------------------
     def prepare(self) -> str | None:
-        """Resolve the table, read its closure, decide how to copy; plain ALTERs run here."""
+        """Resolve the table, read its closure, decide how to copy and plan every statement
+        (first run); plain ALTERs run here."""
         oid, schema, name = resolve(self.conn, self.stmt, "table")
         closure = read_closure(self.conn, oid)
         if closure.problems:
             raise _fail(closure.problems[0])
         self.closure = closure
-        self.rels = Relations(self.conn, closure, self.job)
-        keys = self._online_key(closure)
         state = dict(self.book.steps["prepare"].state)
-        if not state:
-            state = {"oid": oid, "schema": schema, "name": name, "online": bool(keys),
-                     "tmp": temp_name(name, self.job)}
+        first = not state
+        if first:
             self._check_binlog(closure)
             if all(isinstance(a, IN_PLACE) for a in self.stmt.actions):
-                return self._in_place(state)
-            self.book.progress("prepare", 1, 1, state=state)
+                return self._in_place({"oid": oid})
+            keys = self._online_key(closure)
+            row = self.conn.execute(query("rebuild_unlogged"), {"oid": oid}).fetchone()
+            state = {"oid": oid, "schema": schema, "name": name, "online": bool(keys),
+                     "tmp": temp_name(name, self.job), "unlogged": bool(row and row[0])}
+        self.rels = Relations(self.r, closure, state)
         self.copy = self._copy(closure, state)
+        if first:
+            new_key = next((a.columns for a in self.stmt.actions
+                            if isinstance(a, spec.AlterPrimaryKey)), None)
+            self.rels.plan((schema, state["tmp"]), new_key, state["online"])
+            if self.copy.log is not None:
+                state["capture"] = [["TABLE", self.copy.log[1]],
+                                    ["FUNCTION", temp_name(name, self.job, "rbfn")]]
+                trigger = temp_name(name, self.job, "rbtg")
+                state["capture_triggers"] = [trigger, trigger + "_t"]
+            self.book.progress("prepare", 1, 1, state=state)
         why = ("" if state["online"] else
                "; no primary key whose columns stay as they are: the table is read-only for "
                "the whole copy")
@@ -118,7 +130,7 @@ class TableRebuild:
                         "rebuild it WITH (binlog_mode); it then pauses after set_readonly "
                         "until RESUME, once consumers have caught up")
 
-    def _in_place(self, state: dict[str, Any]) -> str:
+    def _in_place(self, state: dict[str, Any]) -> str:  # noqa: D401
         """Every action is one PostgreSQL does in place without a copy: ALTER TABLE."""
         assert self.closure is not None
         target = sql.Identifier(self.closure.schema, self.closure.name)
@@ -153,22 +165,24 @@ class TableRebuild:
         assert self.closure is not None and self.rels is not None and self.copy is not None
         c = self.closure
         tmp = self.copy.target
+        state = self.rels.state
         partition = next((a for a in self.stmt.actions if isinstance(a, spec.PartitionBy)), None)
         with self.conn.transaction():
             self.conn.execute(sql.SQL(
                 "CREATE {unlogged}TABLE {tmp} (LIKE {src} INCLUDING DEFAULTS INCLUDING "
                 "GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMPRESSION "
                 "INCLUDING CONSTRAINTS INCLUDING COMMENTS){part}").format(
-                unlogged=sql.SQL("UNLOGGED " if self.rels.unlogged else ""),
+                unlogged=sql.SQL("UNLOGGED " if state.get("unlogged") else ""),
                 tmp=sql.Identifier(*tmp), src=sql.Identifier(c.schema, c.name),
-                part=_partition_clause(partition, self.rels.partition_key)))
+                part=_partition_clause(partition, self.rels.partition_source())))
             self.rels.made("relation", tmp)
+            self.rels.run(state["before"])
             for action in self.stmt.actions:
                 if not isinstance(action, (spec.AlterPrimaryKey, spec.PartitionBy)):
                     self.conn.execute(sql.SQL("ALTER TABLE {} {}").format(
                         sql.Identifier(*tmp), _alter_clause(action)))
             parts = self.rels.partitions(tmp, partition, self.stmt.params)
-            self.rels.table_attached(tmp, before_copy=True)
+            self.book.progress("prepare", state=state, conn=self.conn)
         return f"{tmp[0]}.{tmp[1]}" + (f" with {parts} partition(s)" if parts else "")
 
     # ---- get_src_table_snapshot -------------------------------------------------------------
@@ -201,13 +215,13 @@ class TableRebuild:
             self.book.progress("insert", state=state)
         if not state.get("indexed"):
             with self.conn.transaction():
-                self.rels.table_attached(self.copy.target, before_copy=False)
+                self.rels.run(self.rels.state["after"])
                 self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*self.copy.target)))
             state["indexed"] = True
             self.book.progress("insert", state=state)
         replayed = self._catch_up()
         if not state.get("dependents"):
-            self.rels.dependents(self.copy.target, self.r.check)
+            self.rels.dependents(self.r.check, "insert")
             state["dependents"] = True
             self.book.progress("insert", state=state)
         replayed += self._catch_up()
@@ -288,8 +302,8 @@ class TableRebuild:
             source = sql.Identifier(self.closure.schema, self.closure.name)
             _lock_retrying(self.conn, self.r, [source], "EXCLUSIVE")
             rows = self.copy.copy_all(self.conn)
-            self.rels.table_attached(self.copy.target, before_copy=False)
-            self.rels.dependents(self.copy.target, self.r.check)
+            self.rels.run(self.rels.state["after"])
+            self.rels.dependents(self.r.check, "insert")
             self.book.finished("insert", message=f"{rows} rows copied (read-only: no key)")
             self.book.running("set_readonly")
             self.book.finished("set_readonly", message="read-only since the copy began")
@@ -343,7 +357,7 @@ class TableRebuild:
     def _swap(self) -> None:
         assert self.rels is not None and self.copy is not None
         self.book.running("swap")
-        self.rels.swap_table(self.copy.target, self.stmt.params.keep_source, self.r)
+        self.rels.swap(self.copy.target, self.stmt.params.keep_source, is_table=True)
         self.book.finished("swap", conn=self.conn, message=self.rels.swap_message)
 
     # ---- cleanup ----------------------------------------------------------------------------
