@@ -123,6 +123,9 @@ class Runner:
             if self.control.asked in ("cancel", "suspend", "lost"):
                 return self._stopped(self.control.asked)
             return self._failed(exc)
+        except Exception as exc:  # an mvgraph bug: the job says so, nothing is left behind
+            log.exception("rebuild %d: internal error", self.job)
+            return self._failed(RebuildFailed(f"internal error: {type(exc).__name__}: {exc}"))
         store.finish(self.book.conn, self.job, JobStatus.DONE, None, attempt=self.attempt,
                      foreground=self.foreground)
         log.info("rebuild %d: done", self.job)
