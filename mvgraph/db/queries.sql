@@ -1310,3 +1310,6 @@ SELECT 'replica_identity', (SELECT i.relname FROM pg_index ix JOIN pg_class i
   FROM pg_class c WHERE c.oid = %(oid)s AND c.relreplident IN ('f', 'n', 'i')
 UNION ALL
 SELECT 'owner', NULL, pg_get_userbyid(c.relowner), NULL FROM pg_class c WHERE c.oid = %(oid)s
+
+-- name: job_error
+SELECT error FROM mvgraph.job WHERE id = %(job)s

@@ -37,23 +37,23 @@ def attached_ddl(conn: Conn, relation: int, new: QualifiedName, job: int, *,
             continue
         if part == "options":
             out.append(Attached(part, sql.SQL("ALTER {} {} SET ({})").format(
-                word, target, sql.SQL(text))))  # type: ignore[arg-type]
+                word, target, sql.SQL(text))))
         elif part in ("primary_key", "indexes"):
             original = str(obj)
             tmp = temp_name(original, job)
             if extra:  # a constraint's index: PRIMARY KEY / UNIQUE / EXCLUDE
                 out.append(Attached(part, sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    target, sql.Identifier(tmp), sql.SQL(text)), (tmp, original)))  # type: ignore[arg-type]
+                    target, sql.Identifier(tmp), sql.SQL(text)), (tmp, original)))
             else:
-                out.append(Attached(part, sql.SQL(_index_on(text, original, tmp, old, new)),  # type: ignore[arg-type]
+                out.append(Attached(part, sql.SQL(_index_on(text, original, tmp, old, new)),
                                     (tmp, original)))
         elif part == "foreign_keys":
             out.append(Attached(part, sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID")
-                                .format(target, sql.Identifier(str(obj)), sql.SQL(text))))  # type: ignore[arg-type]
+                                .format(target, sql.Identifier(str(obj)), sql.SQL(text))))
             out.append(Attached(part, sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
                 target, sql.Identifier(str(obj)))))
         elif part in ("triggers", "rules", "policies", "statistics"):
-            out.append(Attached(part, sql.SQL(_replace_name(text, old, new))))  # type: ignore[arg-type]
+            out.append(Attached(part, sql.SQL(_replace_name(text, old, new))))
             if part == "triggers" and extra and extra != "O":
                 how = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}[str(extra)]
                 out.append(Attached(part, sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
@@ -61,12 +61,12 @@ def attached_ddl(conn: Conn, relation: int, new: QualifiedName, job: int, *,
         elif part == "rls":
             if "policies" in include:
                 out.append(Attached("policies", sql.SQL("ALTER TABLE {} {}").format(
-                    target, sql.SQL(text))))  # type: ignore[arg-type]
+                    target, sql.SQL(text))))
         elif part == "grants":
             columns = sql.SQL(" ({})").format(sql.Identifier(str(extra))) if extra else sql.SQL("")
             privilege, grantee, grantable = text.split("|")
             out.append(Attached(part, sql.SQL("GRANT {}{} ON {} TO {}{}").format(
-                sql.SQL(privilege), columns, target,  # type: ignore[arg-type]
+                sql.SQL(privilege), columns, target,
                 sql.SQL("PUBLIC") if grantee == "-" else sql.Identifier(grantee),
                 sql.SQL(" WITH GRANT OPTION" if grantable == "t" else ""))))
         elif part == "comments":

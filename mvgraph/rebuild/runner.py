@@ -113,7 +113,7 @@ class Runner:
         except Stopped as stop:
             return self._stopped(stop.how)
         except (psycopg.OperationalError, MvgraphError) as exc:
-            if isinstance(exc, psycopg.OperationalError) and self._session_lost():
+            if isinstance(exc, psycopg.OperationalError) and self._session_lost(exc):
                 log.warning("rebuild %d: session lost (%s)", self.job, exc)
                 raise
             if self.control.asked in ("cancel", "suspend", "lost"):
@@ -139,9 +139,9 @@ class Runner:
         for name, value in self.stmt.params.gucs:
             self.conn.execute(query("rebuild_set_guc"), {"name": name, "value": value})
 
-    def _session_lost(self) -> bool:
+    def _session_lost(self, exc: psycopg.OperationalError) -> bool:
         from mvgraph.db.outage import session_lost
-        return session_lost(psycopg.OperationalError(), self.conn) or self.conn.broken
+        return session_lost(exc, self.conn) or self.conn.broken
 
     def _rollback(self) -> None:
         with suppress(psycopg.Error):

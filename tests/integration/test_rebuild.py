@@ -94,11 +94,11 @@ def test_column_type_changes_under_three_layers_with_writers_and_readers(
     assert status is RunStatus.OK, app.execute("SELECT error FROM mvgraph.job WHERE id = %s",
                                                 (job,)).fetchone()
     assert werr == [] and rerr == []
-    types = dict(app.execute("""SELECT a.attrelid::regclass::text, format_type(a.atttypid, a.atttypmod)
-                                  FROM pg_attribute a WHERE a.attname = 'v'
-                                   AND a.attrelid IN ('app.items'::regclass, 'app.l1'::regclass,
-                                                      'app.l2'::regclass, 'app.l3'::regclass)
-                             """).fetchall())
+    types = dict(app.execute("""
+        SELECT a.attrelid::regclass::text, format_type(a.atttypid, a.atttypmod)
+          FROM pg_attribute a WHERE a.attname = 'v'
+           AND a.attrelid IN ('app.items'::regclass, 'app.l1'::regclass, 'app.l2'::regclass,
+                              'app.l3'::regclass)""").fetchall())
     assert set(types.values()) == {"bigint"}, types
     rows = dict(app.execute("SELECT id, v FROM app.items").fetchall())
     lost = {k: v for k, v in acked.items() if rows.get(k) != v}
@@ -143,3 +143,73 @@ def test_cancel_leaves_the_originals(app: Conn, db_dsn: str) -> None:
                                         "DEFAULT random()::int", control)
     assert status is RunStatus.CANCELLED
     assert catalog(app) == before
+
+
+def test_async_rebuild_runs_in_a_worker_and_cleanup_after_suspend(app: Conn, db_dsn: str,
+                                                                   tmp_path: object) -> None:
+    """ASYNC REBUILD through the SQL front-end returns the job id at once; a worker runs it;
+    the seed's progress function shows its steps."""
+    import subprocess
+    import sys
+    import time
+
+    from mvgraph.frontend import execute_script
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        out = list(execute_script(conn, "ASYNC REBUILD TABLE app.items "
+                                        "ADD COLUMN c text NOT NULL DEFAULT 'a', "
+                                        "ALTER PRIMARY KEY (id, v);"))
+    job = out[0].job
+    assert job is not None and out[0].rows == [(str(job),)]
+    worker = subprocess.Popen([sys.executable, "-m", "mvgraph", "worker", "--dsn", db_dsn,
+                               "--poll", "0.2"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        status = ""
+        while time.monotonic() < deadline:
+            row = app.execute("SELECT status, error FROM mvgraph.job WHERE id = %s",
+                              (job,)).fetchone()
+            status = str(row[0]) if row else ""
+            if status in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert status == "done", row
+    steps = app.execute("SELECT step, status FROM mvgraph.rebuild_progress(%s)",
+                        (str(job),)).fetchall()
+    assert steps[0] == ("prepare", "done") and ("swap", "done") in steps
+    assert app.execute("SELECT count(*) FROM app.items WHERE c = 'a'").fetchone() == (
+        app.execute("SELECT count(*) FROM app.items").fetchone())
+    key = app.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                      "WHERE conrelid = 'app.items'::regclass AND contype = 'p'").fetchone()
+    assert key == ("PRIMARY KEY (id, v)",)
+
+
+def test_failure_at_each_step_leaves_the_database_as_before(app: Conn, db_dsn: str) -> None:
+    """A failure injected at every step before the swap (a cancel asked when that step
+    starts) leaves the catalog exactly as it was and nothing of the rebuild behind."""
+    from mvgraph.rebuild import book
+
+    before = catalog(app)
+    for step in ("create_tmp_table", "get_src_table_snapshot", "insert", "set_readonly"):
+        control = Control()
+        original = book.Book.running
+
+        def running(self: book.Book, name: str, _step: str = step,
+                    _original: object = original, _control: Control = control) -> book.Step:
+            if name == _step:
+                _control.ask("cancel")
+                raise psycopg.errors.QueryCanceled(f"injected at {name}")
+            return _original(self, name)  # type: ignore[operator, no-any-return]
+
+        book.Book.running = running  # type: ignore[method-assign]
+        try:
+            with psycopg.connect(db_dsn, autocommit=True) as conn:
+                _job, status = service.run_here(conn, "REBUILD TABLE app.items "
+                                                "ALTER COLUMN v TYPE bigint", control)
+        finally:
+            book.Book.running = original  # type: ignore[method-assign]
+        assert status is RunStatus.CANCELLED, step
+        assert catalog(app) == before, step
