@@ -1,8 +1,10 @@
 """What a rebuild must carry over: a relation and everything built on or attached to it,
 read from the catalog (the ``prepare`` step), as DDL that recreates each piece under a new
-name.
+name. The interface the rebuild engine codes against; the parts live in ``rename`` (token-by-
+token rewrites of server-written SQL, temporary names), ``attached`` (:func:`attached_ddl`)
+and ``reading`` (the named queries of ``queries.sql``, read with ``search_path`` = '').
 
-Every statement here is built with ``psycopg.sql`` (identifiers quoted) or is text the server
+Every statement is built with ``psycopg.sql`` (identifiers quoted) or is text the server
 itself wrote (``pg_get_viewdef``, ``pg_get_indexdef``, ``pg_get_constraintdef``,
 ``pg_get_triggerdef``, ``pg_get_expr``), with the names it holds rewritten token by token
 (:func:`rename_relations`), never by pattern over the text.
@@ -30,7 +32,8 @@ class Column:
     name: str
     type_sql: str  # format_type(atttypid, atttypmod)
     not_null: bool
-    default_sql: str | None  # pg_get_expr(adbin): None when there is none
+    default_sql: str | None  # pg_get_expr(adbin): None when there is none; for a generated
+    # column, its expression
     generated: bool  # GENERATED ALWAYS AS (...) STORED: never copied, computed by the server
     identity: str  # '' , 'a' (ALWAYS) or 'd' (BY DEFAULT)
     collation: str | None = None  # quoted COLLATE name when not the type's default
@@ -45,12 +48,13 @@ class Dependent:
     name: str
     kind: str  # 'v' view, 'm' materialized view
     owner: str
-    definition: str  # pg_get_viewdef(oid) read with search_path = '' (every name qualified)
+    # pg_get_viewdef(oid) read with search_path = '' (every name qualified), without its
+    # trailing semicolon; what to run after creating it (options such as check_option,
+    # indexes, INSTEAD OF triggers, rules, grants, comments, owner): attached_ddl(oid, ...)
+    definition: str
     populated: bool  # a materialized view's relispopulated (views: True)
-    # Everything to run after creating it under another name, in order: reloptions,
-    # indexes (materialized views), grants (table and column), comments (relation and
-    # columns), INSTEAD OF triggers and rules of views, owner. Built by attached_ddl.
-    depends_on: tuple[QualifiedName, ...]  # the closure's relations it reads directly
+    depends_on: tuple[QualifiedName, ...]  # the closure's relations it reads directly (the
+    # rebuilt relation included), also through a row type (``ROW(...)::s.t``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,8 @@ class Closure:
     referencing_fks: tuple[tuple[QualifiedName, str, str], ...]  # (table, constraint, def)
     owned_sequences: tuple[tuple[QualifiedName, str], ...]  # (sequence, column)
     publications: tuple[str, ...]  # publications that list the table
-    problems: tuple[str, ...]  # why it cannot be rebuilt (one line each); empty: it can
+    problems: tuple[str, ...]  # why it cannot be rebuilt (one line each); empty: it can.
+    # Not checked here: privileges and ownership (the server's, when the DDL runs)
 
 
 def read_closure(conn: Conn, relation: int) -> Closure:
