@@ -115,7 +115,7 @@ class _Target:
 
 def _options(t: _Target) -> list[Attached]:
     """Storage parameters (view options for a view), TOAST ones, column options and
-    statistics targets."""
+    statistics targets, a view's column defaults."""
     settings = _settings(t.facts["options"]) + _settings(t.facts["toast_options"], "toast")
     out = [t.alter(sql.SQL("SET ({})").format(sql.SQL(", ").join(settings)))] if settings else []
     for c in t.rows("rb_column_facts"):
@@ -126,6 +126,9 @@ def _options(t: _Target) -> list[Attached]:
         if c["stattarget"] is not None:
             out.append(t.alter(column + sql.SQL("SET STATISTICS {}").format(
                 sql.Literal(c["stattarget"]))))
+        if c["view_default"] is not None:
+            out.append(t.alter(column + sql.SQL("SET DEFAULT {}").format(
+                t.server(c["view_default"], alias=True))))
     return [Attached("options", s) for s in out]
 
 

@@ -176,14 +176,19 @@ SELECT c.relkind::text AS kind, n.nspname AS schema, c.relname AS name,
  WHERE c.oid = %(oid)s
 
 -- name: rb_column_facts
--- Per column: options (n_distinct...), statistics target, comment (the ones that have any).
+-- Per column: options (n_distinct...), statistics target, comment, and a view's column
+-- default (ALTER VIEW ... SET DEFAULT); only the columns that have any.
 SELECT a.attname AS name, coalesce(a.attoptions, '{}') AS options,
        nullif(a.attstattarget, -1)::int AS stattarget,
-       col_description(a.attrelid, a.attnum) AS comment
+       col_description(a.attrelid, a.attnum) AS comment,
+       CASE WHEN c.relkind = 'v' THEN pg_get_expr(d.adbin, d.adrelid) END AS view_default
   FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
    AND (a.attoptions IS NOT NULL OR a.attstattarget >= 0
-        OR col_description(a.attrelid, a.attnum) IS NOT NULL)
+        OR col_description(a.attrelid, a.attnum) IS NOT NULL
+        OR (c.relkind = 'v' AND d.adbin IS NOT NULL))
  ORDER BY a.attnum
 
 -- name: rb_constraints

@@ -366,6 +366,7 @@ ALTER TABLE s."Big T" OWNER TO {own};
 
 CREATE VIEW s.positive WITH (check_option = local, security_barrier = true) AS
     SELECT id, "Code", amount, ref_id FROM s."Big T" WHERE amount > 0;
+ALTER VIEW s.positive ALTER COLUMN amount SET DEFAULT 1;
 CREATE MATERIALIZED VIEW s."Totals MV" WITH (fillfactor = 60) AS
     SELECT ref_id, sum(amount) AS total FROM s."Big T" GROUP BY ref_id;
 CREATE UNIQUE INDEX totals_ref ON s."Totals MV" (ref_id);
