@@ -1238,3 +1238,8 @@ SELECT current_setting('search_path')
 
 -- name: job_error
 SELECT error FROM mvgraph.job WHERE id = %(job)s
+
+-- name: rebuild_index_names
+SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+  JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+ WHERE n.nspname = %(schema)s AND t.relname = %(name)s

@@ -413,6 +413,7 @@ class Relations:
         for schema, part, original in self.state.get("partitions", []):
             self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
                 sql.Identifier(schema, part), sql.Identifier(original)))
+            self._rename_partition_indexes(schema, part, original)
         for d in deps:
             word_d = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
@@ -436,6 +437,17 @@ class Relations:
         self.swap_message = (f"{c.schema}.{c.name} and {len(deps)} dependent(s) swapped"
                              + (f"; the old one kept as {c.schema}.{kept}" if keep_source
                                 else ""))
+
+    def _rename_partition_indexes(self, schema: str, part: str, original: str) -> None:
+        """A partition's indexes, named after its temporary name by the server, are named
+        after its final one."""
+        rows = self.conn.execute(query("rebuild_index_names"),
+                                 {"schema": schema, "name": original}).fetchall()
+        for (name,) in rows:
+            if str(name).startswith(part):
+                final = (original + str(name)[len(part):]).encode()[:63].decode(errors="ignore")
+                self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(schema, str(name)), sql.Identifier(final)))
 
     def _rename_indexes(self, schema: str, pairs: list[list[str]]) -> None:
         for tmp_name, original in pairs:

@@ -101,6 +101,8 @@ class TableRebuild:
         if first:
             new_key = next((a.columns for a in self.stmt.actions
                             if isinstance(a, spec.AlterPrimaryKey)), None)
+            new_key, state["key_note"] = _key_with_partitioning(
+                new_key, closure.primary_key, self.stmt.actions)
             self.rels.plan((schema, state["tmp"]), new_key, state["online"])
             if self.copy.log is not None:
                 state["capture"] = [["TABLE", self.copy.log[1]],
@@ -110,7 +112,7 @@ class TableRebuild:
             self.book.progress("prepare", 1, 1, state=state)
         why = ("" if state["online"] else
                "; no primary key whose columns stay as they are: the table is read-only for "
-               "the whole copy")
+               "the whole copy") + (state.get("key_note") or "")
         return (f"{len(closure.dependents)} dependent view(s) and materialized view(s), "
                 f"{len(closure.referencing_fks)} foreign key(s) to it{why}")
 
@@ -369,6 +371,23 @@ class TableRebuild:
 def _fail(message: str) -> Exception:
     from mvgraph.rebuild.runner import RebuildFailed
     return RebuildFailed(message)
+
+
+def _key_with_partitioning(new_key: tuple[str, ...] | None, key: tuple[str, ...],
+                           actions: tuple[spec.Action, ...]) -> tuple[tuple[str, ...] | None, str]:
+    """PostgreSQL's unique constraints on a partitioned table include the partition key: a
+    primary key turning partitioned gets the partition columns it lacks (said in the note)."""
+    partition = next((a for a in actions if isinstance(a, spec.PartitionBy)), None)
+    wanted = new_key if new_key is not None else key
+    if partition is None or not wanted:
+        return new_key, ""
+    missing = tuple(c for c in partition.columns if c not in wanted)
+    if not missing:
+        return new_key, ""
+    extended = tuple(wanted) + missing
+    return extended, (f"; the primary key ({', '.join(wanted)}) becomes "
+                      f"({', '.join(extended)}): a partitioned table's primary key includes "
+                      "its partition key")
 
 
 def _alter_clause(action: spec.Action) -> sql.Composable:

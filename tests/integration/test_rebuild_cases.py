@@ -91,7 +91,9 @@ def test_the_seed_examples_run_verbatim(conn: Conn, db_dsn: str) -> None:
         INSERT INTO rebuild_test VALUES ('1', '1', '2025-04-01'), ('2', '2', '2025-04-02'),
                                         ('3', '3', '2025-04-03');
         CREATE VIEW rebuild_top AS SELECT a, ds FROM rebuild_test;""")
-    with traffic(db_dsn, None, "SELECT * FROM rebuild_top") as errors:
+    with traffic(db_dsn, "INSERT INTO rebuild_test (a, b, ds) "
+                         "VALUES ('w' || %(i)s, 'w', '2025-04-01')",
+                 "SELECT * FROM rebuild_top") as errors:
         for text in ("ASYNC REBUILD TABLE rebuild_test ADD COLUMN c text NOT NULL DEFAULT 'a';",
                      "ASYNC REBUILD TABLE rebuild_test ALTER PRIMARY KEY (a);",
                      "ASYNC REBUILD TABLE rebuild_test \n    ALTER COLUMN ds SET NOT NULL,\n"
@@ -103,8 +105,11 @@ def test_the_seed_examples_run_verbatim(conn: Conn, db_dsn: str) -> None:
             progress = conn.execute("SELECT step, status, progress FROM "
                                     "mvgraph.rebuild_progress(%s)", (str(job),)).fetchall()
             assert progress[0][:2] == ("prepare", "done")
-    assert errors["read"] == []
-    assert conn.execute("SELECT a, b, ds, c FROM rebuild_test ORDER BY a").fetchall() == [
+    assert errors == {"write": [], "read": []}
+    assert conn.execute("SELECT count(*) FROM rebuild_test WHERE b = 'w' AND c <> 'a'"
+                        ).fetchone() == (0,)
+    assert conn.execute("SELECT a, b, ds, c FROM rebuild_test WHERE b <> 'w' ORDER BY a"
+                        ).fetchall() == [
         ("1", "1", "2025-04-01", "a"), ("2", "2", "2025-04-02", "a"),
         ("3", "3", "2025-04-03", "a")]
     assert conn.execute("SELECT relkind::text FROM pg_class WHERE relname = 'rebuild_test'"
@@ -112,9 +117,12 @@ def test_the_seed_examples_run_verbatim(conn: Conn, db_dsn: str) -> None:
     parts = conn.execute("SELECT count(*) FROM pg_inherits "
                          "WHERE inhparent = 'rebuild_test'::regclass").fetchone()
     assert parts == (4,)  # three values and the default partition
+    # the seed's ALTER PRIMARY KEY (a), extended by the partition key (PostgreSQL's rule)
     assert conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
-                        "'rebuild_test'::regclass AND contype = 'p'").fetchone() is None or True
-    assert conn.execute("SELECT count(*) FROM rebuild_top").fetchone() == (3,)
+                        "'rebuild_test'::regclass AND contype = 'p'").fetchone() == (
+        "PRIMARY KEY (a, ds)",)
+    assert conn.execute("SELECT count(*) FROM rebuild_top").fetchone() == conn.execute(
+        "SELECT count(*) FROM rebuild_test").fetchone()
     # the Hologres-only storage parameters: PostgreSQL's own error, nothing changed
     before = conn.execute("SELECT oid FROM pg_class WHERE relname = 'rebuild_test'").fetchone()
     out = run(db_dsn, """ASYNC REBUILD TABLE rebuild_test
@@ -132,8 +140,8 @@ def test_the_seed_examples_run_verbatim(conn: Conn, db_dsn: str) -> None:
     assert error is not None and "hg_computing_resource" in str(error[0])
     assert conn.execute("SELECT oid FROM pg_class WHERE relname = 'rebuild_test'"
                         ).fetchone() == before
-    assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%%\\_\\_rb%%'"
-                        ).fetchone() == (0,)
+    assert conn.execute("SELECT relname FROM pg_class WHERE relname LIKE '%%\\_\\_rb%%'"
+                        ).fetchall() == []
 
 
 @pytest.mark.parametrize(("method", "with_", "expected"), [
@@ -148,10 +156,9 @@ def test_to_partition_by(conn: Conn, db_dsn: str, method: str, with_: str,
                  "CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 2000) g")
     conn.execute("CREATE MATERIALIZED VIEW ev_n AS SELECT kind, count(*) AS n FROM ev GROUP BY 1")
     with traffic(db_dsn, "INSERT INTO ev VALUES (10000 + %(i)s, date '2024-02-01', 'a')",
-                 "SELECT * FROM ev_n") as errors:
-        with psycopg.connect(db_dsn, autocommit=True) as c:
-            job, status = service.run_here(c, f"REBUILD TABLE ev {with_}TO PARTITION BY "
-                                              f"{method}")
+                 "SELECT * FROM ev_n") as errors, psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, f"REBUILD TABLE ev {with_}TO PARTITION BY "
+                                          f"{method}")
     assert status is RunStatus.OK, conn.execute("SELECT error FROM mvgraph.job WHERE id = %s",
                                                 (job,)).fetchone()
     assert errors == {"write": [], "read": []}
@@ -166,7 +173,8 @@ def test_keep_source_and_what_survives(conn: Conn, db_dsn: str) -> None:
     conn.execute(f"CREATE ROLE {role}")
     try:
         conn.execute(f"""
-            CREATE TABLE acct (id serial PRIMARY KEY, owner_name text, amount int CHECK (amount >= 0));
+            CREATE TABLE acct (id serial PRIMARY KEY, owner_name text,
+                               amount int CHECK (amount >= 0));
             CREATE INDEX acct_owner ON acct (owner_name);
             COMMENT ON TABLE acct IS 'accounts';
             COMMENT ON COLUMN acct.amount IS 'cents';
@@ -207,11 +215,14 @@ def test_keep_source_and_what_survives(conn: Conn, db_dsn: str) -> None:
                 conn.execute("SELECT pg_get_serial_sequence('acct', 'id')").fetchone(),
             ]
         before = facts()
+        # the reader's result type stays the same (a prepared statement reading acct_sum.s,
+        # whose type changes from bigint to numeric, gets PostgreSQL's "cached plan must not
+        # change result type" once, as after any ALTER ... TYPE)
         with traffic(db_dsn, "INSERT INTO acct (owner_name, amount) VALUES ('w', %(i)s)",
-                     "SELECT * FROM acct_sum") as errors:
-            with psycopg.connect(db_dsn, autocommit=True) as c:
-                job, status = service.run_here(c, "REBUILD TABLE acct WITH (keep_source) "
-                                                  "ALTER COLUMN amount TYPE bigint")
+                     "SELECT s::text FROM acct_sum") as errors, \
+                psycopg.connect(db_dsn, autocommit=True) as c:
+            job, status = service.run_here(c, "REBUILD TABLE acct WITH (keep_source) "
+                                              "ALTER COLUMN amount TYPE bigint")
         assert status is RunStatus.OK, conn.execute(
             "SELECT error FROM mvgraph.job WHERE id = %s", (job,)).fetchone()
         assert errors == {"write": [], "read": []}
@@ -223,7 +234,9 @@ def test_keep_source_and_what_survives(conn: Conn, db_dsn: str) -> None:
         n_acct = conn.execute("SELECT count(*) FROM acct").fetchone()
         n_audit = conn.execute("SELECT count(*) FROM audit").fetchone()
         assert n_acct is not None and n_audit is not None
-        assert int(str(n_audit[0])) == int(str(n_acct[0])) - 100  # the trigger fired once each
+        # the trigger fired once per row written by the setup and the writer, never for the
+        # rebuild's copy or replay
+        assert n_audit == n_acct
         conn.execute("INSERT INTO acct (owner_name, amount) VALUES ('after', 1)")  # the sequence
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             conn.execute("INSERT INTO payment VALUES (999, -5)")
@@ -238,13 +251,13 @@ def test_a_middle_view_of_the_analytics_example_gets_a_new_query(conn: Conn,
     run_files(conn, sorted((FIXTURES / "analytics").glob("0*.sql")))
     mvgraph.track(conn, every=True)
     assert mvgraph.refresh(conn, "*").status == "ok"
-    with traffic(db_dsn, None, "SELECT count(*) FROM staging.stg_orders") as errors:
-        with psycopg.connect(db_dsn, autocommit=True) as c:
-            job, status = service.run_here(c, """REBUILD MATERIALIZED VIEW staging.stg_orders AS
-                SELECT order_id, customer_id, order_ts, order_date,
-                       date_trunc('month', order_date)::date AS order_month,
-                       status, channel, upper(currency) AS currency
-                  FROM staging.v_orders_clean""")
+    with traffic(db_dsn, None, "SELECT count(*) FROM staging.stg_orders") as errors, \
+            psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, """REBUILD MATERIALIZED VIEW staging.stg_orders AS
+            SELECT order_id, customer_id, order_ts, order_date,
+                   date_trunc('month', order_date)::date AS order_month,
+                   status, channel, upper(currency) AS currency
+              FROM staging.v_orders_clean""")
     assert status is RunStatus.OK, conn.execute("SELECT error FROM mvgraph.job WHERE id = %s",
                                                 (job,)).fetchone()
     assert errors["read"] == []
@@ -277,5 +290,5 @@ def test_a_role_that_does_not_own_the_table_is_refused(conn: Conn, db_dsn: str) 
 
 
 def test_a_malformed_statement_is_refused_before_anything_runs(db_dsn: str) -> None:
-    with pytest.raises(MvgraphError, match="line 1"):
+    with pytest.raises(MvgraphError, match=r"<sql>:1: syntax error: unknown action .FROB"):
         run(db_dsn, "ASYNC REBUILD TABLE t FROB COLUMN x")

@@ -284,11 +284,16 @@ BEGIN
     UPDATE mvgraph.table_mode m SET relid = p.new
       FROM unnest(old_oids, new_oids) p(old, new) WHERE m.relid = p.old;
     DELETE FROM mvgraph.track_trigger t USING unnest(old_oids) o(oid) WHERE t.root = o.oid;
+    -- the new views' own rows (their population was recorded as a refresh) give way
+    DELETE FROM mvgraph.mv_state s
+     USING unnest(old_oids, new_oids) p(old, new)
+     WHERE s.mv = p.new AND EXISTS (SELECT FROM mvgraph.mv_state o WHERE o.mv = p.old);
     UPDATE mvgraph.mv_state s
        SET mv = p.new, name = (SELECT format('%I.%I', n.nspname, c.relname)
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                 WHERE c.oid = p.new),
-           snapshot = NULL, refresh_xid = NULL, fingerprint = NULL, inputs = '{}',
+           snapshot = NULL, refresh_xid = NULL, refreshed_at = NULL, fingerprint = NULL,
+           inputs = '{}',
            stat_inputs = '{}', stat_counters = '{}', stat_filenodes = '{}'
       FROM unnest(old_oids, new_oids) p(old, new) WHERE s.mv = p.old;
 END
