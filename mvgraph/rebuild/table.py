@@ -90,7 +90,7 @@ class TableRebuild:
         first = not state
         if first:
             self._check_binlog(closure)
-            if all(isinstance(a, IN_PLACE) for a in self.stmt.actions):
+            if all(_in_place(a) for a in self.stmt.actions):
                 return self._in_place({"oid": oid})
             keys = self._online_key(closure)
             row = self.conn.execute(query("rebuild_unlogged"), {"oid": oid}).fetchone()
@@ -371,6 +371,43 @@ class TableRebuild:
 def _fail(message: str) -> Exception:
     from mvgraph.rebuild.runner import RebuildFailed
     return RebuildFailed(message)
+
+
+_CONSTANT_WORDS = frozenset({"null", "true", "false"})
+_CONSTRAINT_WORDS = frozenset({"not", "null", "constraint", "collate"})
+
+
+def _in_place(action: spec.Action) -> bool:
+    """PostgreSQL does it without rewriting the table: defaults, DROP NOT NULL, storage
+    parameters, and ADD COLUMN with no default or a constant one (a literal, maybe cast),
+    nullable or NOT NULL."""
+    if isinstance(action, IN_PLACE):
+        return True
+    if not isinstance(action, spec.AddColumn):
+        return False
+    from mvgraph.sql.lexer import Kind, lex
+
+    text = action.definition
+    words = [x for x in lex(text) if x.kind is not Kind.COMMENT]
+    lower = [text[x.start:x.end].lower() for x in words]
+    if "default" not in lower:  # (a serial column has a default: nextval, a rewrite)
+        return not ({"generated", "primary", "unique", "references", "check", "serial",
+                     "bigserial", "smallserial", "serial2", "serial4", "serial8"} & set(lower))
+    at = lower.index("default")
+    after_cast = False
+    for x, word in zip(words[at + 1:], lower[at + 1:], strict=True):
+        if word == "::" or word == ":":
+            after_cast = True
+            continue
+        if x.kind in (Kind.STRING, Kind.NUMBER) or word in _CONSTANT_WORDS:
+            after_cast = False
+            continue
+        if x.kind is Kind.WORD and after_cast:
+            continue  # the type of a cast
+        if x.kind is Kind.WORD and word in _CONSTRAINT_WORDS:
+            continue
+        return False  # anything else (a call, an operator, a column): the copy decides
+    return True
 
 
 def _key_with_partitioning(new_key: tuple[str, ...] | None, key: tuple[str, ...],
