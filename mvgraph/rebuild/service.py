@@ -118,6 +118,12 @@ def progress(conn: Conn, job: int) -> list[tuple[object, ...]]:
         raise translate(exc) from exc
 
 
+def job_error(conn: Conn, job: int) -> str | None:
+    """Why a rebuild job failed (None: it did not)."""
+    row = conn.execute(query("job_error"), {"job": job}).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def _parse(text: str) -> RebuildStatement:
     stmt = parse_rebuild(text)
     if stmt is None:

@@ -85,4 +85,6 @@ def test_a_failed_rebuild_exits_1_and_says_why(capsys: pytest.CaptureFixture[str
     code, out, err = cli(capsys, "rebuild", "orders", "--action", "ALTER PRIMARY KEY (qty)",
                          "--dsn", shop)
     assert code == 1
-    assert "could not create unique index" in out or "duplicate" in out
+    assert "error" in out.splitlines()[1] or "error" in out  # the step's row
+    assert len(err.strip().splitlines()) == 1
+    assert "could not create unique index" in err and "Key (qty)" in err
