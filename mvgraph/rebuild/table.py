@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import errors as pgerrors
 from psycopg import sql
 
 from mvgraph.db.queries import query
@@ -469,5 +468,3 @@ def _lock_retrying(conn: Conn, runner: Runner, relations: list[sql.Composable],
     checking between tries whether the job was cancelled."""
     lock_all(conn, runner, relations, mode, LOCK_TRY_S, LOCK_TRIES)
 
-
-__all__ = ["TableRebuild", "pgerrors"]

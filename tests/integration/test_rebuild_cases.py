@@ -292,3 +292,29 @@ def test_a_role_that_does_not_own_the_table_is_refused(conn: Conn, db_dsn: str) 
 def test_a_malformed_statement_is_refused_before_anything_runs(db_dsn: str) -> None:
     with pytest.raises(MvgraphError, match=r"<sql>:1: syntax error: unknown action .FROB"):
         run(db_dsn, "ASYNC REBUILD TABLE t FROB COLUMN x")
+
+
+def test_a_partitioned_table_keeps_its_partitions(conn: Conn, db_dsn: str) -> None:
+    conn.execute("CREATE TABLE m (id int, day date, v int, PRIMARY KEY (id, day)) "
+                 "PARTITION BY RANGE (day)")
+    conn.execute("CREATE TABLE m_2024 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO "
+                 "('2025-01-01')")
+    conn.execute("CREATE TABLE m_rest PARTITION OF m DEFAULT")
+    conn.execute("CREATE INDEX m_v ON m (v)")
+    conn.execute("INSERT INTO m SELECT g, date '2024-06-01' + g % 400, g FROM "
+                 "generate_series(1, 3000) g")
+    conn.execute("CREATE VIEW m_top AS SELECT day, sum(v) AS s FROM m GROUP BY day")
+    shape = ("SELECT c.relname, i.relname FROM pg_inherits h JOIN pg_class c ON c.oid = "
+             "h.inhrelid LEFT JOIN pg_index x ON x.indrelid = c.oid LEFT JOIN pg_class i ON "
+             "i.oid = x.indexrelid WHERE h.inhparent = 'm'::regclass ORDER BY 1, 2")
+    before = conn.execute(shape).fetchall()
+    with traffic(db_dsn, "INSERT INTO m VALUES (10000 + %(i)s, date '2024-07-01', 1)",
+                 "SELECT count(*) FROM m_top") as errors, \
+            psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, "REBUILD TABLE m ALTER COLUMN v TYPE bigint")
+    assert status is RunStatus.OK, conn.execute("SELECT error FROM mvgraph.job WHERE id = %s",
+                                                (job,)).fetchone()
+    assert errors == {"write": [], "read": []}
+    assert conn.execute(shape).fetchall() == before
+    assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                        "attrelid = 'm_top'::regclass AND attname = 's'").fetchone() == ("numeric",)
