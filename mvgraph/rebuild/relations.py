@@ -34,6 +34,7 @@ AT_SWAP = frozenset({"triggers", "rules", "policies", "owner", "grants"})
 DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "triggers",
                        "rules"})
 RANGE_UNITS = ("day", "week", "month", "quarter", "year")
+TRACK_TRIGGER = "mvgraph_track"  # the name mvgraph's tracking triggers have
 
 
 def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, str, str]:
@@ -376,6 +377,7 @@ class Relations:
             for t, name, _definition in self.state["fks"]:
                 self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                     sql.Identifier(*t), sql.Identifier(name)))
+        self._follow(tmp)  # before the drops: mvgraph's state must not go with the originals
         for d in reversed(deps):
             word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("DROP {} {}").format(
@@ -428,7 +430,9 @@ class Relations:
         for pub in self.c.publications:
             self.conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                 sql.Identifier(pub), old))
-        self._follow(is_table)
+        if is_table and self.state.get("tracking"):
+            from mvgraph.tracking.triggers import set_mode
+            set_mode(self.conn, RelationName(c.schema, c.name), self.state["tracking"])
         for kind, name in self.state.get("capture", []):
             self.conn.execute(sql.SQL("DROP {} IF EXISTS {}{}").format(
                 sql.SQL(kind), sql.Identifier(c.schema, name),
@@ -467,16 +471,15 @@ class Relations:
                 self.conn.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
                     sql.Identifier(*seq), sql.Identifier(tmp[0], tmp[1], column)))
 
-    def _follow(self, is_table: bool) -> None:
-        """mvgraph's state follows the objects by name; tracking is set up again."""
-        old = [self.c.oid] + [d["oid"] for d in self.state["dependents"]]
-        new = [_oid(self.conn, self.c.schema, self.c.name)] + [
-            _oid(self.conn, d["schema"], d["name"]) for d in self.state["dependents"]]
+    def _follow(self, tmp: QName) -> None:
+        """mvgraph's state follows the objects by name (schedules, tracking, view settings);
+        the table's tracking mode is set up again on the new table after the renames."""
+        deps = self.state["dependents"]
+        old = [self.c.oid] + [d["oid"] for d in deps]
+        new = [_oid(self.conn, *tmp)] + [_oid(self.conn, d["schema"], d["tmp"]) for d in deps]
         row = self.conn.execute(query("rebuild_table_mode"), {"oid": self.c.oid}).fetchone()
+        self.state["tracking"] = str(row[0]) if row and row[0] else None
         self.conn.execute(query("rebuild_follow"), {"old": old, "new": new})
-        if is_table and row and row[0]:
-            from mvgraph.tracking.triggers import set_mode
-            set_mode(self.conn, RelationName(self.c.schema, self.c.name), str(row[0]))
 
     def after_swap(self) -> str:
         """Foreign keys re-pointed or copied NOT VALID are validated (writers go on)."""
@@ -490,8 +493,13 @@ class Relations:
 
 
 def _mvgraph_trigger(statement: str) -> bool:
-    """A trigger of mvgraph's own (tracking): set up again after the swap, not copied."""
-    return "EXECUTE FUNCTION mvgraph." in statement or "EXECUTE PROCEDURE mvgraph." in statement
+    """A statement about mvgraph's own tracking trigger (its creation, enabled state or
+    comment): the tracking is set up again after the swap, not copied."""
+    from mvgraph.sql.lexer import Kind, lex
+
+    return any(x.kind in (Kind.WORD, Kind.IDENT)
+               and statement[x.start:x.end].strip('"') == TRACK_TRIGGER
+               for x in lex(statement))
 
 
 def _exists(conn: Conn, schema: str, name: str) -> bool:

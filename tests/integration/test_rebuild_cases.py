@@ -318,3 +318,28 @@ def test_a_partitioned_table_keeps_its_partitions(conn: Conn, db_dsn: str) -> No
     assert conn.execute(shape).fetchall() == before
     assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                         "attrelid = 'm_top'::regclass AND attname = 's'").fetchone() == ("numeric",)
+
+
+def test_schedules_and_tracking_follow_the_rebuilt_objects(conn: Conn, db_dsn: str) -> None:
+    """A rebuilt view keeps its schedule; a rebuilt tracked table stays tracked: a write
+    after the rebuild makes its readers stale, and without one they are skipped."""
+    conn.execute("CREATE TABLE src (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO src SELECT g, g FROM generate_series(1, 100) g")
+    conn.execute("CREATE MATERIALIZED VIEW agg AS SELECT sum(v) AS s FROM src")
+    mvgraph.track(conn, ["src"])
+    assert mvgraph.refresh(conn, "agg").status == "ok"
+    mvgraph.add_schedule("agg", every="1 hour", dsn=db_dsn)
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, "REBUILD TABLE src ALTER COLUMN v TYPE bigint")
+    assert status is RunStatus.OK, conn.execute("SELECT error FROM mvgraph.job WHERE id = %s",
+                                                (job,)).fetchone()
+    assert conn.execute("SELECT s.view_oid = 'agg'::regclass FROM mvgraph.schedule s "
+                        ).fetchall() == [(True,)]
+    assert conn.execute("SELECT mode FROM mvgraph.table_mode WHERE relid = 'src'::regclass"
+                        ).fetchone() == ("triggers",)
+    assert mvgraph.refresh(conn, "agg").status == "ok"  # the rebuilt view: refreshed
+    assert [s.action.value for s in mvgraph.plan(conn, "agg").steps] == ["skip"]
+    conn.execute("UPDATE src SET v = v + 1 WHERE id = 1")
+    assert [s.action.value for s in mvgraph.plan(conn, "agg").steps] == ["refresh"]
+    assert mvgraph.refresh(conn, "agg").status == "ok"
+    assert conn.execute("SELECT s FROM agg").fetchone() == (5051,)
