@@ -77,7 +77,7 @@ def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mo
                 conn.execute(stmt)
                 conn.execute(query("rebuild_lock_timeout"), {"ms": "0"})
             return
-        except pgerrors.LockNotAvailable:
+        except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected):  # the try gives way
             if attempt == tries - 1:
                 raise RebuildFailed(
                     f"could not lock {sql.SQL(', ').join(relations).as_string(conn)} in "
@@ -366,10 +366,12 @@ class Relations:
         deps = self.state["dependents"]
         from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
 
-        # LOCK takes tables and views (a materialized view is locked by its DROP below)
-        lock_all(self.conn, self.r, ([old] if is_table else []) + [
-            sql.Identifier(d["schema"], d["name"]) for d in deps if d["kind"] == "v"],
-            "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
+        # LOCK takes tables and views (a materialized view is locked by its DROP below), in
+        # the order readers take them: a query locks the view it names, then what the view
+        # reads (the other order deadlocks with a reader between its two locks)
+        lock_all(self.conn, self.r, [
+            sql.Identifier(d["schema"], d["name"]) for d in reversed(deps) if d["kind"] == "v"]
+            + ([old] if is_table else []), "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         lock_all(self.conn, self.r, [sql.Identifier(*t) for t, _n, _d in self.state["fks"]],
                  "SHARE ROW EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         if is_table:
