@@ -50,6 +50,14 @@ def daemon_cmd(
         help="Address the metrics port listens on. Anything but localhost (127.0.0.1, ::1) "
              "exposes unauthenticated metrics and health to the network (e.g. 0.0.0.0: every "
              "interface).")] = "127.0.0.1",
+    alert_webhook: Annotated[str | None, typer.Option(
+        "--alert-webhook", envvar="MVGRAPH_ALERT_WEBHOOK",
+        help="POST each alert's JSON (also NOTIFYed on mvgraph_events) to this http(s) URL, "
+             "retried with backoff from a thread of its own (never delaying a firing).",
+        show_default=False)] = None,
+    alert_heartbeat_s: Annotated[float, typer.Option(
+        "--alert-heartbeat-s", min=1,
+        help="Alert a daemon or worker whose heartbeat stopped this many seconds ago.")] = 60.0,
     dsn: DsnOpt = None,
 ) -> None:
     """Fire schedules and run their jobs until stopped (SIGTERM / Ctrl-C: fire nothing more,
@@ -73,7 +81,8 @@ def daemon_cmd(
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     run(DaemonConfig(target, workers, misfire_grace_s=misfire_grace, resync_s=resync,
-                     shutdown_s=shutdown_timeout), metrics_port, metrics_host)
+                     shutdown_s=shutdown_timeout, alert_webhook=alert_webhook or None,
+                     alert_heartbeat_s=alert_heartbeat_s), metrics_port, metrics_host)
 
 
 @daemon_app.command("status")

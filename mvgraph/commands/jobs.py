@@ -41,11 +41,16 @@ def worker(
         help="How to log in as a job's submitter: a DSN template where {role} is the login "
              "(default: this DSN with the user replaced and no password, so that ~/.pgpass, "
              "a client certificate, peer or trust authentication answers).")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="This worker's name in job rows, mvgraph.worker, alerts and "
+                       "pg_stat_activity (`mvgraph worker NAME`); default host:pid.",
+        show_default=False)] = None,
     dsn: DsnOpt = None,
 ) -> None:
     """Run queued jobs until stopped (SIGTERM / Ctrl-C: finish running steps, requeue the
     rest). Each job runs logged in as the role that submitted it."""
     import logging
+    from dataclasses import replace
 
     from mvgraph.db.connect import check_before_start
     from mvgraph.jobs.worker import Worker, WorkerConfig
@@ -56,8 +61,9 @@ def worker(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     install(*logging.getLogger().handlers)  # psycopg's and others' records too
-    Worker(WorkerConfig(target, concurrency, lease, heartbeat, poll, shutdown_timeout,
-                        owner_dsn=owner_dsn)).run()
+    config = WorkerConfig(target, concurrency, lease, heartbeat, poll, shutdown_timeout,
+                          owner_dsn=owner_dsn)
+    Worker(replace(config, name=name) if name else config).run()
 
 
 @jobs_app.callback(invoke_without_command=True)

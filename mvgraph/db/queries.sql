@@ -839,6 +839,105 @@ SELECT d.id, d.name, d.host, d.pid, d.started_at, d.heartbeat_at, d.workers, d.s
  WHERE d.heartbeat_at > now() - make_interval(secs => %(within)s)
  ORDER BY d.started_at, d.id
 
+-- name: worker_register
+SELECT mvgraph.worker_register(%(name)s, %(host)s, %(pid)s, %(concurrency)s, %(heartbeat_s)s,
+                               %(version)s)
+
+-- name: worker_heartbeat
+SELECT id FROM mvgraph.worker_heartbeat(%(id)s) AS id WHERE id IS NOT NULL
+
+-- name: worker_remove
+SELECT mvgraph.worker_remove(%(id)s)
+
+-- name: raise_alert
+-- Claim an event and NOTIFY mvgraph_events (at commit); false: claimed before.
+SELECT mvgraph.raise_alert(%(kind)s, %(key)s, %(payload)s::jsonb, %(sender)s)
+
+-- name: purge_alerts
+SELECT mvgraph.purge_alerts()
+
+-- name: alert_clock
+-- The server's time and the earliest event alerts look at: at most a day back, never before
+-- the schema had alerts (no flood of old events after the upgrade that added them).
+SELECT now(), greatest(now() - interval '1 day',
+                       (SELECT min(v.applied_at) FROM mvgraph.schema_version v
+                         WHERE v.name = 'alerts'))
+
+-- name: alert_broken_schedules
+-- Every broken schedule (for the metrics) and whether its breaking is still to be alerted: one
+-- event per breaking, keyed by the schedule and when it broke.
+SELECT s.id, s.name, s.failure_count, s.last_job, coalesce(s.broken_at, s.updated_at), k.key,
+       coalesce(s.broken_at, s.updated_at) >= %(since)s
+       AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                        WHERE a.kind = 'schedule_broken' AND a.key = k.key)
+  FROM mvgraph.schedule s
+ CROSS JOIN LATERAL (SELECT s.id::text || ':' || coalesce(
+                            (extract(epoch FROM s.broken_at) * 1000000)::bigint::text, '')
+                            AS key) k
+ WHERE s.is_broken
+ ORDER BY s.id
+
+-- name: alert_failed_jobs
+-- Failed background jobs (a foreground run's failure goes to its caller) not yet alerted,
+-- oldest first (an hour back at most), with the schedules that submitted them.
+SELECT j.id, j.kind, j.finished_at,
+       coalesce((SELECT array_agg(DISTINCT s.name ORDER BY s.name)
+                   FROM mvgraph.schedule_slot ss JOIN mvgraph.schedule s ON s.id = ss.schedule_id
+                  WHERE ss.job_id = j.id), '{}')
+  FROM mvgraph.job j
+ WHERE j.status = 'failed' AND j.background
+   AND j.finished_at >= greatest(%(since)s, now() - interval '1 hour')
+   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                    WHERE a.kind = 'job_failed' AND a.key = j.id::text)
+ ORDER BY j.finished_at, j.id
+ LIMIT 100
+
+-- name: alert_silent_daemons
+-- Daemons whose heartbeat stopped %(silent)s seconds (or three daemon heartbeats) ago or more,
+-- not yet alerted: one event per silence, keyed by the row and its last heartbeat.
+SELECT d.id, d.name, d.heartbeat_at, k.key
+  FROM mvgraph.daemon d
+ CROSS JOIN LATERAL (SELECT d.id::text || ':'
+                            || (extract(epoch FROM d.heartbeat_at) * 1000000)::bigint::text
+                            AS key) k
+ WHERE d.heartbeat_at < now() - make_interval(secs => greatest(%(silent)s, 3 * %(beat)s))
+   AND d.heartbeat_at >= %(since)s
+   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                    WHERE a.kind = 'daemon_silent' AND a.key = k.key)
+ ORDER BY d.heartbeat_at, d.id
+
+-- name: alert_silent_workers
+-- Workers whose heartbeat stopped %(silent)s seconds (or three of their own periods) ago or
+-- more, not yet alerted. A daemon's own worker (its name) is left to the daemon's alert.
+SELECT w.id, w.name, w.heartbeat_at, k.key
+  FROM mvgraph.worker w
+ CROSS JOIN LATERAL (SELECT w.id::text || ':'
+                            || (extract(epoch FROM w.heartbeat_at) * 1000000)::bigint::text
+                            AS key) k
+ WHERE w.heartbeat_at < now() - make_interval(secs => greatest(%(silent)s, 3 * w.heartbeat_s))
+   AND w.heartbeat_at >= %(since)s
+   AND NOT EXISTS (SELECT FROM mvgraph.daemon d WHERE d.name = w.name)
+   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                    WHERE a.kind = 'worker_silent' AND a.key = k.key)
+ ORDER BY w.heartbeat_at, w.id
+
+-- name: alert_recent_target_miss
+-- Whether the view's target had a target_missed alert lately (other than this very episode).
+SELECT EXISTS (SELECT FROM mvgraph.alert_sent a
+                WHERE a.kind = 'target_missed' AND starts_with(a.key, %(prefix)s)
+                  AND a.key <> %(key)s
+                  AND a.sent_at > now() - make_interval(secs => %(within)s))
+
+-- name: alert_live
+-- Daemons and workers whose heartbeat is recent (within %(silent)s seconds, or three of their
+-- heartbeats).
+SELECT (SELECT count(*) FROM mvgraph.daemon d
+         WHERE d.heartbeat_at >= now() - make_interval(secs => greatest(%(silent)s,
+                                                                         3 * %(beat)s))),
+       (SELECT count(*) FROM mvgraph.worker w
+         WHERE w.heartbeat_at >= now() - make_interval(secs => greatest(%(silent)s,
+                                                                         3 * w.heartbeat_s)))
+
 -- name: last_clock_slot
 -- The latest slot recorded for a schedule by a daemon (not by run-now).
 SELECT max(slot) FROM mvgraph.schedule_slot WHERE schedule_id = %(id)s AND NOT manual

@@ -12,6 +12,7 @@ whose owner is gone. Every write goes through a SECURITY DEFINER function of ``0
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mvgraph.db.queries import query
 from mvgraph.errors import NotFound, UnknownRelation, translate, translated
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, StepStatus
+from mvgraph.version import __version__
 
 Conn = psycopg.Connection[tuple[object, ...]]
 CHANNEL = "mvgraph_jobs"  # NOTIFY channel: a job was queued, or a worker job finished
@@ -403,6 +405,29 @@ def purge(conn: Conn, days: int | None = None) -> int:
     with translated():
         row = conn.execute(query("purge_jobs"), {"days": days}).fetchone()
     return int(str(row[0])) if row else 0
+
+
+def beat_worker(conn: Conn, worker_id: int | None, name: str, concurrency: int,
+                heartbeat_s: float) -> int:
+    """A worker's heartbeat row (``mvgraph.worker``): renewed, or written when it has none
+    yet (or it was deleted); returns its id."""
+    with translated():
+        if worker_id is not None:
+            row = conn.execute(query("worker_heartbeat"), {"id": worker_id}).fetchone()
+            if row is not None:
+                return worker_id
+        row = conn.execute(query("worker_register"), {
+            "name": name, "host": socket.gethostname(), "pid": os.getpid(),
+            "concurrency": concurrency, "heartbeat_s": heartbeat_s,
+            "version": __version__}).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def remove_worker(conn: Conn, worker_id: int) -> None:
+    """A worker that stops deletes its heartbeat row."""
+    with translated():
+        conn.execute(query("worker_remove"), {"id": worker_id})
 
 
 def listen(conn: Conn) -> None:

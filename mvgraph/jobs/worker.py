@@ -3,8 +3,10 @@
 One main loop claims jobs (``mvgraph.claim_job``: oldest first, ``FOR UPDATE SKIP LOCKED``,
 within ``max_concurrent_jobs`` across every worker) on a dedicated autocommit connection that
 LISTENs on ``mvgraph_jobs``, so a submitted job starts at once; polling every ``poll_s`` is the
-fallback. Each job runs in a thread on its own connection; a heartbeat thread renews the lease of
-each (every ``heartbeat_s``, for ``lease_s``) and passes on cancel and suspend requests. A job
+fallback; every ``heartbeat_s`` it also renews the worker's row in ``mvgraph.worker`` (deleted
+when it stops; a daemon alerts a row gone silent). Each job runs in a thread on its own
+connection; a heartbeat thread renews the lease of each (every ``heartbeat_s``, for ``lease_s``)
+and passes on cancel and suspend requests. A job
 whose worker died is requeued by the next claim after its lease expires, and resumes from its
 first unfinished step. SIGTERM / SIGINT: claim nothing more, let running steps finish for up to
 ``shutdown_s``, then cancel them and requeue what is left. The database going away never stops
@@ -103,6 +105,7 @@ class Worker:
         self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
         self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
         self._worker_user: str | None = None  # this worker's own login
+        self._worker_id: int | None = None  # its heartbeat row in mvgraph.worker
         self._last_housekeeping = 0.0
         self._outage = Outage(log)  # one warning per outage of the claim loop's connection
 
@@ -151,7 +154,7 @@ class Worker:
     def _main_loop(self) -> None:
         conn: Conn | None = None
         backoff = 0.5
-        last_poll = 0.0
+        last_poll = last_beat = 0.0
         while not self._stopping.is_set():
             try:
                 if conn is None or conn.closed:
@@ -159,7 +162,12 @@ class Worker:
                     store.listen(conn)
                     self._outage.ok()
                     backoff = 0.5
-                    last_poll = 0.0
+                    last_poll = last_beat = 0.0
+                if time.monotonic() - last_beat >= self.config.heartbeat_s:
+                    last_beat = time.monotonic()  # this worker is alive (mvgraph.worker)
+                    self._worker_id = store.beat_worker(
+                        conn, self._worker_id, self.config.name, self.config.concurrency,
+                        self.config.heartbeat_s)
                 if time.monotonic() - last_poll >= self.config.poll_s:
                     last_poll = time.monotonic()
                     self._claim(conn)
@@ -179,7 +187,18 @@ class Worker:
                 else:
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
         if conn is not None:
+            self._unregister(conn)
             conn.close()
+
+    def _unregister(self, conn: Conn) -> None:
+        """Delete this worker's heartbeat row (a stop is no silence)."""
+        if self._worker_id is None or conn.closed:
+            return
+        try:
+            store.remove_worker(conn, self._worker_id)
+            self._worker_id = None
+        except (psycopg.Error, MvgraphError) as exc:  # its row goes stale instead
+            log.info("could not remove the worker's heartbeat row (%s)", _first_line(exc))
 
     def _connect(self, application_name: str | None = None) -> Conn:
         """A new connection, the schema checked (read-only: SchemaError when ``mvgraph init``

@@ -29,7 +29,8 @@ SIGTERM / SIGINT stop the firing at once and give running jobs ``shutdown_s``; t
 away never stops the daemon (it reconnects with backoff, then resyncs and catches up).
 
 Hooks: :meth:`Daemon.add_tick` runs a callable every so many seconds with a connection (target
-lag planning, metrics); :meth:`Daemon.add_listener` receives every :data:`DaemonEvent`.
+lag planning, metrics, alerts); :meth:`Daemon.add_listener` receives every
+:data:`DaemonEvent`; :meth:`Daemon.add_stop_hook` runs a callable when the daemon has stopped.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from mvgraph.scheduler import store
 from mvgraph.scheduler.health import DEFAULT_MAX_AGE_S, Health
 from mvgraph.scheduler.store import Schedule
 from mvgraph.scheduler.timing import SlotTrigger, catch_up, slots_between
+from mvgraph.scheduler.webhook import check_url
 from mvgraph.version import __version__
 
 log = logging.getLogger("mvgraph.daemon")
@@ -87,6 +89,9 @@ class DaemonConfig:
     check_s: float = 1.0  # look for ended runs (a job's end also NOTIFYs)
     shutdown_s: float = 30.0  # SIGTERM: running jobs may finish for this long
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    alert_webhook: str | None = field(default=None, repr=False)  # the URL may hold a token
+    alert_heartbeat_s: float = 60.0  # a daemon or worker silent this long is alerted
+    alert_check_s: float = 2.0  # how often the tables are looked at for alerts
 
     def check(self) -> None:
         """Refuse settings that cannot work (exit 2)."""
@@ -96,6 +101,10 @@ class DaemonConfig:
             raise UsageError("--misfire-grace must be 0 or more seconds")
         if self.resync_s <= 0 or self.heartbeat_s <= 0 or self.check_s <= 0:
             raise UsageError("--resync must be positive")
+        if self.alert_heartbeat_s <= 0 or self.alert_check_s <= 0:
+            raise UsageError("--alert-heartbeat-s must be positive")
+        if self.alert_webhook is not None:
+            check_url(self.alert_webhook)
 
 
 # ---- events (for logs, metrics and tests) ------------------------------------------------------
@@ -223,6 +232,7 @@ class Daemon:
         self._armed: dict[int, Schedule] = {}  # those with an APScheduler job
         self._ticks: list[_TickEntry] = []
         self._listeners: list[Callable[[DaemonEvent], None]] = []
+        self._stop_hooks: list[Callable[[], None]] = []
         self._pool = _Pool(config.dsn, self.name)
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},  # private to this process, never shared
@@ -254,6 +264,12 @@ class Daemon:
         """Call ``fn(event)`` for every :data:`DaemonEvent` (on the thread that caused it)."""
         with self._lock:
             self._listeners.append(fn)
+
+    def add_stop_hook(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when :meth:`run` ends, after the jobs and connections (e.g. to send
+        the alerts still queued for the webhook)."""
+        with self._lock:
+            self._stop_hooks.append(fn)
 
     def schedules(self) -> list[Schedule]:
         """The schedules as last read from the table."""
@@ -303,10 +319,19 @@ class Daemon:
                 self._worker.stop()
             for t in threads:
                 t.join(10)
+            # no more heartbeats: the row goes now, or the jobs' drain would look like a
+            # silent daemon (alerts)
+            self._unregister()
             if worker_thread is not None:
                 worker_thread.join(self.config.shutdown_s + 35)
-            self._unregister()
             self._pool.close()
+            with self._lock:
+                hooks = list(self._stop_hooks)
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception as exc:
+                    log.warning("stopping: %s", _first_line(exc))
             _event("stopped", f"daemon {self.name} stopped")
 
     def _install_signals(self) -> None:

@@ -55,5 +55,11 @@ class Health:
                            f"{self.max_age_s:g}s)")
         return True, f"ok: last database contact {age:.1f}s ago"
 
+    def age(self) -> float:
+        """Seconds since the last heartbeat reached the database (infinite before the first)."""
+        with self._lock:
+            last_ok = self._last_ok
+        return float("inf") if last_ok is None else self._clock() - last_ok
+
     def __call__(self) -> bool:
         return self.status()[0]

@@ -7,7 +7,16 @@ A registry private to mvgraph (nothing of the host process's default registry le
 - ``mvgraph_schedule_failures_total{schedule}``: runs that failed (or could not be submitted);
 - ``mvgraph_schedule_lateness_seconds``: histogram of job submission time minus slot time;
 - ``mvgraph_target_lag_seconds{view}`` and ``mvgraph_target_lag_goal_seconds{view}``: each
-  freshness target's current lag and its goal.
+  freshness target's current lag and its goal;
+- ``mvgraph_schedule_broken{schedule}``: 1 for each broken schedule;
+- ``mvgraph_live_daemons`` and ``mvgraph_live_workers``: daemons and workers whose heartbeat
+  is recent (within ``--alert-heartbeat-s``);
+- ``mvgraph_heartbeat_age_seconds``: how long ago this daemon's heartbeat last reached the
+  database;
+- ``mvgraph_alerts_total{kind}``: alerts this daemon sent (each event is sent by one daemon
+  only: sum over daemons), see :mod:`mvgraph.scheduler.alerts`;
+- ``mvgraph_alert_deliveries_total{result}``: webhook outcomes: ``sent``, ``retried`` (an
+  attempt failed, another follows), ``gave_up``, ``dropped``.
 
 :class:`MetricsServer` serves ``/metrics`` and ``/healthz`` from a thread, on 127.0.0.1 unless
 told otherwise (there is no authentication). ``/healthz`` answers from the daemon's own state
@@ -36,6 +45,7 @@ from prometheus_client import (
 )
 
 from mvgraph.errors import UsageError
+from mvgraph.scheduler.alerts import KINDS, Alert, AlertPass
 from mvgraph.scheduler.health import Health
 
 if TYPE_CHECKING:
@@ -43,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mvgraph")
 
+DELIVERY_RESULTS = ("sent", "retried", "gave_up", "dropped")
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -68,6 +79,27 @@ class Metrics:
                          "(now minus the oldest change its data lacks)", ["view"], registry=r)
         self.lag_goal = Gauge("mvgraph_target_lag_goal_seconds",
                               "Lag goal of each freshness target", ["view"], registry=r)
+        self.broken = Gauge("mvgraph_schedule_broken", "1 for each broken schedule",
+                            ["schedule"], registry=r)
+        self.live_daemons = Gauge("mvgraph_live_daemons",
+                                  "Daemons whose heartbeat is recent (--alert-heartbeat-s)",
+                                  registry=r)
+        self.live_workers = Gauge("mvgraph_live_workers",
+                                  "Workers (a daemon's own included) whose heartbeat is recent",
+                                  registry=r)
+        self.heartbeat_age = Gauge("mvgraph_heartbeat_age_seconds",
+                                   "Seconds since this daemon's heartbeat last reached the "
+                                   "database", registry=r)
+        self.alerts = Counter("mvgraph_alerts", "Alerts this daemon sent (each event is sent "
+                              "by one daemon: sum over daemons)", ["kind"], registry=r)
+        self.deliveries = Counter("mvgraph_alert_deliveries",
+                                  "Alert webhook outcomes: sent, retried (an attempt failed, "
+                                  "another follows), gave_up, dropped", ["result"], registry=r)
+        for kind in KINDS:  # from 0, so that increase() sees the first one
+            self.alerts.labels(kind)
+        for result in DELIVERY_RESULTS:
+            self.deliveries.labels(result)
+        self._broken: set[str] = set()
         self._lag_views: set[str] = set()
         self._skipped: dict[str, object] = {}  # schedule -> episode already counted as skipped
         self._lock = threading.Lock()
@@ -118,6 +150,30 @@ class Metrics:
             self.failed(str(d.target.view))
         self.set_lag({str(d.target.view): (d.lag_s, d.target.target_lag.total_seconds())
                       for d in result.decisions})
+
+    def alerted(self, alert: Alert) -> None:
+        """This daemon sent an alert."""
+        self.alerts.labels(alert.kind).inc()
+
+    def delivered(self, result: str) -> None:
+        """A webhook outcome (one of :data:`DELIVERY_RESULTS`)."""
+        self.deliveries.labels(result).inc()
+
+    def observe_alerts(self, seen: AlertPass) -> None:
+        """Record one look of the alerts: broken schedules, live daemons and workers."""
+        with self._lock:
+            for gone in self._broken - set(seen.broken):
+                with suppress(KeyError):
+                    self.broken.remove(gone)
+            for name in seen.broken:
+                self.broken.labels(name).set(1)
+            self._broken = set(seen.broken)
+        self.live_daemons.set(seen.live_daemons)
+        self.live_workers.set(seen.live_workers)
+
+    def watch_health(self, health: Health) -> None:
+        """Report the age of the daemon's last heartbeat from ``health`` at each scrape."""
+        self.heartbeat_age.set_function(health.age)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -1,14 +1,17 @@
 """A daemon with everything plugged in: clock schedules, freshness targets (a tick calling
 :func:`mvgraph.scheduler.lag.submit_due` every second), the wal-mode slot read
-every second and, when asked, Prometheus metrics."""
+every second, alerts (:mod:`mvgraph.scheduler.alerts`: a tick every ``alert_check_s``, the
+target tick's misses, the webhook when configured) and, when asked, Prometheus metrics."""
 
 from __future__ import annotations
 
 import psycopg
 
+from mvgraph.scheduler.alerts import Alerter
 from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
 from mvgraph.scheduler.lag import submit_due
 from mvgraph.scheduler.metrics import Metrics, serve
+from mvgraph.scheduler.webhook import Webhook
 from mvgraph.tracking import wal
 
 TARGET_TICK_S = 1.0  # how often due freshness targets are looked for
@@ -16,15 +19,32 @@ WAL_TICK_S = 1.0  # how often the wal-mode replication slot is read into the cha
 
 
 def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
-    """The daemon with its freshness-target tick, and the metrics its events feed."""
+    """The daemon with its freshness-target and alert ticks, and the metrics its events
+    feed; the webhook (when configured) sends from a thread of its own until the daemon
+    stops."""
     daemon = Daemon(config)
     metrics = Metrics()
+    metrics.watch_health(daemon.health)
+    webhook = None
+    if config.alert_webhook:
+        webhook = Webhook(config.alert_webhook, on_result=metrics.delivered).start()
+        daemon.add_stop_hook(webhook.stop)
+    alerter = Alerter(config.name, config.alert_heartbeat_s,
+                      daemon_heartbeat_s=config.heartbeat_s,
+                      deliver=webhook.send if webhook is not None else None,
+                      on_sent=metrics.alerted)
 
     def targets(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        metrics.observe_tick(submit_due(conn, claimed_by=config.name))
+        result = submit_due(conn, claimed_by=config.name)
+        metrics.observe_tick(result)
+        alerter.targets(conn, result.decisions)
+
+    def alerts(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        metrics.observe_alerts(alerter.check(conn))
 
     daemon.add_tick(targets, TARGET_TICK_S, name="freshness targets")
     daemon.add_tick(wal.tick, WAL_TICK_S, name="wal slot")
+    daemon.add_tick(alerts, config.alert_check_s, name="alerts")
     daemon.add_listener(lambda event: record(metrics, event))
     return daemon, metrics
 

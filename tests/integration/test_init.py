@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import mvgraph
 from mvgraph.db.connect import connect
-from mvgraph.db.migrate import current_version, latest_version, migrate
+from mvgraph.db.migrate import current_version, latest_version, migrate, migrations
 from mvgraph.db.scripts import run_script, with_dbname
 from mvgraph.errors import SchemaError
 from mvgraph.jobs.worker import Worker, WorkerConfig
@@ -95,7 +95,7 @@ def test_commands_on_an_empty_database_say_run_init_and_create_nothing(
 
 def test_an_older_schema_is_named_and_not_upgraded(
         capsys: pytest.CaptureFixture[str], empty_db_dsn: str) -> None:
-    older = latest_version() - 1
+    older = migrations()[-2].version  # the release before (numbers may skip one)
     with connect(empty_db_dsn) as c:
         migrate(c, target=older)
         run_script(c, VIEWS)
