@@ -45,6 +45,8 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
     name = ".".join(sql.Identifier(p).as_string(None)
                     for p in ((stmt.schema, stmt.name) if stmt.schema else (stmt.name,)))
     row = conn.execute(query("rebuild_target"), {"name": name}).fetchone()
+    if row is None and stmt.if_exists:
+        raise NothingToRebuild(f"{wanted} {name} does not exist: nothing to rebuild (IF EXISTS)")
     if row is None:
         raise RebuildFailed(f"{wanted} {name} does not exist (names resolve through the "
                             "submitter's search_path)")
@@ -57,6 +59,10 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
         raise RebuildFailed(f"rebuilding {schema}.{rel} needs its owner's rights ({owner}); "
                             f"run it as {owner} or a member of it")
     return int(str(oid)), str(schema), str(rel)
+
+
+class NothingToRebuild(Exception):
+    """IF EXISTS, and the relation is not there: the job ends done, every step skipped."""
 
 
 def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mode: str,
