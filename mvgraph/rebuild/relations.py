@@ -21,9 +21,10 @@ from mvgraph.model.names import RelationName
 from mvgraph.rebuild import spec
 from mvgraph.rebuild.attached import attached_ddl
 from mvgraph.rebuild.closure import Closure, Dependent, rename_relations, temp_name
+from mvgraph.rebuild.control import NothingToRebuild, RebuildFailed
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 Conn = psycopg.Connection[tuple[object, ...]]
 QName = tuple[str, str]
@@ -35,13 +36,13 @@ DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "tri
                        "rules"})
 RANGE_UNITS = ("day", "week", "month", "quarter", "year")
 TRACK_TRIGGER = "mvgraph_track"  # the name mvgraph's tracking triggers have
+LOCK_TRY_S = 1.0  # a lock is tried this long at a time (a long wait queues every reader) ...
+LOCK_TRIES = 60  # ... this many times
 
 
 def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, str, str]:
     """The relation a rebuild names: (oid, schema, name); a clear error when it is not there,
     is not a ``wanted`` ('table' / 'materialized view'), or the caller is not its owner."""
-    from mvgraph.rebuild.runner import RebuildFailed
-
     name = ".".join(sql.Identifier(p).as_string(None)
                     for p in ((stmt.schema, stmt.name) if stmt.schema else (stmt.name,)))
     row = conn.execute(query("rebuild_target"), {"name": name}).fetchone()
@@ -61,16 +62,10 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
     return int(str(oid)), str(schema), str(rel)
 
 
-class NothingToRebuild(Exception):
-    """IF EXISTS, and the relation is not there: the job ends done, every step skipped."""
-
-
-def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mode: str,
+def lock_all(conn: Conn, runner: Steps, relations: Sequence[sql.Composable], mode: str,
              try_s: float, tries: int) -> None:
     """Lock ``relations`` in ``mode`` in short tries, inside the caller's transaction: a
     long wait would queue every later session behind it. Fails naming the holders."""
-    from mvgraph.rebuild.runner import RebuildFailed
-
     if not relations:
         return
     stmt = sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.SQL(", ").join(relations),
@@ -101,7 +96,7 @@ def _holders(conn: Conn) -> str:
 class Relations:
     """The new relations of one rebuild: made, recorded, swapped."""
 
-    def __init__(self, runner: Runner, closure: Closure, state: dict[str, Any]) -> None:
+    def __init__(self, runner: Steps, closure: Closure, state: dict[str, Any]) -> None:
         self.r = runner
         self.conn = runner.conn
         self.job = runner.job
@@ -202,8 +197,6 @@ class Relations:
         """Make the dependents against the new relations, then populate the materialized
         views among them (each was populated before); ``first``: a new materialized view
         populated before them."""
-        from mvgraph.rebuild.runner import RebuildFailed
-
         deps = self.state["dependents"]
         for d in deps if make else ():
             check()
@@ -286,8 +279,6 @@ class Relations:
         return f"p_{clean}" if clean else "p_empty"
 
     def _values(self, action: spec.PartitionBy, extra: dict[str, str | None]) -> list[str]:
-        from mvgraph.rebuild.runner import RebuildFailed
-
         if len(action.columns) != 1:
             raise RebuildFailed(f"TO PARTITION BY {action.method.upper()} takes one column in "
                                 "PostgreSQL (here: partitions are made per value)")
@@ -370,8 +361,6 @@ class Relations:
         c = self.c
         old = sql.Identifier(c.schema, c.name)
         deps = self.state["dependents"]
-        from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
-
         # LOCK takes tables and views (a materialized view is locked by its DROP below), in
         # the order readers take them: a query locks the view it names, then what the view
         # reads (the other order deadlocks with a reader between its two locks)
