@@ -181,6 +181,20 @@ BEGIN
 END
 $$;
 
+-- A pause belongs to the attempt that paused: a job that stops running (a worker killed while
+-- paused: its lock died with its session; reaped, requeued, suspended, ended) or that a worker
+-- claims again is not paused, so that RESUME is not taken for that of a pause still to come.
+CREATE FUNCTION mvgraph.job_unpause() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.paused := false;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER job_unpause BEFORE UPDATE OF status, attempt ON mvgraph.job_data FOR EACH ROW
+    WHEN (OLD.paused AND (NEW.status <> 'running' OR NEW.attempt <> OLD.attempt))
+    EXECUTE FUNCTION mvgraph.job_unpause();
+
 -- RESUME: a suspended job is queued again; a paused rebuild goes on.
 CREATE OR REPLACE FUNCTION mvgraph.resume_job(job_id bigint) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
