@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mvgraph.rebuild.book import VIEW_STEPS
 from mvgraph.rebuild.closure import read_closure, temp_name
-from mvgraph.rebuild.relations import Relations, resolve
+from mvgraph.rebuild.relations import Relations, hold, resolve
 
 if TYPE_CHECKING:
     from mvgraph.rebuild.runner import Runner
@@ -35,6 +35,7 @@ class ViewRebuild:
         if closure.problems:
             from mvgraph.rebuild.runner import RebuildFailed
             raise RebuildFailed(closure.problems[0])
+        hold(self.r, closure)
         state: dict[str, Any] = dict(self.book.steps["prepare"].state)
         self.rels = Relations(self.r, closure, state)
         tmp = (schema, temp_name(name, self.job))

@@ -19,7 +19,7 @@ from mvgraph.rebuild import spec
 from mvgraph.rebuild.book import TABLE_STEPS
 from mvgraph.rebuild.capture import Copy
 from mvgraph.rebuild.closure import Closure, read_closure, temp_name
-from mvgraph.rebuild.relations import Relations, lock_all, resolve
+from mvgraph.rebuild.relations import Relations, hold, lock_all, resolve
 
 if TYPE_CHECKING:
     from mvgraph.rebuild.runner import Runner
@@ -85,6 +85,7 @@ class TableRebuild:
         closure = read_closure(self.conn, oid)
         if closure.problems:
             raise _fail(closure.problems[0])
+        hold(self.r, closure)
         self.closure = closure
         state = dict(self.book.steps["prepare"].state)
         first = not state
