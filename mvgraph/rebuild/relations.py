@@ -244,7 +244,7 @@ class Relations:
         deps = self.state["dependents"]
         for d in deps if make else ():
             check()
-            if _exists(self.conn, d["schema"], d["tmp"]):
+            if exists(self.conn, d["schema"], d["tmp"]):
                 continue  # made by an earlier attempt
             word = "materialized view" if d["kind"] == "m" else "view"
             try:
@@ -519,7 +519,7 @@ def _mvgraph_trigger(statement: str) -> bool:
     return "EXECUTE FUNCTION mvgraph." in statement or "EXECUTE PROCEDURE mvgraph." in statement
 
 
-def _exists(conn: Conn, schema: str, name: str) -> bool:
+def exists(conn: Conn, schema: str, name: str) -> bool:
     return conn.execute(query("rebuild_oid"), {"schema": schema, "name": name}
                         ).fetchone() is not None
 
