@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 
 Conn = psycopg.Connection[tuple[object, ...]]
 QName = tuple[str, str]
-BEFORE_COPY = frozenset({"options", "comments", "statistics", "grants"})
+BEFORE_COPY = frozenset({"options", "comments", "statistics"})
 AFTER_COPY = frozenset({"primary_key", "indexes", "foreign_keys", "replica_identity"})
-AT_SWAP = frozenset({"triggers", "rules", "policies", "owner"})
+# grants last: they may revoke the owner's own privileges, which the copy needs
+AT_SWAP = frozenset({"triggers", "rules", "policies", "owner", "grants"})
 DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "triggers",
                        "rules"})
 RANGE_UNITS = ("day", "week", "month", "quarter", "year")
+TRACK_TRIGGER = "mvgraph_track"  # the name mvgraph's tracking triggers have
 
 
 def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, str, str]:
@@ -179,6 +181,7 @@ class Relations:
                 if not _mvgraph_trigger(a.statement.as_string(self.conn))]
         after_sql = [a.statement.as_string(self.conn) for a in after]
         indexes = [list(a.index) for a in before + after if a.index]
+        self.state["statistics"] = [list(a.statistics) for a in before if a.statistics]
         if new_key is not None:
             pk = c.primary_key_name or f"{c.name}_pkey"
             pk_tmp = temp_name(pk, self.job)
@@ -211,7 +214,8 @@ class Relations:
         create = sql.SQL("CREATE {} {} AS {}{}").format(
             sql.SQL(word), sql.Identifier(*tmp), sql.SQL(body),
             sql.SQL(" WITH NO DATA" if d.kind == "m" else "")).as_string(self.conn)
-        attached = attached_ddl(self.conn, d.oid, tmp, self.job, include=DEPENDENT)
+        attached = attached_ddl(self.conn, d.oid, tmp, self.job, include=DEPENDENT,
+                                renames=renames)
         return {"oid": d.oid, "schema": d.schema, "name": d.name, "kind": d.kind,
                 "tmp": tmp[1], "populated": d.populated, "create": create,
                 "attached": [a.statement.as_string(self.conn) for a in attached],
@@ -420,6 +424,7 @@ class Relations:
             for t, name, _definition in self.state["fks"]:
                 self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                     sql.Identifier(*t), sql.Identifier(name)))
+        self._follow(tmp)  # before the drops: mvgraph's state must not go with the originals
         for d in reversed(deps):
             word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("DROP {} {}").format(
@@ -432,6 +437,10 @@ class Relations:
             for _tmp_index, original in self.state["indexes"]:
                 self.conn.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
                     sql.Identifier(c.schema, original),
+                    sql.Identifier(temp_name(original, self.job, "old_"))))
+            for schema, _tmp, original in self.state.get("statistics", []):
+                self.conn.execute(sql.SQL("ALTER STATISTICS IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(schema, original),
                     sql.Identifier(temp_name(original, self.job, "old_"))))
             for _schema, _part, original in self.state.get("partitions", []):
                 self.conn.execute(sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(
@@ -447,9 +456,13 @@ class Relations:
         self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
             rel_word, sql.Identifier(*tmp), sql.Identifier(c.name)))
         self._rename_indexes(c.schema, self.state["indexes"])
+        for schema, stat_tmp, original in self.state.get("statistics", []):
+            self.conn.execute(sql.SQL("ALTER STATISTICS {} RENAME TO {}").format(
+                sql.Identifier(schema, stat_tmp), sql.Identifier(original)))
         for schema, part, original in self.state.get("partitions", []):
             self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
                 sql.Identifier(schema, part), sql.Identifier(original)))
+            self._rename_partition_indexes(schema, part, original)
         for d in deps:
             word_d = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
@@ -464,7 +477,9 @@ class Relations:
         for pub in self.c.publications:
             self.conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                 sql.Identifier(pub), old))
-        self._follow(is_table)
+        if is_table and self.state.get("tracking"):
+            from mvgraph.tracking.triggers import set_mode
+            set_mode(self.conn, RelationName(c.schema, c.name), self.state["tracking"])
         for kind, name in self.state.get("capture", []):
             self.conn.execute(sql.SQL("DROP {} IF EXISTS {}{}").format(
                 sql.SQL(kind), sql.Identifier(c.schema, name),
@@ -473,6 +488,17 @@ class Relations:
         self.swap_message = (f"{c.schema}.{c.name} and {len(deps)} dependent(s) swapped"
                              + (f"; the old one kept as {c.schema}.{kept}" if keep_source
                                 else ""))
+
+    def _rename_partition_indexes(self, schema: str, part: str, original: str) -> None:
+        """A partition's indexes, named after its temporary name by the server, are named
+        after its final one."""
+        rows = self.conn.execute(query("rebuild_index_names"),
+                                 {"schema": schema, "name": original}).fetchall()
+        for (name,) in rows:
+            if str(name).startswith(part):
+                final = (original + str(name)[len(part):]).encode()[:63].decode(errors="ignore")
+                self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(schema, str(name)), sql.Identifier(final)))
 
     def _rename_indexes(self, schema: str, pairs: list[list[str]]) -> None:
         for tmp_name, original in pairs:
@@ -492,16 +518,15 @@ class Relations:
                 self.conn.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
                     sql.Identifier(*seq), sql.Identifier(tmp[0], tmp[1], column)))
 
-    def _follow(self, is_table: bool) -> None:
-        """mvgraph's state follows the objects by name; tracking is set up again."""
-        old = [self.c.oid] + [d["oid"] for d in self.state["dependents"]]
-        new = [_oid(self.conn, self.c.schema, self.c.name)] + [
-            _oid(self.conn, d["schema"], d["name"]) for d in self.state["dependents"]]
+    def _follow(self, tmp: QName) -> None:
+        """mvgraph's state follows the objects by name (schedules, tracking, view settings);
+        the table's tracking mode is set up again on the new table after the renames."""
+        deps = self.state["dependents"]
+        old = [self.c.oid] + [d["oid"] for d in deps]
+        new = [_oid(self.conn, *tmp)] + [_oid(self.conn, d["schema"], d["tmp"]) for d in deps]
         row = self.conn.execute(query("rebuild_table_mode"), {"oid": self.c.oid}).fetchone()
+        self.state["tracking"] = str(row[0]) if row and row[0] else None
         self.conn.execute(query("rebuild_follow"), {"old": old, "new": new})
-        if is_table and row and row[0]:
-            from mvgraph.tracking.triggers import set_mode
-            set_mode(self.conn, RelationName(self.c.schema, self.c.name), str(row[0]))
 
     def after_swap(self) -> str:
         """Foreign keys re-pointed or copied NOT VALID are validated (writers go on)."""
@@ -515,8 +540,13 @@ class Relations:
 
 
 def _mvgraph_trigger(statement: str) -> bool:
-    """A trigger of mvgraph's own (tracking): set up again after the swap, not copied."""
-    return "EXECUTE FUNCTION mvgraph." in statement or "EXECUTE PROCEDURE mvgraph." in statement
+    """A statement about mvgraph's own tracking trigger (its creation, enabled state or
+    comment): the tracking is set up again after the swap, not copied."""
+    from mvgraph.sql.lexer import Kind, lex
+
+    return any(x.kind in (Kind.WORD, Kind.IDENT)
+               and statement[x.start:x.end].strip('"') == TRACK_TRIGGER
+               for x in lex(statement))
 
 
 def exists(conn: Conn, schema: str, name: str) -> bool:

@@ -97,6 +97,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     id bigint;
+    j  mvgraph.job_data;
 BEGIN
     IF query_id !~ '^\s*\d{1,18}\s*$' THEN
         RAISE EXCEPTION 'rebuild_progress: % is not a job id', quote_literal(query_id)
@@ -104,9 +105,27 @@ BEGIN
                     HINT = 'pass the id ASYNC REBUILD returned, e.g. rebuild_progress(''42'')';
     END IF;
     id := btrim(query_id)::bigint;
-    IF (mvgraph.job_to_see(id)).kind <> 'rebuild' THEN
+    j := mvgraph.job_to_see(id);
+    IF j.kind <> 'rebuild' THEN
         RAISE EXCEPTION 'job % is not a rebuild', id USING ERRCODE = 'wrong_object_type',
               HINT = 'its steps are in mvgraph.job_step';
+    END IF;
+    IF NOT EXISTS (SELECT FROM mvgraph.job_step_data s WHERE s.job_id = id) THEN
+        -- not started yet: the steps it will run (mvgraph/rebuild/book.py names them too)
+        RETURN QUERY
+        SELECT id::text, n.ord::integer, n.name, NULL::text, '0/1', NULL::timestamptz,
+               NULL::timestamptz, NULL::integer,
+               CASE WHEN n.ord = 1 THEN 'job ' || j.status || CASE WHEN j.status = 'queued'
+                                              THEN ': waiting for a worker' ELSE '' END END
+          FROM unnest(CASE WHEN j.statement ~* '^\s*(async\s+)?rebuild\s+table\s'
+                      THEN ARRAY['prepare', 'create_tmp_table', 'get_src_table_snapshot',
+                                 'insert', 'set_readonly', 'check_snapshot', 're-insert',
+                                 'check_additional_child_table',
+                                 'create_additional_child_table',
+                                 'insert_additional_child_table', 'swap', 'cleanup']
+                      ELSE ARRAY['prepare', 'create_tmp_table', 'insert', 'swap', 'cleanup']
+                      END) WITH ORDINALITY AS n(name, ord);
+        RETURN;
     END IF;
     RETURN QUERY
     SELECT id::text, s.seq, s.name,
@@ -281,9 +300,11 @@ BEGIN
 END
 $$;
 
--- The mvgraph state of rebuilt objects follows them by name: tracking of the table moves to
--- the new table; a view's settings (early cutoff, volatility) move to its new version, whose
--- next refresh is never skipped (no snapshot, no fingerprint).
+-- The mvgraph state of rebuilt objects follows them by name (called in the swap, before the
+-- originals are dropped, with the new objects' oids): schedules and freshness targets move to
+-- the new view; the table's tracking is set up again on the new table by the rebuild;
+-- a view's settings (early cutoff, volatility) move to its new version, whose next refresh is
+-- never skipped (no snapshot, no inputs, never refreshed).
 CREATE FUNCTION mvgraph.rebuild_follow(old_oids oid[], new_oids oid[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -295,15 +316,20 @@ BEGIN
         RAISE EXCEPTION 'rebuild_follow: the caller does not own every new relation'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
-    UPDATE mvgraph.table_mode m SET relid = p.new
-      FROM unnest(old_oids, new_oids) p(old, new) WHERE m.relid = p.old;
+    UPDATE mvgraph.schedule_data s SET view_oid = p.new
+      FROM unnest(old_oids, new_oids) p(old, new) WHERE s.view_oid = p.old;
+    -- the old table's tracking ends with it; the rebuild sets the mode up on the new table
+    -- (its triggers installed and recorded: a tracking start, so readers refresh once)
+    DELETE FROM mvgraph.table_mode m WHERE m.relid = ANY (old_oids);
     DELETE FROM mvgraph.track_trigger t USING unnest(old_oids) o(oid) WHERE t.root = o.oid;
+    -- the new views' own rows (their population was recorded as a refresh) give way
+    DELETE FROM mvgraph.mv_state s
+     USING unnest(old_oids, new_oids) p(old, new)
+     WHERE s.mv = p.new AND EXISTS (SELECT FROM mvgraph.mv_state o WHERE o.mv = p.old);
     UPDATE mvgraph.mv_state s
-       SET mv = p.new, name = (SELECT format('%I.%I', n.nspname, c.relname)
-                                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                WHERE c.oid = p.new),
-           snapshot = NULL, refresh_xid = NULL, fingerprint = NULL, inputs = '{}',
-           stat_inputs = '{}', stat_counters = '{}', stat_filenodes = '{}'
+       SET mv = p.new, snapshot = NULL, refresh_xid = NULL, refreshed_at = NULL,
+           fingerprint = NULL, inputs = '{}', stat_inputs = '{}', stat_counters = '{}',
+           stat_filenodes = '{}'
       FROM unnest(old_oids, new_oids) p(old, new) WHERE s.mv = p.old;
 END
 $$;
