@@ -412,6 +412,27 @@ def test_kill_9_while_writers_are_blocked_frees_them_and_the_next_worker_pauses_
     assert_not_half_swapped(conn, before, done=True)
 
 
+def test_without_a_primary_key_a_paused_rebuild_takes_resume(conn: Conn, db_dsn: str) -> None:
+    """No key to capture changes by: the table is read-only from the copy to the swap, in one
+    transaction that also records the dependents it makes. Paused there (binlog_mode), it
+    takes RESUME at once (which waited for that transaction before, and it for RESUME)."""
+    make_app(conn, SMALL)
+    run_script(conn, "ALTER TABLE app.items DROP CONSTRAINT items_pkey;")
+    before = catalog(conn)
+    job = submit(conn, rebuild_statement("binlog_mode"))
+    with traffic(db_dsn, SMALL) as t, a_worker(db_dsn):
+        wait_for(lambda: job_row(conn, job)["paused"], timeout=60)
+        assert blocked(db_dsn)
+        with connect(db_dsn) as steer:
+            steer.execute("SET statement_timeout = '10s'")
+            execute_script_all(steer, f"RESUME '{job}';")
+        wait_for(lambda: ended(conn, job), timeout=60)
+    row = job_row(conn, job)
+    assert (row["status"], row["error"]) == ("done", None), row
+    check_traffic(t, conn)
+    assert_not_half_swapped(conn, before, done=True)
+
+
 def execute_script_all(conn: Conn, text: str) -> list[Any]:
     return list(execute_script(conn, text))
 
@@ -471,6 +492,29 @@ def test_cancel_during_insert_leaves_the_originals_and_nothing_else(
     row = job_row(conn, job)
     assert row["status"] == "cancelled", row
     assert step(conn, job, "insert")["shown"] == "error"
+    check_traffic(t, conn)
+    assert_not_half_swapped(conn, before, done=False)
+
+
+def test_a_cancel_that_interrupts_the_bookkeeping_session_cancels_the_rebuild(
+        conn: Conn, db_dsn: str) -> None:
+    """CANCEL interrupts the backend its steps name (the rebuild's bookkeeping session, which
+    reads the job's request between batches): the rebuild ends cancelled, not failed with
+    'canceling statement due to user request', and drops what it made."""
+    make_app(conn, BIG)
+    before = catalog(conn)
+    job = submit(conn, rebuild_statement(f"batch_rows = {BATCH}"))
+    with traffic(db_dsn, BIG) as t, a_worker(db_dsn):
+        wait_for(lambda: copying(conn, job), timeout=60)
+        with connect(db_dsn) as steer, steer.transaction():
+            steer.execute("SELECT FROM mvgraph.job_data WHERE id = %s FOR UPDATE", [job])
+            wait_for(lambda: conn.execute(  # its next look at the request waits for the row
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                "AND wait_event_type = 'Lock'", [f"mvgraph rebuild {job}"]).fetchone() == (1,))
+            steer.execute("SELECT mvgraph.cancel_job(%s)", [job])
+        wait_for(lambda: ended(conn, job), timeout=30)
+    row = job_row(conn, job)
+    assert (row["status"], row["error"]) == ("cancelled", "cancelled"), row
     check_traffic(t, conn)
     assert_not_half_swapped(conn, before, done=False)
 
