@@ -46,6 +46,8 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
     name = ".".join(sql.Identifier(p).as_string(None)
                     for p in ((stmt.schema, stmt.name) if stmt.schema else (stmt.name,)))
     row = conn.execute(query("rebuild_target"), {"name": name}).fetchone()
+    if row is None and stmt.if_exists:
+        raise NothingToRebuild(f"{wanted} {name} does not exist: nothing to rebuild (IF EXISTS)")
     if row is None:
         raise RebuildFailed(f"{wanted} {name} does not exist (names resolve through the "
                             "submitter's search_path)")
@@ -106,6 +108,10 @@ def hold(runner: Runner, closure: Closure) -> None:
             "one stops, nothing changed")
 
 
+class NothingToRebuild(Exception):
+    """IF EXISTS, and the relation is not there: the job ends done, every step skipped."""
+
+
 def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mode: str,
              try_s: float, tries: int) -> None:
     """Lock ``relations`` in ``mode`` in short tries, inside the caller's transaction: a
@@ -124,7 +130,7 @@ def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mo
                 conn.execute(stmt)
                 conn.execute(query("rebuild_lock_timeout"), {"ms": "0"})
             return
-        except pgerrors.LockNotAvailable:
+        except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected):  # the try gives way
             if attempt == tries - 1:
                 raise RebuildFailed(
                     f"could not lock {sql.SQL(', ').join(relations).as_string(conn)} in "
@@ -413,10 +419,12 @@ class Relations:
         deps = self.state["dependents"]
         from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
 
-        # LOCK takes tables and views (a materialized view is locked by its DROP below)
-        lock_all(self.conn, self.r, ([old] if is_table else []) + [
-            sql.Identifier(d["schema"], d["name"]) for d in deps if d["kind"] == "v"],
-            "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
+        # LOCK takes tables and views (a materialized view is locked by its DROP below), in
+        # the order readers take them: a query locks the view it names, then what the view
+        # reads (the other order deadlocks with a reader between its two locks)
+        lock_all(self.conn, self.r, [
+            sql.Identifier(d["schema"], d["name"]) for d in reversed(deps) if d["kind"] == "v"]
+            + ([old] if is_table else []), "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         lock_all(self.conn, self.r, [sql.Identifier(*t) for t, _n, _d in self.state["fks"]],
                  "SHARE ROW EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         if is_table:

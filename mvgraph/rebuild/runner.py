@@ -25,6 +25,7 @@ from mvgraph.errors import MvgraphError, translate
 from mvgraph.jobs import store
 from mvgraph.model.status import JobStatus, RunStatus, StepStatus
 from mvgraph.rebuild.book import WINDOW, Book
+from mvgraph.rebuild.relations import NothingToRebuild
 from mvgraph.rebuild.spec import RebuildStatement
 
 log = logging.getLogger("mvgraph.rebuild")
@@ -110,6 +111,9 @@ class Runner:
         try:
             self._session()
             self.work.run()
+        except NothingToRebuild as nothing:
+            for name in self.book.steps:
+                self.book.skip(name, str(nothing))
         except Stopped as stop:
             return self._stopped(stop.how)
         except (psycopg.OperationalError, MvgraphError) as exc:

@@ -343,3 +343,25 @@ def test_schedules_and_tracking_follow_the_rebuilt_objects(conn: Conn, db_dsn: s
     assert [s.action.value for s in mvgraph.plan(conn, "agg").steps] == ["refresh"]
     assert mvgraph.refresh(conn, "agg").status == "ok"
     assert conn.execute("SELECT s FROM agg").fetchone() == (5051,)
+
+
+def test_if_exists_and_a_session_setting(conn: Conn, db_dsn: str) -> None:
+    """IF EXISTS of a missing table ends done with every step skipped; rebuild_guc_* sets a
+    setting of the rebuild's session (a bad one is PostgreSQL's error)."""
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, "REBUILD TABLE IF EXISTS nowhere ADD COLUMN x int "
+                                          "DEFAULT random()::int")
+    assert status is RunStatus.OK
+    assert {r[1] for r in conn.execute("SELECT step, status FROM mvgraph.rebuild_progress(%s)",
+                                       (str(job),)).fetchall()} == {None}
+    conn.execute("CREATE TABLE g (id int PRIMARY KEY, v int)")
+    conn.execute("CREATE VIEW g_v AS SELECT * FROM g")
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        _job, status = service.run_here(c, "REBUILD TABLE g WITH (rebuild_guc_maintenance_work_"
+                                           "mem = '64MB') ALTER COLUMN v TYPE bigint")
+        assert status is RunStatus.OK
+        _job, status = service.run_here(c, "REBUILD TABLE g WITH (rebuild_guc_work_mem = "
+                                           "'lots') ALTER COLUMN v TYPE int")
+    assert status is RunStatus.FAILED
+    assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                        "attrelid = 'g_v'::regclass AND attname = 'v'").fetchone() == ("bigint",)
