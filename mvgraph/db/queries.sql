@@ -1262,3 +1262,29 @@ SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
 
 -- name: step_backend
 SELECT mvgraph.step_backend(%(job)s, %(seq)s, %(pid)s)
+
+-- name: rebuild_fingerprint
+-- What a rebuild copied of these relations (columns, defaults, constraints, indexes, triggers
+-- but its own capture, policies, grants, comments, definitions): DDL made meanwhile changes it.
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(concat_ws(',', a.attrelid, a.attname, a.atttypid, a.atttypmod,
+                               a.attnotnull, a.attisdropped, pg_get_expr(d.adbin, d.adrelid),
+                               a.attacl::text, col_description(a.attrelid, a.attnum)),
+                     ';' ORDER BY a.attrelid, a.attnum)
+     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = ANY (%(oids)s::oid[]) AND a.attnum > 0),
+  (SELECT string_agg(pg_get_constraintdef(c.oid) || c.conname::text, ';' ORDER BY c.conname)
+     FROM pg_constraint c WHERE c.conrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(pg_get_indexdef(i.indexrelid), ';' ORDER BY i.indexrelid)
+     FROM pg_index i WHERE i.indrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(t.tgname || t.tgenabled::text, ';' ORDER BY t.tgname)
+     FROM pg_trigger t WHERE t.tgrelid = ANY (%(oids)s::oid[]) AND NOT t.tgisinternal
+      AND t.tgname !~ '__rbtg[0-9]+(_t)?$'),
+  (SELECT string_agg(p.polname::text || coalesce(pg_get_expr(p.polqual, p.polrelid), ''), ';'
+                     ORDER BY p.polname)
+     FROM pg_policy p WHERE p.polrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(concat_ws(',', c.oid, c.relname, c.relacl::text, c.reloptions::text,
+                               c.relowner, obj_description(c.oid, 'pg_class'),
+                               CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END),
+                     ';' ORDER BY c.oid)
+     FROM pg_class c WHERE c.oid = ANY (%(oids)s::oid[]))))

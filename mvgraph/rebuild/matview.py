@@ -43,6 +43,7 @@ class ViewRebuild:
             self.book.running("prepare")
             state.update({"oid": oid, "schema": schema, "name": name, "tmp": tmp[1]})
             self.rels.plan_view(tmp, _query(self.stmt.query or ""))
+            state["fingerprint"] = self.rels.fingerprint()
             self.book.progress("prepare", 1, 1, state=state)
             self.book.finished("prepare", message=f"{len(closure.dependents)} dependent(s)")
         if not self.book.done("create_tmp_table"):

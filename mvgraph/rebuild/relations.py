@@ -399,6 +399,22 @@ class Relations:
                 [self.c.schema, name, f"{self.c.name}_{suffix}"[:63]])
         return moved
 
+    # ---- what changed meanwhile ----------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A digest of what this rebuild copies of the originals."""
+        oids = [self.c.oid] + [d.oid for d in self.c.dependents]
+        row = self.conn.execute(query("rebuild_fingerprint"), {"oids": oids}).fetchone()
+        return str(row[0]) if row else ""
+
+    def unchanged_since_prepare(self) -> None:
+        """With the originals locked (the swap): no DDL changed them since ``prepare`` read
+        them, else the swap would install what was planned from the old ones."""
+        planned = self.state.get("fingerprint")
+        if planned and planned != self.fingerprint():
+            raise RebuildFailed(
+                f"{self.c.schema}.{self.c.name} or a dependent changed (DDL) since this rebuild "
+                "read them: this one stops, what it made is dropped; submit it again")
+
     # ---- the swap ---------------------------------------------------------------------------
     def swap(self, tmp: QName, keep_source: bool, is_table: bool) -> None:
         """In the caller's transaction (writers already blocked for a table): the originals
@@ -419,6 +435,7 @@ class Relations:
             for t, name, _definition in self.state["fks"]:
                 self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                     sql.Identifier(*t), sql.Identifier(name)))
+        self.unchanged_since_prepare()
         self._follow(tmp)  # before the drops: mvgraph's state must not go with the originals
         for d in reversed(deps):
             word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"

@@ -116,6 +116,7 @@ class TableRebuild:
                                     ["FUNCTION", temp_name(name, self.job, "rbfn")]]
                 trigger = temp_name(name, self.job, "rbtg")
                 state["capture_triggers"] = [trigger, trigger + "_t"]
+            state["fingerprint"] = self.rels.fingerprint()
             self.book.progress("prepare", 1, 1, state=state)
         why = ("" if state["online"] else
                "; no primary key whose columns stay as they are: the table is read-only for "

@@ -365,3 +365,36 @@ def test_if_exists_and_a_session_setting(conn: Conn, db_dsn: str) -> None:
     assert status is RunStatus.FAILED
     assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                         "attrelid = 'g_v'::regclass AND attname = 'v'").fetchone() == ("bigint",)
+
+
+def test_ddl_made_during_a_rebuild_stops_it_before_the_swap(conn: Conn, db_dsn: str) -> None:
+    """A column added (or a grant, an index...) between the rebuild's reading of the table and
+    its swap would be lost by the swap: the rebuild stops instead, the originals as they are
+    (with the DDL), nothing of the rebuild left."""
+    from mvgraph.rebuild import book
+
+    conn.execute("CREATE TABLE d (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO d SELECT g, g FROM generate_series(1, 100) g")
+    conn.execute("CREATE VIEW d_v AS SELECT id, v FROM d")
+    original = book.Book.running
+
+    def running(self: book.Book, name: str) -> book.Step:
+        if name == "set_readonly":
+            with psycopg.connect(db_dsn, autocommit=True) as other:
+                other.execute("ALTER TABLE d ADD COLUMN added text")
+        return original(self, name)
+
+    book.Book.running = running  # type: ignore[method-assign]
+    try:
+        with psycopg.connect(db_dsn, autocommit=True) as c:
+            job, status = service.run_here(c, "REBUILD TABLE d ALTER COLUMN v TYPE bigint")
+    finally:
+        book.Book.running = original  # type: ignore[method-assign]
+    assert status is RunStatus.FAILED
+    error = conn.execute("SELECT error FROM mvgraph.job WHERE id = %s", (job,)).fetchone()
+    assert error is not None and "changed (DDL) since this rebuild read them" in str(error[0])
+    assert conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'd'::regclass "
+                        "AND attnum > 0 ORDER BY attnum").fetchall() == [("id",), ("v",),
+                                                                          ("added",)]
+    assert conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'd\\_\\_%%'"
+                        ).fetchall() == []
