@@ -124,7 +124,7 @@ DEPENDENTS = (
 def schema_sql(rows: int) -> str:
     """The table with ``rows`` rows, then its dependents."""
     out = ["CREATE TABLE t (id bigint PRIMARY KEY, g int NOT NULL, v int NOT NULL);",
-           f"INSERT INTO t SELECT i, i % 1000, (i * 7919) % 1000003 "
+           f"INSERT INTO t SELECT i, i % 1000, (i::bigint * 7919 % 1000003)::int "
            f"FROM generate_series(1, {rows}) AS i;"]
     out += [f"{stmt};" for dep in DEPENDENTS for stmt in dep.create]
     return "\n".join(out) + "\n"
