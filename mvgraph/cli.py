@@ -29,6 +29,7 @@ from mvgraph.commands import (
     embedded,
     graph,
     jobs,
+    rebuild,
     refresh,
     schedule,
     security,
@@ -74,6 +75,7 @@ app.command("wait")(jobs.wait_cmd)
 app.command("cancel")(jobs.cancel_cmd)
 app.command("suspend")(jobs.suspend_cmd)
 app.command("resume")(jobs.resume_cmd)
+app.command("rebuild")(rebuild.rebuild_cmd)
 app.command("init")(settings.init)
 app.command("demo")(embedded.demo)
 app.add_typer(embedded.embedded_app, name="embedded")

@@ -4,7 +4,8 @@ statement goes to PostgreSQL unchanged.
 Statements of the front-end itself (never sent to PostgreSQL): ``SET BACKGROUND_DDL = true |
 false`` (RisingWave: the script's following REFRESH and CREATE MATERIALIZED VIEW statements
 become background jobs), ``SHOW JOBS`` (work in progress), ``CANCEL JOBS id [, id ...]``
-(also ``CANCEL JOB``), ``SUSPEND JOB id`` and ``RESUME JOB id`` (Hologres). With
+(also ``CANCEL JOB``), ``SUSPEND JOB id`` and ``RESUME JOB id``, also written ``SUSPEND 'id'``
+and ``RESUME 'id'`` (Hologres' form for a rebuild's query id). With
 ``background`` every statement but these is queued as a job (``mvgraph.submit``, which
 validates a REFRESH's view at once) and its id returned at once.
 """
@@ -34,6 +35,7 @@ from mvgraph.model.names import quote_ident
 from mvgraph.refresh.behavior import CASCADE_HINT, RefreshBehavior
 from mvgraph.refresh.executor import RefreshReport
 from mvgraph.sql.dialect import MvgraphPostgres, postgres_create_matview, split_statements
+from mvgraph.sql.lexer import Kind, Scanner
 
 if TYPE_CHECKING:
     from mvgraph.scheduler.statements import GaussStatement
@@ -98,6 +100,8 @@ def parse_job_statement(text: str) -> JobStatement | None:
     JobStatement(verb='background', ids=(), on=True)
     >>> parse_job_statement("CANCEL JOBS 4, 7;")
     JobStatement(verb='cancel', ids=(4, 7), on=False)
+    >>> parse_job_statement("RESUME '12';")
+    JobStatement(verb='resume', ids=(12,), on=False)
     >>> parse_job_statement("SET search_path = app") is None
     True
 
@@ -115,7 +119,7 @@ def parse_job_statement(text: str) -> JobStatement | None:
         return JobStatement("show")
     m = _STEER.match(text)
     if m is None:
-        return None
+        return _hologres_steer(text)
     verb = m[1].lower()
     ids = m[2].rstrip()
     ids = ids[:-1].rstrip() if ids.endswith(";") else ids
@@ -126,6 +130,30 @@ def parse_job_statement(text: str) -> JobStatement | None:
     if verb != "cancel" and len(parts) != 1:
         raise _syntax(text, f"{m[1].upper()} JOB takes one job id")
     return JobStatement(verb, tuple(int(p) for p in parts))
+
+
+def _hologres_steer(text: str) -> JobStatement | None:
+    """Hologres' ``SUSPEND '<id>'`` / ``RESUME '<id>'`` (no JOB; the id quoted or bare); None
+    for anything else, ``SUSPEND JOB`` without an id included (PostgreSQL then says it)."""
+    scanner = Scanner(text, standard_strings=True)
+    found: list[tuple[Kind, str, bool]] = []
+    while len(found) < 4 and (lexeme := scanner.next()) is not None:
+        if lexeme.kind is not Kind.COMMENT:
+            found.append((lexeme.kind, text[lexeme.start : lexeme.end], lexeme.closed))
+        if len(found) == 1 and (found[0][0] is not Kind.WORD
+                                or found[0][1].upper() not in ("SUSPEND", "RESUME")):
+            return None
+    if not found or [w.upper() for _, w, _ in found[1:2]] in (["JOB"], ["JOBS"]):
+        return None
+    verb = found[0][1].upper()
+    if found[-1][0] is Kind.SEMICOLON:
+        found.pop()
+    kind, raw, closed = found[1] if len(found) == 2 else (Kind.OTHER, "", False)
+    job = raw[1:-1] if kind is Kind.STRING and raw.startswith("'") and closed else raw
+    if kind not in (Kind.STRING, Kind.NUMBER) or not (job.isascii() and job.isdigit()):
+        raise _syntax(text, f"{verb} takes one job id, e.g. {verb} '12' (or {verb} JOB 12); "
+                            "list them with SHOW JOBS")
+    return JobStatement(verb.lower(), (int(job),))
 
 
 def parse_refresh(text: str) -> RefreshStatement | None:

@@ -31,7 +31,7 @@ def sql_cmd(
     dsn: DsnOpt = None,
 ) -> None:
     """Run SQL: GaussDB REFRESH forms go through mvgraph, everything else to PostgreSQL as is;
-    SET BACKGROUND_DDL, SHOW JOBS, CANCEL JOBS, SUSPEND JOB and RESUME JOB are mvgraph's."""
+    SET BACKGROUND_DDL, SHOW JOBS, CANCEL JOBS, SUSPEND [JOB] and RESUME [JOB] are mvgraph's."""
     from mvgraph.frontend import execute_script
     from mvgraph.pgvalues import json_value
     from mvgraph.refresh.service import session, submit_session

@@ -11,21 +11,21 @@ _HEADER = re.compile(r"^-- name: *(\S+) *$", re.MULTILINE)
 
 
 @cache
-def _load() -> dict[str, str]:
-    text = resources.files("mvgraph.db").joinpath("queries.sql").read_text(encoding="utf-8")
+def _load(package: str = "mvgraph.db") -> dict[str, str]:
+    text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
     parts = _HEADER.split(text)
     return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
 
 
-def query(name: str) -> LiteralString:
-    """The text of one named query.
+def query(name: str, package: str = "mvgraph.db") -> LiteralString:
+    """The text of one named query of ``package``'s ``queries.sql``.
 
     >>> "pg_class" in query("relations")
     True
     """
-    return _load()[name]
+    return _load(package)[name]
 
 
-def names() -> list[str]:
-    """All query names (for tests)."""
-    return sorted(_load())
+def names(package: str = "mvgraph.db") -> list[str]:
+    """All query names of ``package`` (for tests)."""
+    return sorted(_load(package))

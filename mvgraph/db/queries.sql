@@ -1137,3 +1137,101 @@ SELECT j.status = 'queued' OR (j.status = 'running' AND j.background
                   AND d.heartbeat_at > now() - make_interval(secs => %(within)s))
   FROM mvgraph.job j
  WHERE j.id = %(job)s
+
+-- name: rebuild_steps
+SELECT seq, name, status, progress_done, progress_total, message, state
+  FROM mvgraph.rebuild_steps(%(job)s)
+
+-- name: step_progress
+SELECT mvgraph.step_progress(%(job)s, %(seq)s, %(done)s, %(total)s, %(message)s,
+                             %(state)s::jsonb)
+
+-- name: rebuild_made
+SELECT mvgraph.rebuild_made(%(job)s, %(kind)s, %(oid)s, %(schema)s, %(name)s)
+
+-- name: rebuild_forget
+SELECT mvgraph.rebuild_forget(%(job)s)
+
+-- name: rebuild_objects
+SELECT kind, obj, schema, name FROM mvgraph.rebuild_objects(%(job)s)
+
+-- name: rebuild_pause
+SELECT mvgraph.rebuild_pause(%(job)s, %(on)s)
+
+-- name: rebuild_cleaned
+SELECT mvgraph.rebuild_cleaned(%(job)s)
+
+-- name: rebuild_follow
+SELECT mvgraph.rebuild_follow(%(old)s::oid[], %(new)s::oid[])
+
+-- name: rebuild_target
+-- The relation a rebuild names (through the session's search path), its kind and whether
+-- the caller can act as its owner.
+SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner),
+       pg_has_role(current_user, c.relowner, 'USAGE')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = to_regclass(%(name)s)
+
+-- name: rebuild_oid
+SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+
+-- name: rebuild_function_oid
+SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = %(schema)s AND p.proname = %(name)s AND p.pronargs = 0
+
+-- name: rebuild_row_estimate
+SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c WHERE c.oid = %(oid)s
+
+-- name: rebuild_table_mode
+SELECT mode FROM mvgraph.table_mode WHERE relid = %(oid)s
+
+-- name: rebuild_lock_holders
+SELECT string_agg(DISTINCT b::text, ', ') FROM unnest(pg_blocking_pids(%(pid)s)) b
+
+-- name: rebuild_set_guc
+SELECT set_config(%(name)s, %(value)s, false)
+
+-- name: rebuild_identity_sequences
+-- Identity columns of a table and their sequences (old table's, to carry the position over).
+SELECT a.attname, pg_get_serial_sequence(format('%%I.%%I', n.nspname, c.relname), a.attname)
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attrelid = %(oid)s AND a.attidentity <> '' AND NOT a.attisdropped
+
+-- name: rebuild_partitions
+-- The partitions of a partitioned table, with their bounds.
+SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid)
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE i.inhparent = %(oid)s ORDER BY c.relname
+
+-- name: rebuild_regclass
+SELECT %(oid)s::oid::regclass::text
+
+-- name: rebuild_relkind
+SELECT relkind::text FROM pg_class WHERE oid = %(oid)s
+
+-- name: repeatable_read
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
+
+-- name: rebuild_lock_timeout
+SELECT set_config('lock_timeout', %(ms)s, true)
+
+-- name: rebuild_partkey
+SELECT pg_get_partkeydef(%(oid)s)
+
+-- name: rebuild_unlogged
+SELECT relpersistence = 'u' FROM pg_class WHERE oid = %(oid)s
+
+-- name: rebuild_identity_position
+-- An identity column's new sequence continues where the old table's left off.
+SELECT setval(pg_get_serial_sequence(%(new)s, %(column)s), v, true)
+  FROM pg_sequence_last_value(%(old)s::regclass) v WHERE v IS NOT NULL
+
+-- name: rebuild_progress
+SELECT job_name, step_id, step, status, progress, start_time, end_time, pid, message
+  FROM mvgraph.rebuild_progress(%(job)s)
+
+-- name: current_search_path
+SELECT current_setting('search_path')

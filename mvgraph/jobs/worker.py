@@ -51,6 +51,7 @@ from mvgraph.jobs.store import ClaimedJob
 from mvgraph.model.events import Event, JobFinished, StepFinished
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, RunStatus
+from mvgraph.rebuild.runner import Control
 from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
 from mvgraph.retrylog import Outage
 from mvgraph.security import logins
@@ -86,7 +87,7 @@ class WorkerConfig:
 class _Running:
     job: ClaimedJob
     thread: threading.Thread
-    executor: Executor | None = None
+    executor: Executor | Control | None = None
 
 
 class Worker:
@@ -385,7 +386,25 @@ class Worker:
             return None
         if job.kind is JobKind.CREATE:
             return self._create(conn, job)
+        if job.kind is JobKind.REBUILD:
+            return self._rebuild(conn, job)
         return self._refresh(conn, job, job_spec(job))
+
+    def _rebuild(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
+        """Run a rebuild (its progress on a second connection of the submitter's login)."""
+        from mvgraph.rebuild.service import run_job
+
+        control = Control()
+        with self._lock:
+            running = self._jobs.get(job.id)
+            if running is not None:
+                running.executor = control  # the heartbeat passes requests on to it
+            if self._stopping.is_set():
+                control.stop(StopMode.REQUEUE)
+        status = run_job(conn, self._owner_dsn(job), job, control)
+        if status is RunStatus.LOST:
+            self._requeue_lost(job)
+        return None
 
     def _create(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
         """Populate a view created in the background; its DROP cancels the job, and

@@ -42,6 +42,7 @@ class JobKind(StrEnum):
     REFRESH = "refresh"
     SQL = "sql"
     CREATE = "create"
+    REBUILD = "rebuild"  # a table's structure or a materialized view's query, online
 
 
 class JobRequest(StrEnum):
@@ -49,6 +50,7 @@ class JobRequest(StrEnum):
 
     CANCEL = "cancel"
     SUSPEND = "suspend"
+    RESUME = "resume"  # a rebuild paused after set_readonly (binlog_mode) goes on
 
 
 class StepStatus(StrEnum):

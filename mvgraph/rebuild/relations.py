@@ -1,0 +1,486 @@
+"""The relations a rebuild makes beside the originals and the swap that puts them in place.
+
+Everything that recreates a piece of the originals is computed once, in ``prepare``, as SQL
+text (the server's own definitions, names rewritten token by token, see
+:mod:`mvgraph.rebuild.closure`) and kept in the prepare step's state, so that a resumed run
+makes the same objects under the same names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from mvgraph.db.queries import query
+from mvgraph.model.names import RelationName
+from mvgraph.rebuild import spec
+from mvgraph.rebuild.closure import Closure, Dependent, attached_ddl, rename_relations, temp_name
+
+if TYPE_CHECKING:
+    from mvgraph.rebuild.runner import Runner
+
+Conn = psycopg.Connection[tuple[object, ...]]
+QName = tuple[str, str]
+BEFORE_COPY = frozenset({"options", "comments", "statistics", "grants"})
+AFTER_COPY = frozenset({"primary_key", "indexes", "foreign_keys", "replica_identity"})
+AT_SWAP = frozenset({"triggers", "rules", "policies", "owner"})
+DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "triggers",
+                       "rules"})
+RANGE_UNITS = ("day", "week", "month", "quarter", "year")
+
+
+def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, str, str]:
+    """The relation a rebuild names: (oid, schema, name); a clear error when it is not there,
+    is not a ``wanted`` ('table' / 'materialized view'), or the caller is not its owner."""
+    from mvgraph.rebuild.runner import RebuildFailed
+
+    name = ".".join(sql.Identifier(p).as_string(None)
+                    for p in ((stmt.schema, stmt.name) if stmt.schema else (stmt.name,)))
+    row = conn.execute(query("rebuild_target"), {"name": name}).fetchone()
+    if row is None:
+        raise RebuildFailed(f"{wanted} {name} does not exist (names resolve through the "
+                            "submitter's search_path)")
+    oid, schema, rel, kind, owner, may = row
+    kinds = ("r", "p") if wanted == "table" else ("m",)
+    if kind not in kinds:
+        other = "REBUILD MATERIALIZED VIEW" if kind == "m" else "REBUILD TABLE"
+        raise RebuildFailed(f"{schema}.{rel} is not a {wanted}; use {other}")
+    if not may:
+        raise RebuildFailed(f"rebuilding {schema}.{rel} needs its owner's rights ({owner}); "
+                            f"run it as {owner} or a member of it")
+    return int(str(oid)), str(schema), str(rel)
+
+
+def lock_all(conn: Conn, runner: Runner, relations: list[sql.Composable], mode: str,
+             try_s: float, tries: int) -> None:
+    """Lock ``relations`` in ``mode`` in short tries, inside the caller's transaction: a
+    long wait would queue every later session behind it. Fails naming the holders."""
+    from mvgraph.rebuild.runner import RebuildFailed
+
+    if not relations:
+        return
+    stmt = sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.SQL(", ").join(relations),
+                                                      sql.SQL(mode))
+    for attempt in range(tries):
+        runner.check()
+        try:
+            with conn.transaction():
+                conn.execute(query("rebuild_lock_timeout"), {"ms": f"{int(try_s * 1000)}ms"})
+                conn.execute(stmt)
+                conn.execute(query("rebuild_lock_timeout"), {"ms": "0"})
+            return
+        except pgerrors.LockNotAvailable:
+            if attempt == tries - 1:
+                raise RebuildFailed(
+                    f"could not lock {sql.SQL(', ').join(relations).as_string(conn)} in "
+                    f"{mode} mode in {tries} tries of {try_s:g}s; sessions holding it: "
+                    f"{_holders(conn)}") from None
+            time.sleep(0.05)
+
+
+def _holders(conn: Conn) -> str:
+    row = conn.execute(query("rebuild_lock_holders"), {"pid": conn.info.backend_pid}
+                       ).fetchone()
+    return str(row[0]) if row and row[0] else "none now"
+
+
+class Relations:
+    """The new relations of one rebuild: made, recorded, swapped."""
+
+    def __init__(self, runner: Runner, closure: Closure, state: dict[str, Any]) -> None:
+        self.r = runner
+        self.conn = runner.conn
+        self.job = runner.job
+        self.c = closure
+        self.state = state
+        self.swap_message = ""
+
+    # ---- recording --------------------------------------------------------------------------
+    def made(self, kind: str, name: QName) -> None:
+        """Record a relation or function just made (in the transaction that made it)."""
+        q = "rebuild_oid" if kind == "relation" else "rebuild_function_oid"
+        row = self.conn.execute(query(q), {"schema": name[0], "name": name[1]}).fetchone()
+        assert row is not None, name
+        self.conn.execute(query("rebuild_made"), {"job": self.job, "kind": kind, "oid": row[0],
+                                                  "schema": name[0], "name": name[1]})
+
+    def made_trigger(self, table: int, name: str) -> None:
+        self.conn.execute(query("rebuild_made"), {"job": self.job, "kind": "trigger",
+                                                  "oid": table, "schema": self.c.schema,
+                                                  "name": name})
+
+    def run(self, statements: list[str]) -> None:
+        for text in statements:
+            self.conn.execute(sql.SQL(text))  # type: ignore[arg-type]
+
+    # ---- planning (prepare, first run) ------------------------------------------------------
+    def plan(self, tmp: QName, new_key: tuple[str, ...] | None, online: bool) -> None:
+        """Compute every statement the later steps run, into the state."""
+        c = self.c
+        old = c.oid
+        before = attached_ddl(self.conn, old, tmp, self.job, include=BEFORE_COPY)
+        after_parts = AFTER_COPY - ({"primary_key"} if new_key is not None else set())
+        after = attached_ddl(self.conn, old, tmp, self.job, include=after_parts)
+        final = (c.schema, c.name)  # these run after the renames
+        swap = [a for a in attached_ddl(self.conn, old, final, self.job, include=AT_SWAP)
+                if not _mvgraph_trigger(a.statement.as_string(self.conn))]
+        after_sql = [a.statement.as_string(self.conn) for a in after]
+        indexes = [list(a.index) for a in before + after if a.index]
+        if new_key is not None:
+            pk = c.primary_key_name or f"{c.name}_pkey"
+            pk_tmp = temp_name(pk, self.job)
+            after_sql.insert(0, sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})")
+                             .format(sql.Identifier(*tmp), sql.Identifier(pk_tmp),
+                                     sql.SQL(", ").join(map(sql.Identifier, new_key)))
+                             .as_string(self.conn))
+            indexes.append([pk_tmp, pk])
+            if online and c.primary_key:
+                after_sql.append(sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                    sql.Identifier(temp_name(c.name, self.job, "rbkey")), sql.Identifier(*tmp),
+                    sql.SQL(", ").join(map(sql.Identifier, c.primary_key))).as_string(self.conn))
+                self.state["drop_at_swap"] = [temp_name(c.name, self.job, "rbkey")]
+        renames: dict[QName, QName] = {(c.schema, c.name): tmp}
+        deps: list[dict[str, Any]] = []
+        for d in c.dependents:
+            dtmp = (d.schema, temp_name(d.name, self.job))
+            renames[(d.schema, d.name)] = dtmp
+            deps.append(self._dependent_plan(d, dtmp, renames))
+        self.state.update({
+            "before": [a.statement.as_string(self.conn) for a in before], "after": after_sql,
+            "swap": [a.statement.as_string(self.conn) for a in swap], "indexes": indexes,
+            "dependents": deps,
+            "fks": [[list(t), name, definition] for t, name, definition in c.referencing_fks]})
+
+    def _dependent_plan(self, d: Dependent, tmp: QName,
+                        renames: dict[QName, QName]) -> dict[str, Any]:
+        body = rename_relations(d.definition.strip().rstrip(";"), renames)
+        word = "MATERIALIZED VIEW" if d.kind == "m" else "VIEW"
+        create = sql.SQL("CREATE {} {} AS {}{}").format(
+            sql.SQL(word), sql.Identifier(*tmp), sql.SQL(body),  # type: ignore[arg-type]
+            sql.SQL(" WITH NO DATA" if d.kind == "m" else "")).as_string(self.conn)
+        attached = attached_ddl(self.conn, d.oid, tmp, self.job, include=DEPENDENT)
+        return {"oid": d.oid, "schema": d.schema, "name": d.name, "kind": d.kind,
+                "tmp": tmp[1], "populated": d.populated, "create": create,
+                "attached": [a.statement.as_string(self.conn) for a in attached],
+                "indexes": [list(a.index) for a in attached if a.index]}
+
+    # ---- making -----------------------------------------------------------------------------
+    def plan_view(self, tmp: QName, query_sql: str) -> None:
+        """A materialized view's new definition and its dependents, into the state."""
+        c = self.c
+        attached = attached_ddl(self.conn, c.oid, tmp, self.job, include=DEPENDENT)
+        create = sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH NO DATA").format(
+            sql.Identifier(*tmp), sql.SQL(query_sql)).as_string(self.conn)  # type: ignore[arg-type]
+        renames: dict[QName, QName] = {(c.schema, c.name): tmp}
+        deps: list[dict[str, Any]] = []
+        for d in c.dependents:
+            dtmp = (d.schema, temp_name(d.name, self.job))
+            renames[(d.schema, d.name)] = dtmp
+            deps.append(self._dependent_plan(d, dtmp, renames))
+        self.state.update({"before": [create], "after": [
+            a.statement.as_string(self.conn) for a in attached], "swap": [], "fks": [],
+            "indexes": [list(a.index) for a in attached if a.index], "dependents": deps})
+
+    def dependents(self, check: Callable[[], None], step: str, *, make: bool = True,
+                   populate: bool = True, first: dict[str, Any] | None = None) -> None:
+        """Make the dependents against the new relations, then populate the materialized
+        views among them (each was populated before); ``first``: a new materialized view
+        populated before them."""
+        from mvgraph.rebuild.runner import RebuildFailed
+
+        deps = self.state["dependents"]
+        for d in deps if make else ():
+            check()
+            if _exists(self.conn, d["schema"], d["tmp"]):
+                continue  # made by an earlier attempt
+            word = "materialized view" if d["kind"] == "m" else "view"
+            try:
+                with self.conn.transaction():
+                    self.run([d["create"], *d["attached"]])
+                    self.made("relation", (d["schema"], d["tmp"]))
+            except psycopg.Error as exc:
+                raise RebuildFailed(f"dependent {word} {d['schema']}.{d['name']} does not fit "
+                                    f"the rebuilt relation: {_first(exc)}") from None
+        if not populate:
+            return
+        todo = ([first] if first else []) + [d for d in deps if d["kind"] == "m"
+                                              and d["populated"]]
+        for i, d in enumerate(todo, 1):
+            check()
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(
+                    sql.Identifier(d["schema"], d["tmp"])))
+            self.r.book.progress(step, message=(
+                f"materialized view {d['schema']}.{d['name']} populated ({i}/{len(todo)})"))
+
+    # ---- partitions -------------------------------------------------------------------------
+    def partition_source(self) -> str | None:
+        """The old table's partition key, kept when no TO PARTITION changes it."""
+        if self.c.kind != "p":
+            return None
+        row = self.conn.execute(query("rebuild_partkey"), {"oid": self.c.oid}).fetchone()
+        return str(row[0]) if row else None
+
+    def partitions(self, tmp: QName, action: spec.PartitionBy | None,
+                   params: spec.RebuildParams) -> int:
+        """Make the new table's partitions (recorded with it: they go with it)."""
+        extra = dict(params.extra)
+        if action is None:
+            if self.c.kind != "p":
+                return 0
+            rows = self.conn.execute(query("rebuild_partitions"), {"oid": self.c.oid}).fetchall()
+            made = []
+            for schema, name, bound in rows:
+                part = temp_name(str(name), self.job)
+                self.conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
+                    sql.Identifier(str(schema), part), sql.Identifier(*tmp),
+                    sql.SQL(str(bound))))  # type: ignore[arg-type]
+                made.append([str(schema), part, str(name)])
+            self.state["partitions"] = made
+            return len(made)
+        if action.method == "hash":
+            n = int(extra.get("hash_partitions") or 4)
+            for i in range(n):
+                self._partition(tmp, f"p{i}", sql.SQL("FOR VALUES WITH (MODULUS {}, REMAINDER {})")
+                                .format(sql.Literal(n), sql.Literal(i)))
+            return n
+        values = self._values(action, extra)
+        for v in values:
+            self._partition(tmp, self._part_name(v), self._bound(action, extra, v))
+        self._partition(tmp, "default", sql.SQL("DEFAULT"))
+        self.state["partitioning"] = {"method": action.method, "column": action.columns[0],
+                                      "unit": extra.get("partition_interval"),
+                                      "values": values}
+        return len(values) + 1
+
+    @property
+    def list_or_range(self) -> bool:
+        return "partitioning" in self.state
+
+    def _partition(self, tmp: QName, suffix: str, bound: sql.Composable) -> None:
+        name = f"{self.c.name}_{suffix}"[:63]
+        self.conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
+            sql.Identifier(self.c.schema, temp_name(name, self.job)), sql.Identifier(*tmp),
+            bound))
+        self.state.setdefault("partitions", []).append(
+            [self.c.schema, temp_name(name, self.job), name])
+
+    def _part_name(self, value: str) -> str:
+        clean = "".join(ch if ch.isalnum() else "_" for ch in value.lower())[:40]
+        return f"p_{clean}" if clean else "p_empty"
+
+    def _values(self, action: spec.PartitionBy, extra: dict[str, str | None]) -> list[str]:
+        from mvgraph.rebuild.runner import RebuildFailed
+
+        if len(action.columns) != 1:
+            raise RebuildFailed(f"TO PARTITION BY {action.method.upper()} takes one column in "
+                                "PostgreSQL (here: partitions are made per value)")
+        col = sql.Identifier(action.columns[0])
+        src = sql.Identifier(self.c.schema, self.c.name)
+        if action.method == "range":
+            unit = extra.get("partition_interval")
+            if unit not in RANGE_UNITS:
+                raise RebuildFailed("TO PARTITION BY RANGE needs WITH (partition_interval = "
+                                    "'day' | 'week' | 'month' | 'quarter' | 'year') on a date "
+                                    "or timestamp column")
+            expr = sql.SQL("date_trunc({}, {})::text").format(sql.Literal(unit), col)
+        else:
+            expr = sql.SQL("{}::text").format(col)
+        rows = self.conn.execute(sql.SQL(
+            "SELECT DISTINCT {e} FROM {src} WHERE {c} IS NOT NULL ORDER BY 1").format(
+            e=expr, src=src, c=col)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def _bound(self, action: spec.PartitionBy, extra: dict[str, str | None],
+               value: str) -> sql.Composable:
+        if action.method == "range":
+            unit = str(extra.get("partition_interval"))
+            return sql.SQL("FOR VALUES FROM ({v}) TO (({v})::timestamp + {i})").format(
+                v=sql.Literal(value), i=sql.Literal(f"1 {unit}"))
+        return sql.SQL("FOR VALUES IN ({})").format(sql.Literal(value))
+
+    def new_partition_values(self, tmp: QName) -> list[str]:
+        """Values written meanwhile that have no partition (they are in the default one)."""
+        p = self.state["partitioning"]
+        default = sql.Identifier(self.c.schema, temp_name(f"{self.c.name}_default"[:63],
+                                                          self.job))
+        col = sql.Identifier(p["column"])
+        expr = (sql.SQL("date_trunc({}, {})::text").format(sql.Literal(p["unit"]), col)
+                if p["method"] == "range" else sql.SQL("{}::text").format(col))
+        rows = self.conn.execute(sql.SQL(
+            "SELECT DISTINCT {e} FROM {d} WHERE {c} IS NOT NULL ORDER BY 1").format(
+            e=expr, d=default, c=col)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def add_partitions(self, tmp: QName, values: list[str]) -> int:
+        """Partitions for new values, made standalone (attached once filled)."""
+        p = self.state["partitioning"]
+        for v in values:
+            name = temp_name(f"{self.c.name}_{self._part_name(v)}"[:63], self.job)
+            self.conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                sql.Identifier(self.c.schema, name), sql.Identifier(*tmp)))
+        p["new"] = values
+        return len(values)
+
+    def fill_partitions(self, tmp: QName, values: list[str]) -> int:
+        """Move the new values' rows out of the default partition, attach their partitions."""
+        p = self.state["partitioning"]
+        default = sql.Identifier(self.c.schema, temp_name(f"{self.c.name}_default"[:63],
+                                                          self.job))
+        col = sql.Identifier(p["column"])
+        extra = {"partition_interval": p["unit"]}
+        action = spec.PartitionBy(p["method"], (p["column"],))
+        moved = 0
+        for v in values:
+            suffix = self._part_name(v)
+            name = temp_name(f"{self.c.name}_{suffix}"[:63], self.job)
+            part = sql.Identifier(self.c.schema, name)
+            expr = (sql.SQL("date_trunc({}, {})::text").format(sql.Literal(p["unit"]), col)
+                    if p["method"] == "range" else sql.SQL("{}::text").format(col))
+            moved += self.conn.execute(sql.SQL(
+                "WITH m AS (DELETE FROM {d} WHERE {e} = {v} RETURNING *) "
+                "INSERT INTO {p} SELECT * FROM m").format(
+                d=default, e=expr, v=sql.Literal(v), p=part)).rowcount
+            self.conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
+                sql.Identifier(*tmp), part, self._bound(action, extra, v)))
+            self.state.setdefault("partitions", []).append(
+                [self.c.schema, name, f"{self.c.name}_{suffix}"[:63]])
+        return moved
+
+    # ---- the swap ---------------------------------------------------------------------------
+    def swap(self, tmp: QName, keep_source: bool, is_table: bool) -> None:
+        """In the caller's transaction (writers already blocked for a table): the originals
+        and their dependents give way, the new ones take their names."""
+        c = self.c
+        old = sql.Identifier(c.schema, c.name)
+        deps = self.state["dependents"]
+        from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
+
+        lock_all(self.conn, self.r, [old] + [sql.Identifier(d["schema"], d["name"])
+                                             for d in deps], "ACCESS EXCLUSIVE",
+                 LOCK_TRY_S, LOCK_TRIES)
+        lock_all(self.conn, self.r, [sql.Identifier(*t) for t, _n, _d in self.state["fks"]],
+                 "SHARE ROW EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
+        if is_table:
+            self._sequences(tmp)
+            for t, name, _definition in self.state["fks"]:
+                self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    sql.Identifier(*t), sql.Identifier(name)))
+        for d in reversed(deps):
+            word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
+            self.conn.execute(sql.SQL("DROP {} {}").format(
+                sql.SQL(word), sql.Identifier(d["schema"], d["name"])))
+        word = sql.SQL("TABLE" if is_table else "MATERIALIZED VIEW")
+        kept = temp_name(c.name, self.job, "old_")
+        if keep_source:
+            self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
+                word, old, sql.Identifier(kept)))
+            for _tmp_index, original in self.state["indexes"]:
+                self.conn.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(c.schema, original),
+                    sql.Identifier(temp_name(original, self.job, "old_"))))
+            for _schema, _part, original in self.state.get("partitions", []):
+                self.conn.execute(sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(c.schema, original),
+                    sql.Identifier(temp_name(original, self.job, "old_"))))
+            for trigger in self.state.get("capture_triggers", []):
+                self.conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                    sql.Identifier(trigger), sql.Identifier(c.schema, kept)))
+        else:
+            self.conn.execute(sql.SQL("DROP {} {}").format(word, old))
+        for name in self.state.get("drop_at_swap", []):
+            self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(c.schema, name)))
+        self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
+            word, sql.Identifier(*tmp), sql.Identifier(c.name)))
+        self._rename_indexes(c.schema, self.state["indexes"])
+        for schema, part, original in self.state.get("partitions", []):
+            self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier(schema, part), sql.Identifier(original)))
+        for d in deps:
+            word_d = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
+            self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
+                sql.SQL(word_d), sql.Identifier(d["schema"], d["tmp"]),
+                sql.Identifier(d["name"])))
+            self._rename_indexes(d["schema"], d["indexes"])
+        for t, name, definition in self.state["fks"]:  # they name the table: the new one now
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
+                sql.Identifier(*t), sql.Identifier(name),
+                sql.SQL(definition)))  # type: ignore[arg-type]
+        self.run(self.state.get("swap", []))
+        for pub in self.c.publications:
+            self.conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                sql.Identifier(pub), old))
+        self._follow(is_table)
+        for kind, name in self.state.get("capture", []):
+            self.conn.execute(sql.SQL("DROP {} IF EXISTS {}{}").format(
+                sql.SQL(kind), sql.Identifier(c.schema, name),
+                sql.SQL("()" if kind == "FUNCTION" else "")))
+        self.conn.execute(query("rebuild_forget"), {"job": self.job})
+        self.swap_message = (f"{c.schema}.{c.name} and {len(deps)} dependent(s) swapped"
+                             + (f"; the old one kept as {c.schema}.{kept}" if keep_source
+                                else ""))
+
+    def _rename_indexes(self, schema: str, pairs: list[list[str]]) -> None:
+        for tmp_name, original in pairs:
+            self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier(schema, tmp_name), sql.Identifier(original)))
+
+    def _sequences(self, tmp: QName) -> None:
+        """Sequences behind the old columns: serial ones move to the new table (dropping the
+        old table would drop them), identity ones hand their position on."""
+        identity = {col.name for col in self.c.columns if col.identity}
+        for seq, column in self.c.owned_sequences:
+            if column in identity:
+                self.conn.execute(query("rebuild_identity_position"), {
+                    "old": sql.Identifier(*seq).as_string(self.conn),
+                    "new": sql.Identifier(*tmp).as_string(self.conn), "column": column})
+            else:
+                self.conn.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                    sql.Identifier(*seq), sql.Identifier(tmp[0], tmp[1], column)))
+
+    def _follow(self, is_table: bool) -> None:
+        """mvgraph's state follows the objects by name; tracking is set up again."""
+        old = [self.c.oid] + [d["oid"] for d in self.state["dependents"]]
+        new = [_oid(self.conn, self.c.schema, self.c.name)] + [
+            _oid(self.conn, d["schema"], d["name"]) for d in self.state["dependents"]]
+        row = self.conn.execute(query("rebuild_table_mode"), {"oid": self.c.oid}).fetchone()
+        self.conn.execute(query("rebuild_follow"), {"old": old, "new": new})
+        if is_table and row and row[0]:
+            from mvgraph.tracking.triggers import set_mode
+            set_mode(self.conn, RelationName(self.c.schema, self.c.name), str(row[0]))
+
+    def after_swap(self) -> str:
+        """Foreign keys re-pointed or copied NOT VALID are validated (writers go on)."""
+        done = []
+        for t, name, _d in self.state.get("fks", []):
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                    sql.Identifier(*t), sql.Identifier(name)))
+            done.append(name)
+        return f"{len(done)} foreign key(s) validated" if done else "nothing left to do"
+
+
+def _mvgraph_trigger(statement: str) -> bool:
+    """A trigger of mvgraph's own (tracking): set up again after the swap, not copied."""
+    return "EXECUTE FUNCTION mvgraph." in statement or "EXECUTE PROCEDURE mvgraph." in statement
+
+
+def _exists(conn: Conn, schema: str, name: str) -> bool:
+    return conn.execute(query("rebuild_oid"), {"schema": schema, "name": name}
+                        ).fetchone() is not None
+
+
+def _oid(conn: Conn, schema: str, name: str) -> int:
+    row = conn.execute(query("rebuild_oid"), {"schema": schema, "name": name}).fetchone()
+    assert row is not None, (schema, name)
+    return int(str(row[0]))
+
+
+def _first(exc: psycopg.Error) -> str:
+    return (exc.diag.message_primary or str(exc)).splitlines()[0] + (
+        f" ({exc.diag.message_detail})" if exc.diag.message_detail else "")
