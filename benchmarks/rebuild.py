@@ -57,6 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from itertools import pairwise
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -74,7 +75,6 @@ from _common import (
     scratch_dir,
     server,
     server_note,
-    timed,
 )
 
 ROWS = 5_000_000
@@ -269,7 +269,7 @@ def load(dsn: str, rows: int, work: Path) -> Iterator[tuple[Path, Path]]:
 # ---- the two methods -------------------------------------------------------------------------
 
 
-def plain_way(dsn: str) -> None:
+def plain_way(dsn: str) -> list[dict[str, object]]:
     """One transaction: drop the dependents (top first), alter, recreate them, commit."""
     with psycopg.connect(dsn) as conn:  # not autocommit: committed when the block ends
         for dep in reversed(DEPENDENTS):
@@ -278,6 +278,7 @@ def plain_way(dsn: str) -> None:
         for dep in DEPENDENTS:
             for stmt in dep.create:
                 conn.execute(stmt)
+    return []
 
 
 def mvgraph_env() -> dict[str, str]:
@@ -292,7 +293,8 @@ def mvgraph_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
     proc = subprocess.run([sys.executable, "-m", "mvgraph", *args], cwd=REPO,
                           env=mvgraph_env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"mvgraph {' '.join(args)} exited {proc.returncode}:\n"
+        shown = [("..." if i and args[i - 1] == "--dsn" else a) for i, a in enumerate(args)]
+        raise RuntimeError(f"mvgraph {' '.join(shown)} exited {proc.returncode}:\n"
                            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return proc
 
@@ -302,40 +304,15 @@ def rebuild_available() -> bool:
     return mvgraph_cmd("rebuild", "--help", check=False).returncode == 0
 
 
-def mvgraph_way(dsn: str) -> None:
-    """``mvgraph rebuild public.t --action "ALTER COLUMN v TYPE bigint"``, waiting for its
-    end."""
-    mvgraph_cmd("rebuild", TABLE, "--action", ACTION, "--dsn", dsn)
-
-
-@contextmanager
-def worker(dsn: str, work: Path) -> Iterator[None]:
-    """One ``mvgraph worker`` process (in case the rebuild runs as a background job),
-    logging to a file; stopped at exit."""
-    log = (work / "worker.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "worker", "--dsn", dsn],
-                            cwd=REPO, env=mvgraph_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            deadline = time.monotonic() + 60
-            while True:
-                row = conn.execute("SELECT count(*) FROM pg_stat_activity "
-                                   "WHERE application_name LIKE 'mvgraph worker %%'").fetchone()
-                if row and int(str(row[0])) > 0:
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the worker did not start; see {work / 'worker.log'}")
-                time.sleep(0.1)
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def mvgraph_way(dsn: str) -> list[dict[str, object]]:
+    """``mvgraph rebuild public.t --action "ALTER COLUMN v TYPE bigint"``, which runs the
+    rebuild in its own process and waits for its end; returns the rebuild's steps (its
+    ``--json``: step, status, start_time, end_time, ...)."""
+    proc = mvgraph_cmd("rebuild", TABLE, "--action", ACTION, "--json", "--dsn", dsn)
+    report = json.loads(proc.stdout)
+    if report.get("status") != "ok":
+        raise RuntimeError(f"mvgraph rebuild ended {report.get('status')}: {proc.stdout[-2000:]}")
+    return list(report.get("steps") or [])
 
 
 @dataclass(frozen=True)
@@ -344,7 +321,7 @@ class Method:
 
     key: str  # "plain" or "rebuild"
     label: str
-    run: Callable[[str], None]
+    run: Callable[[str], list[dict[str, object]]]  # the method's steps, if it reports any
 
 
 METHODS = {
@@ -381,6 +358,7 @@ class Measured:
     problems: list[str]  # what the check after the run found wrong (type, dependents, ...)
     write_errors: dict[str, int]
     reader_error_messages: dict[str, int]
+    steps: list[dict[str, object]]  # the method's own report of its steps (mvgraph rebuild's)
 
 
 def reset(dsn: str, rows: int, work: Path) -> None:
@@ -477,15 +455,23 @@ def measure(method: Method, dsn: str, rows: int, work: Path) -> Measured:
     progress(f"{method.key}: writer and reader running; the method starts in {LEAD_S:.0f} s")
     with load(dsn, rows, work) as (w_out, r_out):
         time.sleep(LEAD_S)
+        failure = None
+        steps: list[dict[str, object]] = []
         t0 = time.monotonic()
-        total, _ = timed(lambda: method.run(dsn))
+        try:
+            steps = method.run(dsn)
+        except (RuntimeError, psycopg.Error) as exc:  # still measured and checked: say so
+            failure = f"{method.key} failed: {' '.join(str(exc).split())[-600:]}"
         t1 = time.monotonic()
-        progress(f"{method.key}: done in {total:.2f} s")
+        total = t1 - t0
+        progress(failure or f"{method.key}: done in {total:.2f} s")
         time.sleep(TAIL_S)
     w, r = Ops.load(w_out), Ops.load(r_out)
     with psycopg.connect(dsn, autocommit=True) as conn:
         lost, ambiguous, phantom, problems = check_writes(conn, w, rows)
         problems += check_result(conn)
+    if failure:
+        problems.insert(0, failure)
     latencies = [e - s for s, e in zip(w.start, w.end, strict=True)]
     acked = [e for e, st in zip(w.end, w.status, strict=True) if st == OK]
     read_ok = [e for e, st in zip(r.end, r.status, strict=True) if st == OK]
@@ -514,7 +500,20 @@ def measure(method: Method, dsn: str, rows: int, work: Path) -> Measured:
         problems=problems,
         write_errors=w.errors,
         reader_error_messages=r.errors,
+        steps=steps,
     )
+
+
+def step_times(steps: Sequence[dict[str, object]]) -> str:
+    """``step 1.234 s, ...`` from a rebuild's steps (``start_time``, ``end_time``: ISO)."""
+    out = []
+    for st in steps:
+        start, end = st.get("start_time"), st.get("end_time")
+        took = (datetime.fromisoformat(str(end)) - datetime.fromisoformat(str(start))
+                ).total_seconds() if start and end else None
+        out.append(f"{st.get('step')} " + (f"{took:.3f} s" if took is not None
+                                            else str(st.get("status") or "-")))
+    return ", ".join(out)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -580,8 +579,10 @@ def report(runs: dict[str, list[Measured]], rows: int, rounds: int, quick: bool,
                           "command (goals not judged)"))
         return out, notes, goals
 
+    broken = sum(len(m.problems) for m in rebuilt)  # a failed or wrong run meets no goal
+
     def judged(passed: bool) -> bool | None:
-        return None if quick else passed
+        return None if quick else passed and not broken
 
     ratios = [r.write_stall_s / p.write_stall_s if p.write_stall_s > 0 else float("inf")
               for p, r in zip(plain, rebuilt, strict=True)]
@@ -599,6 +600,9 @@ def report(runs: dict[str, list[Measured]], rows: int, rounds: int, quick: bool,
         return f"{median(xs):.3f}" + (f" ({min(xs):.3f}-{max(xs):.3f})" if len(xs) > 1 else "")
 
     out += [
+        Goal("rebuild: done, and the result checked (v bigint, dependents, indexes, rows)",
+             "yes" if not broken else f"no: {broken} problem(s), see below", "yes",
+             judged(True)),
         Goal("ratio: rebuild's longest write stall / plain way's", spread3(ratios),
              f"<= {STALL_RATIO_GOAL}", judged(ratio <= STALL_RATIO_GOAL)),
         Goal("rebuild's longest write stall" + (" (worst round)" if rounds > 1 else ""),
@@ -614,7 +618,7 @@ def report(runs: dict[str, list[Measured]], rows: int, rounds: int, quick: bool,
              "stall_s": {"measured": worst, "goal": STALL_GOAL_S, "met": worst <= STALL_GOAL_S},
              "reader_errors": {"measured": errors, "goal": 0, "met": errors == 0},
              "lost_writes": {"measured": lost, "goal": 0, "met": lost == 0},
-             "judged": not quick}
+             "problems": broken, "judged": not quick}
     return out, notes, goals
 
 
@@ -646,11 +650,7 @@ def main() -> None:
         settings = server_note(srv)
         for rnd in range(args.rounds):
             for key in keys if rnd % 2 == 0 else keys[::-1]:
-                if key == "rebuild":
-                    with worker(dsn, work):
-                        runs[key].append(measure(METHODS[key], dsn, rows, work))
-                else:
-                    runs[key].append(measure(METHODS[key], dsn, rows, work))
+                runs[key].append(measure(METHODS[key], dsn, rows, work))
                 m = runs[key][-1]
                 progress(f"round {rnd + 1} {key}: total {m.total_s:.2f} s, write stall "
                          f"{m.write_stall_s:.3f} s, reader errors {m.reader_errors}, lost "
@@ -665,13 +665,15 @@ def main() -> None:
         f"{TAIL_S:.0f} s after it",
         "write stall: the longest interval without an acknowledged write (= the longest write "
         "latency when none fails); lost: acknowledged writes missing from the table afterwards",
-        "mvgraph rebuild: `python -m mvgraph rebuild public.t --action ...` (a new process, "
-        "waiting for the end), one `mvgraph worker` running beside it",
+        "mvgraph rebuild: `python -m mvgraph rebuild public.t --action ... --json` (a new "
+        "process; it runs the rebuild itself and waits for its end)",
     ]
     for key, ms in runs.items():
         for i, m in enumerate(ms, 1):
             if m.problems:
                 notes.append(f"PROBLEM {key} round {i}: " + "; ".join(m.problems))
+            if m.steps:
+                notes.append(f"{key} round {i} steps: {step_times(m.steps)}")
             for what, errs in (("write", m.write_errors), ("reader", m.reader_error_messages)):
                 for msg, n in sorted(errs.items(), key=lambda e: -e[1])[:3]:
                     notes.append(f"{key} round {i} {what} error x{n}: {msg}")
