@@ -280,8 +280,12 @@ def execute_script(conn: Conn, text: str, *, source: str = "<sql>",
     statements = [(line, statement, _refresh_form(statement, source, line),
                    _job_form(statement, source, line), _gauss_form(statement, source, line))
                   for line, statement in split_statements(text)]  # no statement runs if any is bad
+    rebuilds = {line: _rebuild_form(statement, source, line) for line, statement, *_ in statements}
     background_ddl = False
     for line, statement, refresh_stmt, job_stmt, gauss_stmt in statements:
+        if rebuilds.get(line) is not None:
+            yield _rebuild(conn, line, statement, source, background=background)
+            continue
         if job_stmt is not None:
             if job_stmt.verb == "background":
                 background_ddl = job_stmt.on
@@ -335,6 +339,40 @@ def _texts(cur: psycopg.Cursor[tuple[object, ...]]) -> list[tuple[str | None, ..
     codec = cur.connection.info.encoding
     return [tuple(None if (v := res.get_value(r, c)) is None else bytes(v).decode(codec)
                   for c in range(res.nfields)) for r in range(res.ntuples)]
+
+
+def _rebuild_form(statement: str, source: str, line: int) -> object | None:
+    from mvgraph.rebuild.parse import parse_rebuild
+
+    try:
+        return parse_rebuild(statement)
+    except SqlParseError as exc:
+        raise SqlParseError(exc.message, source, line, exc.statement) from None
+
+
+def _rebuild(conn: Conn, line: int, statement: str, source: str, *, background: bool
+             ) -> Outcome:
+    """ASYNC REBUILD: queued, its id returned at once (as Hologres' query_id); REBUILD: run
+    here until it ends."""
+    from mvgraph.model.status import RunStatus
+    from mvgraph.rebuild import service
+    from mvgraph.rebuild.parse import parse_rebuild
+
+    stmt = parse_rebuild(statement)
+    try:
+        if background or (stmt is not None and stmt.asynchronous):
+            job = service.submit(conn, statement)
+            return Outcome(line, statement, columns=["query_id"], rows=[(str(job),)],
+                           status=f"JOB {job}", job=job)
+        job, status = service.run_here(conn, statement)
+    except MvgraphError as exc:
+        raise _at(exc, source, line) from exc
+    if status is not RunStatus.OK:
+        row = conn.execute(query("job_error"), {"job": job}).fetchone()
+        raise DatabaseError(f"{source}:{line}: rebuild {job} {status.value}"
+                            + (f": {row[0]}" if row and row[0] else ""))
+    return Outcome(line, statement, columns=["query_id"], rows=[(str(job),)],
+                   status="REBUILD", job=job)
 
 
 def _job_form(statement: str, source: str, line: int) -> JobStatement | None:

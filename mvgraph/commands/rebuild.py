@@ -74,12 +74,13 @@ def rebuild_cmd(
             dict(zip(PROGRESS_COLUMNS, map(_plain, r), strict=True)) for r in rows]}) + "\n")
     else:
         _print_progress(rows, False)
-        common.out.print(f"rebuild {job_id}: {status.job_status.value if status.job_status else status.value}")
+        ended = status.job_status.value if status.job_status else status.value
+        common.out.print(f"rebuild {job_id}: {ended}")
     raise typer.Exit(REBUILD_EXIT[status.value])
 
 
 def _plain(value: object) -> object:
-    return value.isoformat() if hasattr(value, "isoformat") else value  # type: ignore[union-attr]
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def _out(as_json: bool, data: dict[str, object], line: str) -> None:

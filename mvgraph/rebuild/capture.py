@@ -49,10 +49,11 @@ class Copy:
         return sql.SQL(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k)
                                   for k in self.key)
 
-    def batch(self, conn: Conn, after: Sequence[str] | None, rows: int) -> tuple[int, list[str] | None]:
+    def batch(self, conn: Conn, after: Sequence[str] | None, rows: int
+              ) -> tuple[int, list[str] | None]:
         """Copy the next ``rows`` rows in key order after the key ``after`` (text values);
         returns how many were copied and the last key copied (None when none)."""
-        where = sql.SQL("")
+        where: sql.Composable = sql.SQL("")
         params: list[object] = []
         if after is not None:
             where = sql.SQL(" WHERE ({}) > ({})").format(

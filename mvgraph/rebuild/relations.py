@@ -9,7 +9,7 @@ makes the same objects under the same names.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -19,7 +19,8 @@ from psycopg import sql
 from mvgraph.db.queries import query
 from mvgraph.model.names import RelationName
 from mvgraph.rebuild import spec
-from mvgraph.rebuild.closure import Closure, Dependent, attached_ddl, rename_relations, temp_name
+from mvgraph.rebuild.attached import attached_ddl
+from mvgraph.rebuild.closure import Closure, Dependent, rename_relations, temp_name
 
 if TYPE_CHECKING:
     from mvgraph.rebuild.runner import Runner
@@ -56,7 +57,7 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
     return int(str(oid)), str(schema), str(rel)
 
 
-def lock_all(conn: Conn, runner: Runner, relations: list[sql.Composable], mode: str,
+def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mode: str,
              try_s: float, tries: int) -> None:
     """Lock ``relations`` in ``mode`` in short tries, inside the caller's transaction: a
     long wait would queue every later session behind it. Fails naming the holders."""
@@ -116,7 +117,7 @@ class Relations:
 
     def run(self, statements: list[str]) -> None:
         for text in statements:
-            self.conn.execute(sql.SQL(text))  # type: ignore[arg-type]
+            self.conn.execute(sql.SQL(text))
 
     # ---- planning (prepare, first run) ------------------------------------------------------
     def plan(self, tmp: QName, new_key: tuple[str, ...] | None, online: bool) -> None:
@@ -161,7 +162,7 @@ class Relations:
         body = rename_relations(d.definition.strip().rstrip(";"), renames)
         word = "MATERIALIZED VIEW" if d.kind == "m" else "VIEW"
         create = sql.SQL("CREATE {} {} AS {}{}").format(
-            sql.SQL(word), sql.Identifier(*tmp), sql.SQL(body),  # type: ignore[arg-type]
+            sql.SQL(word), sql.Identifier(*tmp), sql.SQL(body),
             sql.SQL(" WITH NO DATA" if d.kind == "m" else "")).as_string(self.conn)
         attached = attached_ddl(self.conn, d.oid, tmp, self.job, include=DEPENDENT)
         return {"oid": d.oid, "schema": d.schema, "name": d.name, "kind": d.kind,
@@ -175,7 +176,7 @@ class Relations:
         c = self.c
         attached = attached_ddl(self.conn, c.oid, tmp, self.job, include=DEPENDENT)
         create = sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH NO DATA").format(
-            sql.Identifier(*tmp), sql.SQL(query_sql)).as_string(self.conn)  # type: ignore[arg-type]
+            sql.Identifier(*tmp), sql.SQL(query_sql)).as_string(self.conn)
         renames: dict[QName, QName] = {(c.schema, c.name): tmp}
         deps: list[dict[str, Any]] = []
         for d in c.dependents:
@@ -239,7 +240,7 @@ class Relations:
                 part = temp_name(str(name), self.job)
                 self.conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
                     sql.Identifier(str(schema), part), sql.Identifier(*tmp),
-                    sql.SQL(str(bound))))  # type: ignore[arg-type]
+                    sql.SQL(str(bound))))
                 made.append([str(schema), part, str(name)])
             self.state["partitions"] = made
             return len(made)
@@ -361,9 +362,10 @@ class Relations:
         deps = self.state["dependents"]
         from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
 
-        lock_all(self.conn, self.r, [old] + [sql.Identifier(d["schema"], d["name"])
-                                             for d in deps], "ACCESS EXCLUSIVE",
-                 LOCK_TRY_S, LOCK_TRIES)
+        # LOCK takes tables and views (a materialized view is locked by its DROP below)
+        lock_all(self.conn, self.r, ([old] if is_table else []) + [
+            sql.Identifier(d["schema"], d["name"]) for d in deps if d["kind"] == "v"],
+            "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         lock_all(self.conn, self.r, [sql.Identifier(*t) for t, _n, _d in self.state["fks"]],
                  "SHARE ROW EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         if is_table:
@@ -375,11 +377,11 @@ class Relations:
             word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("DROP {} {}").format(
                 sql.SQL(word), sql.Identifier(d["schema"], d["name"])))
-        word = sql.SQL("TABLE" if is_table else "MATERIALIZED VIEW")
+        rel_word = sql.SQL("TABLE" if is_table else "MATERIALIZED VIEW")
         kept = temp_name(c.name, self.job, "old_")
         if keep_source:
             self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
-                word, old, sql.Identifier(kept)))
+                rel_word, old, sql.Identifier(kept)))
             for _tmp_index, original in self.state["indexes"]:
                 self.conn.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
                     sql.Identifier(c.schema, original),
@@ -392,11 +394,11 @@ class Relations:
                 self.conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
                     sql.Identifier(trigger), sql.Identifier(c.schema, kept)))
         else:
-            self.conn.execute(sql.SQL("DROP {} {}").format(word, old))
+            self.conn.execute(sql.SQL("DROP {} {}").format(rel_word, old))
         for name in self.state.get("drop_at_swap", []):
             self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(c.schema, name)))
         self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
-            word, sql.Identifier(*tmp), sql.Identifier(c.name)))
+            rel_word, sql.Identifier(*tmp), sql.Identifier(c.name)))
         self._rename_indexes(c.schema, self.state["indexes"])
         for schema, part, original in self.state.get("partitions", []):
             self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
@@ -410,7 +412,7 @@ class Relations:
         for t, name, definition in self.state["fks"]:  # they name the table: the new one now
             self.conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
                 sql.Identifier(*t), sql.Identifier(name),
-                sql.SQL(definition)))  # type: ignore[arg-type]
+                sql.SQL(definition)))
         self.run(self.state.get("swap", []))
         for pub in self.c.publications:
             self.conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(

@@ -113,7 +113,7 @@ class Runner:
         except Stopped as stop:
             return self._stopped(stop.how)
         except (psycopg.OperationalError, MvgraphError) as exc:
-            if isinstance(exc, psycopg.OperationalError) and self._session_lost():
+            if isinstance(exc, psycopg.OperationalError) and self._session_lost(exc):
                 log.warning("rebuild %d: session lost (%s)", self.job, exc)
                 raise
             if self.control.asked in ("cancel", "suspend", "lost"):
@@ -123,6 +123,9 @@ class Runner:
             if self.control.asked in ("cancel", "suspend", "lost"):
                 return self._stopped(self.control.asked)
             return self._failed(exc)
+        except Exception as exc:  # an mvgraph bug: the job says so, nothing is left behind
+            log.exception("rebuild %d: internal error", self.job)
+            return self._failed(RebuildFailed(f"internal error: {type(exc).__name__}: {exc}"))
         store.finish(self.book.conn, self.job, JobStatus.DONE, None, attempt=self.attempt,
                      foreground=self.foreground)
         log.info("rebuild %d: done", self.job)
@@ -136,9 +139,9 @@ class Runner:
         for name, value in self.stmt.params.gucs:
             self.conn.execute(query("rebuild_set_guc"), {"name": name, "value": value})
 
-    def _session_lost(self) -> bool:
+    def _session_lost(self, exc: psycopg.OperationalError) -> bool:
         from mvgraph.db.outage import session_lost
-        return session_lost(psycopg.OperationalError(), self.conn) or self.conn.broken
+        return session_lost(exc, self.conn) or self.conn.broken
 
     def _rollback(self) -> None:
         with suppress(psycopg.Error):

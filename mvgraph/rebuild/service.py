@@ -56,9 +56,12 @@ def submit(conn: Conn, text: str) -> int:
 
 def twin(conn: Conn, name: str) -> Conn:
     """A second autocommit connection with the same login as ``conn``."""
-    password = conn.info.password
-    return psycopg.Connection.connect(conn.info.dsn, autocommit=True, application_name=name,
-                                      **({"password": password} if password else {}))
+    params = conn.info.get_parameters()
+    if conn.info.password:
+        params["password"] = conn.info.password
+    params["application_name"] = name
+    return psycopg.Connection.connect(psycopg.conninfo.make_conninfo(**params),
+                                      autocommit=True)
 
 
 def run_here(conn: Conn, text: str, control: Control | None = None) -> tuple[int, RunStatus]:

@@ -130,7 +130,7 @@ class TableRebuild:
                         "rebuild it WITH (binlog_mode); it then pauses after set_readonly "
                         "until RESUME, once consumers have caught up")
 
-    def _in_place(self, state: dict[str, Any]) -> str:  # noqa: D401
+    def _in_place(self, state: dict[str, Any]) -> str:
         """Every action is one PostgreSQL does in place without a copy: ALTER TABLE."""
         assert self.closure is not None
         target = sql.Identifier(self.closure.schema, self.closure.name)

@@ -288,9 +288,9 @@ BEGIN
        SET mv = p.new, name = (SELECT format('%I.%I', n.nspname, c.relname)
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                 WHERE c.oid = p.new),
-           snapshot = NULL, refresh_xid = NULL, fingerprint = NULL
+           snapshot = NULL, refresh_xid = NULL, fingerprint = NULL, inputs = '{}',
+           stat_inputs = '{}', stat_counters = '{}', stat_filenodes = '{}'
       FROM unnest(old_oids, new_oids) p(old, new) WHERE s.mv = p.old;
-    DELETE FROM mvgraph.mv_input i USING unnest(old_oids) o(oid) WHERE i.mv = o.oid;
 END
 $$;
 
