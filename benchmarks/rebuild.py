@@ -269,9 +269,11 @@ def load(dsn: str, rows: int, work: Path) -> Iterator[tuple[Path, Path]]:
 # ---- the two methods -------------------------------------------------------------------------
 
 
-def plain_way(dsn: str) -> list[dict[str, object]]:
-    """One transaction: drop the dependents (top first), alter, recreate them, commit."""
+def plain_way(dsn: str, timeout: float) -> list[dict[str, object]]:
+    """One transaction: drop the dependents (top first), alter, recreate them, commit
+    (``timeout``: its ``statement_timeout``)."""
     with psycopg.connect(dsn) as conn:  # not autocommit: committed when the block ends
+        conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
         for dep in reversed(DEPENDENTS):
             conn.execute(f"DROP {dep.kind} {dep.name}")
         conn.execute(f"ALTER TABLE t {ACTION}")
@@ -288,12 +290,18 @@ def mvgraph_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + path if path else ""))
 
 
-def mvgraph_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``python -m mvgraph ARGS`` (a new process, as a user runs it)."""
-    proc = subprocess.run([sys.executable, "-m", "mvgraph", *args], cwd=REPO,
-                          env=mvgraph_env(), capture_output=True, text=True)
+def mvgraph_cmd(*args: str, check: bool = True,
+                timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m mvgraph ARGS`` (a new process, as a user runs it), killed after
+    ``timeout`` seconds."""
+    shown = [("..." if i and args[i - 1] == "--dsn" else a) for i, a in enumerate(args)]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mvgraph", *args], cwd=REPO,
+                              env=mvgraph_env(), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"mvgraph {' '.join(shown)}: killed after {timeout:.0f} s") from exc
     if check and proc.returncode != 0:
-        shown = [("..." if i and args[i - 1] == "--dsn" else a) for i, a in enumerate(args)]
         raise RuntimeError(f"mvgraph {' '.join(shown)} exited {proc.returncode}:\n"
                            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return proc
@@ -304,11 +312,12 @@ def rebuild_available() -> bool:
     return mvgraph_cmd("rebuild", "--help", check=False).returncode == 0
 
 
-def mvgraph_way(dsn: str) -> list[dict[str, object]]:
+def mvgraph_way(dsn: str, timeout: float) -> list[dict[str, object]]:
     """``mvgraph rebuild public.t --action "ALTER COLUMN v TYPE bigint"``, which runs the
     rebuild in its own process and waits for its end; returns the rebuild's steps (its
-    ``--json``: step, status, start_time, end_time, ...)."""
-    proc = mvgraph_cmd("rebuild", TABLE, "--action", ACTION, "--json", "--dsn", dsn)
+    ``--json``: step, status, start_time, end_time, ...); killed after ``timeout`` s."""
+    proc = mvgraph_cmd("rebuild", TABLE, "--action", ACTION, "--json", "--dsn", dsn,
+                       timeout=timeout)
     report = json.loads(proc.stdout)
     if report.get("status") != "ok":
         raise RuntimeError(f"mvgraph rebuild ended {report.get('status')}: {proc.stdout[-2000:]}")
@@ -321,7 +330,7 @@ class Method:
 
     key: str  # "plain" or "rebuild"
     label: str
-    run: Callable[[str], list[dict[str, object]]]  # the method's steps, if it reports any
+    run: Callable[[str, float], list[dict[str, object]]]  # (dsn, timeout): its steps, if any
 
 
 METHODS = {
@@ -448,7 +457,7 @@ def check_result(conn: Conn) -> list[str]:
     return problems
 
 
-def measure(method: Method, dsn: str, rows: int, work: Path) -> Measured:
+def measure(method: Method, dsn: str, rows: int, work: Path, timeout: float) -> Measured:
     """Reset the data, start the writer and the reader, run the method, stop them, check."""
     progress(f"{method.key}: building {rows:,} rows and the dependents (not measured)")
     reset(dsn, rows, work)
@@ -459,7 +468,7 @@ def measure(method: Method, dsn: str, rows: int, work: Path) -> Measured:
         steps: list[dict[str, object]] = []
         t0 = time.monotonic()
         try:
-            steps = method.run(dsn)
+            steps = method.run(dsn, timeout)
         except (RuntimeError, psycopg.Error) as exc:  # still measured and checked: say so
             failure = f"{method.key} failed: {' '.join(str(exc).split())[-600:]}"
         t1 = time.monotonic()
@@ -630,6 +639,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"rows in the table (default {ROWS:,}; --quick {QUICK_ROWS:,})")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of both methods, the order alternating (default 1)")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds a method may take before it is stopped (and reported "
+                             "failed); default 1800")
     parser.add_argument("--json", metavar="FILE", default=None,
                         help="also write every measurement and the goals to FILE as JSON")
     return parser.parse_args(argv)
@@ -650,7 +662,7 @@ def main() -> None:
         settings = server_note(srv)
         for rnd in range(args.rounds):
             for key in keys if rnd % 2 == 0 else keys[::-1]:
-                runs[key].append(measure(METHODS[key], dsn, rows, work))
+                runs[key].append(measure(METHODS[key], dsn, rows, work, args.timeout))
                 m = runs[key][-1]
                 progress(f"round {rnd + 1} {key}: total {m.total_s:.2f} s, write stall "
                          f"{m.write_stall_s:.3f} s, reader errors {m.reader_errors}, lost "
