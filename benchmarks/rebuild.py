@@ -548,10 +548,10 @@ def both(runs: dict[str, list[Measured]], fmt: Callable[[list[Measured]], str]) 
     return " / ".join(fmt(runs[k]) if runs.get(k) else "n/a" for k in METHODS)
 
 
-def report(runs: dict[str, list[Measured]], rows: int, rounds: int, quick: bool,
+def report(runs: dict[str, list[Measured]], rounds: int, quick: bool, available: bool,
            notes: list[str]) -> tuple[list[Result], list[str], dict[str, object]]:
     """The table's rows, its notes, and the goals as data (for ``--json``)."""
-    plain, rebuilt = runs["plain"], runs.get("rebuild", [])
+    plain, rebuilt = runs.get("plain", []), runs.get("rebuild", [])
 
     def secs(attr: str) -> Callable[[list[Measured]], str]:
         return lambda ms: seconds([float(getattr(m, attr)) for m in ms])
@@ -583,9 +583,9 @@ def report(runs: dict[str, list[Measured]], rows: int, rounds: int, quick: bool,
                                      f", {total('phantom_writes')(ms)})")),
     ]
     goals: dict[str, object] = {}
-    if not rebuilt:
-        out.append(Result("mvgraph rebuild", "not available: this mvgraph has no `rebuild` "
-                          "command (goals not judged)"))
+    if not rebuilt or not plain:
+        out.append(Result("goals", "not judged: only one method measured" if available
+                          else "not judged: this mvgraph has no `rebuild` command"))
         return out, notes, goals
 
     broken = sum(len(m.problems) for m in rebuilt)  # a failed or wrong run meets no goal
@@ -639,6 +639,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"rows in the table (default {ROWS:,}; --quick {QUICK_ROWS:,})")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of both methods, the order alternating (default 1)")
+    parser.add_argument("--only", choices=sorted(METHODS), action="append",
+                        help="measure this method alone (repeatable; goals need both)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds a method may take before it is stopped (and reported "
                              "failed); default 1800")
@@ -653,7 +655,9 @@ def main() -> None:
     available = rebuild_available()
     if not available:
         progress("this mvgraph has no `rebuild` command: measuring the plain way only")
-    keys = ["plain", "rebuild"] if available else ["plain"]
+    keys = [k for k in METHODS if k in (args.only or METHODS) and (available or k != "rebuild")]
+    if not keys:
+        raise SystemExit("nothing to measure: this mvgraph has no `rebuild` command")
     runs: dict[str, list[Measured]] = {k: [] for k in keys}
     started = time.monotonic()
     with scratch_dir("mvgraph-rebuild-") as work, server() as srv, \
@@ -690,7 +694,7 @@ def main() -> None:
                 for msg, n in sorted(errs.items(), key=lambda e: -e[1])[:3]:
                     notes.append(f"{key} round {i} {what} error x{n}: {msg}")
     notes += [settings, f"whole run {time.monotonic() - started:.0f} s"]
-    table, notes, goals = report(runs, rows, args.rounds, args.quick, notes)
+    table, notes, goals = report(runs, args.rounds, args.quick, available, notes)
     print_table(f"rebuild: {ACTION} under writes, {rows:,} rows, plain way vs mvgraph rebuild",
                 table, notes, quick=args.quick)
     if args.json:
