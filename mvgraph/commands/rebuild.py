@@ -12,6 +12,7 @@ import typer
 
 from mvgraph.commands import common
 from mvgraph.commands.options import DsnOpt, JsonOpt
+from mvgraph.commands.render import escape
 from mvgraph.errors import UsageError
 
 REBUILD_EXIT = {"ok": 0, "failed": 1, "cancelled": 3, "suspended": 5, "lost": 1}
@@ -69,6 +70,7 @@ def rebuild_cmd(
             return
         job_id, status = service.run_here(conn, text)
         rows = service.progress(conn, job_id)
+        error = service.job_error(conn, job_id) if status.value != "ok" else None
     if as_json:
         sys.stdout.write(json.dumps({"job": job_id, "status": status.value, "steps": [
             dict(zip(PROGRESS_COLUMNS, map(_plain, r), strict=True)) for r in rows]}) + "\n")
@@ -76,6 +78,8 @@ def rebuild_cmd(
         _print_progress(rows, False)
         ended = status.job_status.value if status.job_status else status.value
         common.out.print(f"rebuild {job_id}: {ended}")
+    if error:
+        common.err.print(f"[red]error:[/] rebuild {job_id} {status.value}: {escape(error)}")
     raise typer.Exit(REBUILD_EXIT[status.value])
 
 
@@ -93,8 +97,6 @@ def _print_progress(rows: list[tuple[object, ...]], as_json: bool) -> None:
                                      for r in rows]) + "\n")
         return
     from rich.table import Table
-
-    from mvgraph.commands.render import escape
 
     table = Table("step", "status", "progress", "message", box=None)
     for r in rows:

@@ -1236,80 +1236,10 @@ SELECT job_name, step_id, step, status, progress, start_time, end_time, pid, mes
 -- name: current_search_path
 SELECT current_setting('search_path')
 
--- name: rebuild_relation_facts
-SELECT n.nspname, c.relname, c.relkind::text
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %(oid)s
-
--- name: rebuild_attached
--- What a relation has attached, one row per piece: (part, object name, definition, extra),
--- in an order that runs (read with search_path '': names come schema-qualified).
-SELECT 'options', NULL, array_to_string(c.reloptions, ', '), NULL
-  FROM pg_class c WHERE c.oid = %(oid)s AND c.reloptions IS NOT NULL
-UNION ALL
-SELECT CASE WHEN x.contype = 'p' THEN 'primary_key' ELSE 'indexes' END, i.relname,
-       CASE WHEN x.oid IS NOT NULL THEN pg_get_constraintdef(x.oid)
-            ELSE pg_get_indexdef(i.oid) END,
-       CASE WHEN x.oid IS NOT NULL THEN 'c' END
-  FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid
-  LEFT JOIN pg_constraint x ON x.conindid = ix.indexrelid AND x.conrelid = ix.indrelid
-                           AND x.contype IN ('p', 'u', 'x')
- WHERE ix.indrelid = %(oid)s
-UNION ALL
-SELECT 'foreign_keys', x.conname, pg_get_constraintdef(x.oid), NULL
-  FROM pg_constraint x WHERE x.conrelid = %(oid)s AND x.contype = 'f'
-UNION ALL
-SELECT 'triggers', t.tgname, pg_get_triggerdef(t.oid), t.tgenabled::text
-  FROM pg_trigger t WHERE t.tgrelid = %(oid)s AND NOT t.tgisinternal
-UNION ALL
-SELECT 'rules', r.rulename, pg_get_ruledef(r.oid), NULL
-  FROM pg_rewrite r WHERE r.ev_class = %(oid)s AND r.rulename <> '_RETURN'
-UNION ALL
-SELECT 'rls', NULL, 'ENABLE ROW LEVEL SECURITY', NULL
-  FROM pg_class c WHERE c.oid = %(oid)s AND c.relrowsecurity
-UNION ALL
-SELECT 'rls', NULL, 'FORCE ROW LEVEL SECURITY', NULL
-  FROM pg_class c WHERE c.oid = %(oid)s AND c.relforcerowsecurity
-UNION ALL
-SELECT 'policies', p.polname,
-       format('CREATE POLICY %%I ON %%s AS %%s FOR %%s TO %%s%%s%%s', p.polname,
-              p.polrelid::regclass, CASE WHEN p.polpermissive THEN 'PERMISSIVE'
-                                         ELSE 'RESTRICTIVE' END,
-              CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-              (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END,
-                                 ', ') FROM unnest(p.polroles) r),
-              ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
-              ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')'), NULL
-  FROM pg_policy p WHERE p.polrelid = %(oid)s
-UNION ALL
-SELECT 'grants', NULL, a.privilege_type || '|' || coalesce(pg_get_userbyid(nullif(a.grantee, 0)), '-')
-                       || '|' || (CASE WHEN a.is_grantable THEN 't' ELSE 'f' END), NULL
-  FROM pg_class c, aclexplode(c.relacl) a
- WHERE c.oid = %(oid)s AND a.grantee <> c.relowner
-UNION ALL
-SELECT 'grants', NULL, a.privilege_type || '|' || coalesce(pg_get_userbyid(nullif(a.grantee, 0)), '-')
-                       || '|' || (CASE WHEN a.is_grantable THEN 't' ELSE 'f' END), att.attname
-  FROM pg_attribute att, aclexplode(att.attacl) a
- WHERE att.attrelid = %(oid)s AND att.attacl IS NOT NULL AND NOT att.attisdropped
-UNION ALL
-SELECT 'comments', NULL, d.description, NULL
-  FROM pg_description d WHERE d.objoid = %(oid)s AND d.classoid = 'pg_class'::regclass
-   AND d.objsubid = 0
-UNION ALL
-SELECT 'comments', a.attname, d.description, NULL
-  FROM pg_description d JOIN pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid
- WHERE d.objoid = %(oid)s AND d.classoid = 'pg_class'::regclass AND d.objsubid > 0
-UNION ALL
-SELECT 'statistics', s.stxname, pg_get_statisticsobjdef(s.oid), NULL
-  FROM pg_statistic_ext s WHERE s.stxrelid = %(oid)s
-UNION ALL
-SELECT 'replica_identity', (SELECT i.relname FROM pg_index ix JOIN pg_class i
-                             ON i.oid = ix.indexrelid
-                            WHERE ix.indrelid = c.oid AND ix.indisreplident),
-       c.relreplident::text, NULL
-  FROM pg_class c WHERE c.oid = %(oid)s AND c.relreplident IN ('f', 'n', 'i')
-UNION ALL
-SELECT 'owner', NULL, pg_get_userbyid(c.relowner), NULL FROM pg_class c WHERE c.oid = %(oid)s
-
 -- name: job_error
 SELECT error FROM mvgraph.job WHERE id = %(job)s
+
+-- name: rebuild_index_names
+SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+  JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+ WHERE n.nspname = %(schema)s AND t.relname = %(name)s

@@ -157,3 +157,119 @@ SELECT p.pubname AS name
 -- name: rb_set_search_path
 -- SET LOCAL search_path (inside the reading transaction); returns the one it replaces.
 SELECT current_setting('search_path') AS old, set_config('search_path', %(path)s, true) AS new
+
+-- name: rb_attached_relation
+-- What attached_ddl needs of the relation itself.
+SELECT c.relkind::text AS kind, n.nspname AS schema, c.relname AS name,
+       pg_get_userbyid(c.relowner) AS owner,
+       coalesce(c.reloptions, '{}') AS options,
+       coalesce((SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid), '{}')
+           AS toast_options,
+       c.relrowsecurity AS row_security, c.relforcerowsecurity AS force_row_security,
+       c.relreplident::text AS replica_identity,
+       (SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+         WHERE x.indrelid = c.oid AND x.indisreplident) AS replica_index,
+       c.relacl IS NOT NULL AS has_acl,
+       obj_description(c.oid, 'pg_class') AS comment
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = %(oid)s
+
+-- name: rb_column_facts
+-- Per column: options (n_distinct...), statistics target, comment, and a view's column
+-- default (ALTER VIEW ... SET DEFAULT); only the columns that have any.
+SELECT a.attname AS name, coalesce(a.attoptions, '{}') AS options,
+       nullif(a.attstattarget, -1)::int AS stattarget,
+       col_description(a.attrelid, a.attnum) AS comment,
+       CASE WHEN c.relkind = 'v' THEN pg_get_expr(d.adbin, d.adrelid) END AS view_default
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+   AND (a.attoptions IS NOT NULL OR a.attstattarget >= 0
+        OR col_description(a.attrelid, a.attnum) IS NOT NULL
+        OR (c.relkind = 'v' AND d.adbin IS NOT NULL))
+ ORDER BY a.attnum
+
+-- name: rb_constraints
+-- The relation's own constraints but NOT NULL ones (they come with the columns): definition,
+-- index, whether valid and enforced (PostgreSQL 18's NOT ENFORCED), comment.
+SELECT con.conname AS name, con.contype::text AS type, pg_get_constraintdef(con.oid) AS definition,
+       (SELECT relname FROM pg_class WHERE oid = con.conindid AND con.contype IN ('p', 'u', 'x'))
+           AS index, con.convalidated AS valid,
+       coalesce((to_jsonb(con) ->> 'conenforced')::boolean, true) AS enforced,
+       obj_description(con.oid, 'pg_constraint') AS comment,
+       (SELECT indisclustered FROM pg_index WHERE indexrelid = con.conindid
+           AND con.contype IN ('p', 'u', 'x')) AS clustered
+  FROM pg_constraint con
+ WHERE con.conrelid = %(oid)s AND con.contype IN ('p', 'u', 'x', 'c', 'f')
+   AND con.conparentid = 0
+ ORDER BY con.contype, con.conname
+
+-- name: rb_indexes
+-- Indexes that back no constraint of the relation.
+SELECT i.relname AS name, pg_get_indexdef(x.indexrelid) AS definition,
+       x.indisclustered AS clustered, obj_description(i.oid, 'pg_class') AS comment
+  FROM pg_index x
+  JOIN pg_class i ON i.oid = x.indexrelid
+ WHERE x.indrelid = %(oid)s
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint con
+                    WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid
+                      AND con.contype IN ('p', 'u', 'x'))
+ ORDER BY i.relname
+
+-- name: rb_triggers
+-- User triggers (not those behind foreign keys), their enabled state and comment.
+SELECT t.tgname AS name, pg_get_triggerdef(t.oid) AS definition,
+       t.tgenabled::text AS enabled, obj_description(t.oid, 'pg_trigger') AS comment
+  FROM pg_trigger t
+ WHERE t.tgrelid = %(oid)s AND NOT t.tgisinternal AND t.tgparentid = 0
+ ORDER BY t.tgname
+
+-- name: rb_rules
+-- Rules other than a view's _RETURN, their enabled state and comment.
+SELECT r.rulename AS name, pg_get_ruledef(r.oid) AS definition,
+       r.ev_enabled::text AS enabled, obj_description(r.oid, 'pg_rewrite') AS comment
+  FROM pg_rewrite r
+ WHERE r.ev_class = %(oid)s AND r.rulename <> '_RETURN'
+ ORDER BY r.rulename
+
+-- name: rb_policies
+-- Row security policies: roles by name (NULL: PUBLIC), expressions as the server writes them.
+SELECT p.polname AS name, p.polpermissive AS permissive, p.polcmd::text AS command,
+       ARRAY(SELECT CASE WHEN r = 0 THEN NULL ELSE pg_get_userbyid(r) END
+               FROM unnest(p.polroles) AS r ORDER BY 1) AS roles,
+       pg_get_expr(p.polqual, p.polrelid) AS qual,
+       pg_get_expr(p.polwithcheck, p.polrelid) AS with_check,
+       obj_description(p.oid, 'pg_policy') AS comment
+  FROM pg_policy p
+ WHERE p.polrelid = %(oid)s
+ ORDER BY p.polname
+
+-- name: rb_grants
+-- The relation's privileges (column NULL) and its columns', one row per grantee, grant option
+-- and column; grantee NULL: PUBLIC.
+WITH acl AS (
+    SELECT NULL::name AS column_name, NULL::smallint AS attnum, (aclexplode(c.relacl)).*
+      FROM pg_class c WHERE c.oid = %(oid)s
+    UNION ALL
+    SELECT a.attname, a.attnum, (aclexplode(a.attacl)).*
+      FROM pg_attribute a
+     WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+)
+SELECT CASE WHEN grantee = 0 THEN NULL ELSE pg_get_userbyid(grantee) END AS grantee,
+       is_grantable AS grantable, column_name AS column,
+       array_agg(privilege_type ORDER BY privilege_type) AS privileges
+  FROM acl
+ GROUP BY grantee, is_grantable, column_name, attnum
+ ORDER BY attnum NULLS FIRST, 1 NULLS FIRST, grantable
+
+-- name: rb_statistics
+-- Extended statistics objects on the relation.
+SELECT n.nspname AS schema, s.stxname AS name, pg_get_statisticsobjdef(s.oid) AS definition,
+       nullif(s.stxstattarget, -1)::int AS stattarget,
+       obj_description(s.oid, 'pg_statistic_ext') AS comment
+  FROM pg_statistic_ext s
+  JOIN pg_namespace n ON n.oid = s.stxnamespace
+ WHERE s.stxrelid = %(oid)s
+ ORDER BY n.nspname, s.stxname

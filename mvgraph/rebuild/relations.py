@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 Conn = psycopg.Connection[tuple[object, ...]]
 QName = tuple[str, str]
-BEFORE_COPY = frozenset({"options", "comments", "statistics", "grants"})
+BEFORE_COPY = frozenset({"options", "comments", "statistics"})
 AFTER_COPY = frozenset({"primary_key", "indexes", "foreign_keys", "replica_identity"})
-AT_SWAP = frozenset({"triggers", "rules", "policies", "owner"})
+# grants last: they may revoke the owner's own privileges, which the copy needs
+AT_SWAP = frozenset({"triggers", "rules", "policies", "owner", "grants"})
 DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "triggers",
                        "rules"})
 RANGE_UNITS = ("day", "week", "month", "quarter", "year")
@@ -132,6 +133,7 @@ class Relations:
                 if not _mvgraph_trigger(a.statement.as_string(self.conn))]
         after_sql = [a.statement.as_string(self.conn) for a in after]
         indexes = [list(a.index) for a in before + after if a.index]
+        self.state["statistics"] = [list(a.statistics) for a in before if a.statistics]
         if new_key is not None:
             pk = c.primary_key_name or f"{c.name}_pkey"
             pk_tmp = temp_name(pk, self.job)
@@ -164,7 +166,8 @@ class Relations:
         create = sql.SQL("CREATE {} {} AS {}{}").format(
             sql.SQL(word), sql.Identifier(*tmp), sql.SQL(body),
             sql.SQL(" WITH NO DATA" if d.kind == "m" else "")).as_string(self.conn)
-        attached = attached_ddl(self.conn, d.oid, tmp, self.job, include=DEPENDENT)
+        attached = attached_ddl(self.conn, d.oid, tmp, self.job, include=DEPENDENT,
+                                renames=renames)
         return {"oid": d.oid, "schema": d.schema, "name": d.name, "kind": d.kind,
                 "tmp": tmp[1], "populated": d.populated, "create": create,
                 "attached": [a.statement.as_string(self.conn) for a in attached],
@@ -386,6 +389,10 @@ class Relations:
                 self.conn.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
                     sql.Identifier(c.schema, original),
                     sql.Identifier(temp_name(original, self.job, "old_"))))
+            for schema, _tmp, original in self.state.get("statistics", []):
+                self.conn.execute(sql.SQL("ALTER STATISTICS IF EXISTS {} RENAME TO {}").format(
+                    sql.Identifier(schema, original),
+                    sql.Identifier(temp_name(original, self.job, "old_"))))
             for _schema, _part, original in self.state.get("partitions", []):
                 self.conn.execute(sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(
                     sql.Identifier(c.schema, original),
@@ -400,9 +407,13 @@ class Relations:
         self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
             rel_word, sql.Identifier(*tmp), sql.Identifier(c.name)))
         self._rename_indexes(c.schema, self.state["indexes"])
+        for schema, stat_tmp, original in self.state.get("statistics", []):
+            self.conn.execute(sql.SQL("ALTER STATISTICS {} RENAME TO {}").format(
+                sql.Identifier(schema, stat_tmp), sql.Identifier(original)))
         for schema, part, original in self.state.get("partitions", []):
             self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
                 sql.Identifier(schema, part), sql.Identifier(original)))
+            self._rename_partition_indexes(schema, part, original)
         for d in deps:
             word_d = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("ALTER {} {} RENAME TO {}").format(
@@ -426,6 +437,17 @@ class Relations:
         self.swap_message = (f"{c.schema}.{c.name} and {len(deps)} dependent(s) swapped"
                              + (f"; the old one kept as {c.schema}.{kept}" if keep_source
                                 else ""))
+
+    def _rename_partition_indexes(self, schema: str, part: str, original: str) -> None:
+        """A partition's indexes, named after its temporary name by the server, are named
+        after its final one."""
+        rows = self.conn.execute(query("rebuild_index_names"),
+                                 {"schema": schema, "name": original}).fetchall()
+        for (name,) in rows:
+            if str(name).startswith(part):
+                final = (original + str(name)[len(part):]).encode()[:63].decode(errors="ignore")
+                self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(schema, str(name)), sql.Identifier(final)))
 
     def _rename_indexes(self, schema: str, pairs: list[list[str]]) -> None:
         for tmp_name, original in pairs:

@@ -172,6 +172,9 @@ class Runner:
     def _failed(self, exc: BaseException) -> RunStatus:
         self._rollback()
         message = str(translate(exc)) if isinstance(exc, psycopg.Error) else str(exc)
+        detail = exc.diag.message_detail if isinstance(exc, psycopg.Error) else None
+        if detail and detail not in message:  # e.g. the key a new primary key finds twice
+            message = f"{message}: {detail}"
         message = " ".join(message.split())
         self.book.fail_running(message)
         if not self.book.done("swap"):

@@ -10,7 +10,7 @@ import psycopg
 
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
-from mvgraph.errors import MvgraphError, UsageError, translate
+from mvgraph.errors import MvgraphError, SqlParseError, UsageError, translate
 from mvgraph.jobs import store
 from mvgraph.model.status import JobKind, RunStatus
 from mvgraph.rebuild.parse import parse_actions, parse_rebuild
@@ -40,7 +40,10 @@ def statement_text(target: str, *, actions: Sequence[str] = (), query_sql: str |
             raise UsageError("rebuild needs --action \"...\" (a table) or --sql \"...\" (a "
                              "materialized view's new query)")
         for action in actions:
-            parse_actions(action)  # each one alone: a clear error names it
+            try:
+                parse_actions(action)  # each one alone: a clear error names it
+            except SqlParseError as exc:
+                raise UsageError(f"--action {action!r}: {exc.message}") from None
         text = f"{head} TABLE {target}{with_sql} {', '.join(actions)}"
     parsed = parse_rebuild(text)
     if parsed is None:  # pragma: no cover - the text above always starts with REBUILD
@@ -113,6 +116,12 @@ def progress(conn: Conn, job: int) -> list[tuple[object, ...]]:
         return conn.execute(query("rebuild_progress"), {"job": str(job)}).fetchall()
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+def job_error(conn: Conn, job: int) -> str | None:
+    """Why a rebuild job failed (None: it did not)."""
+    row = conn.execute(query("job_error"), {"job": job}).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def _parse(text: str) -> RebuildStatement:

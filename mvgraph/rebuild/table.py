@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import errors as pgerrors
 from psycopg import sql
 
 from mvgraph.db.queries import query
@@ -90,7 +89,7 @@ class TableRebuild:
         first = not state
         if first:
             self._check_binlog(closure)
-            if all(isinstance(a, IN_PLACE) for a in self.stmt.actions):
+            if all(_in_place(a) for a in self.stmt.actions):
                 return self._in_place({"oid": oid})
             keys = self._online_key(closure)
             row = self.conn.execute(query("rebuild_unlogged"), {"oid": oid}).fetchone()
@@ -101,6 +100,8 @@ class TableRebuild:
         if first:
             new_key = next((a.columns for a in self.stmt.actions
                             if isinstance(a, spec.AlterPrimaryKey)), None)
+            new_key, state["key_note"] = _key_with_partitioning(
+                new_key, closure.primary_key, self.stmt.actions)
             self.rels.plan((schema, state["tmp"]), new_key, state["online"])
             if self.copy.log is not None:
                 state["capture"] = [["TABLE", self.copy.log[1]],
@@ -110,7 +111,7 @@ class TableRebuild:
             self.book.progress("prepare", 1, 1, state=state)
         why = ("" if state["online"] else
                "; no primary key whose columns stay as they are: the table is read-only for "
-               "the whole copy")
+               "the whole copy") + (state.get("key_note") or "")
         return (f"{len(closure.dependents)} dependent view(s) and materialized view(s), "
                 f"{len(closure.referencing_fks)} foreign key(s) to it{why}")
 
@@ -371,6 +372,60 @@ def _fail(message: str) -> Exception:
     return RebuildFailed(message)
 
 
+_CONSTANT_WORDS = frozenset({"null", "true", "false"})
+_CONSTRAINT_WORDS = frozenset({"not", "null", "constraint", "collate"})
+
+
+def _in_place(action: spec.Action) -> bool:
+    """PostgreSQL does it without rewriting the table: defaults, DROP NOT NULL, storage
+    parameters, and ADD COLUMN with no default or a constant one (a literal, maybe cast),
+    nullable or NOT NULL."""
+    if isinstance(action, IN_PLACE):
+        return True
+    if not isinstance(action, spec.AddColumn):
+        return False
+    from mvgraph.sql.lexer import Kind, lex
+
+    text = action.definition
+    words = [x for x in lex(text) if x.kind is not Kind.COMMENT]
+    lower = [text[x.start:x.end].lower() for x in words]
+    if "default" not in lower:  # (a serial column has a default: nextval, a rewrite)
+        return not ({"generated", "primary", "unique", "references", "check", "serial",
+                     "bigserial", "smallserial", "serial2", "serial4", "serial8"} & set(lower))
+    at = lower.index("default")
+    after_cast = False
+    for x, word in zip(words[at + 1:], lower[at + 1:], strict=True):
+        if word == "::" or word == ":":
+            after_cast = True
+            continue
+        if x.kind in (Kind.STRING, Kind.NUMBER) or word in _CONSTANT_WORDS:
+            after_cast = False
+            continue
+        if x.kind is Kind.WORD and after_cast:
+            continue  # the type of a cast
+        if x.kind is Kind.WORD and word in _CONSTRAINT_WORDS:
+            continue
+        return False  # anything else (a call, an operator, a column): the copy decides
+    return True
+
+
+def _key_with_partitioning(new_key: tuple[str, ...] | None, key: tuple[str, ...],
+                           actions: tuple[spec.Action, ...]) -> tuple[tuple[str, ...] | None, str]:
+    """PostgreSQL's unique constraints on a partitioned table include the partition key: a
+    primary key turning partitioned gets the partition columns it lacks (said in the note)."""
+    partition = next((a for a in actions if isinstance(a, spec.PartitionBy)), None)
+    wanted = new_key if new_key is not None else key
+    if partition is None or not wanted:
+        return new_key, ""
+    missing = tuple(c for c in partition.columns if c not in wanted)
+    if not missing:
+        return new_key, ""
+    extended = tuple(wanted) + missing
+    return extended, (f"; the primary key ({', '.join(wanted)}) becomes "
+                      f"({', '.join(extended)}): a partitioned table's primary key includes "
+                      "its partition key")
+
+
 def _alter_clause(action: spec.Action) -> sql.Composable:
     """One action as an ALTER TABLE clause (its SQL text as the caller wrote it)."""
     if isinstance(action, spec.AddColumn):
@@ -413,5 +468,3 @@ def _lock_retrying(conn: Conn, runner: Runner, relations: list[sql.Composable],
     checking between tries whether the job was cancelled."""
     lock_all(conn, runner, relations, mode, LOCK_TRY_S, LOCK_TRIES)
 
-
-__all__ = ["TableRebuild", "pgerrors"]

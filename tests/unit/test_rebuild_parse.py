@@ -266,3 +266,24 @@ def test_suspend_and_resume_malformed(text: str) -> None:
 @pytest.mark.parametrize("text", ["SUSPENDED 1", "SUSPEND JOB", "SELECT 'RESUME 1'"])
 def test_suspend_and_resume_lookalikes_are_not_job_statements(text: str) -> None:
     assert parse_job_statement(text) is None
+
+
+@pytest.mark.parametrize(("action", "in_place"), [
+    ("ADD COLUMN c text NOT NULL DEFAULT 'a'", True),
+    ("ADD COLUMN c int", True),
+    ("ADD COLUMN c text DEFAULT 'x'::text NOT NULL", True),
+    ("ALTER COLUMN c SET DEFAULT now()", True),
+    ("ALTER COLUMN c DROP NOT NULL", True),
+    ("SET (fillfactor = 70)", True),
+    ("ADD COLUMN c int DEFAULT random()::int", False),
+    ("ADD COLUMN c timestamptz DEFAULT now()", False),
+    ("ADD COLUMN c serial", False),
+    ("ADD COLUMN c int UNIQUE", False),
+    ("ALTER COLUMN c SET NOT NULL", False),
+    ("ALTER COLUMN c TYPE bigint", False),
+])
+def test_what_postgresql_does_in_place(action: str, in_place: bool) -> None:
+    """Actions PostgreSQL does without rewriting the table go to ALTER TABLE directly."""
+    from mvgraph.rebuild.table import _in_place
+
+    assert [_in_place(a) for a in parse_actions(action)] == [in_place]

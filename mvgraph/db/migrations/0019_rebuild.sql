@@ -97,6 +97,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     id bigint;
+    j  mvgraph.job_data;
 BEGIN
     IF query_id !~ '^\s*\d{1,18}\s*$' THEN
         RAISE EXCEPTION 'rebuild_progress: % is not a job id', quote_literal(query_id)
@@ -104,9 +105,27 @@ BEGIN
                     HINT = 'pass the id ASYNC REBUILD returned, e.g. rebuild_progress(''42'')';
     END IF;
     id := btrim(query_id)::bigint;
-    IF (mvgraph.job_to_see(id)).kind <> 'rebuild' THEN
+    j := mvgraph.job_to_see(id);
+    IF j.kind <> 'rebuild' THEN
         RAISE EXCEPTION 'job % is not a rebuild', id USING ERRCODE = 'wrong_object_type',
               HINT = 'its steps are in mvgraph.job_step';
+    END IF;
+    IF NOT EXISTS (SELECT FROM mvgraph.job_step_data s WHERE s.job_id = id) THEN
+        -- not started yet: the steps it will run (mvgraph/rebuild/book.py names them too)
+        RETURN QUERY
+        SELECT id::text, n.ord::integer, n.name, NULL::text, '0/1', NULL::timestamptz,
+               NULL::timestamptz, NULL::integer,
+               CASE WHEN n.ord = 1 THEN 'job ' || j.status || CASE WHEN j.status = 'queued'
+                                              THEN ': waiting for a worker' ELSE '' END END
+          FROM unnest(CASE WHEN j.statement ~* '^\s*(async\s+)?rebuild\s+table\s'
+                      THEN ARRAY['prepare', 'create_tmp_table', 'get_src_table_snapshot',
+                                 'insert', 'set_readonly', 'check_snapshot', 're-insert',
+                                 'check_additional_child_table',
+                                 'create_additional_child_table',
+                                 'insert_additional_child_table', 'swap', 'cleanup']
+                      ELSE ARRAY['prepare', 'create_tmp_table', 'insert', 'swap', 'cleanup']
+                      END) WITH ORDINALITY AS n(name, ord);
+        RETURN;
     END IF;
     RETURN QUERY
     SELECT id::text, s.seq, s.name,
@@ -284,11 +303,16 @@ BEGIN
     UPDATE mvgraph.table_mode m SET relid = p.new
       FROM unnest(old_oids, new_oids) p(old, new) WHERE m.relid = p.old;
     DELETE FROM mvgraph.track_trigger t USING unnest(old_oids) o(oid) WHERE t.root = o.oid;
+    -- the new views' own rows (their population was recorded as a refresh) give way
+    DELETE FROM mvgraph.mv_state s
+     USING unnest(old_oids, new_oids) p(old, new)
+     WHERE s.mv = p.new AND EXISTS (SELECT FROM mvgraph.mv_state o WHERE o.mv = p.old);
     UPDATE mvgraph.mv_state s
        SET mv = p.new, name = (SELECT format('%I.%I', n.nspname, c.relname)
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                 WHERE c.oid = p.new),
-           snapshot = NULL, refresh_xid = NULL, fingerprint = NULL, inputs = '{}',
+           snapshot = NULL, refresh_xid = NULL, refreshed_at = NULL, fingerprint = NULL,
+           inputs = '{}',
            stat_inputs = '{}', stat_counters = '{}', stat_filenodes = '{}'
       FROM unnest(old_oids, new_oids) p(old, new) WHERE s.mv = p.old;
 END
