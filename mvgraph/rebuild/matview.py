@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from mvgraph.rebuild.book import VIEW_STEPS
 from mvgraph.rebuild.closure import read_closure, temp_name
+from mvgraph.rebuild.control import RebuildFailed
 from mvgraph.rebuild.relations import Relations, resolve
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 
 class ViewRebuild:
@@ -20,7 +21,7 @@ class ViewRebuild:
 
     STEPS = VIEW_STEPS
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Steps) -> None:
         self.r = runner
         self.conn = runner.conn
         self.book = runner.book
@@ -33,8 +34,7 @@ class ViewRebuild:
         oid, schema, name = resolve(self.conn, self.stmt, "materialized view")
         closure = read_closure(self.conn, oid)
         if closure.problems:
-            from mvgraph.rebuild.runner import RebuildFailed
-            raise RebuildFailed(closure.problems[0])
+                    raise RebuildFailed(closure.problems[0])
         state: dict[str, Any] = dict(self.book.steps["prepare"].state)
         self.rels = Relations(self.r, closure, state)
         tmp = (schema, temp_name(name, self.job))

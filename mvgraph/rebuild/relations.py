@@ -21,9 +21,10 @@ from mvgraph.model.names import RelationName
 from mvgraph.rebuild import spec
 from mvgraph.rebuild.attached import attached_ddl
 from mvgraph.rebuild.closure import Closure, Dependent, rename_relations, temp_name
+from mvgraph.rebuild.control import NothingToRebuild, RebuildFailed
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 Conn = psycopg.Connection[tuple[object, ...]]
 QName = tuple[str, str]
@@ -34,16 +35,19 @@ AT_SWAP = frozenset({"triggers", "rules", "policies", "owner", "grants"})
 DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "triggers",
                        "rules"})
 RANGE_UNITS = ("day", "week", "month", "quarter", "year")
+TRACK_TRIGGER = "mvgraph_track"  # the name mvgraph's tracking triggers have
+LOCK_TRY_S = 1.0  # a lock is tried this long at a time (a long wait queues every reader) ...
+LOCK_TRIES = 60  # ... this many times
 
 
 def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, str, str]:
     """The relation a rebuild names: (oid, schema, name); a clear error when it is not there,
     is not a ``wanted`` ('table' / 'materialized view'), or the caller is not its owner."""
-    from mvgraph.rebuild.runner import RebuildFailed
-
     name = ".".join(sql.Identifier(p).as_string(None)
                     for p in ((stmt.schema, stmt.name) if stmt.schema else (stmt.name,)))
     row = conn.execute(query("rebuild_target"), {"name": name}).fetchone()
+    if row is None and stmt.if_exists:
+        raise NothingToRebuild(f"{wanted} {name} does not exist: nothing to rebuild (IF EXISTS)")
     if row is None:
         raise RebuildFailed(f"{wanted} {name} does not exist (names resolve through the "
                             "submitter's search_path)")
@@ -58,12 +62,10 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
     return int(str(oid)), str(schema), str(rel)
 
 
-def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mode: str,
+def lock_all(conn: Conn, runner: Steps, relations: Sequence[sql.Composable], mode: str,
              try_s: float, tries: int) -> None:
     """Lock ``relations`` in ``mode`` in short tries, inside the caller's transaction: a
     long wait would queue every later session behind it. Fails naming the holders."""
-    from mvgraph.rebuild.runner import RebuildFailed
-
     if not relations:
         return
     stmt = sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.SQL(", ").join(relations),
@@ -76,7 +78,7 @@ def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mo
                 conn.execute(stmt)
                 conn.execute(query("rebuild_lock_timeout"), {"ms": "0"})
             return
-        except pgerrors.LockNotAvailable:
+        except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected):  # the try gives way
             if attempt == tries - 1:
                 raise RebuildFailed(
                     f"could not lock {sql.SQL(', ').join(relations).as_string(conn)} in "
@@ -94,7 +96,7 @@ def _holders(conn: Conn) -> str:
 class Relations:
     """The new relations of one rebuild: made, recorded, swapped."""
 
-    def __init__(self, runner: Runner, closure: Closure, state: dict[str, Any]) -> None:
+    def __init__(self, runner: Steps, closure: Closure, state: dict[str, Any]) -> None:
         self.r = runner
         self.conn = runner.conn
         self.job = runner.job
@@ -195,8 +197,6 @@ class Relations:
         """Make the dependents against the new relations, then populate the materialized
         views among them (each was populated before); ``first``: a new materialized view
         populated before them."""
-        from mvgraph.rebuild.runner import RebuildFailed
-
         deps = self.state["dependents"]
         for d in deps if make else ():
             check()
@@ -279,8 +279,6 @@ class Relations:
         return f"p_{clean}" if clean else "p_empty"
 
     def _values(self, action: spec.PartitionBy, extra: dict[str, str | None]) -> list[str]:
-        from mvgraph.rebuild.runner import RebuildFailed
-
         if len(action.columns) != 1:
             raise RebuildFailed(f"TO PARTITION BY {action.method.upper()} takes one column in "
                                 "PostgreSQL (here: partitions are made per value)")
@@ -363,12 +361,12 @@ class Relations:
         c = self.c
         old = sql.Identifier(c.schema, c.name)
         deps = self.state["dependents"]
-        from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
-
-        # LOCK takes tables and views (a materialized view is locked by its DROP below)
-        lock_all(self.conn, self.r, ([old] if is_table else []) + [
-            sql.Identifier(d["schema"], d["name"]) for d in deps if d["kind"] == "v"],
-            "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
+        # LOCK takes tables and views (a materialized view is locked by its DROP below), in
+        # the order readers take them: a query locks the view it names, then what the view
+        # reads (the other order deadlocks with a reader between its two locks)
+        lock_all(self.conn, self.r, [
+            sql.Identifier(d["schema"], d["name"]) for d in reversed(deps) if d["kind"] == "v"]
+            + ([old] if is_table else []), "ACCESS EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         lock_all(self.conn, self.r, [sql.Identifier(*t) for t, _n, _d in self.state["fks"]],
                  "SHARE ROW EXCLUSIVE", LOCK_TRY_S, LOCK_TRIES)
         if is_table:
@@ -376,6 +374,7 @@ class Relations:
             for t, name, _definition in self.state["fks"]:
                 self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                     sql.Identifier(*t), sql.Identifier(name)))
+        self._follow(tmp)  # before the drops: mvgraph's state must not go with the originals
         for d in reversed(deps):
             word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
             self.conn.execute(sql.SQL("DROP {} {}").format(
@@ -428,7 +427,9 @@ class Relations:
         for pub in self.c.publications:
             self.conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                 sql.Identifier(pub), old))
-        self._follow(is_table)
+        if is_table and self.state.get("tracking"):
+            from mvgraph.tracking.triggers import set_mode
+            set_mode(self.conn, RelationName(c.schema, c.name), self.state["tracking"])
         for kind, name in self.state.get("capture", []):
             self.conn.execute(sql.SQL("DROP {} IF EXISTS {}{}").format(
                 sql.SQL(kind), sql.Identifier(c.schema, name),
@@ -467,16 +468,15 @@ class Relations:
                 self.conn.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
                     sql.Identifier(*seq), sql.Identifier(tmp[0], tmp[1], column)))
 
-    def _follow(self, is_table: bool) -> None:
-        """mvgraph's state follows the objects by name; tracking is set up again."""
-        old = [self.c.oid] + [d["oid"] for d in self.state["dependents"]]
-        new = [_oid(self.conn, self.c.schema, self.c.name)] + [
-            _oid(self.conn, d["schema"], d["name"]) for d in self.state["dependents"]]
+    def _follow(self, tmp: QName) -> None:
+        """mvgraph's state follows the objects by name (schedules, tracking, view settings);
+        the table's tracking mode is set up again on the new table after the renames."""
+        deps = self.state["dependents"]
+        old = [self.c.oid] + [d["oid"] for d in deps]
+        new = [_oid(self.conn, *tmp)] + [_oid(self.conn, d["schema"], d["tmp"]) for d in deps]
         row = self.conn.execute(query("rebuild_table_mode"), {"oid": self.c.oid}).fetchone()
+        self.state["tracking"] = str(row[0]) if row and row[0] else None
         self.conn.execute(query("rebuild_follow"), {"old": old, "new": new})
-        if is_table and row and row[0]:
-            from mvgraph.tracking.triggers import set_mode
-            set_mode(self.conn, RelationName(self.c.schema, self.c.name), str(row[0]))
 
     def after_swap(self) -> str:
         """Foreign keys re-pointed or copied NOT VALID are validated (writers go on)."""
@@ -490,8 +490,13 @@ class Relations:
 
 
 def _mvgraph_trigger(statement: str) -> bool:
-    """A trigger of mvgraph's own (tracking): set up again after the swap, not copied."""
-    return "EXECUTE FUNCTION mvgraph." in statement or "EXECUTE PROCEDURE mvgraph." in statement
+    """A statement about mvgraph's own tracking trigger (its creation, enabled state or
+    comment): the tracking is set up again after the swap, not copied."""
+    from mvgraph.sql.lexer import Kind, lex
+
+    return any(x.kind in (Kind.WORD, Kind.IDENT)
+               and statement[x.start:x.end].strip('"') == TRACK_TRIGGER
+               for x in lex(statement))
 
 
 def _exists(conn: Conn, schema: str, name: str) -> bool:

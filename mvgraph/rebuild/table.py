@@ -18,17 +18,16 @@ from mvgraph.rebuild import spec
 from mvgraph.rebuild.book import TABLE_STEPS
 from mvgraph.rebuild.capture import Copy
 from mvgraph.rebuild.closure import Closure, read_closure, temp_name
-from mvgraph.rebuild.relations import Relations, lock_all, resolve
+from mvgraph.rebuild.control import RebuildFailed, Stopped
+from mvgraph.rebuild.relations import LOCK_TRIES, LOCK_TRY_S, Relations, lock_all, resolve
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 Conn = psycopg.Connection[tuple[object, ...]]
 BATCH_ROWS = 20_000
 REPLAY_ROWS = 10_000
 ONLINE_BACKLOG = 2_000  # replay online until fewer changes than this are left
-LOCK_TRY_S = 1.0
-LOCK_TRIES = 60
 IN_PLACE = (spec.SetDefault, spec.DropDefault, spec.DropNotNull, spec.SetStorage)
 
 
@@ -37,7 +36,7 @@ class TableRebuild:
 
     STEPS = TABLE_STEPS
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Steps) -> None:
         self.r = runner
         self.conn = runner.conn
         self.book = runner.book
@@ -327,7 +326,6 @@ class TableRebuild:
                 if asked == "resume":
                     return
                 if asked in ("cancel", "lost", "suspend"):
-                    from mvgraph.rebuild.runner import Stopped
                     raise Stopped(asked)
                 time.sleep(0.2)
         finally:
@@ -368,7 +366,6 @@ class TableRebuild:
 
 
 def _fail(message: str) -> Exception:
-    from mvgraph.rebuild.runner import RebuildFailed
     return RebuildFailed(message)
 
 
@@ -462,7 +459,7 @@ def _partition_clause(action: spec.PartitionBy | None, kept: str | None) -> sql.
     return sql.SQL("")
 
 
-def _lock_retrying(conn: Conn, runner: Runner, relations: list[sql.Composable],
+def _lock_retrying(conn: Conn, runner: Steps, relations: list[sql.Composable],
                    mode: str) -> None:
     """Take ``mode`` locks in short tries (a long wait would queue every reader behind it),
     checking between tries whether the job was cancelled."""

@@ -156,5 +156,9 @@ def test_wait_says_at_once_when_no_worker_is_alive(capsys: pytest.CaptureFixture
     mvgraph.cancel_job(slow, dsn=db_dsn)
     later = mvgraph.Job(submit(conn, "INSERT INTO t VALUES (2)"), db_dsn)
     with daemon(db_dsn, "--workers", "1") as d:
+        # once the daemon has started (on a loaded machine that takes longer than wait's
+        # grace), the job waits for it: a daemon with workers counts as alive
+        wait_for(lambda: conn.execute("SELECT count(*) FROM mvgraph.daemon").fetchone()
+                 != (0,), timeout=60)
         assert later.wait(60) is mvgraph.JobStatus.DONE
         stop(d)

@@ -12,7 +12,7 @@ import pytest
 
 from mvgraph.model.status import RunStatus
 from mvgraph.rebuild import service
-from mvgraph.rebuild.runner import Control
+from mvgraph.rebuild.control import Control
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

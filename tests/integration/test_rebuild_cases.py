@@ -318,3 +318,50 @@ def test_a_partitioned_table_keeps_its_partitions(conn: Conn, db_dsn: str) -> No
     assert conn.execute(shape).fetchall() == before
     assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                         "attrelid = 'm_top'::regclass AND attname = 's'").fetchone() == ("numeric",)
+
+
+def test_schedules_and_tracking_follow_the_rebuilt_objects(conn: Conn, db_dsn: str) -> None:
+    """A rebuilt view keeps its schedule; a rebuilt tracked table stays tracked: a write
+    after the rebuild makes its readers stale, and without one they are skipped."""
+    conn.execute("CREATE TABLE src (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO src SELECT g, g FROM generate_series(1, 100) g")
+    conn.execute("CREATE MATERIALIZED VIEW agg AS SELECT sum(v) AS s FROM src")
+    mvgraph.track(conn, ["src"])
+    assert mvgraph.refresh(conn, "agg").status == "ok"
+    mvgraph.add_schedule("agg", every="1 hour", dsn=db_dsn)
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, "REBUILD TABLE src ALTER COLUMN v TYPE bigint")
+    assert status is RunStatus.OK, conn.execute("SELECT error FROM mvgraph.job WHERE id = %s",
+                                                (job,)).fetchone()
+    assert conn.execute("SELECT s.view_oid = 'agg'::regclass FROM mvgraph.schedule s "
+                        ).fetchall() == [(True,)]
+    assert conn.execute("SELECT mode FROM mvgraph.table_mode WHERE relid = 'src'::regclass"
+                        ).fetchone() == ("triggers",)
+    assert mvgraph.refresh(conn, "agg").status == "ok"  # the rebuilt view: refreshed
+    assert [s.action.value for s in mvgraph.plan(conn, "agg").steps] == ["skip"]
+    conn.execute("UPDATE src SET v = v + 1 WHERE id = 1")
+    assert [s.action.value for s in mvgraph.plan(conn, "agg").steps] == ["refresh"]
+    assert mvgraph.refresh(conn, "agg").status == "ok"
+    assert conn.execute("SELECT s FROM agg").fetchone() == (5051,)
+
+
+def test_if_exists_and_a_session_setting(conn: Conn, db_dsn: str) -> None:
+    """IF EXISTS of a missing table ends done with every step skipped; rebuild_guc_* sets a
+    setting of the rebuild's session (a bad one is PostgreSQL's error)."""
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, "REBUILD TABLE IF EXISTS nowhere ADD COLUMN x int "
+                                          "DEFAULT random()::int")
+    assert status is RunStatus.OK
+    assert {r[1] for r in conn.execute("SELECT step, status FROM mvgraph.rebuild_progress(%s)",
+                                       (str(job),)).fetchall()} == {None}
+    conn.execute("CREATE TABLE g (id int PRIMARY KEY, v int)")
+    conn.execute("CREATE VIEW g_v AS SELECT * FROM g")
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        _job, status = service.run_here(c, "REBUILD TABLE g WITH (rebuild_guc_maintenance_work_"
+                                           "mem = '64MB') ALTER COLUMN v TYPE bigint")
+        assert status is RunStatus.OK
+        _job, status = service.run_here(c, "REBUILD TABLE g WITH (rebuild_guc_work_mem = "
+                                           "'lots') ALTER COLUMN v TYPE int")
+    assert status is RunStatus.FAILED
+    assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                        "attrelid = 'g_v'::regclass AND attname = 'v'").fetchone() == ("bigint",)

@@ -286,9 +286,11 @@ BEGIN
 END
 $$;
 
--- The mvgraph state of rebuilt objects follows them by name: tracking of the table moves to
--- the new table; a view's settings (early cutoff, volatility) move to its new version, whose
--- next refresh is never skipped (no snapshot, no fingerprint).
+-- The mvgraph state of rebuilt objects follows them by name (called in the swap, before the
+-- originals are dropped, with the new objects' oids): schedules and freshness targets move to
+-- the new view; the table's tracking is set up again on the new table by the rebuild;
+-- a view's settings (early cutoff, volatility) move to its new version, whose next refresh is
+-- never skipped (no snapshot, no inputs, never refreshed).
 CREATE FUNCTION mvgraph.rebuild_follow(old_oids oid[], new_oids oid[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
@@ -300,20 +302,20 @@ BEGIN
         RAISE EXCEPTION 'rebuild_follow: the caller does not own every new relation'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
-    UPDATE mvgraph.table_mode m SET relid = p.new
-      FROM unnest(old_oids, new_oids) p(old, new) WHERE m.relid = p.old;
+    UPDATE mvgraph.schedule_data s SET view_oid = p.new
+      FROM unnest(old_oids, new_oids) p(old, new) WHERE s.view_oid = p.old;
+    -- the old table's tracking ends with it; the rebuild sets the mode up on the new table
+    -- (its triggers installed and recorded: a tracking start, so readers refresh once)
+    DELETE FROM mvgraph.table_mode m WHERE m.relid = ANY (old_oids);
     DELETE FROM mvgraph.track_trigger t USING unnest(old_oids) o(oid) WHERE t.root = o.oid;
     -- the new views' own rows (their population was recorded as a refresh) give way
     DELETE FROM mvgraph.mv_state s
      USING unnest(old_oids, new_oids) p(old, new)
      WHERE s.mv = p.new AND EXISTS (SELECT FROM mvgraph.mv_state o WHERE o.mv = p.old);
     UPDATE mvgraph.mv_state s
-       SET mv = p.new, name = (SELECT format('%I.%I', n.nspname, c.relname)
-                                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                WHERE c.oid = p.new),
-           snapshot = NULL, refresh_xid = NULL, refreshed_at = NULL, fingerprint = NULL,
-           inputs = '{}',
-           stat_inputs = '{}', stat_counters = '{}', stat_filenodes = '{}'
+       SET mv = p.new, snapshot = NULL, refresh_xid = NULL, refreshed_at = NULL,
+           fingerprint = NULL, inputs = '{}', stat_inputs = '{}', stat_counters = '{}',
+           stat_filenodes = '{}'
       FROM unnest(old_oids, new_oids) p(old, new) WHERE s.mv = p.old;
 END
 $$;
