@@ -1229,6 +1229,22 @@ SELECT relpersistence = 'u' FROM pg_class WHERE oid = %(oid)s
 SELECT setval(pg_get_serial_sequence(%(new)s, %(column)s), v, true)
   FROM pg_sequence_last_value(%(old)s::regclass) v WHERE v IS NOT NULL
 
+-- name: rebuild_hold
+-- A rebuild's session-level hold on a relation (bigint key: namespace << 32 | oid).
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: rebuild_holder
+-- The sessions holding a rebuild's hold on a relation: "application_name (pid)".
+SELECT string_agg(DISTINCT format('%%s (backend pid %%s)', a.application_name, l.pid), ', ')
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+           SELECT oid FROM pg_database WHERE datname = current_database())
+   AND ((l.classid::bigint << 32) | l.objid::bigint) = %(key)s
+
+-- name: rebuild_capture_triggers
+-- The change-capture triggers of rebuilds on a table (<name>__rbtg<job>, <name>__rbtg<job>_t).
+SELECT tgname FROM pg_trigger WHERE tgrelid = %(oid)s AND tgname ~ '__rbtg[0-9]+(_t)?$'
+
 -- name: rebuild_progress
 SELECT job_name, step_id, step, status, progress, start_time, end_time, pid, message
   FROM mvgraph.rebuild_progress(%(job)s)

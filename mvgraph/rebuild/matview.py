@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mvgraph.rebuild.book import VIEW_STEPS
 from mvgraph.rebuild.closure import read_closure, temp_name
 from mvgraph.rebuild.control import RebuildFailed
-from mvgraph.rebuild.relations import Relations, resolve
+from mvgraph.rebuild.relations import Relations, exists, hold, resolve
 
 if TYPE_CHECKING:
     from mvgraph.rebuild.control import Steps
@@ -35,6 +35,7 @@ class ViewRebuild:
         closure = read_closure(self.conn, oid)
         if closure.problems:
                     raise RebuildFailed(closure.problems[0])
+        hold(self.r, closure)
         state: dict[str, Any] = dict(self.book.steps["prepare"].state)
         self.rels = Relations(self.r, closure, state)
         tmp = (schema, temp_name(name, self.job))
@@ -47,9 +48,10 @@ class ViewRebuild:
         if not self.book.done("create_tmp_table"):
             self.r.check()
             self.book.running("create_tmp_table")
-            with self.conn.transaction():
-                self.rels.run(state["before"] + state["after"])
-                self.rels.made("relation", tmp)
+            if not exists(self.conn, *tmp):  # else made by an attempt lost before its record
+                with self.conn.transaction():
+                    self.rels.run(state["before"] + state["after"])
+                    self.rels.made("relation", tmp)
             self.rels.dependents(self.r.check, "create_tmp_table", populate=False)
             self.book.finished("create_tmp_table", message=f"{tmp[0]}.{tmp[1]} and "
                                f"{len(state['dependents'])} dependent(s) made")

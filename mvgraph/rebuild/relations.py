@@ -8,6 +8,7 @@ makes the same objects under the same names.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,50 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
         raise RebuildFailed(f"rebuilding {schema}.{rel} needs its owner's rights ({owner}); "
                             f"run it as {owner} or a member of it")
     return int(str(oid)), str(schema), str(rel)
+
+
+HOLD_NAMESPACE = 0x7262  # "rb": high 32 bits of a rebuild's hold on a relation
+
+
+def hold(runner: Steps, closure: Closure) -> None:
+    """One rebuild at a time of a relation and of each of its dependents (a second one would
+    swap out the first one's result and lose the writes made since, or bring back what it
+    replaced): session-level advisory locks on their oids, held by the rebuild's bookkeeping
+    session (``mvgraph rebuild <job>``), so they last while the rebuild runs and die with it
+    (a killed worker holds nothing). A rebuild that finds one held stops at once, naming the
+    rebuild that holds it; nothing changed. Also (first run of a table's rebuild) the change
+    capture of another rebuild that did not end (suspended, interrupted) refuses it."""
+    conn = runner.book.conn
+    state = runner.book.steps["prepare"].state
+    if state.get("oid") not in (None, closure.oid):
+        raise RebuildFailed(
+            f"{closure.schema}.{closure.name} was replaced since this rebuild began (another "
+            "rebuild or DDL): this one stops, what it made is dropped; submit it again")
+    for oid, schema, name in [(closure.oid, closure.schema, closure.name)] + [
+            (d.oid, d.schema, d.name) for d in closure.dependents]:
+        key = (HOLD_NAMESPACE << 32) | oid
+        row = conn.execute(query("rebuild_hold"), {"key": key}).fetchone()
+        if row and row[0]:
+            continue
+        row = conn.execute(query("rebuild_holder"), {"key": key}).fetchone()
+        who = str(row[0]) if row and row[0] else "another session"
+        whose = (f" (of {closure.schema}.{closure.name})" if oid != closure.oid else "")
+        raise RebuildFailed(
+            f"{schema}.{name}{whose} is being rebuilt by {who}: one rebuild at a time of a "
+            "relation and its dependents; this one stops, nothing changed")
+    if state:
+        return
+    others = sorted({int(m[1]) for r in conn.execute(query("rebuild_capture_triggers"),
+                                                     {"oid": closure.oid}).fetchall()
+                     if (m := re.search(r"__rbtg([0-9]+)(_t)?$", str(r[0])))
+                     and int(m[1]) != runner.job})
+    if others:
+        n = others[0]
+        raise RebuildFailed(
+            f"{closure.schema}.{closure.name} is being rebuilt by rebuild {n}, which did not "
+            f"end (suspended or interrupted; its change capture is on the table): RESUME "
+            f"'{n}', or clean it up with CALL mvgraph.clean_rebuild_tmp_tables('{n}'); this "
+            "one stops, nothing changed")
 
 
 def lock_all(conn: Conn, runner: Steps, relations: Sequence[sql.Composable], mode: str,
@@ -200,7 +245,7 @@ class Relations:
         deps = self.state["dependents"]
         for d in deps if make else ():
             check()
-            if _exists(self.conn, d["schema"], d["tmp"]):
+            if exists(self.conn, d["schema"], d["tmp"]):
                 continue  # made by an earlier attempt
             word = "materialized view" if d["kind"] == "m" else "view"
             try:
@@ -499,7 +544,7 @@ def _mvgraph_trigger(statement: str) -> bool:
                for x in lex(statement))
 
 
-def _exists(conn: Conn, schema: str, name: str) -> bool:
+def exists(conn: Conn, schema: str, name: str) -> bool:
     return conn.execute(query("rebuild_oid"), {"schema": schema, "name": name}
                         ).fetchone() is not None
 

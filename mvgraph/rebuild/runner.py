@@ -79,13 +79,11 @@ class Runner:
             if isinstance(exc, psycopg.OperationalError) and self._session_lost(exc):
                 log.warning("rebuild %d: session lost (%s)", self.job, exc)
                 raise
-            if self.control.asked in ("cancel", "suspend", "lost"):
-                return self._stopped(self.control.asked)
-            return self._failed(exc)
+            asked = self._asked(exc)
+            return self._stopped(asked) if asked else self._failed(exc)
         except psycopg.Error as exc:
-            if self.control.asked in ("cancel", "suspend", "lost"):
-                return self._stopped(self.control.asked)
-            return self._failed(exc)
+            asked = self._asked(exc)
+            return self._stopped(asked) if asked else self._failed(exc)
         except Exception as exc:  # an mvgraph bug: the job says so, nothing is left behind
             log.exception("rebuild %d: internal error", self.job)
             return self._failed(RebuildFailed(f"internal error: {type(exc).__name__}: {exc}"))
@@ -93,6 +91,16 @@ class Runner:
                      foreground=self.foreground)
         log.info("rebuild %d: done", self.job)
         return RunStatus.OK
+
+    def _asked(self, exc: BaseException) -> str:
+        """What stops this attempt, after ``exc``: what the worker passed on, else, for a
+        cancelled statement, the job's own request (CANCEL interrupts the backend its steps
+        name, this rebuild's bookkeeping session, before the heartbeat passes it on)."""
+        asked = self.control.asked
+        if not asked and isinstance(exc, psycopg.errors.QueryCanceled):
+            with suppress(psycopg.Error):
+                asked = self.book.request()
+        return asked if asked in ("cancel", "suspend", "lost") else ""
 
     def _session(self) -> None:
         """The session's search path (the submitter's, for the types and expressions of the

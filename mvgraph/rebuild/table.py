@@ -19,7 +19,14 @@ from mvgraph.rebuild.book import TABLE_STEPS
 from mvgraph.rebuild.capture import Copy
 from mvgraph.rebuild.closure import Closure, read_closure, temp_name
 from mvgraph.rebuild.control import RebuildFailed, Stopped
-from mvgraph.rebuild.relations import LOCK_TRIES, LOCK_TRY_S, Relations, lock_all, resolve
+from mvgraph.rebuild.relations import (
+    LOCK_TRIES,
+    LOCK_TRY_S,
+    Relations,
+    hold,
+    lock_all,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from mvgraph.rebuild.control import Steps
@@ -69,7 +76,8 @@ class TableRebuild:
             return
         self.book.running(name)
         message = work()
-        self.book.finished(name, message=message if isinstance(message, str) else None)
+        if not self.book.done(name):  # (a step whose work is DDL records it in its commit)
+            self.book.finished(name, message=message if isinstance(message, str) else None)
 
     @property
     def online(self) -> bool:
@@ -83,6 +91,7 @@ class TableRebuild:
         closure = read_closure(self.conn, oid)
         if closure.problems:
             raise _fail(closure.problems[0])
+        hold(self.r, closure)
         self.closure = closure
         state = dict(self.book.steps["prepare"].state)
         first = not state
@@ -183,7 +192,9 @@ class TableRebuild:
                         sql.Identifier(*tmp), _alter_clause(action)))
             parts = self.rels.partitions(tmp, partition, self.stmt.params)
             self.book.progress("prepare", state=state, conn=self.conn)
-        return f"{tmp[0]}.{tmp[1]}" + (f" with {parts} partition(s)" if parts else "")
+            message = f"{tmp[0]}.{tmp[1]}" + (f" with {parts} partition(s)" if parts else "")
+            self.book.finished("create_tmp_table", message=message, conn=self.conn)
+        return message
 
     # ---- get_src_table_snapshot -------------------------------------------------------------
     def snapshot(self) -> str:
@@ -203,7 +214,9 @@ class TableRebuild:
             self.rels.made("function", function)
             self.rels.made_trigger(self.closure.oid, trigger)
             self.rels.made_trigger(self.closure.oid, trigger + "_t")
-        return f"about {rows} rows; changes from now on are captured"
+            message = f"about {rows} rows; changes from now on are captured"
+            self.book.finished("get_src_table_snapshot", message=message, conn=self.conn)
+        return message
 
     # ---- insert (online) --------------------------------------------------------------------
     def insert(self) -> str:
@@ -217,8 +230,8 @@ class TableRebuild:
             with self.conn.transaction():
                 self.rels.run(self.rels.state["after"])
                 self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*self.copy.target)))
-            state["indexed"] = True
-            self.book.progress("insert", state=state)
+                state["indexed"] = True
+                self.book.progress("insert", state=state, conn=self.conn)
         replayed = self._catch_up()
         if not state.get("dependents"):
             self.rels.dependents(self.r.check, "insert")

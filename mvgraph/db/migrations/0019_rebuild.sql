@@ -200,6 +200,39 @@ BEGIN
 END
 $$;
 
+-- A pause belongs to the attempt that paused: a job that stops running (a worker killed while
+-- paused: its lock died with its session; reaped, requeued, suspended, ended) or that a worker
+-- claims again is not paused, so that RESUME is not taken for that of a pause still to come.
+CREATE FUNCTION mvgraph.job_unpause() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.paused := false;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER job_unpause BEFORE UPDATE OF status, attempt ON mvgraph.job_data FOR EACH ROW
+    WHEN (OLD.paused AND (NEW.status <> 'running' OR NEW.attempt <> OLD.attempt))
+    EXECUTE FUNCTION mvgraph.job_unpause();
+
+-- Steering (cancel, suspend, resume, cleanup) locks the job's row FOR NO KEY UPDATE (it changes
+-- no key): FOR UPDATE also waited for every transaction holding a foreign key reference to the
+-- row, and a rebuild's write-block transaction holds one (the temporary objects it records):
+-- RESUME waited for the rebuild that waited for RESUME, writers blocked.
+CREATE OR REPLACE FUNCTION mvgraph.job_for_update(job_id bigint) RETURNS mvgraph.job_data
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j mvgraph.job_data;
+BEGIN
+    SELECT * INTO j FROM mvgraph.job_data d WHERE d.id = job_id FOR NO KEY UPDATE;
+    IF NOT FOUND OR NOT (mvgraph.sees_all() OR mvgraph.acts_as(j.owner)) THEN
+        RAISE EXCEPTION 'no job %', job_id USING ERRCODE = 'no_data_found',
+              HINT = 'list jobs with mvgraph jobs or SELECT * FROM mvgraph.jobs';
+    END IF;
+    RETURN j;
+END
+$$;
+
 -- RESUME: a suspended job is queued again; a paused rebuild goes on.
 CREATE OR REPLACE FUNCTION mvgraph.resume_job(job_id bigint) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
