@@ -1259,3 +1259,6 @@ SELECT error FROM mvgraph.job WHERE id = %(job)s
 SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
   JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
  WHERE n.nspname = %(schema)s AND t.relname = %(name)s
+
+-- name: step_backend
+SELECT mvgraph.step_backend(%(job)s, %(seq)s, %(pid)s)

@@ -47,7 +47,7 @@ class Runner:
         self.foreground = foreground
         kind: type[TableRebuild] | type[ViewRebuild] = (
             TableRebuild if stmt.kind == "table" else ViewRebuild)
-        self.book = Book(book_conn, job, kind.STEPS)
+        self.book = Book(book_conn, job, kind.STEPS, conn.info.backend_pid)
         self.work: TableRebuild | ViewRebuild = kind(self)
 
     # ---- steering ---------------------------------------------------------------------------

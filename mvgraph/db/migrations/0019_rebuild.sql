@@ -57,6 +57,25 @@ BEGIN
 END
 $$;
 
+-- The backend doing a step's work when it is not the caller's (a rebuild writes its progress
+-- on a second session): what a cancel interrupts. Only a session of the job's own login.
+CREATE FUNCTION mvgraph.step_backend(job bigint, step_seq integer, pid integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j mvgraph.job_data := mvgraph.job_to_run(job);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_stat_activity a
+                    WHERE a.pid = step_backend.pid AND a.usename = session_user
+                      AND a.usename IN (j.login, j.owner)) THEN
+        RAISE EXCEPTION 'step_backend: backend % is not a session of the job''s login', pid
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE mvgraph.job_step_data SET backend_pid = step_backend.pid
+     WHERE job_id = job AND seq = step_seq;
+END
+$$;
+
 -- The job when the caller may see it (its owner's roles, administrators, workers).
 CREATE FUNCTION mvgraph.job_to_see(job_id bigint) RETURNS mvgraph.job_data
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -354,6 +373,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION mvgraph.step_progress(bigint, integer, integer, integer, text, jsonb),
+    mvgraph.step_backend(bigint, integer, integer),
     mvgraph.rebuild_steps(bigint), mvgraph.rebuild_made(bigint, text, oid, name, name),
     mvgraph.rebuild_forget(bigint), mvgraph.rebuild_objects(bigint),
     mvgraph.rebuild_pause(bigint, boolean), mvgraph.rebuild_cleaned(bigint),
@@ -388,6 +408,7 @@ INSERT INTO mvgraph.level_grant (level, kind, object, privilege) VALUES
     ('viewer', 'FUNCTION', 'mvgraph.rebuild_progress(text)', 'EXECUTE'),
     ('viewer', 'FUNCTION', 'mvgraph.rebuild_objects(bigint)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.step_progress(bigint, integer, integer, integer, text, jsonb)', 'EXECUTE'),
+    ('operator', 'FUNCTION', 'mvgraph.step_backend(bigint, integer, integer)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.rebuild_made(bigint, text, oid, name, name)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.rebuild_forget(bigint)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.rebuild_pause(bigint, boolean)', 'EXECUTE'),
