@@ -1265,7 +1265,8 @@ SELECT mvgraph.step_backend(%(job)s, %(seq)s, %(pid)s)
 
 -- name: rebuild_fingerprint
 -- What a rebuild copied of these relations (columns, defaults, constraints, indexes, triggers
--- but its own capture, policies, grants, comments, definitions): DDL made meanwhile changes it.
+-- but its own capture, policies, partitions, grants, comments, definitions): DDL made meanwhile
+-- changes it.
 SELECT md5(concat_ws('|',
   (SELECT string_agg(concat_ws(',', a.attrelid, a.attname, a.atttypid, a.atttypmod,
                                a.attnotnull, a.attisdropped, pg_get_expr(d.adbin, d.adrelid),
@@ -1283,6 +1284,8 @@ SELECT md5(concat_ws('|',
   (SELECT string_agg(p.polname::text || coalesce(pg_get_expr(p.polqual, p.polrelid), ''), ';'
                      ORDER BY p.polname)
      FROM pg_policy p WHERE p.polrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(h.inhrelid::text, ',' ORDER BY h.inhrelid)
+     FROM pg_inherits h WHERE h.inhparent = ANY (%(oids)s::oid[])),
   (SELECT string_agg(concat_ws(',', c.oid, c.relname, c.relacl::text, c.reloptions::text,
                                c.relowner, obj_description(c.oid, 'pg_class'),
                                CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END),
