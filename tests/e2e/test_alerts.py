@@ -162,13 +162,13 @@ def test_each_event_is_notified_once_and_posted_once_with_retries(db_dsn: str,
         try:
             wait_for(lambda: one(conn, "SELECT count(*) FROM mvgraph.daemon") == 2
                      and one(conn, "SELECT count(*) FROM mvgraph.worker WHERE name = 'w1'"))
-            # a freshness target missed by more than its lag: its refresh waits for a lock
-            with conn.transaction():
-                conn.execute("INSERT INTO src VALUES (2)")
+            # a freshness target missed by more than its lag: its refresh waits for a lock on
+            # the view (taken before the write that makes it due)
             locker = connect(db_dsn)
             try:
                 locker.execute("BEGIN")
-                locker.execute("LOCK TABLE src IN ACCESS EXCLUSIVE MODE")
+                locker.execute("SELECT count(*) FROM late")  # ACCESS SHARE to the end
+                conn.execute("INSERT INTO src VALUES (2)")
                 wait_for(lambda: heard.of("target_missed"), timeout=30)
             finally:
                 locker.close()
