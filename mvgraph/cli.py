@@ -35,6 +35,7 @@ from mvgraph.commands import (
     security,
     settings,
     sql,
+    web,
 )
 from mvgraph.commands.options import DsnOpt, SearchPathOpt
 from mvgraph.commands.render import escape, one_line
@@ -76,6 +77,7 @@ app.command("cancel")(jobs.cancel_cmd)
 app.command("suspend")(jobs.suspend_cmd)
 app.command("resume")(jobs.resume_cmd)
 app.command("rebuild")(rebuild.rebuild_cmd)
+app.command("web")(web.web_cmd)
 app.command("init")(settings.init)
 app.command("demo")(embedded.demo)
 app.add_typer(embedded.embedded_app, name="embedded")
