@@ -117,6 +117,7 @@ def _main(
     # --embedded stands for --dsn embedded: set in a weaker place than --dsn, it gives way
     embedded = use_embedded and configfile.rank(ctx, "use_embedded") <= configfile.rank(ctx, "dsn")
     state.dsn = embedded_server.EMBEDDED if embedded else dsn
+    state.dsn_given = configfile.rank(ctx, "use_embedded" if embedded else "dsn") == 0
     state.debug = debug
     state.search_path = common.search_path(search_path) if search_path else ["public"]
 

@@ -410,3 +410,29 @@ def test_a_command_added_later_is_configurable_with_no_code(
     (tmp_path / "mvgraph.toml").write_text("[web]\ntoken = 12345678\n")
     with pytest.raises(UsageError, match=r"\[web\] token = \*\*\*: expected a string$"):
         root.main(["web"], prog_name="mvgraph", standalone_mode=False)
+
+
+def test_only_a_dsn_on_the_command_line_makes_graph_ask_a_server(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The server as the parser of last resort: ``--dsn`` / ``--embedded`` given turn it on,
+    ``MVGRAPH_DSN`` and the file's ``dsn`` do not (as before the file existed)."""
+    import mvgraph.api
+    from mvgraph.errors import MvgraphError
+
+    asked: list[object] = []
+
+    def load_graph(**kw: Any) -> None:
+        asked.append(kw.get("resolve_with"))
+        raise MvgraphError("stop here")
+
+    monkeypatch.setattr(mvgraph.api, "load_graph", load_graph)
+    files = ("graph", "--from-sql", str(tmp_path))
+    (tmp_path / "mvgraph.toml").write_text('dsn = "dbname=file"\n')
+    cli(capsys, *files)
+    monkeypatch.setenv("MVGRAPH_DSN", "dbname=env")
+    cli(capsys, *files)
+    cli(capsys, "--dsn", "dbname=cli", *files)
+    cli(capsys, *files, "--dsn", "dbname=local")
+    cli(capsys, *files, "--embedded")
+    assert asked == [None, None, "dbname=cli", "dbname=local", "embedded"]
