@@ -1229,6 +1229,22 @@ SELECT relpersistence = 'u' FROM pg_class WHERE oid = %(oid)s
 SELECT setval(pg_get_serial_sequence(%(new)s, %(column)s), v, true)
   FROM pg_sequence_last_value(%(old)s::regclass) v WHERE v IS NOT NULL
 
+-- name: rebuild_hold
+-- A rebuild's session-level hold on a relation (bigint key: namespace << 32 | oid).
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: rebuild_holder
+-- The sessions holding a rebuild's hold on a relation: "application_name (pid)".
+SELECT string_agg(DISTINCT format('%%s (backend pid %%s)', a.application_name, l.pid), ', ')
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+           SELECT oid FROM pg_database WHERE datname = current_database())
+   AND ((l.classid::bigint << 32) | l.objid::bigint) = %(key)s
+
+-- name: rebuild_capture_triggers
+-- The change-capture triggers of rebuilds on a table (<name>__rbtg<job>, <name>__rbtg<job>_t).
+SELECT tgname FROM pg_trigger WHERE tgrelid = %(oid)s AND tgname ~ '__rbtg[0-9]+(_t)?$'
+
 -- name: rebuild_progress
 SELECT job_name, step_id, step, status, progress, start_time, end_time, pid, message
   FROM mvgraph.rebuild_progress(%(job)s)
@@ -1243,3 +1259,35 @@ SELECT error FROM mvgraph.job WHERE id = %(job)s
 SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
   JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
  WHERE n.nspname = %(schema)s AND t.relname = %(name)s
+
+-- name: step_backend
+SELECT mvgraph.step_backend(%(job)s, %(seq)s, %(pid)s)
+
+-- name: rebuild_fingerprint
+-- What a rebuild copied of these relations (columns, defaults, constraints, indexes, triggers
+-- but its own capture, policies, partitions, grants, comments, definitions): DDL made meanwhile
+-- changes it.
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(concat_ws(',', a.attrelid, a.attname, a.atttypid, a.atttypmod,
+                               a.attnotnull, a.attisdropped, pg_get_expr(d.adbin, d.adrelid),
+                               a.attacl::text, col_description(a.attrelid, a.attnum)),
+                     ';' ORDER BY a.attrelid, a.attnum)
+     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = ANY (%(oids)s::oid[]) AND a.attnum > 0),
+  (SELECT string_agg(pg_get_constraintdef(c.oid) || c.conname::text, ';' ORDER BY c.conname)
+     FROM pg_constraint c WHERE c.conrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(pg_get_indexdef(i.indexrelid), ';' ORDER BY i.indexrelid)
+     FROM pg_index i WHERE i.indrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(t.tgname || t.tgenabled::text, ';' ORDER BY t.tgname)
+     FROM pg_trigger t WHERE t.tgrelid = ANY (%(oids)s::oid[]) AND NOT t.tgisinternal
+      AND t.tgname !~ '__rbtg[0-9]+(_t)?$'),
+  (SELECT string_agg(p.polname::text || coalesce(pg_get_expr(p.polqual, p.polrelid), ''), ';'
+                     ORDER BY p.polname)
+     FROM pg_policy p WHERE p.polrelid = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(h.inhrelid::text, ',' ORDER BY h.inhrelid)
+     FROM pg_inherits h WHERE h.inhparent = ANY (%(oids)s::oid[])),
+  (SELECT string_agg(concat_ws(',', c.oid, c.relname, c.relacl::text, c.reloptions::text,
+                               c.relowner, obj_description(c.oid, 'pg_class'),
+                               CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END),
+                     ';' ORDER BY c.oid)
+     FROM pg_class c WHERE c.oid = ANY (%(oids)s::oid[]))))

@@ -51,7 +51,7 @@ from mvgraph.jobs.store import ClaimedJob
 from mvgraph.model.events import Event, JobFinished, StepFinished
 from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, RunStatus
-from mvgraph.rebuild.runner import Control
+from mvgraph.rebuild.control import Control
 from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
 from mvgraph.retrylog import Outage
 from mvgraph.security import logins

@@ -42,9 +42,11 @@ class Step:
 class Book:
     """Step rows of one rebuild job, written on ``conn`` (autocommit)."""
 
-    def __init__(self, conn: Conn, job: int, names: tuple[str, ...]) -> None:
+    def __init__(self, conn: Conn, job: int, names: tuple[str, ...],
+                 worker_pid: int | None = None) -> None:
         self.conn = conn
         self.job = job
+        self.worker_pid = worker_pid
         self.steps: dict[str, Step] = {}
         rows = conn.execute(query("rebuild_steps"), {"job": job}).fetchall()
         if not rows:
@@ -72,6 +74,9 @@ class Book:
     def running(self, name: str) -> Step:
         step = self.steps[name]
         store.step_running(self.conn, self.job, step.seq)
+        if self.worker_pid is not None:  # the backend doing the work: what a cancel interrupts
+            self.conn.execute(query("step_backend"), {"job": self.job, "seq": step.seq,
+                                                      "pid": self.worker_pid})
         step.status = StepStatus.RUNNING
         step.started = time.monotonic()
         return step

@@ -65,11 +65,14 @@ class Copy:
         stmt = sql.SQL(
             "WITH b AS MATERIALIZED (SELECT * FROM {src}{where} ORDER BY {key} LIMIT {n}), "
             "i AS ({insert} SELECT {select} FROM b AS {alias}) "
-            "SELECT count(*), (array_agg(ARRAY[{key_text}] ORDER BY {key} DESC))[1] FROM b"
+            "SELECT (SELECT count(*) FROM b), "
+            "(SELECT ARRAY[{key_text}] FROM b ORDER BY {key_desc} LIMIT 1)"
         ).format(src=self._rel(self.source), where=where, key=self._key_list(),
                  n=sql.Literal(rows), insert=self._insert_head(), select=self._select_list(),
                  alias=source_name,
                  key_text=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k))
+                                             for k in self.key),
+                 key_desc=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k))
                                              for k in self.key))
         row = conn.execute(stmt, params).fetchone()
         assert row is not None

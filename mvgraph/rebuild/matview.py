@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from mvgraph.rebuild.book import VIEW_STEPS
 from mvgraph.rebuild.closure import read_closure, temp_name
-from mvgraph.rebuild.relations import Relations, resolve
+from mvgraph.rebuild.control import RebuildFailed
+from mvgraph.rebuild.relations import Relations, exists, hold, resolve
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 
 class ViewRebuild:
@@ -20,7 +21,7 @@ class ViewRebuild:
 
     STEPS = VIEW_STEPS
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Steps) -> None:
         self.r = runner
         self.conn = runner.conn
         self.book = runner.book
@@ -33,8 +34,8 @@ class ViewRebuild:
         oid, schema, name = resolve(self.conn, self.stmt, "materialized view")
         closure = read_closure(self.conn, oid)
         if closure.problems:
-            from mvgraph.rebuild.runner import RebuildFailed
-            raise RebuildFailed(closure.problems[0])
+                    raise RebuildFailed(closure.problems[0])
+        hold(self.r, closure)
         state: dict[str, Any] = dict(self.book.steps["prepare"].state)
         self.rels = Relations(self.r, closure, state)
         tmp = (schema, temp_name(name, self.job))
@@ -42,14 +43,16 @@ class ViewRebuild:
             self.book.running("prepare")
             state.update({"oid": oid, "schema": schema, "name": name, "tmp": tmp[1]})
             self.rels.plan_view(tmp, _query(self.stmt.query or ""))
+            state["fingerprint"] = self.rels.fingerprint()
             self.book.progress("prepare", 1, 1, state=state)
             self.book.finished("prepare", message=f"{len(closure.dependents)} dependent(s)")
         if not self.book.done("create_tmp_table"):
             self.r.check()
             self.book.running("create_tmp_table")
-            with self.conn.transaction():
-                self.rels.run(state["before"] + state["after"])
-                self.rels.made("relation", tmp)
+            if not exists(self.conn, *tmp):  # else made by an attempt lost before its record
+                with self.conn.transaction():
+                    self.rels.run(state["before"] + state["after"])
+                    self.rels.made("relation", tmp)
             self.rels.dependents(self.r.check, "create_tmp_table", populate=False)
             self.book.finished("create_tmp_table", message=f"{tmp[0]}.{tmp[1]} and "
                                f"{len(state['dependents'])} dependent(s) made")

@@ -8,6 +8,7 @@ makes the same objects under the same names.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,11 @@ from mvgraph.model.names import RelationName
 from mvgraph.rebuild import spec
 from mvgraph.rebuild.attached import attached_ddl
 from mvgraph.rebuild.closure import Closure, Dependent, rename_relations, temp_name
+from mvgraph.rebuild.control import NothingToRebuild, RebuildFailed
+from mvgraph.rebuild.partitions import Partitions
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 Conn = psycopg.Connection[tuple[object, ...]]
 QName = tuple[str, str]
@@ -33,18 +36,19 @@ AFTER_COPY = frozenset({"primary_key", "indexes", "foreign_keys", "replica_ident
 AT_SWAP = frozenset({"triggers", "rules", "policies", "owner", "grants"})
 DEPENDENT = frozenset({"options", "indexes", "grants", "comments", "owner", "triggers",
                        "rules"})
-RANGE_UNITS = ("day", "week", "month", "quarter", "year")
 TRACK_TRIGGER = "mvgraph_track"  # the name mvgraph's tracking triggers have
+LOCK_TRY_S = 1.0  # a lock is tried this long at a time (a long wait queues every reader) ...
+LOCK_TRIES = 60  # ... this many times
 
 
 def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, str, str]:
     """The relation a rebuild names: (oid, schema, name); a clear error when it is not there,
     is not a ``wanted`` ('table' / 'materialized view'), or the caller is not its owner."""
-    from mvgraph.rebuild.runner import RebuildFailed
-
     name = ".".join(sql.Identifier(p).as_string(None)
                     for p in ((stmt.schema, stmt.name) if stmt.schema else (stmt.name,)))
     row = conn.execute(query("rebuild_target"), {"name": name}).fetchone()
+    if row is None and stmt.if_exists:
+        raise NothingToRebuild(f"{wanted} {name} does not exist: nothing to rebuild (IF EXISTS)")
     if row is None:
         raise RebuildFailed(f"{wanted} {name} does not exist (names resolve through the "
                             "submitter's search_path)")
@@ -59,12 +63,54 @@ def resolve(conn: Conn, stmt: spec.RebuildStatement, wanted: str) -> tuple[int, 
     return int(str(oid)), str(schema), str(rel)
 
 
-def lock_all(conn: Conn, runner: Runner, relations: Sequence[sql.Composable], mode: str,
+HOLD_NAMESPACE = 0x7262  # "rb": high 32 bits of a rebuild's hold on a relation
+
+
+def hold(runner: Steps, closure: Closure) -> None:
+    """One rebuild at a time of a relation and of each of its dependents (a second one would
+    swap out the first one's result and lose the writes made since, or bring back what it
+    replaced): session-level advisory locks on their oids, held by the rebuild's bookkeeping
+    session (``mvgraph rebuild <job>``), so they last while the rebuild runs and die with it
+    (a killed worker holds nothing). A rebuild that finds one held stops at once, naming the
+    rebuild that holds it; nothing changed. Also (first run of a table's rebuild) the change
+    capture of another rebuild that did not end (suspended, interrupted) refuses it."""
+    conn = runner.book.conn
+    state = runner.book.steps["prepare"].state
+    if state.get("oid") not in (None, closure.oid):
+        raise RebuildFailed(
+            f"{closure.schema}.{closure.name} was replaced since this rebuild began (another "
+            "rebuild or DDL): this one stops, what it made is dropped; submit it again")
+    for oid, schema, name in [(closure.oid, closure.schema, closure.name)] + [
+            (d.oid, d.schema, d.name) for d in closure.dependents]:
+        key = (HOLD_NAMESPACE << 32) | oid
+        row = conn.execute(query("rebuild_hold"), {"key": key}).fetchone()
+        if row and row[0]:
+            continue
+        row = conn.execute(query("rebuild_holder"), {"key": key}).fetchone()
+        who = str(row[0]) if row and row[0] else "another session"
+        whose = (f" (of {closure.schema}.{closure.name})" if oid != closure.oid else "")
+        raise RebuildFailed(
+            f"{schema}.{name}{whose} is being rebuilt by {who}: one rebuild at a time of a "
+            "relation and its dependents; this one stops, nothing changed")
+    if state:
+        return
+    others = sorted({int(m[1]) for r in conn.execute(query("rebuild_capture_triggers"),
+                                                     {"oid": closure.oid}).fetchall()
+                     if (m := re.search(r"__rbtg([0-9]+)(_t)?$", str(r[0])))
+                     and int(m[1]) != runner.job})
+    if others:
+        n = others[0]
+        raise RebuildFailed(
+            f"{closure.schema}.{closure.name} is being rebuilt by rebuild {n}, which did not "
+            f"end (suspended or interrupted; its change capture is on the table): RESUME "
+            f"'{n}', or clean it up with CALL mvgraph.clean_rebuild_tmp_tables('{n}'); this "
+            "one stops, nothing changed")
+
+
+def lock_all(conn: Conn, runner: Steps, relations: Sequence[sql.Composable], mode: str,
              try_s: float, tries: int) -> None:
     """Lock ``relations`` in ``mode`` in short tries, inside the caller's transaction: a
     long wait would queue every later session behind it. Fails naming the holders."""
-    from mvgraph.rebuild.runner import RebuildFailed
-
     if not relations:
         return
     stmt = sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.SQL(", ").join(relations),
@@ -92,10 +138,10 @@ def _holders(conn: Conn) -> str:
     return str(row[0]) if row and row[0] else "none now"
 
 
-class Relations:
+class Relations(Partitions):
     """The new relations of one rebuild: made, recorded, swapped."""
 
-    def __init__(self, runner: Runner, closure: Closure, state: dict[str, Any]) -> None:
+    def __init__(self, runner: Steps, closure: Closure, state: dict[str, Any]) -> None:
         self.r = runner
         self.conn = runner.conn
         self.job = runner.job
@@ -196,12 +242,10 @@ class Relations:
         """Make the dependents against the new relations, then populate the materialized
         views among them (each was populated before); ``first``: a new materialized view
         populated before them."""
-        from mvgraph.rebuild.runner import RebuildFailed
-
         deps = self.state["dependents"]
         for d in deps if make else ():
             check()
-            if _exists(self.conn, d["schema"], d["tmp"]):
+            if exists(self.conn, d["schema"], d["tmp"]):
                 continue  # made by an earlier attempt
             word = "materialized view" if d["kind"] == "m" else "view"
             try:
@@ -223,139 +267,21 @@ class Relations:
             self.r.book.progress(step, message=(
                 f"materialized view {d['schema']}.{d['name']} populated ({i}/{len(todo)})"))
 
-    # ---- partitions -------------------------------------------------------------------------
-    def partition_source(self) -> str | None:
-        """The old table's partition key, kept when no TO PARTITION changes it."""
-        if self.c.kind != "p":
-            return None
-        row = self.conn.execute(query("rebuild_partkey"), {"oid": self.c.oid}).fetchone()
-        return str(row[0]) if row else None
+    # ---- what changed meanwhile ----------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A digest of what this rebuild copies of the originals."""
+        oids = [self.c.oid] + [d.oid for d in self.c.dependents]
+        row = self.conn.execute(query("rebuild_fingerprint"), {"oids": oids}).fetchone()
+        return str(row[0]) if row else ""
 
-    def partitions(self, tmp: QName, action: spec.PartitionBy | None,
-                   params: spec.RebuildParams) -> int:
-        """Make the new table's partitions (recorded with it: they go with it)."""
-        extra = dict(params.extra)
-        if action is None:
-            if self.c.kind != "p":
-                return 0
-            rows = self.conn.execute(query("rebuild_partitions"), {"oid": self.c.oid}).fetchall()
-            made = []
-            for schema, name, bound in rows:
-                part = temp_name(str(name), self.job)
-                self.conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
-                    sql.Identifier(str(schema), part), sql.Identifier(*tmp),
-                    sql.SQL(str(bound))))
-                made.append([str(schema), part, str(name)])
-            self.state["partitions"] = made
-            return len(made)
-        if action.method == "hash":
-            n = int(extra.get("hash_partitions") or 4)
-            for i in range(n):
-                self._partition(tmp, f"p{i}", sql.SQL("FOR VALUES WITH (MODULUS {}, REMAINDER {})")
-                                .format(sql.Literal(n), sql.Literal(i)))
-            return n
-        values = self._values(action, extra)
-        for v in values:
-            self._partition(tmp, self._part_name(v), self._bound(action, extra, v))
-        self._partition(tmp, "default", sql.SQL("DEFAULT"))
-        self.state["partitioning"] = {"method": action.method, "column": action.columns[0],
-                                      "unit": extra.get("partition_interval"),
-                                      "values": values}
-        return len(values) + 1
-
-    @property
-    def list_or_range(self) -> bool:
-        return "partitioning" in self.state
-
-    def _partition(self, tmp: QName, suffix: str, bound: sql.Composable) -> None:
-        name = f"{self.c.name}_{suffix}"[:63]
-        self.conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
-            sql.Identifier(self.c.schema, temp_name(name, self.job)), sql.Identifier(*tmp),
-            bound))
-        self.state.setdefault("partitions", []).append(
-            [self.c.schema, temp_name(name, self.job), name])
-
-    def _part_name(self, value: str) -> str:
-        clean = "".join(ch if ch.isalnum() else "_" for ch in value.lower())[:40]
-        return f"p_{clean}" if clean else "p_empty"
-
-    def _values(self, action: spec.PartitionBy, extra: dict[str, str | None]) -> list[str]:
-        from mvgraph.rebuild.runner import RebuildFailed
-
-        if len(action.columns) != 1:
-            raise RebuildFailed(f"TO PARTITION BY {action.method.upper()} takes one column in "
-                                "PostgreSQL (here: partitions are made per value)")
-        col = sql.Identifier(action.columns[0])
-        src = sql.Identifier(self.c.schema, self.c.name)
-        if action.method == "range":
-            unit = extra.get("partition_interval")
-            if unit not in RANGE_UNITS:
-                raise RebuildFailed("TO PARTITION BY RANGE needs WITH (partition_interval = "
-                                    "'day' | 'week' | 'month' | 'quarter' | 'year') on a date "
-                                    "or timestamp column")
-            expr = sql.SQL("date_trunc({}, {})::text").format(sql.Literal(unit), col)
-        else:
-            expr = sql.SQL("{}::text").format(col)
-        rows = self.conn.execute(sql.SQL(
-            "SELECT DISTINCT {e} FROM {src} WHERE {c} IS NOT NULL ORDER BY 1").format(
-            e=expr, src=src, c=col)).fetchall()
-        return [str(r[0]) for r in rows]
-
-    def _bound(self, action: spec.PartitionBy, extra: dict[str, str | None],
-               value: str) -> sql.Composable:
-        if action.method == "range":
-            unit = str(extra.get("partition_interval"))
-            return sql.SQL("FOR VALUES FROM ({v}) TO (({v})::timestamp + {i})").format(
-                v=sql.Literal(value), i=sql.Literal(f"1 {unit}"))
-        return sql.SQL("FOR VALUES IN ({})").format(sql.Literal(value))
-
-    def new_partition_values(self, tmp: QName) -> list[str]:
-        """Values written meanwhile that have no partition (they are in the default one)."""
-        p = self.state["partitioning"]
-        default = sql.Identifier(self.c.schema, temp_name(f"{self.c.name}_default"[:63],
-                                                          self.job))
-        col = sql.Identifier(p["column"])
-        expr = (sql.SQL("date_trunc({}, {})::text").format(sql.Literal(p["unit"]), col)
-                if p["method"] == "range" else sql.SQL("{}::text").format(col))
-        rows = self.conn.execute(sql.SQL(
-            "SELECT DISTINCT {e} FROM {d} WHERE {c} IS NOT NULL ORDER BY 1").format(
-            e=expr, d=default, c=col)).fetchall()
-        return [str(r[0]) for r in rows]
-
-    def add_partitions(self, tmp: QName, values: list[str]) -> int:
-        """Partitions for new values, made standalone (attached once filled)."""
-        p = self.state["partitioning"]
-        for v in values:
-            name = temp_name(f"{self.c.name}_{self._part_name(v)}"[:63], self.job)
-            self.conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-                sql.Identifier(self.c.schema, name), sql.Identifier(*tmp)))
-        p["new"] = values
-        return len(values)
-
-    def fill_partitions(self, tmp: QName, values: list[str]) -> int:
-        """Move the new values' rows out of the default partition, attach their partitions."""
-        p = self.state["partitioning"]
-        default = sql.Identifier(self.c.schema, temp_name(f"{self.c.name}_default"[:63],
-                                                          self.job))
-        col = sql.Identifier(p["column"])
-        extra = {"partition_interval": p["unit"]}
-        action = spec.PartitionBy(p["method"], (p["column"],))
-        moved = 0
-        for v in values:
-            suffix = self._part_name(v)
-            name = temp_name(f"{self.c.name}_{suffix}"[:63], self.job)
-            part = sql.Identifier(self.c.schema, name)
-            expr = (sql.SQL("date_trunc({}, {})::text").format(sql.Literal(p["unit"]), col)
-                    if p["method"] == "range" else sql.SQL("{}::text").format(col))
-            moved += self.conn.execute(sql.SQL(
-                "WITH m AS (DELETE FROM {d} WHERE {e} = {v} RETURNING *) "
-                "INSERT INTO {p} SELECT * FROM m").format(
-                d=default, e=expr, v=sql.Literal(v), p=part)).rowcount
-            self.conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
-                sql.Identifier(*tmp), part, self._bound(action, extra, v)))
-            self.state.setdefault("partitions", []).append(
-                [self.c.schema, name, f"{self.c.name}_{suffix}"[:63]])
-        return moved
+    def unchanged_since_prepare(self) -> None:
+        """With the originals locked (the swap): no DDL changed them since ``prepare`` read
+        them, else the swap would install what was planned from the old ones."""
+        planned = self.state.get("fingerprint")
+        if planned and planned != self.fingerprint():
+            raise RebuildFailed(
+                f"{self.c.schema}.{self.c.name} or a dependent changed (DDL) since this rebuild "
+                "read them: this one stops, what it made is dropped; submit it again")
 
     # ---- the swap ---------------------------------------------------------------------------
     def swap(self, tmp: QName, keep_source: bool, is_table: bool) -> None:
@@ -364,8 +290,6 @@ class Relations:
         c = self.c
         old = sql.Identifier(c.schema, c.name)
         deps = self.state["dependents"]
-        from mvgraph.rebuild.table import LOCK_TRIES, LOCK_TRY_S
-
         # LOCK takes tables and views (a materialized view is locked by its DROP below), in
         # the order readers take them: a query locks the view it names, then what the view
         # reads (the other order deadlocks with a reader between its two locks)
@@ -379,6 +303,7 @@ class Relations:
             for t, name, _definition in self.state["fks"]:
                 self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                     sql.Identifier(*t), sql.Identifier(name)))
+        self.unchanged_since_prepare()
         self._follow(tmp)  # before the drops: mvgraph's state must not go with the originals
         for d in reversed(deps):
             word = "MATERIALIZED VIEW" if d["kind"] == "m" else "VIEW"
@@ -444,17 +369,6 @@ class Relations:
                              + (f"; the old one kept as {c.schema}.{kept}" if keep_source
                                 else ""))
 
-    def _rename_partition_indexes(self, schema: str, part: str, original: str) -> None:
-        """A partition's indexes, named after its temporary name by the server, are named
-        after its final one."""
-        rows = self.conn.execute(query("rebuild_index_names"),
-                                 {"schema": schema, "name": original}).fetchall()
-        for (name,) in rows:
-            if str(name).startswith(part):
-                final = (original + str(name)[len(part):]).encode()[:63].decode(errors="ignore")
-                self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                    sql.Identifier(schema, str(name)), sql.Identifier(final)))
-
     def _rename_indexes(self, schema: str, pairs: list[list[str]]) -> None:
         for tmp_name, original in pairs:
             self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
@@ -504,7 +418,7 @@ def _mvgraph_trigger(statement: str) -> bool:
                for x in lex(statement))
 
 
-def _exists(conn: Conn, schema: str, name: str) -> bool:
+def exists(conn: Conn, schema: str, name: str) -> bool:
     return conn.execute(query("rebuild_oid"), {"schema": schema, "name": name}
                         ).fetchone() is not None
 

@@ -12,10 +12,7 @@ with the session, and with it the lock).
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -25,49 +22,13 @@ from mvgraph.errors import MvgraphError, translate
 from mvgraph.jobs import store
 from mvgraph.model.status import JobStatus, RunStatus, StepStatus
 from mvgraph.rebuild.book import WINDOW, Book
+from mvgraph.rebuild.control import Control, NothingToRebuild, RebuildFailed, Stopped
+from mvgraph.rebuild.matview import ViewRebuild
 from mvgraph.rebuild.spec import RebuildStatement
+from mvgraph.rebuild.table import TableRebuild
 
 log = logging.getLogger("mvgraph.rebuild")
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-class Stopped(Exception):
-    """The rebuild stops between steps or batches: ``how`` is cancel, suspend or lost."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__(how)
-        self.how = how
-
-
-class RebuildFailed(MvgraphError):
-    """A rebuild step failed; the message names the object and PostgreSQL's error."""
-
-
-class Control:
-    """What others asked of a running rebuild (the worker's heartbeat, a signal)."""
-
-    def __init__(self) -> None:
-        self.asked = ""
-        self.cancel_query: Callable[[], None] | None = None
-        self._lock = threading.Lock()
-
-    def ask(self, how: str, *, interrupt: bool = False) -> None:
-        with self._lock:
-            if not self.asked or how == "cancel":
-                self.asked = how
-        if interrupt and self.cancel_query is not None:
-            with suppress(Exception):
-                self.cancel_query()
-
-    # The worker's executor interface.
-    def cancel(self) -> None:
-        self.ask("cancel", interrupt=True)
-
-    def suspend(self) -> None:
-        self.ask("suspend")
-
-    def stop(self, mode: Any, cancel_running: bool = False) -> None:
-        self.ask("lost", interrupt=cancel_running)
 
 
 class Runner:
@@ -84,11 +45,10 @@ class Runner:
         self.control = control or Control()
         self.control.cancel_query = conn.cancel_safe
         self.foreground = foreground
-        from mvgraph.rebuild.matview import ViewRebuild
-        from mvgraph.rebuild.table import TableRebuild
-        kind = TableRebuild if stmt.kind == "table" else ViewRebuild
-        self.book = Book(book_conn, job, kind.STEPS)
-        self.work = kind(self)
+        kind: type[TableRebuild] | type[ViewRebuild] = (
+            TableRebuild if stmt.kind == "table" else ViewRebuild)
+        self.book = Book(book_conn, job, kind.STEPS, conn.info.backend_pid)
+        self.work: TableRebuild | ViewRebuild = kind(self)
 
     # ---- steering ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -110,19 +70,20 @@ class Runner:
         try:
             self._session()
             self.work.run()
+        except NothingToRebuild as nothing:
+            for name in self.book.steps:
+                self.book.skip(name, str(nothing))
         except Stopped as stop:
             return self._stopped(stop.how)
         except (psycopg.OperationalError, MvgraphError) as exc:
             if isinstance(exc, psycopg.OperationalError) and self._session_lost(exc):
                 log.warning("rebuild %d: session lost (%s)", self.job, exc)
                 raise
-            if self.control.asked in ("cancel", "suspend", "lost"):
-                return self._stopped(self.control.asked)
-            return self._failed(exc)
+            asked = self._asked(exc)
+            return self._stopped(asked) if asked else self._failed(exc)
         except psycopg.Error as exc:
-            if self.control.asked in ("cancel", "suspend", "lost"):
-                return self._stopped(self.control.asked)
-            return self._failed(exc)
+            asked = self._asked(exc)
+            return self._stopped(asked) if asked else self._failed(exc)
         except Exception as exc:  # an mvgraph bug: the job says so, nothing is left behind
             log.exception("rebuild %d: internal error", self.job)
             return self._failed(RebuildFailed(f"internal error: {type(exc).__name__}: {exc}"))
@@ -130,6 +91,16 @@ class Runner:
                      foreground=self.foreground)
         log.info("rebuild %d: done", self.job)
         return RunStatus.OK
+
+    def _asked(self, exc: BaseException) -> str:
+        """What stops this attempt, after ``exc``: what the worker passed on, else, for a
+        cancelled statement, the job's own request (CANCEL interrupts the backend its steps
+        name, this rebuild's bookkeeping session, before the heartbeat passes it on)."""
+        asked = self.control.asked
+        if not asked and isinstance(exc, psycopg.errors.QueryCanceled):
+            with suppress(psycopg.Error):
+                asked = self.book.request()
+        return asked if asked in ("cancel", "suspend", "lost") else ""
 
     def _session(self) -> None:
         """The session's search path (the submitter's, for the types and expressions of the

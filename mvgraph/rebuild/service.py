@@ -13,8 +13,9 @@ from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, SqlParseError, UsageError, translate
 from mvgraph.jobs import store
 from mvgraph.model.status import JobKind, RunStatus
+from mvgraph.rebuild.control import Control
 from mvgraph.rebuild.parse import parse_actions, parse_rebuild
-from mvgraph.rebuild.runner import Control, Runner, drop_made
+from mvgraph.rebuild.runner import Runner, drop_made
 from mvgraph.rebuild.spec import RebuildStatement
 
 if TYPE_CHECKING:

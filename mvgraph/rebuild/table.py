@@ -18,17 +18,23 @@ from mvgraph.rebuild import spec
 from mvgraph.rebuild.book import TABLE_STEPS
 from mvgraph.rebuild.capture import Copy
 from mvgraph.rebuild.closure import Closure, read_closure, temp_name
-from mvgraph.rebuild.relations import Relations, lock_all, resolve
+from mvgraph.rebuild.control import RebuildFailed, Stopped
+from mvgraph.rebuild.relations import (
+    LOCK_TRIES,
+    LOCK_TRY_S,
+    Relations,
+    hold,
+    lock_all,
+    resolve,
+)
 
 if TYPE_CHECKING:
-    from mvgraph.rebuild.runner import Runner
+    from mvgraph.rebuild.control import Steps
 
 Conn = psycopg.Connection[tuple[object, ...]]
 BATCH_ROWS = 20_000
 REPLAY_ROWS = 10_000
 ONLINE_BACKLOG = 2_000  # replay online until fewer changes than this are left
-LOCK_TRY_S = 1.0
-LOCK_TRIES = 60
 IN_PLACE = (spec.SetDefault, spec.DropDefault, spec.DropNotNull, spec.SetStorage)
 
 
@@ -37,7 +43,7 @@ class TableRebuild:
 
     STEPS = TABLE_STEPS
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Steps) -> None:
         self.r = runner
         self.conn = runner.conn
         self.book = runner.book
@@ -70,7 +76,8 @@ class TableRebuild:
             return
         self.book.running(name)
         message = work()
-        self.book.finished(name, message=message if isinstance(message, str) else None)
+        if not self.book.done(name):  # (a step whose work is DDL records it in its commit)
+            self.book.finished(name, message=message if isinstance(message, str) else None)
 
     @property
     def online(self) -> bool:
@@ -84,6 +91,7 @@ class TableRebuild:
         closure = read_closure(self.conn, oid)
         if closure.problems:
             raise _fail(closure.problems[0])
+        hold(self.r, closure)
         self.closure = closure
         state = dict(self.book.steps["prepare"].state)
         first = not state
@@ -108,6 +116,7 @@ class TableRebuild:
                                     ["FUNCTION", temp_name(name, self.job, "rbfn")]]
                 trigger = temp_name(name, self.job, "rbtg")
                 state["capture_triggers"] = [trigger, trigger + "_t"]
+            state["fingerprint"] = self.rels.fingerprint()
             self.book.progress("prepare", 1, 1, state=state)
         why = ("" if state["online"] else
                "; no primary key whose columns stay as they are: the table is read-only for "
@@ -184,7 +193,9 @@ class TableRebuild:
                         sql.Identifier(*tmp), _alter_clause(action)))
             parts = self.rels.partitions(tmp, partition, self.stmt.params)
             self.book.progress("prepare", state=state, conn=self.conn)
-        return f"{tmp[0]}.{tmp[1]}" + (f" with {parts} partition(s)" if parts else "")
+            message = f"{tmp[0]}.{tmp[1]}" + (f" with {parts} partition(s)" if parts else "")
+            self.book.finished("create_tmp_table", message=message, conn=self.conn)
+        return message
 
     # ---- get_src_table_snapshot -------------------------------------------------------------
     def snapshot(self) -> str:
@@ -204,7 +215,9 @@ class TableRebuild:
             self.rels.made("function", function)
             self.rels.made_trigger(self.closure.oid, trigger)
             self.rels.made_trigger(self.closure.oid, trigger + "_t")
-        return f"about {rows} rows; changes from now on are captured"
+            message = f"about {rows} rows; changes from now on are captured"
+            self.book.finished("get_src_table_snapshot", message=message, conn=self.conn)
+        return message
 
     # ---- insert (online) --------------------------------------------------------------------
     def insert(self) -> str:
@@ -218,8 +231,8 @@ class TableRebuild:
             with self.conn.transaction():
                 self.rels.run(self.rels.state["after"])
                 self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*self.copy.target)))
-            state["indexed"] = True
-            self.book.progress("insert", state=state)
+                state["indexed"] = True
+                self.book.progress("insert", state=state, conn=self.conn)
         replayed = self._catch_up()
         if not state.get("dependents"):
             self.rels.dependents(self.r.check, "insert")
@@ -327,7 +340,6 @@ class TableRebuild:
                 if asked == "resume":
                     return
                 if asked in ("cancel", "lost", "suspend"):
-                    from mvgraph.rebuild.runner import Stopped
                     raise Stopped(asked)
                 time.sleep(0.2)
         finally:
@@ -368,7 +380,6 @@ class TableRebuild:
 
 
 def _fail(message: str) -> Exception:
-    from mvgraph.rebuild.runner import RebuildFailed
     return RebuildFailed(message)
 
 
@@ -462,7 +473,7 @@ def _partition_clause(action: spec.PartitionBy | None, kept: str | None) -> sql.
     return sql.SQL("")
 
 
-def _lock_retrying(conn: Conn, runner: Runner, relations: list[sql.Composable],
+def _lock_retrying(conn: Conn, runner: Steps, relations: list[sql.Composable],
                    mode: str) -> None:
     """Take ``mode`` locks in short tries (a long wait would queue every reader behind it),
     checking between tries whether the job was cancelled."""

@@ -12,7 +12,7 @@ import pytest
 
 from mvgraph.model.status import RunStatus
 from mvgraph.rebuild import service
-from mvgraph.rebuild.runner import Control
+from mvgraph.rebuild.control import Control
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -87,6 +87,7 @@ def test_column_type_changes_under_three_layers_with_writers_and_readers(
         with psycopg.connect(db_dsn, autocommit=True) as conn:
             job, status = service.run_here(conn, "REBUILD TABLE app.items "
                                            "ALTER COLUMN v TYPE bigint")
+            worker_pid = conn.info.backend_pid
     finally:
         stop.set()
         for t in threads:
@@ -106,6 +107,9 @@ def test_column_type_changes_under_three_layers_with_writers_and_readers(
     assert app.execute("SELECT count(*) FROM app.l3").fetchone() is not None
     steps = [r[2:4] for r in service.progress(app, job)]
     assert ("swap", "done") in steps
+    # the pid shown is the backend that did the copy (what a cancel interrupts)
+    pids = {r[2]: r[7] for r in service.progress(app, job)}
+    assert pids["insert"] == pids["swap"] == worker_pid
 
 
 def test_a_materialized_view_gets_a_new_query(app: Conn, db_dsn: str) -> None:

@@ -343,3 +343,58 @@ def test_schedules_and_tracking_follow_the_rebuilt_objects(conn: Conn, db_dsn: s
     assert [s.action.value for s in mvgraph.plan(conn, "agg").steps] == ["refresh"]
     assert mvgraph.refresh(conn, "agg").status == "ok"
     assert conn.execute("SELECT s FROM agg").fetchone() == (5051,)
+
+
+def test_if_exists_and_a_session_setting(conn: Conn, db_dsn: str) -> None:
+    """IF EXISTS of a missing table ends done with every step skipped; rebuild_guc_* sets a
+    setting of the rebuild's session (a bad one is PostgreSQL's error)."""
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        job, status = service.run_here(c, "REBUILD TABLE IF EXISTS nowhere ADD COLUMN x int "
+                                          "DEFAULT random()::int")
+    assert status is RunStatus.OK
+    assert {r[1] for r in conn.execute("SELECT step, status FROM mvgraph.rebuild_progress(%s)",
+                                       (str(job),)).fetchall()} == {None}
+    conn.execute("CREATE TABLE g (id int PRIMARY KEY, v int)")
+    conn.execute("CREATE VIEW g_v AS SELECT * FROM g")
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        _job, status = service.run_here(c, "REBUILD TABLE g WITH (rebuild_guc_maintenance_work_"
+                                           "mem = '64MB') ALTER COLUMN v TYPE bigint")
+        assert status is RunStatus.OK
+        _job, status = service.run_here(c, "REBUILD TABLE g WITH (rebuild_guc_work_mem = "
+                                           "'lots') ALTER COLUMN v TYPE int")
+    assert status is RunStatus.FAILED
+    assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                        "attrelid = 'g_v'::regclass AND attname = 'v'").fetchone() == ("bigint",)
+
+
+def test_ddl_made_during_a_rebuild_stops_it_before_the_swap(conn: Conn, db_dsn: str) -> None:
+    """A column added (or a grant, an index...) between the rebuild's reading of the table and
+    its swap would be lost by the swap: the rebuild stops instead, the originals as they are
+    (with the DDL), nothing of the rebuild left."""
+    from mvgraph.rebuild import book
+
+    conn.execute("CREATE TABLE d (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO d SELECT g, g FROM generate_series(1, 100) g")
+    conn.execute("CREATE VIEW d_v AS SELECT id, v FROM d")
+    original = book.Book.running
+
+    def running(self: book.Book, name: str) -> book.Step:
+        if name == "set_readonly":
+            with psycopg.connect(db_dsn, autocommit=True) as other:
+                other.execute("ALTER TABLE d ADD COLUMN added text")
+        return original(self, name)
+
+    book.Book.running = running  # type: ignore[method-assign]
+    try:
+        with psycopg.connect(db_dsn, autocommit=True) as c:
+            job, status = service.run_here(c, "REBUILD TABLE d ALTER COLUMN v TYPE bigint")
+    finally:
+        book.Book.running = original  # type: ignore[method-assign]
+    assert status is RunStatus.FAILED
+    error = conn.execute("SELECT error FROM mvgraph.job WHERE id = %s", (job,)).fetchone()
+    assert error is not None and "changed (DDL) since this rebuild read them" in str(error[0])
+    assert conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'd'::regclass "
+                        "AND attnum > 0 ORDER BY attnum").fetchall() == [("id",), ("v",),
+                                                                          ("added",)]
+    assert conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'd\\_\\_%%'"
+                        ).fetchall() == []

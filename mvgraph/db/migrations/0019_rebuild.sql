@@ -57,6 +57,25 @@ BEGIN
 END
 $$;
 
+-- The backend doing a step's work when it is not the caller's (a rebuild writes its progress
+-- on a second session): what a cancel interrupts. Only a session of the job's own login.
+CREATE FUNCTION mvgraph.step_backend(job bigint, step_seq integer, pid integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j mvgraph.job_data := mvgraph.job_to_run(job);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_stat_activity a
+                    WHERE a.pid = step_backend.pid AND a.usename = session_user
+                      AND a.usename IN (j.login, j.owner)) THEN
+        RAISE EXCEPTION 'step_backend: backend % is not a session of the job''s login', pid
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE mvgraph.job_step_data SET backend_pid = step_backend.pid
+     WHERE job_id = job AND seq = step_seq;
+END
+$$;
+
 -- The job when the caller may see it (its owner's roles, administrators, workers).
 CREATE FUNCTION mvgraph.job_to_see(job_id bigint) RETURNS mvgraph.job_data
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -200,6 +219,39 @@ BEGIN
 END
 $$;
 
+-- A pause belongs to the attempt that paused: a job that stops running (a worker killed while
+-- paused: its lock died with its session; reaped, requeued, suspended, ended) or that a worker
+-- claims again is not paused, so that RESUME is not taken for that of a pause still to come.
+CREATE FUNCTION mvgraph.job_unpause() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.paused := false;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER job_unpause BEFORE UPDATE OF status, attempt ON mvgraph.job_data FOR EACH ROW
+    WHEN (OLD.paused AND (NEW.status <> 'running' OR NEW.attempt <> OLD.attempt))
+    EXECUTE FUNCTION mvgraph.job_unpause();
+
+-- Steering (cancel, suspend, resume, cleanup) locks the job's row FOR NO KEY UPDATE (it changes
+-- no key): FOR UPDATE also waited for every transaction holding a foreign key reference to the
+-- row, and a rebuild's write-block transaction holds one (the temporary objects it records):
+-- RESUME waited for the rebuild that waited for RESUME, writers blocked.
+CREATE OR REPLACE FUNCTION mvgraph.job_for_update(job_id bigint) RETURNS mvgraph.job_data
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j mvgraph.job_data;
+BEGIN
+    SELECT * INTO j FROM mvgraph.job_data d WHERE d.id = job_id FOR NO KEY UPDATE;
+    IF NOT FOUND OR NOT (mvgraph.sees_all() OR mvgraph.acts_as(j.owner)) THEN
+        RAISE EXCEPTION 'no job %', job_id USING ERRCODE = 'no_data_found',
+              HINT = 'list jobs with mvgraph jobs or SELECT * FROM mvgraph.jobs';
+    END IF;
+    RETURN j;
+END
+$$;
+
 -- RESUME: a suspended job is queued again; a paused rebuild goes on.
 CREATE OR REPLACE FUNCTION mvgraph.resume_job(job_id bigint) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -321,6 +373,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION mvgraph.step_progress(bigint, integer, integer, integer, text, jsonb),
+    mvgraph.step_backend(bigint, integer, integer),
     mvgraph.rebuild_steps(bigint), mvgraph.rebuild_made(bigint, text, oid, name, name),
     mvgraph.rebuild_forget(bigint), mvgraph.rebuild_objects(bigint),
     mvgraph.rebuild_pause(bigint, boolean), mvgraph.rebuild_cleaned(bigint),
@@ -355,6 +408,7 @@ INSERT INTO mvgraph.level_grant (level, kind, object, privilege) VALUES
     ('viewer', 'FUNCTION', 'mvgraph.rebuild_progress(text)', 'EXECUTE'),
     ('viewer', 'FUNCTION', 'mvgraph.rebuild_objects(bigint)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.step_progress(bigint, integer, integer, integer, text, jsonb)', 'EXECUTE'),
+    ('operator', 'FUNCTION', 'mvgraph.step_backend(bigint, integer, integer)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.rebuild_made(bigint, text, oid, name, name)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.rebuild_forget(bigint)', 'EXECUTE'),
     ('operator', 'FUNCTION', 'mvgraph.rebuild_pause(bigint, boolean)', 'EXECUTE'),
