@@ -66,7 +66,7 @@ def daemon_cmd(
         help="Address the status page listens on (default 127.0.0.1; the --metrics-host when "
              "the ports are shared). Anything but localhost needs --http-token.")] = None,
     http_token: Annotated[str | None, typer.Option(
-        "--http-token", envvar="MVGRAPH_WEB_TOKEN", show_envvar=True, show_default=False,
+        "--http-token", show_default=False,
         help="Secret every request to the status page must carry (as `mvgraph web "
              "--token`).")] = None,
     dsn: DsnOpt = None,
@@ -118,7 +118,7 @@ def _status_page(dsn: str, port: int | None, host: str | None, token: str | None
                          "--http-host must be the --metrics-host (or left out)")
     config = WebConfig(host=host or (metrics_host if shared else "127.0.0.1"), port=port,
                        token=token)
-    config.check("--http-host", "--http-token")
+    config.check("--http-host", "--http-token", "MVGRAPH_DAEMON_HTTP_TOKEN")
     what = "the status page and metrics" if shared else "the status page"
     sock = bind(config.host, port, what, "--http-host and --http-port")
 

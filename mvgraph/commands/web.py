@@ -9,8 +9,9 @@ import typer
 from mvgraph.commands import common
 from mvgraph.commands.options import DsnOpt
 
-#: The options a page server shares with ``mvgraph daemon --http-port`` (the configuration file
-#: may give the same values later: see :class:`mvgraph.web.server.WebConfig`).
+#: The token's variable (the configuration file's convention, ``MVGRAPH_WEB_<KEY>``, given here
+#: so that it is the variable also where the app is used without the file's set-up). Every
+#: option below is a setting of ``[web]`` in ``mvgraph.toml`` (:mod:`configfile`).
 TOKEN_ENV = "MVGRAPH_WEB_TOKEN"
 
 PortOpt = Annotated[int, typer.Option(

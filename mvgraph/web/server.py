@@ -39,15 +39,17 @@ class WebConfig:
     token: str | None = None
     poll_s: float = 1.0
 
-    def check(self, host_option: str = "--host", token_option: str = "--token") -> None:
-        """Refuse to serve beyond localhost without a token.
+    def check(self, host_option: str = "--host", token_option: str = "--token",
+              token_env: str = "MVGRAPH_WEB_TOKEN") -> None:
+        """Refuse to serve beyond localhost without a token (the options' and variable's names
+        for the message).
 
         Raises:
             UsageError: ``host`` is not a loopback address and there is no token.
         """
         if not is_loopback(self.host) and not self.token:
             raise UsageError(f"{host_option} {self.host} is not localhost: give {token_option} "
-                             "(or MVGRAPH_WEB_TOKEN), which every request must then carry")
+                             f"(or {token_env}), which every request must then carry")
         if self.token is not None and not self.token.strip():
             raise UsageError(f"{token_option} is empty; give a secret, or leave it out on "
                              "localhost")

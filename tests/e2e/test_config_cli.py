@@ -43,7 +43,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         def run(self) -> None:
             pass
 
-    def daemon(config: Any, metrics_port: int | None, metrics_host: str) -> None:
+    def daemon(config: Any, metrics_port: int | None, metrics_host: str,
+               http: Any = None) -> None:
         seen["daemon"] = (config, metrics_port, metrics_host)
 
     monkeypatch.setattr(connect, "check_before_start", lambda dsn: None)
