@@ -1,7 +1,7 @@
 """MkDocs hooks: pages generated at build time, never written by hand.
 
-* ``cli.md``: the CLI reference, from the typer app ``mvgraph.cli:app`` through click's own help
-  (the same text as ``mvgraph ... --help``), every command and group in order.
+* ``cli.md``: the CLI reference, from the typer app (``mvgraph.cli.command()``) through click's
+  own help (the same text as ``mvgraph ... --help``), every command and group in order.
 * ``benchmarks.md``: ``benchmarks/README.md`` (the measured tables live there, where
   ``python -m benchmarks.peers`` rewrites its table), with the images it shows.
 * ``changelog.md``: ``CHANGELOG.md``.
@@ -39,11 +39,9 @@ def _commands(cmd: Any, ctx: Any) -> list[tuple[Any, Any]]:
 
 def cli_reference() -> str:
     """Markdown of every command's ``--help``."""
-    import typer
+    from mvgraph.cli import command
 
-    from mvgraph.cli import app
-
-    root = typer.main.get_command(app)
+    root = command()  # with the environment variables of the settings (mvgraph config show)
     ctx = _context(root, "mvgraph")
     out = ["# CLI reference", "",
            "Generated at build time from the typer app `mvgraph.cli:app`: each section is the "

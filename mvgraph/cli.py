@@ -19,12 +19,15 @@ import io
 import logging
 import sys
 import traceback
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mvgraph.commands import (
     common,
+    config,
+    configfile,
     daemon,
     embedded,
     graph,
@@ -35,6 +38,7 @@ from mvgraph.commands import (
     security,
     settings,
     sql,
+    web,
 )
 from mvgraph.commands.options import DsnOpt, SearchPathOpt
 from mvgraph.commands.render import escape, one_line
@@ -76,12 +80,14 @@ app.command("cancel")(jobs.cancel_cmd)
 app.command("suspend")(jobs.suspend_cmd)
 app.command("resume")(jobs.resume_cmd)
 app.command("rebuild")(rebuild.rebuild_cmd)
+app.command("web")(web.web_cmd)
 app.command("init")(settings.init)
 app.command("demo")(embedded.demo)
 app.add_typer(embedded.embedded_app, name="embedded")
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(schedule.schedule_app, name="schedule")
 app.add_typer(daemon.daemon_app, name="daemon")
+app.add_typer(config.config_app, name="config")
 
 
 def _print_version(value: bool) -> None:
@@ -92,6 +98,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", envvar=configfile.CONFIG_ENV, is_eager=True, callback=configfile.load,
+        metavar="FILE", show_default=False,
+        help="Configuration file (TOML). Default: ./mvgraph.toml, else [tool.mvgraph] in "
+             "./pyproject.toml. Command-line options override the environment's MVGRAPH_* "
+             "variables, which override the file. See `mvgraph config show`.")] = None,
     dsn: DsnOpt = None,
     use_embedded: Annotated[bool, typer.Option("--embedded", help="Use the embedded server.")]
     = False,
@@ -101,8 +114,12 @@ def _main(
                                           is_eager=True, callback=_print_version)] = False,
 ) -> None:
     """Keep PostgreSQL materialized views fresh."""
+    configfile.settle(ctx)
     state = common.state
-    state.dsn = embedded_server.EMBEDDED if use_embedded else dsn
+    # --embedded stands for --dsn embedded: set in a weaker place than --dsn, it gives way
+    embedded = use_embedded and configfile.rank(ctx, "use_embedded") <= configfile.rank(ctx, "dsn")
+    state.dsn = embedded_server.EMBEDDED if embedded else dsn
+    state.dsn_given = configfile.rank(ctx, "use_embedded" if embedded else "dsn") == 0
     state.debug = debug
     state.search_path = common.search_path(search_path) if search_path else ["public"]
 
@@ -127,6 +144,14 @@ _ClickException: type[Any] = next(c for c in typer.BadParameter.__mro__
                                   if c.__name__ == "ClickException")
 
 
+def command() -> Any:
+    """The app as a click command, each setting's option showing its environment variable
+    (``MVGRAPH_DAEMON_WORKERS``) in ``--help`` (the docs' CLI reference uses it too)."""
+    root = typer.main.get_command(app)
+    configfile.attach(root)
+    return root
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this; ``main`` exits with it).
 
@@ -134,9 +159,9 @@ def run(argv: list[str] | None = None) -> int:
     under --debug) goes through :func:`mvgraph.redaction.scrub`: no password gets out."""
     args = _global_flags_first(list(sys.argv[1:] if argv is None else argv))
     _log_warnings()
-    debug = "--debug" in args
+    common.state.debug = "--debug" in args  # until the options are read (debug = true, ...)
     try:  # not standalone: typer's usage errors come back here to be scrubbed and shown
-        result = app(args=args, prog_name="mvgraph", standalone_mode=False)
+        result = command().main(args=args, prog_name="mvgraph", standalone_mode=False)
         return result if isinstance(result, int) else 0  # typer.Exit's code, else success
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -152,12 +177,12 @@ def run(argv: list[str] | None = None) -> int:
         common.err.print("[red]interrupted[/]")
         return 130
     except MvgraphError as exc:
-        if debug:
+        if common.state.debug:
             sys.stderr.write(scrub(traceback.format_exc()))
         _print_error(exc)
         return exc.exit_code
     except Exception as exc:  # an mvgraph bug: short message unless --debug
-        if debug:
+        if common.state.debug:
             sys.stderr.write(scrub(traceback.format_exc()))
         common.err.print(f"[red]internal error:[/] "
                          f"{escape(one_line(scrub(f'{type(exc).__name__}: {exc}')))}; "
@@ -167,18 +192,35 @@ def run(argv: list[str] | None = None) -> int:
 
 #: Flags of the main callback also accepted after the command (like each command's --dsn).
 _GLOBAL_FLAGS = ("--embedded", "--debug")
+#: Options of the main callback, with their value, also accepted after the command.
+_GLOBAL_OPTIONS = ("--config",)
 
 
 def _global_flags_first(args: list[str]) -> list[str]:
     """``mvgraph refresh mv5 --embedded`` as ``mvgraph --embedded refresh mv5``: the global
-    flags are moved to the front, up to a ``--`` (after which everything is an argument).
+    flags, and ``--config FILE``, are moved to the front, up to a ``--`` (after which
+    everything is an argument).
 
     >>> _global_flags_first(["plan", "mv5", "--embedded", "--", "--debug"])
     ['--embedded', 'plan', 'mv5', '--', '--debug']
+    >>> _global_flags_first(["daemon", "--config", "/etc/mvgraph/mvgraph.toml", "-w", "2"])
+    ['--config', '/etc/mvgraph/mvgraph.toml', 'daemon', '-w', '2']
     """
     end = args.index("--") if "--" in args else len(args)
-    moved = [a for a in args[:end] if a in _GLOBAL_FLAGS]
-    return moved + [a for a in args[:end] if a not in _GLOBAL_FLAGS] + args[end:]
+    moved: list[str] = []
+    kept: list[str] = []
+    i = 0
+    while i < end:
+        arg = args[i]
+        if arg in _GLOBAL_OPTIONS and i + 1 < end:
+            moved += [arg, args[i + 1]]
+            i += 1
+        elif arg in _GLOBAL_FLAGS or arg.split("=", 1)[0] in _GLOBAL_OPTIONS:
+            moved.append(arg)
+        else:
+            kept.append(arg)
+        i += 1
+    return moved + kept + args[end:]
 
 
 def _print_error(exc: MvgraphError) -> None:
@@ -200,4 +242,4 @@ def main() -> None:
     sys.exit(run())
 
 
-__all__ = ["app", "main", "redact", "resolve_dsn", "run"]
+__all__ = ["app", "command", "main", "redact", "resolve_dsn", "run"]

@@ -22,6 +22,8 @@ class State:
     """Global options, set by the callback and read by each command."""
 
     dsn: str | None = None
+    #: --dsn or --embedded was given on the command line (not by MVGRAPH_DSN or the file)
+    dsn_given: bool = False
     debug: bool = False
     search_path: list[str] = field(default_factory=lambda: ["public"])
 
@@ -65,6 +67,13 @@ def search_path(value: str | None) -> list[str]:
 def dsn(local: str | None) -> str | None:
     """The command's --dsn, else the global --dsn / --embedded (None: the environment's)."""
     return local or state.dsn
+
+
+def given_dsn(local: str | None) -> str | None:
+    """The DSN given on the command line (the command's --dsn, else the global --dsn /
+    --embedded), not one from the environment or the configuration file: what turns on the
+    server as the parser of last resort in ``graph`` and ``deps``."""
+    return local or (state.dsn if state.dsn_given else None)
 
 
 def target(local: str | None) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +13,11 @@ from mvgraph.commands import common
 from mvgraph.commands.options import JsonOpt
 from mvgraph.commands.options import ShortDsnOpt as DsnOpt
 from mvgraph.commands.render import escape
+
+if TYPE_CHECKING:
+    from mvgraph.scheduler.health import Health
+    from mvgraph.scheduler.metrics import Metrics
+    from mvgraph.scheduler.run import Served
 
 daemon_app = typer.Typer(help="The scheduler daemon: fires schedules (each due slot exactly once "
                               "across daemons) and runs their jobs.",
@@ -50,6 +56,19 @@ def daemon_cmd(
         help="Address the metrics port listens on. Anything but localhost (127.0.0.1, ::1) "
              "exposes unauthenticated metrics and health to the network (e.g. 0.0.0.0: every "
              "interface).")] = "127.0.0.1",
+    http_port: Annotated[int | None, typer.Option(
+        "--http-port", min=0, max=65535,
+        help="Serve the read-only status page (as `mvgraph web`, needs the web extra) on this "
+             "port; the --metrics-port may be the same, then /metrics and /healthz are served "
+             "there too.", show_default=False)] = None,
+    http_host: Annotated[str | None, typer.Option(
+        "--http-host", show_default=False,
+        help="Address the status page listens on (default 127.0.0.1; the --metrics-host when "
+             "the ports are shared). Anything but localhost needs --http-token.")] = None,
+    http_token: Annotated[str | None, typer.Option(
+        "--http-token", show_default=False,
+        help="Secret every request to the status page must carry (as `mvgraph web "
+             "--token`).")] = None,
     alert_webhook: Annotated[str | None, typer.Option(
         "--alert-webhook", envvar="MVGRAPH_ALERT_WEBHOOK",
         help="POST each alert's JSON (also NOTIFYed on mvgraph_events) to this http(s) URL, "
@@ -72,6 +91,8 @@ def daemon_cmd(
     from mvgraph.scheduler.run import run
 
     target = _dsn(dsn)
+    http = _status_page(target, http_port, http_host, http_token, metrics_port, metrics_host)
+    shared = http is not None and http_port == metrics_port
     check_before_start(target)
 
     handler = logging.StreamHandler(sys.stderr)
@@ -82,7 +103,38 @@ def daemon_cmd(
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     run(DaemonConfig(target, workers, misfire_grace_s=misfire_grace, resync_s=resync,
                      shutdown_s=shutdown_timeout, alert_webhook=alert_webhook or None,
-                     alert_heartbeat_s=alert_heartbeat_s), metrics_port, metrics_host)
+                     alert_heartbeat_s=alert_heartbeat_s), None if shared else metrics_port,
+        metrics_host, http)
+
+
+def _status_page(dsn: str, port: int | None, host: str | None, token: str | None,
+                 metrics_port: int | None, metrics_host: str
+                 ) -> Callable[[Metrics, Health], Served] | None:
+    """``--http-port``: the status page's socket, bound now (a port in use fails before the
+    daemon starts), and the hook that serves it beside the daemon; None without the option."""
+    if port is None:
+        return None
+    from mvgraph.errors import UsageError
+    from mvgraph.web import require_extra
+
+    require_extra("mvgraph daemon --http-port")
+    from mvgraph.web.mount import start
+    from mvgraph.web.server import WebConfig, bind
+
+    shared = port == metrics_port and port != 0
+    if shared and host is not None and host != metrics_host:
+        raise UsageError("--http-port is the --metrics-port: one server answers both, so "
+                         "--http-host must be the --metrics-host (or left out)")
+    config = WebConfig(host=host or (metrics_host if shared else "127.0.0.1"), port=port,
+                       token=token)
+    config.check("--http-host", "--http-token", "MVGRAPH_DAEMON_HTTP_TOKEN")
+    what = "the status page and metrics" if shared else "the status page"
+    sock = bind(config.host, port, what, "--http-host and --http-port")
+
+    def serve(metrics: Metrics, health: Health) -> Served:
+        return start(dsn, config, sock, metrics if shared else None, health)
+
+    return serve
 
 
 @daemon_app.command("status")

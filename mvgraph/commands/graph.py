@@ -45,7 +45,7 @@ def load(from_sql: list[Path] | None, dsn: str | None, schemas: list[str] | None
                           schemas=schemas or None, strict=strict, encoding=encoding,
                           keep_going=keep_going,
                           resolve_with=resolve_with if resolve_with is not None
-                          else common.dsn(dsn))
+                          else common.given_dsn(dsn))
     return load_graph(dsn=common.dsn(dsn), schemas=schemas or None, strict=strict)
 
 

@@ -197,10 +197,8 @@ class MetricsServer:
                              f"({exc.strerror or exc}); give --metrics-host a local address "
                              "(default 127.0.0.1) and --metrics-port a free port") from None
         self._server.daemon_threads = True
-        if not _loopback(host):
-            log.warning("metrics on %s port %d: not localhost, so /metrics and /healthz are "
-                        "open without authentication to whoever reaches it", host, self.port,
-                        extra={"event": "metrics_exposed"})
+        if not is_loopback(host):
+            warn_exposed(host, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
                                         daemon=True)
 
@@ -223,22 +221,39 @@ class MetricsServer:
 
     def check(self) -> tuple[bool, str]:
         """The health check and the line to answer; an exception counts as unhealthy."""
-        try:
-            if isinstance(self.healthy, Health):
-                return self.healthy.status()
-            ok = bool(self.healthy())
-        except Exception as exc:  # the check's own failure is an answer: unhealthy
-            log.debug("health check failed: %s", exc)
-            ok = False
-        return ok, "ok" if ok else "database unreachable"
+        return health_answer(self.healthy)
+
+
+def health_answer(healthy: Health | Callable[[], bool]) -> tuple[bool, str]:
+    """What ``/healthz`` answers: healthy or not, and the line; an exception of the check
+    counts as unhealthy."""
+    try:
+        if isinstance(healthy, Health):
+            return healthy.status()
+        ok = bool(healthy())
+    except Exception as exc:  # the check's own failure is an answer: unhealthy
+        log.debug("health check failed: %s", exc)
+        ok = False
+    return ok, "ok" if ok else "database unreachable"
+
+
+def warn_exposed(host: str, port: int) -> None:
+    """Log that /metrics and /healthz listen beyond localhost, without authentication."""
+    log.warning("metrics on %s port %d: not localhost, so /metrics and /healthz are "
+                "open without authentication to whoever reaches it", host, port,
+                extra={"event": "metrics_exposed"})
 
 
 class _Server6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def _loopback(host: str) -> bool:
-    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost)."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
     if host == "localhost":
         return True
     try:

@@ -1,14 +1,20 @@
 """A daemon with everything plugged in: clock schedules, freshness targets (a tick calling
 :func:`mvgraph.scheduler.lag.submit_due` every second), the wal-mode slot read
 every second, alerts (:mod:`mvgraph.scheduler.alerts`: a tick every ``alert_check_s``, the
-target tick's misses, the webhook when configured) and, when asked, Prometheus metrics."""
+target tick's misses, the webhook when configured) and, when asked, Prometheus metrics and
+another HTTP server (the status page, started by the caller's ``http`` hook: :mod:`mvgraph.web`
+sits above this module)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
 
 import psycopg
 
 from mvgraph.scheduler.alerts import Alerter
 from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
+from mvgraph.scheduler.health import Health
 from mvgraph.scheduler.lag import submit_due
 from mvgraph.scheduler.metrics import Metrics, serve
 from mvgraph.scheduler.webhook import Webhook
@@ -59,15 +65,26 @@ def record(metrics: Metrics, event: DaemonEvent) -> None:
         metrics.failed(event.name)
 
 
+class Served(Protocol):
+    """A server started beside the daemon, stopped when it ends."""
+
+    def stop(self) -> None: ...
+
+
 def run(config: DaemonConfig, metrics_port: int | None = None,
-        metrics_host: str = "127.0.0.1") -> None:
+        metrics_host: str = "127.0.0.1",
+        http: Callable[[Metrics, Health], Served] | None = None) -> None:
     """Run a daemon until stopped; with ``metrics_port``, serve /metrics and /healthz on
-    ``metrics_host`` (health from the daemon's heartbeat, no connection per request)."""
+    ``metrics_host`` (health from the daemon's heartbeat, no connection per request); with
+    ``http``, start that server too (given the daemon's metrics and health)."""
     daemon, metrics = build(config)
-    server = (serve(metrics, daemon.health, metrics_port, metrics_host)
-              if metrics_port is not None else None)
+    servers: list[Served] = []
     try:
+        if metrics_port is not None:
+            servers.append(serve(metrics, daemon.health, metrics_port, metrics_host))
+        if http is not None:
+            servers.append(http(metrics, daemon.health))
         daemon.run()
     finally:
-        if server is not None:
+        for server in reversed(servers):
             server.stop()

@@ -167,8 +167,8 @@ def test_a_unit_restarts_stops_gracefully_reads_the_config_and_is_hardened(name:
     unit = read_unit(UNITS / name)
     service = unit["Service"]
     command = "daemon" if "daemon" in name else "worker"
-    assert service["ExecStart"].startswith(f"/opt/mvgraph/bin/mvgraph {command} ")
-    assert "--config /etc/mvgraph/mvgraph.toml" in service["ExecStart"]
+    assert service["ExecStart"].startswith(
+        f"/opt/mvgraph/bin/mvgraph --config /etc/mvgraph/mvgraph.toml {command}")
     assert service["Restart"] == "on-failure" and seconds(service["RestartSec"]) > 0
     assert service["KillSignal"] == "SIGTERM"
     grace = max(WorkerConfig().shutdown_s, DaemonConfig().shutdown_s)
