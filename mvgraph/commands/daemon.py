@@ -70,7 +70,7 @@ def daemon_cmd(
         help="Secret every request to the status page must carry (as `mvgraph web "
              "--token`).")] = None,
     alert_webhook: Annotated[str | None, typer.Option(
-        "--alert-webhook", envvar="MVGRAPH_ALERT_WEBHOOK",
+        "--alert-webhook",
         help="POST each alert's JSON (also NOTIFYed on mvgraph_events) to this http(s) URL, "
              "retried with backoff from a thread of its own (never delaying a firing).",
         show_default=False)] = None,

@@ -152,7 +152,7 @@ def test_a_bad_setting_stops_the_worker_in_one_line(
     assert err.strip() == (
         f"error: {tmp_path / 'mvgraph.toml'}: unknown key concurency in [worker] (did you mean "
         "concurrency?); its keys: concurrency, lease, heartbeat, poll, shutdown_timeout, "
-        "owner_dsn, dsn")
+        "owner_dsn, name, dsn")
 
 
 def test_a_daemon_runs_from_its_configuration_file(db_dsn: str, tmp_path: Path,
