@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         load_graph,
         pause_schedule,
         prune_jobs,
+        rebuild_relation,
         remove_schedule,
         resume_job,
         resume_schedule,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from mvgraph.model.names import RelationName
     from mvgraph.model.results import StepResult
     from mvgraph.model.status import Action, JobStatus, RunStatus, StepStatus
+    from mvgraph.rebuild.control import RebuildFailed
     from mvgraph.refresh.behavior import Plan, RefreshBehavior, Step
     from mvgraph.refresh.executor import RefreshReport
     from mvgraph.refresh.service import configure, plan, refresh, track, untrack
@@ -81,7 +83,7 @@ if TYPE_CHECKING:
 #: Where each public name lives.
 _HOMES: dict[str, str] = {
     **dict.fromkeys(("init", "grant", "revoke", "load_graph", "submit", "submit_refresh",
-                     "list_jobs", "cancel_job",
+                     "rebuild_relation", "list_jobs", "cancel_job",
                      "suspend_job", "resume_job", "prune_jobs", "job_result"), "mvgraph.api"),
     **dict.fromkeys(("Definition", "Kind", "Schedule"), "mvgraph.model.definitions"),
     **dict.fromkeys(("ConnectionFailed", "CycleError", "DatabaseError", "JobTimeout",
@@ -90,6 +92,7 @@ _HOMES: dict[str, str] = {
                      "SqlCycleError", "SqlEncodingError", "SqlLoadErrors", "SqlParseError",
                      "StatementTimeout", "UndefinedReference", "UnknownRelation", "UsageError"),
                     "mvgraph.errors"),
+    "RebuildFailed": "mvgraph.rebuild.control",
     **dict.fromkeys(("GraphDiff", "MVGraph", "diff"), "mvgraph.graph"),
     "RelationName": "mvgraph.model.names",
     **dict.fromkeys(("Job", "Progress"), "mvgraph.jobs.handle"),
@@ -146,6 +149,7 @@ __all__ = [
     "PermissionDenied",
     "Plan",
     "Progress",
+    "RebuildFailed",
     "RefreshBehavior",
     "RefreshReport",
     "RelationName",
@@ -185,6 +189,7 @@ __all__ = [
     "pause_schedule",
     "plan",
     "prune_jobs",
+    "rebuild_relation",
     "refresh",
     "remove_schedule",
     "resume_job",

@@ -254,6 +254,44 @@ def submit_refresh(dsn: str | None, targets: str | Sequence[str], behavior: str 
     return Job(queue(dsn, targets, behavior, **options), dsn)
 
 
+def rebuild_relation(dsn: str | None, target: str, *, actions: str | Sequence[str] = (),
+            query: str | None = None, keep_source: bool = False, params: Sequence[str] = (),
+            background: bool = False) -> Job:
+    """Rebuild a table (``actions``: "ALTER COLUMN v TYPE bigint", ...) or a materialized view
+    (``query``: its new query) online, with its dependent views (``mvgraph rebuild``; Hologres'
+    ASYNC REBUILD). ``params``: ``WITH`` items ("binlog_mode", "batch_rows = 50000", ...).
+    ``background``: queue it (a worker runs it) and return at once; otherwise run it here and
+    return when it ended (done, cancelled or suspended).
+
+    Example::
+
+        job = mvgraph.rebuild_relation(dsn, "public.orders",
+                                       actions="ALTER COLUMN qty TYPE bigint")
+        job.status()  # JobStatus.DONE
+
+    Raises:
+        UsageError: neither or both of ``actions`` and ``query``, or an action that is not one.
+        RebuildFailed: run here and failed; the message is PostgreSQL's or mvgraph's reason
+            (the originals are as they were).
+    """
+    from mvgraph.jobs.handle import Job
+    from mvgraph.model.status import RunStatus
+    from mvgraph.rebuild import service
+    from mvgraph.rebuild.control import RebuildFailed
+    from mvgraph.refresh.service import submit_session
+
+    text = service.statement_text(target, actions=[actions] if isinstance(actions, str)
+                                  else list(actions), query_sql=query, keep_source=keep_source,
+                                  params=params, asynchronous=background)
+    with submit_session(dsn) as conn:
+        if background:
+            return Job(service.submit(conn, text), dsn)
+        job, status = service.run_here(conn, text)
+        if status is RunStatus.FAILED:
+            raise RebuildFailed(f"rebuild {job} failed: {service.job_error(conn, job)}")
+    return Job(job, dsn)
+
+
 def list_jobs(dsn: str | None = None, *, every: bool = False) -> list[JobInfo]:
     """Unfinished jobs and those finished in the last hour (``every``: all kept), with progress,
     elapsed time and estimated time left, after closing or requeueing jobs whose owner died."""

@@ -88,3 +88,18 @@ def test_a_failed_rebuild_exits_1_and_says_why(capsys: pytest.CaptureFixture[str
     assert "error" in out.splitlines()[1] or "error" in out  # the step's row
     assert len(err.strip().splitlines()) == 1
     assert "could not create unique index" in err and "Key (qty)" in err
+
+
+def test_the_library_runs_here_queues_and_raises(shop: str) -> None:
+    import mvgraph
+
+    job = mvgraph.rebuild_relation(shop, "orders", actions=["ALTER COLUMN qty TYPE bigint"])
+    assert job.status() is mvgraph.JobStatus.DONE
+    queued = mvgraph.rebuild_relation(shop, "per_qty", background=True,
+                                      query="SELECT qty, count(*) AS n FROM orders GROUP BY qty")
+    assert queued.status() is mvgraph.JobStatus.QUEUED
+    mvgraph.cancel_job(queued, dsn=shop)
+    with pytest.raises(mvgraph.RebuildFailed, match=r"could not create unique index.*Key \(qty\)"):
+        mvgraph.rebuild_relation(shop, "orders", actions="ALTER PRIMARY KEY (qty)")
+    with pytest.raises(mvgraph.UsageError, match="not both"):
+        mvgraph.rebuild_relation(shop, "orders", actions="ADD COLUMN x int", query="SELECT 1")
