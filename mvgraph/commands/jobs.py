@@ -103,6 +103,8 @@ WATCH_EVERY_S = 0.5
 
 def _watch_jobs(target: str, every: bool, seconds: float | None) -> None:
     """Redraw the jobs from the database every WATCH_EVERY_S until Ctrl-C (or ``seconds``)."""
+    import signal
+    import threading
     import time
 
     from rich.live import Live
@@ -113,21 +115,25 @@ def _watch_jobs(target: str, every: bool, seconds: float | None) -> None:
     view = JobsWatch()
     console = common.real_console("out")
     end = None if seconds is None else time.monotonic() + seconds
+    # Ctrl-C is how a watch ends, not an error: it ends the loop between two frames, so the
+    # last frame is always drawn whole (an interrupt inside a read or the final draw lost it)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     try:
         with session(target, application_name="mvgraph jobs --watch") as conn:
             store.reap(conn)
             with Live(view.frame(store.jobs(conn, every)), console=console, auto_refresh=False,
                       transient=False) as live:
                 polls = 0
-                while end is None or time.monotonic() < end:
-                    time.sleep(WATCH_EVERY_S if end is None
-                               else max(0.0, min(WATCH_EVERY_S, end - time.monotonic())))
+                while not stop.is_set() and (end is None or time.monotonic() < end):
+                    stop.wait(WATCH_EVERY_S if end is None
+                              else max(0.0, min(WATCH_EVERY_S, end - time.monotonic())))
                     polls += 1
                     if polls % 20 == 0:  # every 10 s: close jobs whose owner died
                         store.reap(conn)
                     live.update(view.frame(store.jobs(conn, every)), refresh=True)
-    except KeyboardInterrupt:  # Ctrl-C is how a watch ends: not an error
-        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @jobs_app.command("prune")
