@@ -50,11 +50,49 @@ def parse_args(description: str, argv: Sequence[str] | None = None, *,
     ``--dbt PATH`` names a virtual environment holding dbt to compare with (see _dbt.py)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    add_baseline(parser)
     if dbt:
         parser.add_argument("--dbt", metavar="PATH", default=None,
                             help="a virtual environment (or its bin/dbt) with dbt-core 1.10 "
                                  "and dbt-postgres 1.9: also measure against dbt")
     return parser.parse_args(argv)
+
+
+def add_baseline(parser: argparse.ArgumentParser) -> None:
+    """``--baseline DIR`` (alias ``--compare DIR``): another mvgraph source tree (a ``git
+    worktree`` or ``git archive`` of an earlier commit) measured alternately with this one in the
+    same run, each on its own database, so a change's before and after share machine and noise."""
+    parser.add_argument("--baseline", "--compare", dest="baseline", metavar="DIR", default=None,
+                        help="another mvgraph source tree, measured alternately with this one")
+
+
+def trees(args: argparse.Namespace) -> dict[str, Path]:
+    """The source trees a run measures: ``{"this": REPO}``, plus ``"baseline"`` when given."""
+    found = {"this": REPO}
+    if getattr(args, "baseline", None):
+        base = Path(args.baseline).resolve()
+        if not (base / "mvgraph" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: not an mvgraph source tree")
+        found["baseline"] = base
+    return found
+
+
+def tree_env(tree: Path | str | None = None) -> dict[str, str]:
+    """The environment of a process that imports mvgraph from ``tree`` (default: this one)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree or REPO)
+    return env
+
+
+def tree_cli(tree: Path | str | None, *args: str,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mvgraph ARGS`` with mvgraph imported from ``tree``."""
+    result = subprocess.run([sys.executable, "-m", "mvgraph", *args], capture_output=True,
+                            text=True, env=tree_env(tree))
+    if check and result.returncode != 0:
+        raise RuntimeError(f"mvgraph {' '.join(args)} ({tree}) exited {result.returncode}:\n"
+                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
 
 
 # ---- server and databases --------------------------------------------------------------------
@@ -142,13 +180,17 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 
 
 @contextmanager
-def database(srv: Server, prefix: str = "bench", *, init: bool = True) -> Iterator[str]:
+def database(srv: Server, prefix: str = "bench", *, init: bool = True,
+             tree: Path | str | None = None) -> Iterator[str]:
     """A new database, dropped afterwards; yields its DSN. ``init``: with mvgraph installed
-    (``mvgraph init``: no other command installs it); a baseline without mvgraph passes False."""
+    (``mvgraph init``: no other command installs it); a baseline without mvgraph passes False.
+    ``tree``: installed by the mvgraph of that source tree (``--baseline``)."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     srv.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        if init:
+        if init and tree is not None:
+            tree_cli(tree, "init", "--dsn", srv.dsn(name))
+        elif init:
             mvgraph_cli("init", "--dsn", srv.dsn(name))
         yield srv.dsn(name)
     finally:
