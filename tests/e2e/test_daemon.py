@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import IO
 
 import psycopg
 import pytest
@@ -25,6 +24,7 @@ from mvgraph.scheduler import service
 from mvgraph.scheduler.service import Clock
 from tests.conftest import ROOT
 from tests.integration.test_jobs import wait_for
+from tests.processes import DrainedProcess
 
 Conn = psycopg.Connection[tuple[object, ...]]
 START = "2020-01-01 00:00:00+00"  # slots on whole seconds (even ones for a 2 s interval)
@@ -42,37 +42,11 @@ INSERT INTO mvgraph.setting (key, value) VALUES ('max_concurrent_jobs', '8'),
 """
 
 
-class DaemonProcess(subprocess.Popen[str]):
-    """A daemon whose stdout and stderr are read while it runs, by a thread each: a pipe
-    nobody reads fills up (64 KiB: some 10 s of the JSON log of a daemon firing five
-    one-second schedules), and the daemon's next log line then blocks in write(2) holding the
-    logging lock, so each of its threads that logs (firing, worker, listener) stops.
-    ``communicate`` waits for the exit and returns all that was written."""
+class DaemonProcess(DrainedProcess):
+    """A daemon whose output is read while it runs (see DrainedProcess)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        super().__init__(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        self._read: tuple[list[str], list[str]] = ([], [])
-        self._readers = [threading.Thread(target=_drain, args=(pipe, into), daemon=True)
-                         for pipe, into in zip((self.stdout, self.stderr), self._read,
-                                               strict=True)]
-        for reader in self._readers:
-            reader.start()
-
-    def communicate(self, input: str | None = None,
-                    timeout: float | None = None) -> tuple[str, str]:
-        assert input is None
-        self.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
-        return "".join(self._read[0]), "".join(self._read[1])
-
-
-def _drain(pipe: IO[str] | None, into: list[str]) -> None:
-    assert pipe is not None
-    with pipe:
-        for line in pipe:
-            into.append(line)
+        super().__init__(args, env, cwd=ROOT)
 
 
 def start_daemon(dsn: str, *args: str) -> DaemonProcess:
@@ -437,7 +411,6 @@ def test_healthz_answers_from_the_heartbeat_without_connecting(conn: Conn, db_ds
 def test_healthz_turns_unhealthy_when_the_database_goes_away() -> None:
     """The daemon's server is stopped: /healthz says 503 within seconds (no request of its
     own), and 200 again once the daemon has reconnected."""
-    import threading
     import urllib.request
 
     from mvgraph.db.connect import connect

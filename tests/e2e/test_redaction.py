@@ -30,6 +30,7 @@ from mvgraph.db.connect import connect
 from mvgraph.scheduler.health import Health
 from mvgraph.scheduler.metrics import Metrics, MetricsServer
 from tests.conftest import ROOT, cli
+from tests.processes import DrainedProcess
 
 PW = "S3cr3t-canary"
 SPELLINGS = (PW, quote(PW), "S3cr3t")  # also no part of it
@@ -164,9 +165,8 @@ def test_a_subprocess_debug_error_shows_no_password() -> None:
 @pytest.fixture
 def daemon_proc(gauss_dsn: str) -> Iterator[subprocess.Popen[str]]:
     env = {**os.environ, "MVGRAPH_DSN": as_uri(gauss_dsn)}
-    proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "daemon", "--workers", "1",
-                             "--log-json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = DrainedProcess([sys.executable, "-m", "mvgraph", "daemon", "--workers", "1",
+                           "--log-json"], env, cwd=ROOT)
     try:
         yield proc
     finally:

@@ -20,6 +20,7 @@ from mvgraph.db.install import init
 from mvgraph.db.scripts import run_script
 from tests.conftest import ROOT, cli
 from tests.pgserver import bindir, cluster
+from tests.processes import DrainedProcess
 
 Conn = psycopg.Connection[tuple[object, ...]]
 FAST = ["--lease", "2", "--heartbeat", "0.4", "--poll", "0.5"]
@@ -37,10 +38,10 @@ def wait_for(what: Callable[[], object], timeout: float = 20.0, every: float = 0
 
 
 def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
+    """A worker process whose output is read while it runs."""
     env = {**os.environ, "MVGRAPH_DSN": dsn}
-    return subprocess.Popen([sys.executable, "-m", "mvgraph", "worker", *FAST, *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return DrainedProcess([sys.executable, "-m", "mvgraph", "worker", *FAST, *args], env,
+                          cwd=ROOT)
 
 
 def worker_connected(dsn: str, pid: int) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mvgraph.db.scripts import run_script
 from tests.conftest import ROOT
 from tests.integration.test_jobs import FAST, wait_for
 from tests.pgserver import bindir, cluster
+from tests.processes import DrainedProcess
 
 PASSWORDS = {"postgres": "su-Pw1", "wrk": "wrk-Pw2", "alice": "alice-Pw3", "bob": "bob-Pw4"}
 
@@ -74,9 +74,8 @@ def test_the_worker_logs_in_as_each_submitter_with_a_password_file(tmp_path: Pat
                 "bob": _submit(dsn("bob"), "DELETE FROM canary")}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(PGPASSFILE=str(passfile), MVGRAPH_DSN=dsn("wrk", with_password=False))
-        proc = subprocess.Popen([sys.executable, "-m", "mvgraph", "worker", *FAST], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = DrainedProcess([sys.executable, "-m", "mvgraph", "worker", *FAST], env,
+                              cwd=ROOT)
         try:
             with psycopg.connect(dsn("postgres"), autocommit=True) as c:
                 wait_for(lambda: all(_status(c, j)[0] in ("done", "failed")
