@@ -47,6 +47,7 @@ log = logging.getLogger("mvgraph")
 WEB = "mvgraph.web"  # the package whose queries.sql holds the page's queries
 DAEMON_WINDOW_S = 3600.0  # daemons shown: heartbeat within the hour (older rows are dead ones)
 DAEMON_SILENT_S = 10.0  # a daemon whose heartbeat is older is shown silent
+WORKER_SILENT_PERIODS = 3.0  # a worker silent for this many heartbeat periods is shown silent
 HISTORY = 20  # finished jobs shown (of the last hour)
 STEPS_OF = 10  # active jobs whose steps come with the state
 RUNS = 10  # last runs shown for a view
@@ -342,18 +343,23 @@ class Reader:
 
     @staticmethod
     def _workers(conn: Conn) -> list[dict[str, Any]]:
-        """Worker processes: their sessions in this database (pg_stat_activity names them) and
-        the leases of the jobs they run (renewed by their heartbeat)."""
+        """Worker processes: their heartbeat rows (``mvgraph.worker``) and the leases of the
+        jobs they run (renewed by the same heartbeat)."""
         with translated():
-            sessions = conn.execute(query("workers", WEB)).fetchall()
+            beats = conn.execute(query("workers", WEB)).fetchall()
             leases = conn.execute(query("worker_leases", WEB)).fetchall()
         out: dict[str, dict[str, Any]] = {}
-        for name, count, since in sessions:
-            out[str(name)] = {"name": str(name), "sessions": int(str(count)),
-                              "since": _iso(since), "jobs": [], "lease_until": None,
-                              "lease_left_s": None}
+        for name, host, pid, concurrency, since, age, period in beats:
+            age_s = _float(age)
+            out[str(name)] = {"name": str(name), "host": str(host), "pid": int(str(pid)),
+                              "concurrency": int(str(concurrency)), "since": _iso(since),
+                              "heartbeat_age_s": age_s,
+                              "silent": age_s is not None and age_s > WORKER_SILENT_PERIODS
+                              * float(str(period)),
+                              "jobs": [], "lease_until": None, "lease_left_s": None}
         for name, ids, until, left in leases:
-            entry = out.setdefault(str(name), {"name": str(name), "sessions": 0, "since": None})
+            entry = out.setdefault(str(name), {"name": str(name), "since": None,
+                                               "heartbeat_age_s": None, "silent": True})
             entry.update(jobs=[int(i) for i in ids] if isinstance(ids, list) else [],
                          lease_until=_iso(until), lease_left_s=_float(left))
         return sorted(out.values(), key=lambda w: str(w["name"]))

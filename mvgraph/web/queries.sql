@@ -49,15 +49,12 @@ SELECT c.relkind::text, pg_get_viewdef(c.oid, true), pg_get_userbyid(c.relowner)
  WHERE n.nspname = %(schema)s AND c.relname = %(name)s
 
 -- name: workers
--- Worker sessions (`mvgraph worker NAME` listening and heartbeat sessions) in this database.
-SELECT substr(a.application_name, length('mvgraph worker ') + 1) AS name, count(*),
-       min(a.backend_start)
-  FROM pg_stat_activity a
- WHERE a.datname = current_database()
-   AND left(a.application_name, length('mvgraph worker ')) = 'mvgraph worker '
-   AND a.application_name <> 'mvgraph worker probe'
- GROUP BY 1
- ORDER BY 1
+-- Running workers: their heartbeat rows (written every lease renewal period; a worker that stops
+-- cleanly deletes its row), with the heartbeat's age and period.
+SELECT w.name, w.host, w.pid, w.concurrency, w.started_at,
+       extract(epoch FROM now() - w.heartbeat_at)::float8, w.heartbeat_s
+  FROM mvgraph.worker w
+ ORDER BY w.name, w.id
 
 -- name: worker_leases
 -- Running background jobs by worker, with the latest lease (renewed by the worker's heartbeat).

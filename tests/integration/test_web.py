@@ -121,7 +121,8 @@ def test_a_running_step_a_worker_and_a_failed_step(reader: Reader, conn: Conn,
             assert running["percent"] == round(100 * done / 4, 1)
             assert set(steps.values()) <= {"done", "running", "pending"}
             [seen] = [x for x in state["workers"] if x["jobs"]]
-            assert seen["jobs"] == [job] and seen["sessions"] >= 1 and ":" in seen["name"]
+            assert seen["jobs"] == [job] and ":" in seen["name"] and seen["silent"] is False
+            assert seen["heartbeat_age_s"] is not None and seen["pid"] > 0
             assert seen["lease_left_s"] is not None and seen["lease_until"]
             detail = reader.view("public.mv2")
             assert detail["definition"] is None

@@ -256,13 +256,17 @@
         h("td", {text: d.workers}), h("td", {text: d.schedules}),
         h("td", {text: d.running_jobs.map((j) => "#" + j).join(" ") || "–"}))),
       "no daemon seen in the last hour (`mvgraph daemon` fires schedules)"));
-    replace("workers", table(["worker", "sessions", "connected since", "running jobs", "lease (heartbeat)"],
-      state.workers.map((w) => h("tr", {},
-        h("td", {text: w.name}), h("td", {text: w.sessions}), h("td", {text: clock(w.since)}),
+    replace("workers", table(["worker", "host / pid", "started", "heartbeat", "running jobs", "lease"],
+      state.workers.map((w) => h("tr", {class: w.silent ? "silent" : "live"},
+        h("td", {text: w.name}), h("td", {text: w.host ? `${w.host} / ${w.pid}` : "–"}),
+        h("td", {text: clock(w.since)}),
+        h("td", {class: w.silent ? "error" : "",
+                 text: w.heartbeat_age_s === null || w.heartbeat_age_s === undefined ? "no heartbeat row"
+                   : `${dur(w.heartbeat_age_s)} ago${w.silent ? " (silent)" : ""}`}),
         h("td", {text: (w.jobs || []).map((j) => "#" + j).join(" ") || "–"}),
         h("td", {text: w.lease_left_s === null || w.lease_left_s === undefined ? "–"
           : (w.lease_left_s >= 0 ? `renewed, expires in ${dur(w.lease_left_s)}` : `expired ${dur(-w.lease_left_s)} ago`)}))),
-      "no worker connected (`mvgraph worker` runs background jobs)"));
+      "no worker running (`mvgraph worker` runs background jobs)"));
   }
 
   // ---- the detail panel ---------------------------------------------------------------------
