@@ -252,7 +252,10 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
 
     The run is a job (``mvgraph.job``) owned by this session until it ends. ``listener``
     receives typed events (``mvgraph.model.events``): JobStarted, StepStarted, StepFinished,
-    JobFinished.
+    JobFinished. Without a listener, a run with nothing to refresh (every view unchanged) makes
+    no job and writes nothing: its report's ``job_id`` is None. A request this process planned
+    before reads its facts in one statement (:mod:`mvgraph.refresh.prefetch`), so on a
+    connection passed in, checking that nothing is stale is one query.
 
     Example::
 
