@@ -107,9 +107,20 @@ def statement(recorded: Sequence[Recorded]) -> tuple[str, dict[str, Any]]:
 def fetch(conn: Conn, recorded: Sequence[Recorded]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
     """Run the recorded queries as one statement; their rows, typed as the queries return
     them, by (query, parameters)."""
+    return load(conn, recorded, fetch_raw(conn, recorded))
+
+
+def fetch_raw(conn: Conn, recorded: Sequence[Recorded]) -> tuple[str, ...]:
+    """The one statement's answer as it came: a JSON text per recorded query."""
     sql, params = statement(recorded)
     row = conn.execute(sql.encode(), params).fetchone()
     assert row is not None
+    return tuple(str(cell) for cell in row)
+
+
+def load(conn: Conn, recorded: Sequence[Recorded], row: Sequence[str]
+         ) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+    """The rows of each recorded query from the statement's answer."""
     out: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     tx = Transformer(conn)
     for r, cell in zip(recorded, row, strict=True):
@@ -142,15 +153,25 @@ class _Result:
 
 @dataclass
 class Replay:
-    """A connection that answers the prefetched queries and refuses anything else (Miss)."""
+    """A connection that answers the prefetched queries and refuses anything else (Miss);
+    ``raw`` is the statement's answer as it came (the same answer makes the same plan)."""
 
     conn: Conn
-    answers: dict[tuple[str, str], list[tuple[Any, ...]]]
+    recorded: Sequence[Recorded]
+    raw: tuple[str, ...] = ()
+    _answers: dict[tuple[str, str], list[tuple[Any, ...]]] | None = None
+
+    @property
+    def answers(self) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+        """Each query's rows (read from ``raw`` when first needed)."""
+        if self._answers is None:
+            self._answers = load(self.conn, self.recorded, self.raw)
+        return self._answers
 
     def execute(self, sql: Any, params: Any = None, **_: Any) -> _Result:
         try:
             return _Result(self.answers[_key(sql, params)])
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             raise Miss(str(sql)[:60]) from None
 
     @property
@@ -178,17 +199,36 @@ def remember(key: tuple[object, ...], recorded: Sequence[Recorded]) -> None:
             del _remembered[next(iter(_remembered))]
 
 
-def replay_for(conn: Conn, key: tuple[object, ...]) -> Conn | None:
+_made: dict[tuple[object, ...], tuple[tuple[str, ...], Any]] = {}
+
+
+def keep(key: tuple[object, ...], raw: tuple[str, ...], made: Any) -> None:
+    """Keep what a request's replay made from this answer (its plan)."""
+    with _lock:
+        _made.pop(key, None)
+        _made[key] = (raw, made)
+        while len(_made) > MAX_REMEMBERED:
+            del _made[next(iter(_made))]
+
+
+def made_from(key: tuple[object, ...], raw: tuple[str, ...]) -> Any:
+    """What the request's last replay made, when it was made from this very answer; else
+    None. Planning reads nothing but the answer (and the graph its fingerprint names), so the
+    same answer gives the same plan."""
+    found = _made.get(key)
+    return found[1] if found is not None and found[0] == raw else None
+
+
+def replay_for(conn: Conn, key: tuple[object, ...]) -> Replay | None:
     """A replay of the request's remembered queries, answered now in one statement; None when
     nothing is remembered or the statement failed (the ordinary path then says why)."""
     recorded = _remembered.get(key)
     if not recorded:
         return None
     try:
-        answers = fetch(conn, recorded)
-    except (psycopg.Error, ValueError):
+        return Replay(conn, recorded, fetch_raw(conn, recorded))
+    except psycopg.Error:
         return None
-    return cast(Conn, Replay(conn, answers))
 
 
 def recorder(conn: Conn) -> tuple[Conn, Recorder]:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -276,7 +276,9 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
         p = planned[1][1]
         if listener is None and executor_hook is None and all(
                 s.action is Action.SKIP and not s.forced for s in p.steps):
-            planned_steps(p, planned[1][2])  # every view exists
+            missing = [s.name for s in p.steps if s.name not in planned[1][2].rels]
+            if missing:
+                planned_steps(p, planned[1][2])  # raises UnknownRelation
             return _nothing_to_do(p, time.monotonic() - start)
         return run_refresh(conn, spec, listener=listener, executor_hook=executor_hook,
                            planned=planned)
@@ -296,10 +298,18 @@ def quick_plan(conn: Conn, spec: RefreshSpec) -> Planned:
     key = prefetch.conn_key(conn, spec.targets, spec.behavior, spec.force, spec.search_path)
     replay = prefetch.replay_for(conn, key)
     if replay is not None:
+        last: Planned | None = prefetch.made_from(key, replay.raw)
+        if last is not None:  # the same facts as the last plan: the same plan
+            for line in last[1][0].warnings:
+                log.warning("%s", line)
+            return last
         try:
-            return _checked_plan(replay, spec, replay_only=True)
+            planned = _checked_plan(cast(Conn, replay), spec, replay_only=True)
         except prefetch.Miss:
             pass
+        else:
+            prefetch.keep(key, replay.raw, planned)
+            return planned
     recording, recorder = prefetch.recorder(conn)
     planned = _checked_plan(recording, spec)
     prefetch.remember(key, recorder.recorded)

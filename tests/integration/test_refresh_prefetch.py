@@ -86,5 +86,6 @@ def test_the_one_statement_answers_as_the_queries_do(gauss: Conn) -> None:
     assert len(answers) >= 5
     for r in recorder.recorded:
         assert answers[r.key] == [tuple(row) for row in gauss.execute(r.sql, r.params)], r.sql
-    replayed = build_plan(prefetch.Replay(gauss, answers), ["+mv6"])  # type: ignore[arg-type]
+    replay = prefetch.Replay(gauss, recorder.recorded, prefetch.fetch_raw(gauss, recorder.recorded))
+    replayed = build_plan(replay, ["+mv6"])  # type: ignore[arg-type]
     assert replayed[1] == direct and [s.action.value for s in direct.steps] == ["refresh"] * 3
