@@ -267,11 +267,11 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
     spec = _spec(targets, behavior, parallel=parallel, atomic=atomic,
                  concurrently=concurrently, lock_timeout=lock_timeout,
                  statement_timeout=statement_timeout, force=force, search_path=search_path)
-    if spec.lock_timeout is not None or spec.statement_timeout is not None:
-        with session(target) as conn:  # the timeouts are checked first, on the server
-            return run_refresh(conn, spec, listener=listener, executor_hook=executor_hook)
     start = time.monotonic()
     with open_session(target, _unchecked) as conn:
+        if spec.lock_timeout is not None or spec.statement_timeout is not None:
+            prepare(conn)
+            run_options(conn, spec)  # the timeouts are checked first, on the server
         planned = quick_plan(conn, spec)
         p = planned[1][1]
         if listener is None and executor_hook is None and all(
