@@ -17,26 +17,40 @@ Each round, side by side:
   order, committing like mvgraph (``synchronous_commit`` as its setting);
 * a forced refresh of all 200 views (CLI and library), for the second ratio.
 
-Goals (median of per-round ratios): default refresh / psql of the stale views: library <= 1.15,
-CLI <= 1.3; library default / library forced refresh of everything <= 0.15.
-Run: ``python benchmarks/refresh_skip.py [--quick]``.
+Also, with nothing stale: the library on a connection passed in (the application's own,
+kept open between calls: ``mvgraph.refresh(conn, ...)``) and on a DSN (a connection of its own).
+The floor of a CLI run is timed too: a new Python process that imports psycopg, connects and
+runs ``SELECT 1``.
+
+Goals (median of per-round ratios): default refresh / psql of the stale views: library <= 1.2,
+CLI <= 1.5 x (the floor + the library's time) / psql; library default / library forced refresh
+of everything <= 0.15; nothing stale on a passed connection <= 10 ms.
+
+The library runs in a child process per source tree (``--baseline DIR``: the old tree too,
+alternating with this one, each on a database of its own), which keeps its connection and its
+caches between calls as an application does.
+Run: ``python benchmarks/refresh_skip.py [--quick] [--rounds N] [--baseline DIR]``.
 """
 
 from __future__ import annotations
 
+import compileall
 import json
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from _common import (
     Result,
+    add_baseline,
     database,
     fmt_s,
     fmt_samples,
     load_script,
     median,
-    mvgraph_cli,
-    parse_args,
     print_table,
     progress,
     psql,
@@ -46,13 +60,16 @@ from _common import (
     server_note,
     spread,
     timed,
+    tree_cli,
+    tree_env,
+    trees,
 )
 
-import mvgraph
-
-LIB_GOAL = 1.15
-CLI_GOAL = 1.3
+LIB_GOAL = 1.2
+CLI_GOAL = 1.5  # x (floor + library) / psql
 FORCE_GOAL = 0.15
+FRESH_GOAL_S = 0.010  # nothing stale, on a passed connection
+FRESH_CALLS = 5  # no-op calls per round on the passed connection (their median is kept)
 A_PER_FAMILY, C_PER_FAMILY, D_PER_FAMILY = 5, 3, 2
 
 
@@ -84,13 +101,67 @@ def schema_sql(n_tables: int, rows: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def refresh(dsn: str, *extra: str) -> tuple[float, dict[str, Any]]:
-    """Time one ``mvgraph refresh 'public.*'`` run through the CLI; return its JSON report."""
-    seconds, proc = timed(lambda: mvgraph_cli("refresh", "public.*", "--json", "--dsn", dsn,
-                                              *extra))
+
+RUNNER = r"""
+import json, sys, time
+import psycopg
+import mvgraph
+conns = {}
+for line in sys.stdin:
+    req = json.loads(line)
+    target = req["dsn"]
+    if req["passed"]:
+        target = conns.get(req["dsn"]) or conns.setdefault(
+            req["dsn"], psycopg.connect(req["dsn"], autocommit=True))
+    start = time.perf_counter()
+    report = mvgraph.refresh(target, "public.*", force=req["force"])
+    seconds = time.perf_counter() - start
+    print(json.dumps({"s": seconds, "refreshed": [str(n) for n in report.refreshed],
+                      "status": str(report.status)}), flush=True)
+"""
+
+
+class Library:
+    """A child process that imports mvgraph from one source tree and times library calls."""
+
+    def __init__(self, tree: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=tree_env(tree))
+
+    def refresh(self, dsn: str, *, force: bool = False,
+                passed: bool = False) -> tuple[float, list[str]]:
+        """Seconds of one ``mvgraph.refresh(dsn or its connection, 'public.*')`` and the views
+        it refreshed."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"dsn": dsn, "force": force, "passed": passed}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the library runner died")
+        out = json.loads(line)
+        assert out["status"] == "ok", out
+        return float(out["s"]), list(out["refreshed"])
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def cli_refresh(tree: Path, dsn: str, *extra: str) -> tuple[float, dict[str, Any]]:
+    """Time one ``mvgraph refresh 'public.*'`` run through the CLI (``python -m mvgraph``, a
+    new process, mvgraph imported from ``tree``); return its JSON report."""
+    seconds, proc = timed(lambda: tree_cli(tree, "refresh", "public.*", "--json", "--dsn", dsn,
+                                           *extra))
     report: dict[str, Any] = json.loads(proc.stdout)
     assert report["status"] == "ok", report["status"]
     return seconds, report
+
+
+def floor(dsn: str) -> float:
+    """A new Python process that imports psycopg, connects and runs SELECT 1."""
+    code = "import sys, psycopg; psycopg.connect(sys.argv[1]).execute('select 1')"
+    return timed(lambda: subprocess.run([sys.executable, "-c", code, dsn], check=True))[0]
 
 
 def count(report: dict[str, Any], action: str) -> int:
@@ -111,111 +182,167 @@ def ratios(top: list[float], bottom: list[float]) -> list[float]:
     return [a / b for a, b in zip(top, bottom, strict=True)]
 
 
+KEYS = ("cli_force", "cli_default", "psql_cli", "lib_force", "lib_default", "psql_lib",
+        "lib_fresh", "lib_fresh_passed", "floor")
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 2)")
+    add_baseline(parser)
+    args = parser.parse_args()
     n_tables, rows, rounds = (4, 20_000, 2) if args.quick else (20, 200_000, 5)
+    rounds = args.rounds or rounds
     n_views = n_tables * (A_PER_FAMILY + C_PER_FAMILY + D_PER_FAMILY)
     stale = A_PER_FAMILY + C_PER_FAMILY + D_PER_FAMILY + D_PER_FAMILY
-    with scratch_dir("mvgraph-refresh-skip-") as work:
-        with server() as srv, database(srv, "refresh_skip") as dsn, \
-                database(srv, "plain", init=False) as plain:
-            settings = server_note(srv)
-            progress(f"loading {n_tables} tables of {rows:,} rows and {n_views} views into two "
-                     "databases (setup)")
-            script = schema_sql(n_tables, rows)
-            load_script(dsn, script, work)
-            load_script(plain, script, work, "plain.sql")
-            for target in (dsn, plain):
-                psql(target, command="VACUUM ANALYZE")
-            psql(dsn, command="CHECKPOINT")
-            tracked = mvgraph_cli("track", "--all", "--dsn", dsn).stdout.strip().splitlines()
+    sources = trees(args)
+    for tree in sources.values():  # as installed: bytecode written (PYTHONDONTWRITEBYTECODE
+        compileall.compile_dir(tree / "mvgraph", quiet=1)  # would make a tree's CLI compile)
+    with scratch_dir("mvgraph-refresh-skip-") as work, server() as srv, ExitStack() as stack:
+        plain = stack.enter_context(database(srv, "plain", init=False))
+        dsns = {name: stack.enter_context(database(srv, f"refresh_skip_{name}", tree=tree))
+                for name, tree in sources.items()}
+        settings = server_note(srv)
+        progress(f"loading {n_tables} tables of {rows:,} rows and {n_views} views into "
+                 f"{len(dsns) + 1} databases (setup)")
+        script = schema_sql(n_tables, rows)
+        load_script(plain, script, work, "plain.sql")
+        for name, dsn in dsns.items():
+            load_script(dsn, script, work, f"{name}.sql")
+        for target in (plain, *dsns.values()):
+            psql(target, command="VACUUM ANALYZE")
+        psql(plain, command="CHECKPOINT")
+        libs = {name: Library(tree) for name, tree in sources.items()}
+        stack.callback(lambda: [lib.close() for lib in libs.values()])
+        names: list[str] = []
+        row_id = 0
+
+        def write_one_row(dsn: str) -> None:
+            nonlocal row_id
+            row_id += 1
+            psql(dsn, command=f"UPDATE b0 SET x = x + 1 WHERE id = {row_id}")
+
+        for name, tree in sources.items():
+            dsn = dsns[name]
+            tracked = tree_cli(tree, "track", "--all", "--dsn", dsn).stdout.strip().splitlines()
             assert len(tracked) == n_tables, tracked
-            _, first = refresh(dsn)  # never refreshed by mvgraph: refreshes everything
+            _, first = cli_refresh(tree, dsn)  # never refreshed by mvgraph: everything
             assert count(first, "refreshed") == n_views
-            like = f"-c synchronous_commit={commit_mode(dsn)}"
-            psql(plain, command="SELECT 1", options=like)
-
-            t: dict[str, list[float]] = {k: [] for k in (
-                "cli_force", "cli_default", "psql_cli", "lib_force", "lib_default", "psql_lib",
-                "lib_fresh")}
-            skipped = refreshed = 0
-            row_id = 0
-
-            def write_one_row() -> None:
-                nonlocal row_id
-                row_id += 1
-                psql(dsn, command=f"UPDATE b0 SET x = x + 1 WHERE id = {row_id}")
-
-            write_one_row()  # which views a one-row write to b0 makes stale (the same each time)
-            names = [str(st.name) for st in mvgraph.plan(dsn, "public.*").steps
-                     if st.action is mvgraph.Action.REFRESH]
+            write_one_row(dsn)  # which views a one-row write to b0 makes stale
+            _, names = libs[name].refresh(dsn)
             assert len(names) == stale, names
-            limit_sql = work / "limit.sql"
-            limit_sql.write_text("".join(f"REFRESH MATERIALIZED VIEW {n};\n" for n in names),
-                                 encoding="utf-8")
+        like = f"-c synchronous_commit={commit_mode(next(iter(dsns.values())))}"
+        psql(plain, command="SELECT 1", options=like)
+        limit_sql = work / "limit.sql"
+        limit_sql.write_text("".join(f"REFRESH MATERIALIZED VIEW {n};\n" for n in names),
+                             encoding="utf-8")
+        t: dict[str, dict[str, list[float]]] = {n: {k: [] for k in KEYS} for n in sources}
+        skipped = refreshed = 0
 
-            def limit(key: str) -> None:
-                t[key].append(timed(lambda: psql(plain, file=limit_sql, options=like))[0])
-
-            for rnd in range(rounds):
+        for rnd in range(rounds):
+            order = list(sources) if rnd % 2 == 0 else list(reversed(sources))
+            for name in order:
+                tree, dsn, lib, tt = sources[name], dsns[name], libs[name], t[name]
                 psql_first = rnd % 2 == 1  # the limit runs before or after the mvgraph run
-                # CLI, as a user would run it.
-                seconds, forced = refresh(dsn, "--force")
+
+                def limit(key: str, tt: dict[str, list[float]] = tt) -> None:
+                    tt[key].append(timed(lambda: psql(plain, file=limit_sql, options=like))[0])
+
+                tt["floor"].append(floor(dsn))
+                seconds, forced = cli_refresh(tree, dsn, "--force")
                 assert count(forced, "refreshed") == n_views
-                t["cli_force"].append(seconds)
-                write_one_row()
+                tt["cli_force"].append(seconds)
+                write_one_row(dsn)
                 if psql_first:
                     limit("psql_cli")
-                seconds, default = refresh(dsn)
-                t["cli_default"].append(seconds)
+                seconds, default = cli_refresh(tree, dsn)
+                tt["cli_default"].append(seconds)
                 refreshed, skipped = count(default, "refreshed"), count(default, "skipped")
                 assert [s["name"] for s in default["steps"] if s["action"] == "refreshed"] \
                     == names, default["steps"]
                 if not psql_first:
                     limit("psql_cli")
-                # The library call (no interpreter start-up), and a run with nothing stale.
-                t["lib_force"].append(timed(lambda: mvgraph.refresh(dsn, "public.*",
-                                                                    force=True))[0])
-                write_one_row()
+                tt["lib_force"].append(lib.refresh(dsn, force=True)[0])
+                write_one_row(dsn)
                 if psql_first:
                     limit("psql_lib")
-                seconds, lib_report = timed(lambda: mvgraph.refresh(dsn, "public.*"))
-                assert [str(n) for n in lib_report.refreshed] == names, lib_report.refreshed
-                t["lib_default"].append(seconds)
+                seconds, done = lib.refresh(dsn)
+                assert done == names, done
+                tt["lib_default"].append(seconds)
                 if not psql_first:
                     limit("psql_lib")
-                seconds, lib_report = timed(lambda: mvgraph.refresh(dsn, "public.*"))
-                assert not lib_report.refreshed
-                t["lib_fresh"].append(seconds)
-                progress(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s"
-                                                         for k, v in t.items()))
+                seconds, done = lib.refresh(dsn)
+                assert not done
+                tt["lib_fresh"].append(seconds)
+                calls = [lib.refresh(dsn, passed=True) for _ in range(FRESH_CALLS + 1)][1:]
+                assert not any(done for _, done in calls)
+                tt["lib_fresh_passed"].append(median([s for s, _ in calls]))
+                progress(f"round {rnd + 1} {name}: " + ", ".join(
+                    f"{k} {v[-1]:.3f} s" for k, v in tt.items()))
 
-        rows_out = [
-            Result(f"CLI force: all {n_views} views refreshed (median)",
-                   fmt_s(median(t["cli_force"]))),
-            Result(f"CLI default after 1-row UPDATE ({refreshed} refreshed, {skipped} skipped)",
-                   fmt_s(median(t["cli_default"]))),
-            Result(f"psql -f of the {refreshed} refreshed views (physical limit)",
-                   fmt_s(median(t["psql_cli"] + t["psql_lib"]))),
-            Result("library force", fmt_s(median(t["lib_force"]))),
-            Result("library default after 1-row UPDATE", fmt_s(median(t["lib_default"]))),
-            Result(f"library default, nothing stale ({n_views} skipped)",
-                   fmt_s(median(t["lib_fresh"]))),
-            ratio_result("library default / psql of the stale views",
-                         ratios(t["lib_default"], t["psql_lib"]), LIB_GOAL, quick=args.quick),
-            ratio_result("CLI default / psql of the stale views",
-                         ratios(t["cli_default"], t["psql_cli"]), CLI_GOAL, quick=args.quick),
-            ratio_result("library default / library force (everything)",
-                         ratios(t["lib_default"], t["lib_force"]), FORCE_GOAL,
-                         quick=args.quick),
-            Result("CLI default / CLI force", spread(ratios(t["cli_default"], t["cli_force"]))),
-        ]
+        rows_out: list[Result] = []
+        for name in sources:
+            tt = t[name]
+            tag = f"[{name}] " if len(sources) > 1 else ""
+            cli_floor = [(f + lib) / p for f, lib, p in zip(tt["floor"], tt["lib_default"],
+                                                              tt["psql_cli"], strict=True)]
+            rows_out += [
+                Result(f"{tag}CLI force: all {n_views} views refreshed (median)",
+                       fmt_s(median(tt["cli_force"]))),
+                Result(f"{tag}CLI default after 1-row UPDATE ({refreshed} refreshed, "
+                       f"{skipped} skipped)", fmt_s(median(tt["cli_default"]))),
+                Result(f"{tag}psql -f of the {refreshed} refreshed views (physical limit)",
+                       fmt_s(median(tt["psql_cli"] + tt["psql_lib"]))),
+                Result(f"{tag}floor: new process, import psycopg, connect, SELECT 1",
+                       fmt_s(median(tt["floor"]))),
+                Result(f"{tag}library force", fmt_s(median(tt["lib_force"]))),
+                Result(f"{tag}library default after 1-row UPDATE",
+                       fmt_s(median(tt["lib_default"]))),
+                Result(f"{tag}library, nothing stale ({n_views} skipped), own connection",
+                       fmt_s(median(tt["lib_fresh"]))),
+                Result(f"{tag}library, nothing stale, connection passed in",
+                       f"{median(tt['lib_fresh_passed']) * 1000:.1f} ms "
+                       f"({min(tt['lib_fresh_passed']) * 1000:.1f}-"
+                       f"{max(tt['lib_fresh_passed']) * 1000:.1f})",
+                       f"<= {FRESH_GOAL_S * 1000:.0f} ms",
+                       None if args.quick else median(tt["lib_fresh_passed"]) <= FRESH_GOAL_S),
+                ratio_result(f"{tag}library default / psql of the stale views",
+                             ratios(tt["lib_default"], tt["psql_lib"]), LIB_GOAL,
+                             quick=args.quick),
+                Result(f"{tag}CLI default / psql of the stale views",
+                       spread(ratios(tt["cli_default"], tt["psql_cli"]))),
+                Result(f"{tag}(floor + library default) / psql of the stale views",
+                       spread(cli_floor)),
+                ratio_result(f"{tag}CLI default / (floor + library default)",
+                             ratios(tt["cli_default"], [f + lib for f, lib in zip(
+                                 tt["floor"], tt["lib_default"], strict=True)]),
+                             CLI_GOAL, quick=args.quick),
+                ratio_result(f"{tag}library default / library force (everything)",
+                             ratios(tt["lib_default"], tt["lib_force"]), FORCE_GOAL,
+                             quick=args.quick),
+                Result(f"{tag}CLI default / CLI force",
+                       spread(ratios(tt["cli_default"], tt["cli_force"]))),
+            ]
+        if "baseline" in sources:
+            new, old = t["this"], t["baseline"]
+            for key, what in (("lib_fresh_passed", "nothing stale, passed connection"),
+                              ("lib_fresh", "nothing stale, own connection"),
+                              ("lib_default", "library default after a write"),
+                              ("cli_default", "CLI default after a write")):
+                rows_out.append(Result(f"this / baseline: {what}",
+                                       spread(ratios(new[key], old[key]))))
         notes = [
-            f"median (range) of {rounds} per-round ratios; CLI runs are new processes; psql "
-            f"runs on an identical database without mvgraph ({like.removeprefix('-c ')}), "
-            "before or after the mvgraph run it is compared with, alternating",
-            *(f"samples {k}: [{fmt_samples(v)}] s" for k, v in t.items()),
+            f"median (range) of {rounds} per-round ratios; CLI runs are new processes "
+            "(python -m mvgraph); psql runs on an identical database without mvgraph "
+            f"({like.removeprefix('-c ')}), before or after the mvgraph run it is compared "
+            "with, alternating; trees alternate in order each round",
+            *(f"samples {name} {k}: [{fmt_samples(v)}] s" for name in sources
+              for k, v in t[name].items()),
             f"{n_tables} tables x {rows:,} rows, tracked by triggers (mvgraph track --all)",
+            *(f"tree {name}: {tree}" for name, tree in sources.items()),
             settings,
         ]
         print_table("refresh_skip: refresh after a one-row write vs its physical limit",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -133,8 +134,8 @@ def cached_planning_graph(conn: psycopg.Connection[tuple[object, ...]]) -> MVGra
     catalog's fingerprint (read first, as the worker's in-memory cache does): a new process
     that plans against an unchanged catalog reads one digest instead of three catalog queries
     (the rule trees' scan is most of a plan's server time). Any DDL that could change the graph
-    changes the fingerprint; the key also names the server and database. A cache that cannot be
-    read or written is ignored."""
+    changes the fingerprint; the key also names the server and database. The last few graphs
+    are kept in memory as well. A cache that cannot be read or written is ignored."""
     from mvgraph.version import __version__
 
     fingerprint = catalog_fingerprint(conn)
@@ -142,9 +143,12 @@ def cached_planning_graph(conn: psycopg.Connection[tuple[object, ...]]) -> MVGra
     key = hashlib.sha256("\0".join(map(str, (
         __version__, info.host, info.port, info.dbname, fingerprint))).encode()).hexdigest()
     path = graph_cache_dir() / f"{key}.json"
+    key = str(path)
+    if key in _graphs:
+        return _graphs[key]
     with suppress(OSError, ValueError, KeyError, TypeError):
-        return _load_graph(json.loads(path.read_text(encoding="utf-8")))
-    graph = catalog_graph(conn, with_sql=False)
+        return _keep(key, _load_graph(json.loads(path.read_text(encoding="utf-8"))))
+    graph = _keep(key, catalog_graph(conn, with_sql=False))
     with suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -158,6 +162,24 @@ def cached_planning_graph(conn: psycopg.Connection[tuple[object, ...]]) -> MVGra
             with suppress(OSError):
                 if entry.stat().st_mtime < old:
                     entry.unlink()
+    return graph
+
+
+_graphs: dict[str, MVGraph] = {}  # this process's graphs by cache key, newest last
+GRAPHS_KEPT = 8
+
+
+_graphs_lock = threading.Lock()
+
+
+def _keep(key: str, graph: MVGraph) -> MVGraph:
+    """Keep a graph in memory too (a plan never changes its graph): the next plan in this
+    process against the same catalog skips reading and parsing the file."""
+    with _graphs_lock:
+        _graphs.pop(key, None)
+        _graphs[key] = graph
+        while len(_graphs) > GRAPHS_KEPT:
+            del _graphs[next(iter(_graphs))]
     return graph
 
 

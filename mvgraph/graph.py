@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import networkx as nx
 
@@ -13,6 +13,8 @@ from mvgraph import selectors
 from mvgraph.errors import CycleError, SqlParseError, UndefinedReference, UnknownRelation
 from mvgraph.model.definitions import Definition, Kind, Schedule
 from mvgraph.model.names import RelationName
+
+T = TypeVar("T")
 
 JSON_VERSION = 1
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
@@ -95,6 +97,7 @@ class MVGraph:
         # the whole graph's order, with the (graph, node count) it was computed for (graphs are
         # not changed once built; the key is a guard)
         self._order: tuple[tuple[int, int], list[RelationName]] | None = None
+        self._memo: tuple[tuple[int, int], dict[Hashable, Any]] = ((id(self.g), len(self.g)), {})
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -214,7 +217,19 @@ class MVGraph:
 
     def kind(self, name: RelationName) -> Kind:
         """The kind of a node."""
-        return Kind(self.g.nodes[name]["kind"])
+        kind = self.g.nodes[name]["kind"]
+        return kind if type(kind) is Kind else Kind(kind)
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value derived from this graph alone, computed once per key (a process plans many
+        runs on one graph; graphs are not changed once built, the node count is a guard)."""
+        shape = (id(self.g), len(self.g))
+        if self._memo[0] != shape:
+            self._memo = (shape, {})
+        found = self._memo[1]
+        if key not in found:
+            found[key] = compute()
+        return cast(T, found[key])
 
     def attrs(self, name: RelationName) -> dict[str, Any]:
         """All attributes of a node."""
@@ -339,7 +354,8 @@ class MVGraph:
 
         See :func:`mvgraph.selectors.select`.
         """
-        return self.order(selectors.select(self, expr, search_path))
+        return list(self.memo(("select", expr, tuple(search_path)), lambda: self.order(
+            selectors.select(self, expr, search_path))))
 
     # ---- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

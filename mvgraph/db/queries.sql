@@ -81,16 +81,23 @@ SELECT rules.ev_class::bigint, NULL, m[1]::bigint
 -- name: catalog_fingerprint
 -- A cheap digest (about 0.6 ms with 1,000 views) of what the catalog graph is made of:
 -- relations (oid, name, schema, kind, owner), rewrite rules (a CREATE OR REPLACE VIEW gives its
--- rule a new xmin), schema names and user functions' volatility; not what a REFRESH changes
--- (relfilenode, statistics, populated). A worker keeps its graph while this stays the same.
+-- rule a new xmin), schema names, inheritance and partition links and user functions'
+-- volatility; not what a REFRESH changes (relfilenode, statistics, populated), nor a backend's
+-- first temporary table (its pg_temp_N / pg_toast_temp_N namespaces: temporary relations and
+-- their rules are left out too). A worker keeps its graph while this stays the same.
 SELECT (SELECT count(*) || ':' || coalesce(bit_xor(
                hashtextextended(c.relname, c.oid::bigint << 32 | c.relnamespace::bigint)
                # (c.relowner::bigint << 40) # ascii(c.relkind::text)::bigint), 0)
           FROM pg_class c WHERE c.relpersistence <> 't')
        || '/' || (SELECT count(*) || ':' || coalesce(bit_xor(
-                  r.oid::bigint << 32 | r.xmin::text::bigint), 0) FROM pg_rewrite r)
+                  r.oid::bigint << 32 | r.xmin::text::bigint), 0)
+                    FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+                   WHERE c.relpersistence <> 't')
        || '/' || (SELECT count(*) || ':' || coalesce(bit_xor(
-                  hashtextextended(n.nspname, n.oid::bigint)), 0) FROM pg_namespace n)
+                  hashtextextended(n.nspname, n.oid::bigint)), 0) FROM pg_namespace n
+                   WHERE n.nspname !~ '^pg_(toast_)?temp_[0-9]+$')
+       || '/' || (SELECT count(*) || ':' || coalesce(bit_xor(
+                  i.inhrelid::bigint << 32 | i.inhparent::bigint), 0) FROM pg_inherits i)
        || '/' || (SELECT count(*) || ':' || coalesce(bit_xor(
                   hashtextextended(p.proname || p.provolatile::text, p.oid::bigint)), 0)
                     FROM pg_proc p WHERE p.oid >= 16384)

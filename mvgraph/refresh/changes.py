@@ -38,6 +38,10 @@ _KIND_WORDS = {"w": "write", "r": "refresh", "o": "outside", "d": "ddl", "t": "t
 def freshness_inputs(graph: MVGraph, mv: RelationName) -> set[RelationName]:
     """What a view's freshness depends on: inputs up to the nearest tables and materialized views,
     with the plain views on the way (their definitions can change)."""
+    return set(graph.memo(("freshness_inputs", mv), lambda: frozenset(_inputs(graph, mv))))
+
+
+def _inputs(graph: MVGraph, mv: RelationName) -> set[RelationName]:
     found: set[RelationName] = set()
     stack = list(graph.inputs(mv))
     while stack:
@@ -52,6 +56,10 @@ def freshness_inputs(graph: MVGraph, mv: RelationName) -> set[RelationName]:
 
 def volatile_functions(graph: MVGraph, mv: RelationName) -> tuple[str, ...]:
     """Volatile functions the view calls, itself or through the plain views it reads."""
+    return graph.memo(("volatile_functions", mv), lambda: _functions(graph, mv))
+
+
+def _functions(graph: MVGraph, mv: RelationName) -> tuple[str, ...]:
     names = set(graph.attrs(mv).get("volatile_functions") or ())
     for node in freshness_inputs(graph, mv):
         if graph.kind(node) is Kind.VIEW:
@@ -63,8 +71,9 @@ def volatile_inputs(graph: MVGraph, mv: RelationName) -> tuple[str, ...]:
     """Inputs that change with no write mvgraph could see (sequences, system relations), each
     as "sequence public.s" or "system relation pg_catalog.pg_locks", sorted."""
     words = {Kind.SEQUENCE: "sequence", Kind.SYSTEM: "system relation"}
-    return tuple(f"{words[graph.kind(n)]} {n}" for n in sorted(freshness_inputs(graph, mv))
-                 if graph.kind(n).always_changing)
+    return graph.memo(("volatile_inputs", mv), lambda: tuple(
+        f"{words[graph.kind(n)]} {n}" for n in sorted(freshness_inputs(graph, mv))
+        if graph.kind(n).always_changing))
 
 
 EVENT_TRIGGERS = ("mvgraph_ddl_end", "mvgraph_ddl_start")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -25,8 +26,9 @@ from mvgraph.errors import (
 from mvgraph.graph import MVGraph
 from mvgraph.model.definitions import Kind
 from mvgraph.model.names import RelationName
-from mvgraph.refresh import changes
+from mvgraph.refresh import changes, prefetch
 from mvgraph.refresh.behavior import (
+    Action,
     Plan,
     RefreshBehavior,
     materialized_scope,
@@ -250,7 +252,10 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
 
     The run is a job (``mvgraph.job``) owned by this session until it ends. ``listener``
     receives typed events (``mvgraph.model.events``): JobStarted, StepStarted, StepFinished,
-    JobFinished.
+    JobFinished. Without a listener, a run with nothing to refresh (every view unchanged) makes
+    no job and writes nothing: its report's ``job_id`` is None. A request this process planned
+    before reads its facts in one statement (:mod:`mvgraph.refresh.prefetch`), so on a
+    connection passed in, checking that nothing is stale is one query.
 
     Example::
 
@@ -262,21 +267,90 @@ def refresh(target: Target, targets: str | Sequence[str], behavior: str | None =
     spec = _spec(targets, behavior, parallel=parallel, atomic=atomic,
                  concurrently=concurrently, lock_timeout=lock_timeout,
                  statement_timeout=statement_timeout, force=force, search_path=search_path)
-    with session(target) as conn:
-        return run_refresh(conn, spec, listener=listener, executor_hook=executor_hook)
+    start = time.monotonic()
+    with open_session(target, _unchecked) as conn:
+        if spec.lock_timeout is not None or spec.statement_timeout is not None:
+            prepare(conn)
+            run_options(conn, spec)  # the timeouts are checked first, on the server
+        planned = quick_plan(conn, spec)
+        p = planned[1][1]
+        if listener is None and executor_hook is None and all(
+                s.action is Action.SKIP and not s.forced for s in p.steps):
+            missing = [s.name for s in p.steps if s.name not in planned[1][2].rels]
+            if missing:
+                planned_steps(p, planned[1][2])  # raises UnknownRelation
+            return _nothing_to_do(p, time.monotonic() - start)
+        return run_refresh(conn, spec, listener=listener, executor_hook=executor_hook,
+                           planned=planned)
+
+
+def _unchecked(conn: Conn) -> None:
+    """No setup: :func:`quick_plan` checks the schema and the change log itself."""
+
+
+Planned = tuple["RefreshOptions", tuple[MVGraph, Plan, changes.CatalogState]]
+
+
+def quick_plan(conn: Conn, spec: RefreshSpec) -> Planned:
+    """The checks, options and plan of a refresh: in one statement when this process planned
+    the same request before (:mod:`mvgraph.refresh.prefetch`), else query by query (recorded
+    for the next time)."""
+    key = prefetch.conn_key(conn, spec.targets, spec.behavior, spec.force, spec.search_path)
+    replay = prefetch.replay_for(conn, key)
+    if replay is not None:
+        last: Planned | None = prefetch.made_from(key, replay.raw)
+        if last is not None:  # the same facts as the last plan: the same plan
+            for line in last[1][0].warnings:
+                log.warning("%s", line)
+            return last
+        try:
+            planned = _checked_plan(cast(Conn, replay), spec, replay_only=True)
+        except prefetch.Miss:
+            pass
+        else:
+            prefetch.keep(key, replay.raw, planned)
+            return planned
+    recording, recorder = prefetch.recorder(conn)
+    planned = _checked_plan(recording, spec)
+    prefetch.remember(key, recorder.recorded)
+    return planned
+
+
+def _checked_plan(conn: Conn, spec: RefreshSpec, replay_only: bool = False) -> Planned:
+    check_schema(conn)
+    if not changes.check_change_log(conn) and replay_only:
+        raise prefetch.Miss("change log repaired")  # plan from the repaired state
+    options = run_options(conn, spec)
+    return options, build_plan(conn, spec.targets, spec.behavior, force=spec.force,
+                                     search_path=spec.search_path)
+
+
+def _nothing_to_do(p: Plan, elapsed: float) -> RefreshReport:
+    """The report of a run whose every view is skipped: no job, nothing written."""
+    from mvgraph.model.results import StepResult
+    from mvgraph.model.status import RunStatus, StepStatus
+    from mvgraph.refresh.executor import RefreshReport
+
+    return RefreshReport(RunStatus.OK, tuple(StepResult(s.name, StepStatus.SKIPPED, s.reason)
+                                             for s in p.steps), None, elapsed, p)
 
 
 def run_refresh(conn: Conn, spec: RefreshSpec, *, listener: Listener | None = None,
-                executor_hook: Callable[[Executor], None] | None = None) -> RefreshReport:
-    """Plan and run a refresh in the foreground on ``conn``, as a job owned by it."""
+                executor_hook: Callable[[Executor], None] | None = None,
+                planned: Planned | None = None) -> RefreshReport:
+    """Plan (unless ``planned`` by :func:`quick_plan`) and run a refresh in the foreground on
+    ``conn``, as a job owned by it."""
     from mvgraph import maintenance
     from mvgraph.jobs import store
     from mvgraph.model.status import JobKind, JobStatus
     from mvgraph.refresh.executor import Executor
 
-    options = run_options(conn, spec)
-    g, p, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
-                             search_path=spec.search_path)
+    if planned is None:
+        options = run_options(conn, spec)
+        g, p, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
+                                 search_path=spec.search_path)
+    else:
+        options, (g, p, state) = planned
     steps = planned_steps(p, state)
     job = store.create_running(conn, JobKind.REFRESH, p.statement(), spec.to_options(p))
     executor = Executor(conn, g, p, options, listener, catalog=state, job_id=job)

@@ -553,13 +553,26 @@ def test_writes_to_a_partition_count_for_the_partitioned_table(conn: Conn, mode:
 
 
 def test_a_selector_run_records_the_selector_as_its_statement(gauss: Conn) -> None:
-    report = mvgraph.refresh(gauss, "*")
+    report = mvgraph.refresh(gauss, "*", force=True)
     assert gauss.execute("SELECT statement FROM mvgraph.job WHERE id = %s",
                          [report.job_id]).fetchone() == ("mvgraph refresh '*'",)
 
 
+def test_a_run_with_nothing_to_refresh_writes_nothing(gauss: Conn) -> None:
+    """Every view unchanged: the report says so, and no job is made (a no-op costs one read)."""
+    jobs = gauss.execute("SELECT count(*) FROM mvgraph.job").fetchone()
+    for _ in range(2):  # the second plan is read in one statement (prefetch)
+        report = mvgraph.refresh(gauss, "mv5", "cascade all")
+        assert report.status == "ok" and report.job_id is None and refreshed(report) == []
+        assert [(str(s.name), s.action) for s in report.steps] == [
+            ("public.mv1", "skipped"), ("public.mv5", "skipped"), ("public.mv6", "skipped")]
+        assert all(s.reason.startswith("unchanged since") for s in report.steps)
+    assert gauss.execute("SELECT count(*) FROM mvgraph.job").fetchone() == jobs
+
+
 def test_skipped_steps_are_recorded_too(gauss: Conn) -> None:
-    report = mvgraph.refresh(gauss, "mv5", "cascade all")
+    """With a listener (it is told of a job), a run with nothing to refresh is a job too."""
+    report = mvgraph.refresh(gauss, "mv5", "cascade all", listener=lambda _event: None)
     assert refreshed(report) == []
     rows = gauss.execute("SELECT name, status, reason FROM mvgraph.job_step WHERE job_id = %s "
                          "ORDER BY seq", [report.job_id]).fetchall()
@@ -629,7 +642,10 @@ def test_compaction_waits_for_running_refreshes(gauss: Conn, db_dsn: str) -> Non
                              "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone()
         running.rollback()
     assert kept is not None and kept[0] >= 1
-    mvgraph.refresh(gauss, "+mv6")
+    mvgraph.refresh(gauss, "+mv6")  # nothing to refresh: no job, no housekeeping
+    assert gauss.execute("SELECT count(*) FROM mvgraph.changes c JOIN pg_class r "
+                         "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone() == kept
+    mvgraph.refresh(gauss, "mv6", force=True)  # the next run that refreshes compacts
     assert gauss.execute("SELECT count(*) FROM mvgraph.changes c JOIN pg_class r "
                          "ON r.oid = c.relid WHERE r.relname = 'test_table'").fetchone() == (0,)
 

@@ -37,6 +37,30 @@ def test_the_fingerprint_changes_with_ddl_and_not_with_refresh(conn: Conn) -> No
         seen.append(catalog_fingerprint(conn))
 
 
+def test_the_fingerprint_ignores_other_sessions_temporary_objects(conn: Conn,
+                                                                   db_dsn: str) -> None:
+    """A backend's first temporary table creates its pg_temp_N and pg_toast_temp_N namespaces
+    (kept after it ends); neither they nor temporary relations and views are in the graph, so
+    they leave the fingerprint alone (they made every worker reload its graph). Inheritance
+    is DDL the fingerprint sees."""
+    run_script(conn, "CREATE TABLE t (i int); CREATE MATERIALIZED VIEW m AS SELECT i FROM t;")
+    before = catalog_fingerprint(conn)
+    with psycopg.connect(db_dsn, autocommit=True) as other:
+        other.execute("CREATE TEMP TABLE scratch (i int, note text)")
+        other.execute("CREATE TEMP VIEW scratch_v AS SELECT i FROM scratch")
+        assert other.execute("SELECT count(*) FROM pg_namespace WHERE nspname ~ "
+                             "'^pg_(toast_)?temp_'").fetchone() == (2,)
+        assert catalog_fingerprint(conn) == before
+    assert catalog_fingerprint(conn) == before
+    conn.execute("CREATE TABLE child () INHERITS (t)")
+    with_child = catalog_fingerprint(conn)
+    assert with_child != before
+    conn.execute("ALTER TABLE child NO INHERIT t")
+    alone = catalog_fingerprint(conn)
+    conn.execute("ALTER TABLE child INHERIT t")
+    assert catalog_fingerprint(conn) != alone
+
+
 def test_a_worker_plans_with_the_catalog_after_ddl(conn: Conn, db_dsn: str) -> None:
     run_script(conn, "CREATE TABLE t AS SELECT 1 AS i; CREATE MATERIALIZED VIEW a AS "
                      "SELECT i FROM t;")
