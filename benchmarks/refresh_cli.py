@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import compileall
 import json
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 from _common import (
     Result,
+    Server,
     database,
     fmt_s,
     fmt_samples,
@@ -126,6 +129,10 @@ def main() -> None:
             progress(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s"
                                                       for k, v in t.items()))
 
+        syncs = {k: wal_syncs(srv, runs[k]) for k in ("psql", *(f"{k}_j2" for k in dbs))}
+        for samples in executor.values():
+            del samples[rounds:]  # those extra runs are no round's
+
         def ratios(a: list[float], b: list[float]) -> list[float]:
             return [x / y for x, y in zip(a, b, strict=True)]
 
@@ -163,10 +170,33 @@ def main() -> None:
         notes = [f"ratios: median (range) of per-round ratios; {rounds} alternating rounds",
                  *(f"samples {k}: [{fmt_samples(v)}] s" for k, v in t.items()),
                  *(f"executor {k}: [{fmt_samples(v)}] s" for k, v in executor.items()),
+                 "WAL fsyncs of one more run each (pg_stat_io; a REFRESH's commit is flushed "
+                 "whatever synchronous_commit says, as it drops the old heap): "
+                 + ", ".join(f"{k} {v}" for k, v in syncs.items()),
                  "300 MVs over 20 tables of 3 rows, all tracked; synthetic DAG depth 8 (seed 0)",
                  server_note(srv)]
         print_table("refresh_cli: mvgraph refresh (CLI) vs psql -f", rows, notes,
                     quick=args.quick)
+
+
+def wal_syncs(srv: Server, run: Callable[[], float]) -> str:
+    """The server's WAL fsyncs during one run (PostgreSQL 18's pg_stat_io), in words."""
+    query = "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal'"
+
+    def count() -> int | None:
+        time.sleep(1.1)  # the backends that ran have flushed their statistics
+        try:
+            with psycopg.connect(srv.uri, autocommit=True) as conn:
+                conn.execute("SELECT pg_stat_force_next_flush()")
+                row = conn.execute(query).fetchone()
+        except psycopg.Error:
+            return None
+        return None if row is None or row[0] is None else int(str(row[0]))
+
+    before = count()
+    run()
+    after = count()
+    return "n/a" if before is None or after is None else str(after - before)
 
 
 if __name__ == "__main__":
