@@ -1,6 +1,6 @@
 """``mvgraph worker``: runs queued jobs.
 
-One main loop claims jobs (``mvgraph.claim_job``: oldest first, ``FOR UPDATE SKIP LOCKED``,
+One main loop claims jobs (``mvgraph.claim_jobs_start``: oldest first, ``FOR UPDATE SKIP LOCKED``,
 within ``max_concurrent_jobs`` across every worker) on a dedicated autocommit connection that
 LISTENs on ``mvgraph_jobs``, so a submitted job starts at once; polling every ``poll_s`` is the
 fallback; every ``heartbeat_s`` it also renews the worker's row in ``mvgraph.worker`` (deleted
@@ -20,8 +20,9 @@ of the same login and owner only, reset (``DISCARD ALL``) in between.
 
 Per-job fixed costs are kept small: the catalog graph is read once and kept while the catalog's
 fingerprint (``catalog_fingerprint``: relations, rules, schemas, function volatility; about
-1 ms) stays the same, so DDL invalidates it; a job's connection is kept for the next job of the
-same submitter;
+1 ms) stays the same, so DDL invalidates it; the claim returns with the job the fingerprint, the
+stored settings and the job's step rows (one round trip, not four); a job's connection is kept
+for the next job of the same submitter;
 housekeeping (purge, compaction) runs after a job at most every ``housekeeping_s`` (claims reap
 lost jobs every time).
 """
@@ -365,8 +366,9 @@ class Worker:
         if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             return False
         try:
-            conn.execute(query("discard_all"))
-            store.bookkeeping_commit(conn)
+            with conn.pipeline():  # one round trip
+                conn.execute(query("discard_all"))
+                store.bookkeeping_commit(conn)
         except (psycopg.Error, MvgraphError):
             return False
         return True
@@ -380,14 +382,14 @@ class Worker:
             self._last_housekeeping = time.monotonic()
         maintenance.housekeeping(conn, job_id)
 
-    def _catalog_graph(self, conn: Conn) -> MVGraph:
+    def _catalog_graph(self, conn: Conn, fingerprint: str | None = None) -> MVGraph:
         """The catalog's graph for planning, read again only when the catalog's fingerprint
-        changed (DDL); the fingerprint is read first, so DDL that commits while the graph is
-        read makes the next job read it again. Shared by this worker's jobs: planning and
-        running only read it."""
+        changed (DDL); the fingerprint is read first (by the claim, when given), so DDL that
+        commits while the graph is read makes the next job read it again. Shared by this
+        worker's jobs: planning and running only read it."""
         from mvgraph.refresh.service import planning_graph
 
-        fingerprint = catalog_fingerprint(conn)
+        fingerprint = fingerprint or catalog_fingerprint(conn)
         with self._lock:
             cached = self._graph
         if cached is not None and cached[0] == fingerprint:
@@ -446,11 +448,11 @@ class Worker:
         """Plan a refresh from fresh facts and run what is unfinished."""
         from mvgraph.refresh.service import build_plan, planned_steps, run_options
 
-        options = run_options(conn, spec)
+        options = run_options(conn, spec, stored=job.settings)
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                     search_path=spec.search_path,
-                                    graph=self._catalog_graph(conn))
-        rows = store.step_rows(conn, job.id)
+                                    graph=self._catalog_graph(conn, job.fingerprint))
+        rows = list(job.steps) if job.steps is not None else store.step_rows(conn, job.id)
         finished = {name: (status, reason, error)
                     for _seq, name, status, reason, error in rows if status.finished}
         prior = {s.name: StepResult(s.name, finished[str(s.name)][0],
@@ -462,7 +464,8 @@ class Worker:
                             rows)
         executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
                             seqs={s.name: seqs[str(s.name)] for s in plan.steps},
-                            attempt=job.attempt, foreground=False, prior=prior)
+                            attempt=job.attempt, foreground=False, prior=prior,
+                            restore_settings=False)  # DISCARD ALL resets them after the job
         with self._lock:
             running = self._jobs.get(job.id)
             if running is not None:

@@ -133,8 +133,11 @@ class Executor(BatchRunner, AtomicRunner):
 
     @contextmanager
     def _session_settings(self, conn: Conn) -> Iterator[None]:
-        """The run's commit mode and timeouts on this connection, restored afterwards."""
+        """The run's commit mode and timeouts on this connection, restored afterwards (unless
+        ``restore_settings`` is False: a worker resets the connection after the job)."""
         previous = self._apply_settings(conn)
+        if not self.restore_settings:
+            previous = None
         try:
             yield
         finally:
@@ -229,9 +232,11 @@ class Executor(BatchRunner, AtomicRunner):
                 late = [r for r in results  # steps not recorded by a worker
                         if r.name not in self.prior and (self.options.atomic or r.status in (
                             StepStatus.BLOCKED, StepStatus.CANCELLED, StepStatus.PENDING))]
-                with self.conn.pipeline():
-                    for r in late + [u for u in self._unrecorded if u not in late]:
-                        store.record_step(self.conn, self.job_id, self.seq[r.name], r)
+                unrecorded = late + [u for u in self._unrecorded if u not in late]
+                if unrecorded:  # an empty pipeline would still cost a round trip
+                    with self.conn.pipeline():
+                        for r in unrecorded:
+                            store.record_step(self.conn, self.job_id, self.seq[r.name], r)
             except psycopg.Error as exc:
                 raise translate(exc) from exc
             job_status = status.job_status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -196,16 +196,19 @@ class RefreshSpec:
                    options.get("statement_timeout"))
 
 
-def run_options(conn: Conn, spec: RefreshSpec) -> RefreshOptions:
-    """How to run: the spec's values, else the stored settings."""
+def run_options(conn: Conn, spec: RefreshSpec,
+                stored: Mapping[str, str] | None = None) -> RefreshOptions:
+    """How to run: the spec's values, else the stored settings (``stored``: already read, as
+    a worker's claim returns them)."""
     from mvgraph.refresh.executor import RefreshOptions
 
     for key, value in (("lock_timeout", spec.lock_timeout),
                        ("statement_timeout", spec.statement_timeout)):
         if value is not None:
             _validate_setting(conn, key, value)
-    with translated():
-        stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
+    if stored is None:
+        with translated():
+            stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
     mode = parse_lock_mode(stored.get("lock_mode"))
     held = mode is LockMode.GLOBAL  # the global_lock_* settings apply while it is held
     return RefreshOptions(
