@@ -452,8 +452,10 @@ SELECT id, kind, statement, options, owner, attempt, login
 
 -- name: claim_jobs_start
 -- Up to %(wanted)s queued jobs, oldest first (the cap applies), each with the stored settings,
--- the catalog's fingerprint and its step rows: what a worker needs to start it.
-SELECT id, kind, statement, options, owner, attempt, login, settings, fingerprint, steps
+-- the catalog's fingerprint, its step rows and the event triggers present: what a worker needs
+-- to start it.
+SELECT id, kind, statement, options, owner, attempt, login, settings, fingerprint, steps,
+       event_triggers
   FROM mvgraph.claim_jobs_start(%(worker)s, %(lease)s, %(wanted)s)
 
 -- name: claim_jobs

@@ -57,6 +57,7 @@ class ClaimedJob:
     settings: dict[str, str] | None = None  # the stored settings (how to run)
     fingerprint: str | None = None  # the catalog's fingerprint, read after the claim
     steps: tuple[StepRow, ...] | None = None  # its step rows, as step_rows returns them
+    event_triggers: frozenset[str] | None = None  # mvgraph's, installed and enabled
 
     @property
     def run_login(self) -> str:
@@ -307,6 +308,15 @@ def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
     return changed
 
 
+def send_finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
+                attempt: int | None) -> None:
+    """``finish`` for a worker's job, its outcome not fetched: for a pipeline (a worker sends
+    it with the reset of the job's connection, in one round trip)."""
+    with translated():
+        conn.execute(query("finish_job_notify"), {"status": status.value, "error": error,
+                                                  "job": job, "attempt": attempt})
+
+
 def reap(conn: Conn) -> int:
     """Fail or requeue running jobs whose owner is gone; returns how many."""
     with translated():
@@ -337,7 +347,9 @@ def _claimed(row: tuple[object, ...]) -> ClaimedJob:
     return ClaimedJob(int(str(row[0])), JobKind(str(row[1])), str(row[2]), options,
                       str(row[4]), int(str(row[5])), str(row[6] or row[4]),
                       settings={str(k): str(v) for k, v in settings.items()},
-                      fingerprint=str(row[8]), steps=tuple(_step_row(r) for r in steps))
+                      fingerprint=str(row[8]), steps=tuple(_step_row(r) for r in steps),
+                      event_triggers=frozenset(str(t) for t in row[10] or ())
+                      if isinstance(row[10], list) else None)
 
 
 def heartbeat(conn: Conn, job: int, attempt: int, lease_s: float) -> str:

@@ -36,6 +36,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
@@ -267,9 +268,11 @@ class Worker:
                 self._requeue_lost(job)
             return
         reusable = False
+        closing: tuple[JobStatus, str | None] | None = None
         try:
             assert conn is not None
             report = self._execute(conn, job)
+            closing = self._deferred_finish(job)
             if report is not None and report.status is RunStatus.LOST:
                 self._requeue_lost(job)
             elif report is not None:
@@ -288,10 +291,29 @@ class Worker:
             log.exception("job %d: internal error", job.id)
             self._fail(conn, job, f"internal error: {type(exc).__name__}: {exc}")
         if conn is not None:
-            if reusable and self._clean(conn):
+            if reusable and self._clean(conn, job, closing):
                 self._keep(dsn, conn)
             else:
                 conn.close()
+        elif closing is not None:
+            self._close_elsewhere(job, closing)
+
+    def _deferred_finish(self, job: ClaimedJob) -> tuple[JobStatus, str | None] | None:
+        """How the run of a job wants it closed, when it left that to the worker."""
+        with self._lock:
+            running = self._jobs.get(job.id)
+        ex = running.executor if running is not None else None
+        return ex.deferred_finish if isinstance(ex, Executor) else None
+
+    def _close_elsewhere(self, job: ClaimedJob, closing: tuple[JobStatus, str | None]) -> None:
+        """Close a job on a connection of the worker's own login (its job connection failed
+        before it could); if even that fails, the lease expires and the job is requeued."""
+        try:
+            with connect(self.config.dsn) as conn:
+                store.finish(conn, job.id, closing[0], closing[1], attempt=job.attempt)
+        except (psycopg.Error, MvgraphError) as exc:
+            log.warning("job %d: cannot record its end (%s); its lease will expire", job.id,
+                        _first_line(exc))
 
     def _keep(self, dsn: str, conn: Conn) -> None:
         """Keep a clean job connection for a later job of the same submitter."""
@@ -357,19 +379,26 @@ class Worker:
         except (ConnectionFailed, psycopg.Error):
             return False
 
-    @staticmethod
-    def _clean(conn: Conn) -> bool:
-        """Reset a job's connection for the next job of the same submitter: idle, then
-        ``DISCARD ALL`` (settings back to the connection's start, including its role; temporary
-        objects, advisory locks, LISTENs and prepared statements gone) and the stored commit
-        mode again. False when it cannot serve another job."""
+    def _clean(self, conn: Conn, job: ClaimedJob,
+               closing: tuple[JobStatus, str | None] | None) -> bool:
+        """Close the job when its run left that to the worker (``closing``), and reset its
+        connection for the next job of the same submitter: idle, then ``DISCARD ALL``
+        (settings back to the connection's start, including its role; temporary objects,
+        advisory locks, LISTENs and prepared statements gone) and the stored commit mode again;
+        all in one round trip. False when it cannot serve another job."""
         if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            if closing is not None:
+                self._close_elsewhere(job, closing)
             return False
         try:
-            with conn.pipeline():  # one round trip
+            with conn.pipeline():  # DISCARD ALL first: it cannot run inside a transaction
                 conn.execute(query("discard_all"))
                 store.bookkeeping_commit(conn)
+                if closing is not None:  # as the connection's own role again
+                    store.send_finish(conn, job.id, closing[0], closing[1], attempt=job.attempt)
         except (psycopg.Error, MvgraphError):
+            if closing is not None:
+                self._close_elsewhere(job, closing)
             return False
         return True
 
@@ -451,7 +480,8 @@ class Worker:
         options = run_options(conn, spec, stored=job.settings)
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                     search_path=spec.search_path,
-                                    graph=self._catalog_graph(conn, job.fingerprint))
+                                    graph=self._catalog_graph(conn, job.fingerprint),
+                                    event_triggers=job.event_triggers)
         rows = list(job.steps) if job.steps is not None else store.step_rows(conn, job.id)
         finished = {name: (status, reason, error)
                     for _seq, name, status, reason, error in rows if status.finished}
@@ -459,13 +489,21 @@ class Worker:
                                     finished[str(s.name)][1] or "", 0.0,
                                     finished[str(s.name)][2])
                  for s in plan.steps if str(s.name) in finished}
-        todo = [s for s in plan.steps if s.name not in prior]
-        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state),
-                            rows)
+        todo = planned_steps(replace(plan, steps=tuple(s for s in plan.steps
+                                                      if s.name not in prior)), state)
+        setup: Callable[[Conn], None] | None = None
+        if rows:  # planned before (requeued, resumed): merged into its rows
+            seqs = store.replan(conn, job.id, todo, rows)
+        else:  # written with the run's settings, in one round trip
+            seqs = {s.name: seq for seq, s in enumerate(todo, 1)}
+
+            def setup(c: Conn) -> None:
+                store.write_steps(c, job.id, todo)
         executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
                             seqs={s.name: seqs[str(s.name)] for s in plan.steps},
                             attempt=job.attempt, foreground=False, prior=prior,
-                            restore_settings=False)  # DISCARD ALL resets them after the job
+                            restore_settings=False,  # DISCARD ALL resets them after the job
+                            setup=setup, defer_finish=job.kind is JobKind.REFRESH)
         with self._lock:
             running = self._jobs.get(job.id)
             if running is not None:

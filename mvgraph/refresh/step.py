@@ -10,7 +10,7 @@ verdict may be out of date, the step decides again from fresh facts read under t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,7 +27,7 @@ from mvgraph.jobs import store
 from mvgraph.model.events import JobFinished, JobStarted, Listener, StepFinished, StepStarted
 from mvgraph.model.names import RelationName
 from mvgraph.model.results import StepResult
-from mvgraph.model.status import StepStatus
+from mvgraph.model.status import JobStatus, StepStatus
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
 from mvgraph.refresh.changes import CatalogState, gather_facts
 from mvgraph.refresh.locks import LockMode, describe_holder
@@ -89,6 +89,10 @@ class StepRunner(Stoppable):
     foreground: bool = True  # the job is owned by this session's lock (else by a lease)
     prior: dict[RelationName, StepResult] = field(default_factory=dict)  # earlier attempts
     restore_settings: bool = True  # False: the session's settings stay the run's (a worker)
+    # with restore_settings False: statements sent in the round trip of the run's settings
+    setup: Callable[[Conn], None] | None = None
+    defer_finish: bool = False  # True: the job is not closed; deferred_finish says how to
+    deferred_finish: tuple[JobStatus, str | None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._init_stops()

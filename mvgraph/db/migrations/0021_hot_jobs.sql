@@ -35,12 +35,13 @@ $$;
 
 -- Up to `wanted` jobs claimed as mvgraph.claim_jobs does (workers only), each with the stored
 -- settings (key -> value), the catalog fingerprint (read after the claim, before the worker
--- reads any graph: DDL committed meanwhile makes the next job read it again) and its step rows
--- ([seq, name, status, reason, error], in order; empty for a job never planned).
+-- reads any graph: DDL committed meanwhile makes the next job read it again), its step rows
+-- ([seq, name, status, reason, error], in order; empty for a job never planned) and mvgraph's
+-- event triggers installed and enabled (as the event_triggers query reads them).
 CREATE FUNCTION mvgraph.claim_jobs_start(worker_name text, lease_s double precision,
                                          wanted integer)
 RETURNS TABLE (id bigint, kind text, statement text, options jsonb, owner name, attempt integer,
-               login name, settings jsonb, fingerprint text, steps jsonb)
+               login name, settings jsonb, fingerprint text, steps jsonb, event_triggers text[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
@@ -52,7 +53,10 @@ BEGIN
            s.settings, mvgraph.catalog_fingerprint(),
            coalesce((SELECT jsonb_agg(jsonb_build_array(st.seq, st.name, st.status, st.reason,
                                                         st.error) ORDER BY st.seq)
-                       FROM mvgraph.job_step_data st WHERE st.job_id = c.id), '[]'::jsonb)
+                       FROM mvgraph.job_step_data st WHERE st.job_id = c.id), '[]'::jsonb),
+           ARRAY(SELECT e.evtname::text FROM pg_event_trigger e
+                  WHERE e.evtname IN ('mvgraph_ddl_end', 'mvgraph_ddl_start', 'mvgraph_sql_drop')
+                    AND e.evtenabled <> 'D' ORDER BY e.evtname)
       FROM claimed c
      CROSS JOIN (SELECT coalesce(jsonb_object_agg(t.key, t.value), '{}'::jsonb) AS settings
                    FROM mvgraph.setting t) s
@@ -81,24 +85,32 @@ $$;
 -- pg_stat_activity is read once per query (a hashed subplan), and again only for steps named.
 CREATE OR REPLACE VIEW mvgraph.job_step WITH (security_barrier) AS
 SELECT s.job_id, s.seq, s.name, s.mv, s.planned,
-       CASE WHEN s.status = 'pending' AND 'mvgraph job ' || s.job_id || ' step ' || s.seq IN (
-                 SELECT p.application_name FROM pg_catalog.pg_stat_activity p
-                  WHERE p.application_name LIKE 'mvgraph job % step %')
-             AND (mvgraph.step_session(s.job_id, s.seq, (SELECT j.login FROM mvgraph.job_data j
-                                                      WHERE j.id = s.job_id))).pid IS NOT NULL
+       CASE WHEN s.status = 'pending'
+                 AND 'mvgraph job ' || s.job_id || ' step ' || s.seq IN (
+                     SELECT p.application_name FROM pg_catalog.pg_stat_activity p
+                      WHERE p.application_name LIKE 'mvgraph job % step %')
+             AND (mvgraph.step_session(s.job_id, s.seq,
+                     (SELECT j.login FROM mvgraph.job_data j WHERE j.id = s.job_id))).pid
+                 IS NOT NULL
             THEN 'running' ELSE s.status END AS status,
        s.reason, s.concurrent,
-       coalesce(s.started_at, CASE WHEN s.status = 'pending' AND 'mvgraph job ' || s.job_id || ' step ' || s.seq IN (
-                 SELECT p.application_name FROM pg_catalog.pg_stat_activity p
-                  WHERE p.application_name LIKE 'mvgraph job % step %')
-                                   THEN (mvgraph.step_session(s.job_id, s.seq, (SELECT j.login FROM mvgraph.job_data j
-                                                      WHERE j.id = s.job_id))).since END) AS started_at,
+       coalesce(s.started_at,
+            CASE WHEN s.status = 'pending'
+                 AND 'mvgraph job ' || s.job_id || ' step ' || s.seq IN (
+                     SELECT p.application_name FROM pg_catalog.pg_stat_activity p
+                      WHERE p.application_name LIKE 'mvgraph job % step %')
+                 THEN (mvgraph.step_session(s.job_id, s.seq,
+                     (SELECT j.login FROM mvgraph.job_data j WHERE j.id = s.job_id))).since
+            END) AS started_at,
        s.finished_at, s.duration_s,
-       coalesce(s.backend_pid, CASE WHEN s.status = 'pending' AND 'mvgraph job ' || s.job_id || ' step ' || s.seq IN (
-                 SELECT p.application_name FROM pg_catalog.pg_stat_activity p
-                  WHERE p.application_name LIKE 'mvgraph job % step %')
-                                    THEN (mvgraph.step_session(s.job_id, s.seq, (SELECT j.login FROM mvgraph.job_data j
-                                                      WHERE j.id = s.job_id))).pid END) AS backend_pid,
+       coalesce(s.backend_pid,
+            CASE WHEN s.status = 'pending'
+                 AND 'mvgraph job ' || s.job_id || ' step ' || s.seq IN (
+                     SELECT p.application_name FROM pg_catalog.pg_stat_activity p
+                      WHERE p.application_name LIKE 'mvgraph job % step %')
+                 THEN (mvgraph.step_session(s.job_id, s.seq,
+                     (SELECT j.login FROM mvgraph.job_data j WHERE j.id = s.job_id))).pid
+            END) AS backend_pid,
        s.error, s.rows_affected
   FROM mvgraph.job_step_data s
  WHERE (SELECT mvgraph.sees_all()) OR s.job_id IN (SELECT j.id FROM mvgraph.job j);
