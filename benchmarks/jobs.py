@@ -18,6 +18,11 @@ the first two alternates between rounds):
   (LISTEN mvgraph_jobs; the worker notifies when a job ends), pause ``IDLE_GAP_S`` so that both
   workers are idle again, submit the next.
 
+CPU per job and per view (informational, and less sensitive than wall clocks to whatever else
+the machine runs): user + system CPU of the client processes (the two workers; the foreground
+process) and of the whole server (its live processes and those it reaped, from /proc) over the
+backlog and the foreground run, divided by N.
+
 Latency from submit to start is ``started_at - submitted_at`` of each job (the claim);
 informational: to the start of its step (``job_step.started_at``: the claim plus planning).
 Every round checks the work: every job ``done`` and every view's relfilenode changed.
@@ -34,6 +39,7 @@ are compared round by round. Run: ``python benchmarks/jobs.py [--quick] [--basel
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -57,6 +63,7 @@ from _common import (
     scratch_dir,
     server,
     server_note,
+    spread,
     tree_env,
     trees,
 )
@@ -208,6 +215,37 @@ for line in sys.stdin:
 """
 
 
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (ppid first); empty when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text.rsplit(")", 1)[1].split()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    f = _stat(pid)
+    return (int(f[11]) + int(f[12])) * TICK_S if f else 0.0
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds the server has used so far: the postmaster and its live children, and the
+    children it has reaped (a foreground run's session ends with it)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            f = _stat(int(entry.name))
+            if f and int(f[1]) == postmaster:
+                total += (int(f[11]) + int(f[12])) * TICK_S
+    f = _stat(postmaster)
+    return total + ((int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) * TICK_S if f else 0.0)
+
+
 class Foreground:
     """A process of its own that runs ``mvgraph.refresh(dsn, 'public.*', force=True)`` with the
     mvgraph of ``tree`` each time it is asked, as the benchmark process itself did before
@@ -244,13 +282,20 @@ class Tree:
         self.name, self.path, self.dsn, self.conn, self.n = name, path, dsn, conn, n_views
         self.procs, self.fg = procs, fg
         self.names = [f"v{i}" for i in range(n_views)]
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        self.postmaster = int(_stat(int(str(row[0])))[1]) if row else 0
+        # CPU seconds per view (foreground) and per job (backlog): client process(es) + server
+        self.cpu: dict[str, list[float]] = {"fg": [], "job": []}
         self.t: dict[str, list[float]] = {"fg": [], "span": []}
         self.lat: dict[str, list[list[float]]] = {"idle": [], "idle_step": [], "backlog": [],
                                                   "backlog_step": []}
 
     def foreground(self) -> None:
         before = filenodes(self.conn, self.names)
+        cpu = process_cpu(self.fg.proc.pid) + server_cpu(self.postmaster)
         seconds, refreshed = self.fg.run()
+        cpu = process_cpu(self.fg.proc.pid) + server_cpu(self.postmaster) - cpu
+        self.cpu["fg"].append(cpu / self.n)
         assert refreshed == self.n, refreshed
         check_refreshed(before, filenodes(self.conn, self.names), "foreground")
         self.t["fg"].append(seconds)
@@ -258,8 +303,10 @@ class Tree:
     def backlog(self) -> None:
         conn = self.conn
         before, first = filenodes(conn, self.names), last_job(conn)
+        cpu = self._workers_cpu()
         submit_all(conn, self.names)
         wait_finished(conn, first, self.n, timeout=600)
+        self.cpu["job"].append((self._workers_cpu() - cpu) / self.n)
         start, step, span, bad = job_latencies(conn, first)
         if bad or len(start) != self.n:
             raise RuntimeError(f"backlog: {len(bad)} jobs not done, e.g. {bad[:3]}")
@@ -280,6 +327,14 @@ class Tree:
         check_refreshed(before, filenodes(conn, chosen), "idle")
         self.lat["idle"].append(start)
         self.lat["idle_step"].append(step)
+
+    def _workers_cpu(self) -> float:
+        return sum(process_cpu(p.pid) for p in self.procs) + server_cpu(self.postmaster)
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        """Per round: CPU seconds per job / per view of the foreground run."""
+        return [j / f for j, f in zip(self.cpu["job"], self.cpu["fg"], strict=True)]
 
     @property
     def ratios(self) -> list[float]:
@@ -314,6 +369,9 @@ class Tree:
                    f"{ms(pct(idle_step_all, 50))} / {ms(pct(idle_step_all, 99))}"),
             Result(f"{label}backlog: submit -> start p50 / p99 (queueing)",
                    f"{ms(pct(backlog_all, 50))} / {ms(pct(backlog_all, 99))}"),
+            Result(f"{label}CPU per job (workers + server) / per view (foreground + server)",
+                   f"{median(self.cpu['job']) * 1000:.2f} ms / "
+                   f"{median(self.cpu['fg']) * 1000:.2f} ms = {spread(self.cpu_ratios)}"),
         ]
 
     def notes(self, label: str) -> list[str]:
@@ -325,6 +383,9 @@ class Tree:
             + " ms",
             f"{label}per-round backlog jobs/s: " + ", ".join(
                 f"{self.n / s:.0f}" for s in self.t["span"]),
+            f"{label}per-round CPU ms per job / per view: " + ", ".join(
+                f"{j * 1000:.2f}/{f * 1000:.2f}"
+                for j, f in zip(self.cpu["job"], self.cpu["fg"], strict=True)),
         ]
 
 

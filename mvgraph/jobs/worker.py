@@ -106,6 +106,7 @@ class Worker:
         self._lock = threading.Lock()
         self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
         self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
+        self._spare_claims: list[Conn] = []  # claim connections of freed slots, kept
         self._worker_user: str | None = None  # this worker's own login
         self._worker_id: int | None = None  # its heartbeat row in mvgraph.worker
         self._last_housekeeping = 0.0
@@ -133,7 +134,8 @@ class Worker:
             beat.join(self.config.heartbeat_s + 5)
             with self._lock:
                 idle = [c for conns in self._idle_conns.values() for c in conns]
-                self._idle_conns = {}
+                idle += self._spare_claims
+                self._idle_conns, self._spare_claims = {}, []
             for conn in idle:
                 conn.close()
             log.info("worker %s stopped", self.config.name)
@@ -242,13 +244,23 @@ class Worker:
         """Run a job; then, unless the worker is stopping, claim the next one on the same
         connection and run it in this thread (its slot passes on). Without this a slot freed
         by a finished job would wait for the next notification or poll."""
-        claims: Conn | None = None  # this slot's own connection for claims (the worker's login)
+        with self._lock:  # this slot's connection for claims (the worker's login): one kept
+            claims = self._spare_claims.pop() if self._spare_claims else None  # by a slot freed
+        if claims is not None and not _idle_and_alive(claims):
+            claims.close()  # the server ended it while it waited: a new one when needed
+            claims = None
         current: ClaimedJob | None = job
         while current is not None:
             self._run_one(current)
             claims, current = self._claim_next(claims, current)
         if claims is not None:
-            claims.close()
+            with self._lock:
+                if not self._stopping.is_set() \
+                        and len(self._spare_claims) < self.config.concurrency:
+                    self._spare_claims.append(claims)  # for the next slot: no new session
+                    claims = None
+            if claims is not None:
+                claims.close()
 
     def _owner_dsn(self, job: ClaimedJob) -> str:
         return logins.owner_dsn(self.config.dsn, job.run_login, job.owner,
