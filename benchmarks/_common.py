@@ -87,8 +87,9 @@ def tree_env(tree: Path | str | None = None) -> dict[str, str]:
 def tree_cli(tree: Path | str | None, *args: str,
              check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``python -m mvgraph ARGS`` with mvgraph imported from ``tree``."""
+    # run from the tree: ``python -m`` puts the working directory first on sys.path
     result = subprocess.run([sys.executable, "-m", "mvgraph", *args], capture_output=True,
-                            text=True, env=tree_env(tree))
+                            text=True, env=tree_env(tree), cwd=tree or REPO)
     if check and result.returncode != 0:
         raise RuntimeError(f"mvgraph {' '.join(args)} ({tree}) exited {result.returncode}:\n"
                            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")

@@ -322,6 +322,13 @@ BEGIN ISOLATION LEVEL REPEATABLE READ
 -- sees what committed before it (see 0003_refresh_step.sql).
 BEGIN ISOLATION LEVEL READ COMMITTED
 
+-- name: step_started
+-- First in a step's transaction: the session named for the step until COMMIT (others see the
+-- step running by that name, and cancel interrupts it), the step marked running (seen once it
+-- commits), compaction kept away until COMMIT (see keep_compaction_away).
+SELECT pg_catalog.set_config('application_name', %(app)s, true),
+       mvgraph.step_running(%(job)s, %(seq)s), mvgraph.keep_compaction_away()
+
 -- name: keep_compaction_away
 -- Taken before any snapshot (LOCK needs none) and held until COMMIT: compaction, which needs
 -- SHARE ROW EXCLUSIVE on mv_state, cannot delete a change row this refresh may still need.
@@ -419,6 +426,11 @@ SELECT mvgraph.step_pending(%(job)s, %(seq)s)
 -- finished job for lost (its heartbeat raced the end) must not run it again.
 SELECT mvgraph.finish_job(%(job)s, %(status)s, %(error)s, %(attempt)s)
 
+-- name: finish_job_notify
+-- finish_job for a worker's job, with the notification (sent when it commits) in one statement.
+SELECT mvgraph.finish_job(%(job)s, %(status)s, %(error)s, %(attempt)s),
+       pg_notify('mvgraph_jobs', %(job)s::text)
+
 -- name: unlock_job
 SELECT pg_advisory_unlock(mvgraph.job_lock_key(%(job)s))
 
@@ -444,6 +456,14 @@ SELECT mvgraph.reap_jobs()
 -- name: claim_job
 SELECT id, kind, statement, options, owner, attempt, login
   FROM mvgraph.claim_job(%(worker)s, %(lease)s)
+
+-- name: claim_jobs_start
+-- Up to %(wanted)s queued jobs, oldest first (the cap applies), each with the stored settings,
+-- the catalog's fingerprint, its step rows and the event triggers present: what a worker needs
+-- to start it.
+SELECT id, kind, statement, options, owner, attempt, login, settings, fingerprint, steps,
+       event_triggers
+  FROM mvgraph.claim_jobs_start(%(worker)s, %(lease)s, %(wanted)s)
 
 -- name: claim_jobs
 -- Up to %(wanted)s queued jobs, oldest first, in one statement (the cap applies).

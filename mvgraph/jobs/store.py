@@ -28,6 +28,7 @@ from mvgraph.model.status import JobKind, JobStatus, StepStatus
 from mvgraph.version import __version__
 
 Conn = psycopg.Connection[tuple[object, ...]]
+StepRow = tuple[int, str, StepStatus, str | None, str | None]  # seq, name, status, reason, error
 CHANNEL = "mvgraph_jobs"  # NOTIFY channel: a job was queued, or a worker job finished
 
 
@@ -52,6 +53,11 @@ class ClaimedJob:
     owner: str
     attempt: int
     login: str = ""  # the login that submitted it; the job runs logged in as it
+    # read by the claim in its round trip (None: not read, the worker reads them itself)
+    settings: dict[str, str] | None = None  # the stored settings (how to run)
+    fingerprint: str | None = None  # the catalog's fingerprint, read after the claim
+    steps: tuple[StepRow, ...] | None = None  # its step rows, as step_rows returns them
+    event_triggers: frozenset[str] | None = None  # mvgraph's, installed and enabled
 
     @property
     def run_login(self) -> str:
@@ -217,18 +223,29 @@ def replan(conn: Conn, job: int, steps: Sequence[PlannedStep],
         return {name: seq for seq, name, *_ in step_rows(conn, job)}
 
 
-def step_rows(conn: Conn, job: int) -> list[tuple[int, str, StepStatus, str | None, str | None]]:
+def step_rows(conn: Conn, job: int) -> list[StepRow]:
     """Every step of a job: (seq, name, status, reason, error), in order."""
     with translated():
         rows = conn.execute(query("job_steps"), {"job": job}).fetchall()
-    return [(int(str(r[0])), str(r[1]), StepStatus(str(r[2])),
-             None if r[3] is None else str(r[3]), None if r[4] is None else str(r[4]))
-            for r in rows]
+    return [_step_row(r) for r in rows]
+
+
+def _step_row(r: Sequence[object]) -> StepRow:
+    return (int(str(r[0])), str(r[1]), StepStatus(str(r[2])),
+            None if r[3] is None else str(r[3]), None if r[4] is None else str(r[4]))
 
 
 def step_running(conn: Conn, job: int, seq: int) -> None:
     """Mark a step running on this connection's backend (what ``cancel`` interrupts)."""
     conn.execute(query("step_running"), {"job": job, "seq": seq})
+
+
+def step_started(conn: Conn, job: int, seq: int) -> None:
+    """In a step's transaction, first: mark it running (seen when it commits) and name the
+    session ``mvgraph job N step S`` until then (what ``mvgraph.job_step`` shows running and
+    ``cancel`` interrupts); keep compaction away until COMMIT."""
+    conn.execute(query("step_started"), {"job": job, "seq": seq,
+                                         "app": f"mvgraph job {job} step {seq}"})
 
 
 def record_step(conn: Conn, job: int, seq: int, result: StepResult) -> None:
@@ -277,16 +294,27 @@ def finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
     run releases its lock; either notifies (a worker's job frees a slot under the cap, and
     ``mvgraph wait`` wakes). Returns False when the job was not this attempt's, or (requeue)
     not running any more."""
+    params = {"status": status.value, "error": error, "job": job, "attempt": attempt}
     try:
-        row = conn.execute(query("finish_job"), {"status": status.value, "error": error,
-                                                 "job": job, "attempt": attempt}).fetchone()
+        if not foreground:  # one statement, one round trip
+            row = conn.execute(query("finish_job_notify"), params).fetchone()
+            return bool(row and row[0])
+        row = conn.execute(query("finish_job"), params).fetchone()
         changed = bool(row and row[0])
-        if foreground:
-            conn.execute(query("unlock_job"), {"job": job})
+        conn.execute(query("unlock_job"), {"job": job})  # after the end committed
         conn.execute(query("notify_jobs"), {"job": job})
     except psycopg.Error as exc:
         raise translate(exc) from exc
     return changed
+
+
+def send_finish(conn: Conn, job: int, status: JobStatus, error: str | None, *,
+                attempt: int | None) -> None:
+    """``finish`` for a worker's job, its outcome not fetched: for a pipeline (a worker sends
+    it with the reset of the job's connection, in one round trip)."""
+    with translated():
+        conn.execute(query("finish_job_notify"), {"status": status.value, "error": error,
+                                                  "job": job, "attempt": attempt})
 
 
 def reap(conn: Conn) -> int:
@@ -298,24 +326,30 @@ def reap(conn: Conn) -> int:
 
 def claim(conn: Conn, worker: str, lease_s: float) -> ClaimedJob | None:
     """The oldest queued job, unless the cap of running worker jobs is reached."""
-    with translated():
-        row = conn.execute(query("claim_job"), {"worker": worker, "lease": lease_s}).fetchone()
-    return None if row is None else _claimed(row)
+    jobs = claim_many(conn, worker, lease_s, 1)
+    return jobs[0] if jobs else None
 
 
 def claim_many(conn: Conn, worker: str, lease_s: float, wanted: int) -> list[ClaimedJob]:
     """Up to ``wanted`` queued jobs, oldest first, in one round trip (the cap of running
-    worker jobs applies)."""
+    worker jobs applies), each with what starting it needs: the stored settings, the catalog's
+    fingerprint and its step rows (``mvgraph.claim_jobs_start``)."""
     with translated():
-        rows = conn.execute(query("claim_jobs"), {"worker": worker, "lease": lease_s,
-                                                  "wanted": wanted}).fetchall()
+        rows = conn.execute(query("claim_jobs_start"), {"worker": worker, "lease": lease_s,
+                                                        "wanted": wanted}).fetchall()
     return [_claimed(r) for r in rows]
 
 
 def _claimed(row: tuple[object, ...]) -> ClaimedJob:
     options = row[3] if isinstance(row[3], dict) else {}
+    settings = row[7] if isinstance(row[7], dict) else {}
+    steps = row[9] if isinstance(row[9], list) else []
     return ClaimedJob(int(str(row[0])), JobKind(str(row[1])), str(row[2]), options,
-                      str(row[4]), int(str(row[5])), str(row[6] or row[4]))
+                      str(row[4]), int(str(row[5])), str(row[6] or row[4]),
+                      settings={str(k): str(v) for k, v in settings.items()},
+                      fingerprint=str(row[8]), steps=tuple(_step_row(r) for r in steps),
+                      event_triggers=frozenset(str(t) for t in row[10] or ())
+                      if isinstance(row[10], list) else None)
 
 
 def heartbeat(conn: Conn, job: int, attempt: int, lease_s: float) -> str:

@@ -1,6 +1,6 @@
 """``mvgraph worker``: runs queued jobs.
 
-One main loop claims jobs (``mvgraph.claim_job``: oldest first, ``FOR UPDATE SKIP LOCKED``,
+One main loop claims jobs (``mvgraph.claim_jobs_start``: oldest first, ``FOR UPDATE SKIP LOCKED``,
 within ``max_concurrent_jobs`` across every worker) on a dedicated autocommit connection that
 LISTENs on ``mvgraph_jobs``, so a submitted job starts at once; polling every ``poll_s`` is the
 fallback; every ``heartbeat_s`` it also renews the worker's row in ``mvgraph.worker`` (deleted
@@ -20,8 +20,9 @@ of the same login and owner only, reset (``DISCARD ALL``) in between.
 
 Per-job fixed costs are kept small: the catalog graph is read once and kept while the catalog's
 fingerprint (``catalog_fingerprint``: relations, rules, schemas, function volatility; about
-1 ms) stays the same, so DDL invalidates it; a job's connection is kept for the next job of the
-same submitter;
+1 ms) stays the same, so DDL invalidates it; the claim returns with the job the fingerprint, the
+stored settings and the job's step rows (one round trip, not four); a job's connection is kept
+for the next job of the same submitter;
 housekeeping (purge, compaction) runs after a job at most every ``housekeeping_s`` (claims reap
 lost jobs every time).
 """
@@ -35,6 +36,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
@@ -104,6 +106,7 @@ class Worker:
         self._lock = threading.Lock()
         self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
         self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
+        self._spare_claims: list[Conn] = []  # claim connections of freed slots, kept
         self._worker_user: str | None = None  # this worker's own login
         self._worker_id: int | None = None  # its heartbeat row in mvgraph.worker
         self._last_housekeeping = 0.0
@@ -131,7 +134,8 @@ class Worker:
             beat.join(self.config.heartbeat_s + 5)
             with self._lock:
                 idle = [c for conns in self._idle_conns.values() for c in conns]
-                self._idle_conns = {}
+                idle += self._spare_claims
+                self._idle_conns, self._spare_claims = {}, []
             for conn in idle:
                 conn.close()
             log.info("worker %s stopped", self.config.name)
@@ -240,13 +244,23 @@ class Worker:
         """Run a job; then, unless the worker is stopping, claim the next one on the same
         connection and run it in this thread (its slot passes on). Without this a slot freed
         by a finished job would wait for the next notification or poll."""
-        claims: Conn | None = None  # this slot's own connection for claims (the worker's login)
+        with self._lock:  # this slot's connection for claims (the worker's login): one kept
+            claims = self._spare_claims.pop() if self._spare_claims else None  # by a slot freed
+        if claims is not None and not _idle_and_alive(claims):
+            claims.close()  # the server ended it while it waited: a new one when needed
+            claims = None
         current: ClaimedJob | None = job
         while current is not None:
             self._run_one(current)
             claims, current = self._claim_next(claims, current)
         if claims is not None:
-            claims.close()
+            with self._lock:
+                if not self._stopping.is_set() \
+                        and len(self._spare_claims) < self.config.concurrency:
+                    self._spare_claims.append(claims)  # for the next slot: no new session
+                    claims = None
+            if claims is not None:
+                claims.close()
 
     def _owner_dsn(self, job: ClaimedJob) -> str:
         return logins.owner_dsn(self.config.dsn, job.run_login, job.owner,
@@ -266,9 +280,11 @@ class Worker:
                 self._requeue_lost(job)
             return
         reusable = False
+        closing: tuple[JobStatus, str | None] | None = None
         try:
             assert conn is not None
             report = self._execute(conn, job)
+            closing = self._deferred_finish(job)
             if report is not None and report.status is RunStatus.LOST:
                 self._requeue_lost(job)
             elif report is not None:
@@ -287,10 +303,29 @@ class Worker:
             log.exception("job %d: internal error", job.id)
             self._fail(conn, job, f"internal error: {type(exc).__name__}: {exc}")
         if conn is not None:
-            if reusable and self._clean(conn):
+            if reusable and self._clean(conn, job, closing):
                 self._keep(dsn, conn)
             else:
                 conn.close()
+        elif closing is not None:
+            self._close_elsewhere(job, closing)
+
+    def _deferred_finish(self, job: ClaimedJob) -> tuple[JobStatus, str | None] | None:
+        """How the run of a job wants it closed, when it left that to the worker."""
+        with self._lock:
+            running = self._jobs.get(job.id)
+        ex = running.executor if running is not None else None
+        return ex.deferred_finish if isinstance(ex, Executor) else None
+
+    def _close_elsewhere(self, job: ClaimedJob, closing: tuple[JobStatus, str | None]) -> None:
+        """Close a job on a connection of the worker's own login (its job connection failed
+        before it could); if even that fails, the lease expires and the job is requeued."""
+        try:
+            with connect(self.config.dsn) as conn:
+                store.finish(conn, job.id, closing[0], closing[1], attempt=job.attempt)
+        except (psycopg.Error, MvgraphError) as exc:
+            log.warning("job %d: cannot record its end (%s); its lease will expire", job.id,
+                        _first_line(exc))
 
     def _keep(self, dsn: str, conn: Conn) -> None:
         """Keep a clean job connection for a later job of the same submitter."""
@@ -356,18 +391,26 @@ class Worker:
         except (ConnectionFailed, psycopg.Error):
             return False
 
-    @staticmethod
-    def _clean(conn: Conn) -> bool:
-        """Reset a job's connection for the next job of the same submitter: idle, then
-        ``DISCARD ALL`` (settings back to the connection's start, including its role; temporary
-        objects, advisory locks, LISTENs and prepared statements gone) and the stored commit
-        mode again. False when it cannot serve another job."""
+    def _clean(self, conn: Conn, job: ClaimedJob,
+               closing: tuple[JobStatus, str | None] | None) -> bool:
+        """Close the job when its run left that to the worker (``closing``), and reset its
+        connection for the next job of the same submitter: idle, then ``DISCARD ALL``
+        (settings back to the connection's start, including its role; temporary objects,
+        advisory locks, LISTENs and prepared statements gone) and the stored commit mode again;
+        all in one round trip. False when it cannot serve another job."""
         if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            if closing is not None:
+                self._close_elsewhere(job, closing)
             return False
         try:
-            conn.execute(query("discard_all"))
-            store.bookkeeping_commit(conn)
+            with conn.pipeline():  # DISCARD ALL first: it cannot run inside a transaction
+                conn.execute(query("discard_all"))
+                store.bookkeeping_commit(conn)
+                if closing is not None:  # as the connection's own role again
+                    store.send_finish(conn, job.id, closing[0], closing[1], attempt=job.attempt)
         except (psycopg.Error, MvgraphError):
+            if closing is not None:
+                self._close_elsewhere(job, closing)
             return False
         return True
 
@@ -380,14 +423,14 @@ class Worker:
             self._last_housekeeping = time.monotonic()
         maintenance.housekeeping(conn, job_id)
 
-    def _catalog_graph(self, conn: Conn) -> MVGraph:
+    def _catalog_graph(self, conn: Conn, fingerprint: str | None = None) -> MVGraph:
         """The catalog's graph for planning, read again only when the catalog's fingerprint
-        changed (DDL); the fingerprint is read first, so DDL that commits while the graph is
-        read makes the next job read it again. Shared by this worker's jobs: planning and
-        running only read it."""
+        changed (DDL); the fingerprint is read first (by the claim, when given), so DDL that
+        commits while the graph is read makes the next job read it again. Shared by this
+        worker's jobs: planning and running only read it."""
         from mvgraph.refresh.service import planning_graph
 
-        fingerprint = catalog_fingerprint(conn)
+        fingerprint = fingerprint or catalog_fingerprint(conn)
         with self._lock:
             cached = self._graph
         if cached is not None and cached[0] == fingerprint:
@@ -446,23 +489,33 @@ class Worker:
         """Plan a refresh from fresh facts and run what is unfinished."""
         from mvgraph.refresh.service import build_plan, planned_steps, run_options
 
-        options = run_options(conn, spec)
+        options = run_options(conn, spec, stored=job.settings)
         g, plan, state = build_plan(conn, spec.targets, spec.behavior, force=spec.force,
                                     search_path=spec.search_path,
-                                    graph=self._catalog_graph(conn))
-        rows = store.step_rows(conn, job.id)
+                                    graph=self._catalog_graph(conn, job.fingerprint),
+                                    event_triggers=job.event_triggers)
+        rows = list(job.steps) if job.steps is not None else store.step_rows(conn, job.id)
         finished = {name: (status, reason, error)
                     for _seq, name, status, reason, error in rows if status.finished}
         prior = {s.name: StepResult(s.name, finished[str(s.name)][0],
                                     finished[str(s.name)][1] or "", 0.0,
                                     finished[str(s.name)][2])
                  for s in plan.steps if str(s.name) in finished}
-        todo = [s for s in plan.steps if s.name not in prior]
-        seqs = store.replan(conn, job.id, planned_steps(replace(plan, steps=tuple(todo)), state),
-                            rows)
+        todo = planned_steps(replace(plan, steps=tuple(s for s in plan.steps
+                                                      if s.name not in prior)), state)
+        setup: Callable[[Conn], None] | None = None
+        if rows:  # planned before (requeued, resumed): merged into its rows
+            seqs = store.replan(conn, job.id, todo, rows)
+        else:  # written with the run's settings, in one round trip
+            seqs = {s.name: seq for seq, s in enumerate(todo, 1)}
+
+            def setup(c: Conn) -> None:
+                store.write_steps(c, job.id, todo)
         executor = Executor(conn, g, plan, options, _log_event, catalog=state, job_id=job.id,
                             seqs={s.name: seqs[str(s.name)] for s in plan.steps},
-                            attempt=job.attempt, foreground=False, prior=prior)
+                            attempt=job.attempt, foreground=False, prior=prior,
+                            restore_settings=False,  # DISCARD ALL resets them after the job
+                            setup=setup, defer_finish=job.kind is JobKind.REFRESH)
         with self._lock:
             running = self._jobs.get(job.id)
             if running is not None:

@@ -88,9 +88,13 @@ def missing_event_triggers(conn: Conn) -> list[str]:
     return [t for t in ALL_EVENT_TRIGGERS if t not in have]
 
 
-def event_trigger_present(conn: Conn) -> bool:
+def event_trigger_present(conn: Conn, present: Iterable[str] | None = None) -> bool:
     """True when both of mvgraph's DDL event triggers are installed and enabled: outside
-    refreshes and definition changes are noticed, and outside refreshes count as refreshes."""
+    refreshes and definition changes are noticed, and outside refreshes count as refreshes.
+    ``present``: the names of those installed and enabled, when already read (a worker's
+    claim returns them)."""
+    if present is not None:
+        return set(EVENT_TRIGGERS) <= set(present)
     return not set(missing_event_triggers(conn)) & set(EVENT_TRIGGERS)
 
 
@@ -128,8 +132,10 @@ class CatalogState:
     tracking: Mapping[int, Tracking] = field(default_factory=dict)  # and how it is known
 
 
-def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> CatalogState:
-    """Relations, event-trigger presence and input tracking modes for these views."""
+def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName], *,
+               event_triggers: Iterable[str] | None = None) -> CatalogState:
+    """Relations, event-trigger presence and input tracking modes for these views
+    (``event_triggers``: mvgraph's installed and enabled, when already read)."""
     mvs = list(mvs)
     inputs = {i for mv in mvs for i in freshness_inputs(graph, mv)}
     rels = relations(conn, set(mvs) | inputs)
@@ -144,7 +150,7 @@ def read_state(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName]) -> Catal
             log.warning("cannot read the wal-mode replication slot (%s): writes committed since "
                         "it was last read (by the daemon, or a role with REPLICATION) are not "
                         "seen by this plan", exc)
-    return CatalogState(rels, event_trigger_present(conn), modes, tracking)
+    return CatalogState(rels, event_trigger_present(conn, event_triggers), modes, tracking)
 
 
 def gather_facts(conn: Conn, graph: MVGraph, mvs: Iterable[RelationName],

@@ -34,7 +34,7 @@ import heapq
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from typing import Any
@@ -105,27 +105,28 @@ class Executor(BatchRunner, AtomicRunner):
             self._held = held  # the global lock, when the run takes it: released at the end
             return self._run(start)
 
-    def _apply_settings(self, conn: Conn, values: tuple[str | None, ...] | None = None
-                        ) -> tuple[str | None, ...] | None:
+    def _apply_settings(self, conn: Conn, values: tuple[str | None, ...] | None = None,
+                        *, previous: bool = True) -> tuple[str | None, ...] | None:
         """Set commit mode, timeouts and application name (``mvgraph job N``) for this
         session, and in lock mode global its idle timeout and client check; returns the
-        previous values."""
+        previous values (``previous`` False: nothing is fetched, for a pipeline)."""
         o = self.options
         new = values or (o.synchronous_commit, o.lock_timeout, o.statement_timeout,
                          f"mvgraph job {self.job_id}", "notice", "read committed")
-        row = conn.execute(query("set_session"), dict(zip(
+        cur = conn.execute(query("set_session"), dict(zip(
             ("synchronous_commit", "lock_timeout", "statement_timeout", "application_name",
              "client_min_messages", "default_transaction_isolation"),
-            new[:6], strict=True))).fetchone()
-        previous: tuple[str | None, ...] | None = tuple(str(v) for v in row[:6]) if row else None
+            new[:6], strict=True)))
+        row = cur.fetchone() if previous else None
+        was: tuple[str | None, ...] | None = tuple(str(v) for v in row[:6]) if row else None
         if o.lock_mode is LockMode.GLOBAL and (values is None or len(values) == 8):
             idle, check = (values[6], values[7]) if values else (o.global_lock_idle_timeout,
                                                                  CONNECTION_CHECK)
-            row = conn.execute(query("set_global_lock_session"),
-                               {"idle": idle, "check": check}).fetchone()
-            if previous is not None and row is not None:
-                previous += (str(row[0]), None if row[1] is None else str(row[1]))
-        return previous
+            cur = conn.execute(query("set_global_lock_session"), {"idle": idle, "check": check})
+            row = cur.fetchone() if previous else None
+            if was is not None and row is not None:
+                was += (str(row[0]), None if row[1] is None else str(row[1]))
+        return was
 
     def _configure(self, conn: Conn) -> None:
         """A pool connection's setup: the run's settings (the pool closes it after the run)."""
@@ -133,7 +134,12 @@ class Executor(BatchRunner, AtomicRunner):
 
     @contextmanager
     def _session_settings(self, conn: Conn) -> Iterator[None]:
-        """The run's commit mode and timeouts on this connection, restored afterwards."""
+        """The run's commit mode and timeouts on this connection, restored afterwards; with
+        ``restore_settings`` False (a worker resets the connection after the job) they are
+        set by ``_prepare``, in its round trip, and not restored."""
+        if not self.restore_settings:
+            yield
+            return
         previous = self._apply_settings(conn)
         try:
             yield
@@ -210,14 +216,25 @@ class Executor(BatchRunner, AtomicRunner):
         self.rels = dict(state.rels)  # updated as views get populated
         missing = [n for n in names if n not in self.rels]
         if missing:
+            self._send_setup()
             raise UnknownRelation(f"{missing[0]} does not exist in the database; reload the graph")
         stats = {oid for oid, (mode, _) in state.modes.items() if mode == "stats"}
         self.stats_inputs = {n: [self.rels[i] for i in sorted(self.inputs[n])
                                  if i in self.rels and self.rels[i].oid in stats] for n in names}
-        oids = [self.rels[n].oid for n in names]
+        self._send_setup({"oids": [self.rels[n].oid for n in names],
+                          "names": [str(n) for n in names]})
+
+    def _send_setup(self, views: dict[str, list[Any]] | None = None) -> None:
+        """The views' state rows (``views``); before them, without restore_settings, the run's
+        settings and the caller's ``setup``, all in one round trip."""
         try:
-            self.conn.execute(query("ensure_mv_state"), {"oids": oids,
-                                                         "names": [str(n) for n in names]})
+            with self.conn.pipeline() if not self.restore_settings else nullcontext():
+                if not self.restore_settings:
+                    self._apply_settings(self.conn, previous=False)
+                    if self.setup is not None:
+                        self.setup(self.conn)
+                if views is not None:
+                    self.conn.execute(query("ensure_mv_state"), views)
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
@@ -229,15 +246,20 @@ class Executor(BatchRunner, AtomicRunner):
                 late = [r for r in results  # steps not recorded by a worker
                         if r.name not in self.prior and (self.options.atomic or r.status in (
                             StepStatus.BLOCKED, StepStatus.CANCELLED, StepStatus.PENDING))]
-                with self.conn.pipeline():
-                    for r in late + [u for u in self._unrecorded if u not in late]:
-                        store.record_step(self.conn, self.job_id, self.seq[r.name], r)
+                unrecorded = late + [u for u in self._unrecorded if u not in late]
+                if unrecorded:  # an empty pipeline would still cost a round trip
+                    with self.conn.pipeline():
+                        for r in unrecorded:
+                            store.record_step(self.conn, self.job_id, self.seq[r.name], r)
             except psycopg.Error as exc:
                 raise translate(exc) from exc
             job_status = status.job_status
             assert job_status is not None
-            store.finish(self.conn, self.job_id, job_status, error, attempt=self.attempt,
-                         foreground=self.foreground)
+            if self.defer_finish:  # the caller closes the job (with its next round trip)
+                self.deferred_finish = (job_status, error)
+            else:
+                store.finish(self.conn, self.job_id, job_status, error, attempt=self.attempt,
+                             foreground=self.foreground)
         self._emit(JobFinished(self.job_id, status, time.monotonic() - start))
 
     # ---- strategies -----------------------------------------------------------------------------

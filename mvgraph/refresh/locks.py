@@ -49,7 +49,7 @@ class LockMode(StrEnum):
 # BDR's ddl_locking words (dml, on, off) next to ours.
 _WORDS = {"view": LockMode.VIEW, "dml": LockMode.VIEW, "global": LockMode.GLOBAL,
           "on": LockMode.GLOBAL, "off": LockMode.OFF}
-_JOB_NAME = re.compile(r"^mvgraph job (\d+)$")
+_JOB_NAME = re.compile(r"^mvgraph job (\d+)(?: step \d+)?$")
 
 
 def parse_lock_mode(text: str | None) -> LockMode:
@@ -70,10 +70,11 @@ def parse_lock_mode(text: str | None) -> LockMode:
 
 
 def job_of(application_name: str) -> int | None:
-    """The job a session runs, from the application name a run sets (``mvgraph job N``).
+    """The job a session runs, from the application name a run sets (``mvgraph job N``, and
+    ``mvgraph job N step S`` in a step's transaction).
 
-    >>> job_of("mvgraph job 17"), job_of("psql")
-    (17, None)
+    >>> job_of("mvgraph job 17"), job_of("mvgraph job 17 step 2"), job_of("psql")
+    (17, 17, None)
     """
     match = _JOB_NAME.match(application_name.strip())
     return int(match.group(1)) if match else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -108,9 +108,11 @@ def is_selector(text: str) -> bool:
 
 def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavior | None = None,
                *, force: bool = False, search_path: Sequence[str] = ("public",),
-               graph: MVGraph | None = None) -> tuple[MVGraph, Plan, changes.CatalogState]:
+               graph: MVGraph | None = None, event_triggers: Iterable[str] | None = None
+               ) -> tuple[MVGraph, Plan, changes.CatalogState]:
     """The plan for targets (names, or dbt selectors refreshed with DEFAULT semantics), with the
-    graph and the catalog facts it was made from (a run reuses them)."""
+    graph and the catalog facts it was made from (a run reuses them). ``event_triggers``:
+    mvgraph's installed and enabled, when already read (a worker's claim returns them)."""
     if not targets:
         raise UsageError("name at least one materialized view (or a selector such as +mv5+)")
     g = graph or planning_graph(conn, cached=True)
@@ -124,7 +126,7 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
             raise UnknownRelation(f"selector {' '.join(targets)!r} matches no materialized view; "
                                   "check it with `mvgraph graph -s`")
         g.require_acyclic(names)
-        state = changes.read_state(conn, g, names)
+        state = changes.read_state(conn, g, names, event_triggers=event_triggers)
         facts = {} if force else changes.gather_facts(conn, g, names, state)
         chosen = make_plan(g, names, parsed, facts, force=force, scope=names)
         return g, replace(chosen, selector=" ".join(targets)), state
@@ -134,7 +136,8 @@ def build_plan(conn: Conn, targets: Sequence[str], behavior: str | RefreshBehavi
         if g.kind(n) is Kind.MATVIEW:
             touched |= materialized_scope(g, n, parsed)
     g.require_acyclic([*names, *sorted(touched)])
-    state = changes.read_state(conn, g, sorted(touched))
+    state = changes.read_state(conn, g, sorted(touched),
+                               event_triggers=event_triggers)
     # a forced plan (--force, RESTRICT) refreshes every view whatever its facts: none are read
     facts = {} if force or parsed is RefreshBehavior.RESTRICT else changes.gather_facts(
         conn, g, sorted(touched), state)
@@ -198,16 +201,19 @@ class RefreshSpec:
                    options.get("statement_timeout"))
 
 
-def run_options(conn: Conn, spec: RefreshSpec) -> RefreshOptions:
-    """How to run: the spec's values, else the stored settings."""
+def run_options(conn: Conn, spec: RefreshSpec,
+                stored: Mapping[str, str] | None = None) -> RefreshOptions:
+    """How to run: the spec's values, else the stored settings (``stored``: already read, as
+    a worker's claim returns them)."""
     from mvgraph.refresh.executor import RefreshOptions
 
     for key, value in (("lock_timeout", spec.lock_timeout),
                        ("statement_timeout", spec.statement_timeout)):
         if value is not None:
             _validate_setting(conn, key, value)
-    with translated():
-        stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
+    if stored is None:
+        with translated():
+            stored = {str(r[0]): str(r[1]) for r in conn.execute(query("all_settings"))}
     mode = parse_lock_mode(stored.get("lock_mode"))
     held = mode is LockMode.GLOBAL  # the global_lock_* settings apply while it is held
     return RefreshOptions(

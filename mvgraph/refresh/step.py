@@ -10,7 +10,7 @@ verdict may be out of date, the step decides again from fresh facts read under t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,7 +27,7 @@ from mvgraph.jobs import store
 from mvgraph.model.events import JobFinished, JobStarted, Listener, StepFinished, StepStarted
 from mvgraph.model.names import RelationName
 from mvgraph.model.results import StepResult
-from mvgraph.model.status import StepStatus
+from mvgraph.model.status import JobStatus, StepStatus
 from mvgraph.refresh.behavior import Action, Plan, Step, decide
 from mvgraph.refresh.changes import CatalogState, gather_facts
 from mvgraph.refresh.locks import LockMode, describe_holder
@@ -88,6 +88,11 @@ class StepRunner(Stoppable):
     run_as: str | None = None  # REFRESH with this role's rights (a worker running a job)
     foreground: bool = True  # the job is owned by this session's lock (else by a lease)
     prior: dict[RelationName, StepResult] = field(default_factory=dict)  # earlier attempts
+    restore_settings: bool = True  # False: the session's settings stay the run's (a worker)
+    # with restore_settings False: statements sent in the round trip of the run's settings
+    setup: Callable[[Conn], None] | None = None
+    defer_finish: bool = False  # True: the job is not closed; deferred_finish says how to
+    deferred_finish: tuple[JobStatus, str | None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._init_stops()
@@ -133,14 +138,12 @@ class StepRunner(Stoppable):
         self._emit(StepFinished(self.job_id, name, result))
 
     # ---- one step -------------------------------------------------------------------------
-    def _begin_step(self, conn: Conn, step: Step, pipe: psycopg.Pipeline) -> None:
-        """Mark the step running (committed first, by a Sync of its own: others see it, and
-        whom to cancel), then open its transaction: READ COMMITTED, compaction kept away until
-        COMMIT."""
-        store.step_running(conn, self.job_id, self.seq[step.name])
-        pipe.sync()
+    def _begin_step(self, conn: Conn, step: Step) -> None:
+        """Open the step's transaction (READ COMMITTED) and mark the step running in it, with
+        the session named for the step until COMMIT (others see it running by that name, and
+        whom to cancel) and compaction kept away until COMMIT: no commit of its own."""
         conn.execute(query("begin_step"))
-        conn.execute(query("keep_compaction_away"))
+        store.step_started(conn, self.job_id, self.seq[step.name])
 
     def _precheck(self, step: Step,
                   results: dict[RelationName, StepResult]) -> StepResult | None:
@@ -280,8 +283,8 @@ class StepRunner(Stoppable):
     @contextmanager
     def _transaction(self, conn: Conn, step: Step) -> Iterator[None]:
         """A step's transaction (READ COMMITTED, compaction kept away); rolled back on error."""
-        with conn.pipeline() as pipe:
-            self._begin_step(conn, step, pipe)
+        with conn.pipeline():
+            self._begin_step(conn, step)
         try:
             yield
         except BaseException:
@@ -293,8 +296,8 @@ class StepRunner(Stoppable):
                                     reason: str) -> StepResult | None:
         """BEGIN, lock, refresh_step, COMMIT in one round trip; None if the view was raced."""
         try:
-            with conn.pipeline() as pipe:
-                self._begin_step(conn, step, pipe)
+            with conn.pipeline():
+                self._begin_step(conn, step)
                 cur = conn.execute(query("refresh_step"),
                                    self._step_params(step, reason, check=not step.forced))
                 conn.execute(query("commit"))

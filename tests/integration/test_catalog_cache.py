@@ -10,6 +10,7 @@ import pytest
 import mvgraph
 from mvgraph import catalog
 from mvgraph.catalog import cached_planning_graph, catalog_graph
+from mvgraph.db.queries import query
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -65,3 +66,21 @@ def test_an_unreadable_cache_is_ignored(conn: Conn, tmp_path: Path,
         assert len(cached_planning_graph(conn)) == 3
     finally:
         (tmp_path / "catalog").chmod(0o700)
+
+
+def test_the_server_side_fingerprint_is_the_query_s(conn: Conn) -> None:
+    """A worker compares the fingerprint its claim returns (mvgraph.catalog_fingerprint()) with
+    the one its cached graph was read under (the catalog_fingerprint query): the same digest, or
+    every job would read the graph again (or a changed catalog would go unseen)."""
+    def both() -> tuple[object, object]:
+        server = conn.execute("SELECT mvgraph.catalog_fingerprint()").fetchone()
+        client = conn.execute(query("catalog_fingerprint")).fetchone()
+        assert server and client
+        return server[0], client[0]
+
+    first = both()
+    assert first[0] == first[1]
+    conn.execute("CREATE TEMPORARY TABLE fp_tmp (x int)")
+    conn.execute("CREATE TABLE fp_parent (x int); CREATE TABLE fp_child () INHERITS (fp_parent)")
+    second = both()
+    assert second[0] == second[1] and second != first
