@@ -151,12 +151,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def statements(admin: psycopg.Connection[tuple[object, ...]], db: str) -> dict[int, tuple[int, str]]:
+Admin = psycopg.Connection[tuple[object, ...]]
+
+
+def statements(admin: Admin, db: str) -> dict[int, tuple[int, str]]:
+    """Calls and text of each statement recorded in a database."""
     return {int(str(q)): (int(str(c)), str(t)) for q, c, t in
             admin.execute(STATEMENTS, {"db": db}).fetchall()}
 
 
-def backends(admin: psycopg.Connection[tuple[object, ...]], db: str) -> dict[int, int]:
+def backends(admin: Admin, db: str) -> dict[int, int]:
+    """CPU ticks of each client backend of a database."""
     return {int(str(r[0])): cpu_ticks(int(str(r[0])))
             for r in admin.execute(BACKENDS, {"db": db}).fetchall()}
 

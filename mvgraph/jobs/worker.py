@@ -42,7 +42,6 @@ from typing import Any
 import psycopg
 
 from mvgraph import maintenance
-from mvgraph.catalog import catalog_fingerprint
 from mvgraph.db import outage
 from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
@@ -55,6 +54,7 @@ from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, RunStatus
 from mvgraph.rebuild.control import Control
 from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
+from mvgraph.refresh.graphcache import GraphCache
 from mvgraph.retrylog import Outage
 from mvgraph.security import logins
 
@@ -95,14 +95,15 @@ class _Running:
 class Worker:
     """Claims and runs jobs until stopped."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, graphs: GraphCache | None = None) -> None:
+        """``graphs``: the planning-graph cache to share (a daemon's); default: its own."""
         config.check()
         self.config = config
         self._stopping = threading.Event()
         self._hurry = threading.Event()  # the grace period is over: cancel running steps
         self._jobs: dict[int, _Running] = {}
         self._lock = threading.Lock()
-        self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
+        self._graphs = graphs or GraphCache()  # the catalog's graph, by fingerprint
         self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
         self._worker_user: str | None = None  # this worker's own login
         self._worker_id: int | None = None  # its heartbeat row in mvgraph.worker
@@ -382,20 +383,8 @@ class Worker:
 
     def _catalog_graph(self, conn: Conn) -> MVGraph:
         """The catalog's graph for planning, read again only when the catalog's fingerprint
-        changed (DDL); the fingerprint is read first, so DDL that commits while the graph is
-        read makes the next job read it again. Shared by this worker's jobs: planning and
-        running only read it."""
-        from mvgraph.refresh.service import planning_graph
-
-        fingerprint = catalog_fingerprint(conn)
-        with self._lock:
-            cached = self._graph
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1]
-        graph = planning_graph(conn)
-        with self._lock:
-            self._graph = (fingerprint, graph)
-        return graph
+        changed (DDL); shared by this worker's jobs (and, in a daemon, its freshness tick)."""
+        return self._graphs.graph(conn)
 
     def _execute(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
         """Run a claimed job by its kind: a refresh plan, a SQL statement, a creation (the

@@ -63,6 +63,7 @@ from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
 from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
+from mvgraph.refresh.graphcache import GraphCache
 from mvgraph.retrylog import Outage
 from mvgraph.scheduler import store
 from mvgraph.scheduler.health import DEFAULT_MAX_AGE_S, Health
@@ -234,6 +235,7 @@ class Daemon:
         self._listeners: list[Callable[[DaemonEvent], None]] = []
         self._stop_hooks: list[Callable[[], None]] = []
         self._pool = _Pool(config.dsn, self.name)
+        self.graphs = GraphCache()  # the catalog's graph, shared by ticks and the worker
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},  # private to this process, never shared
             executors={"default": _FireExecutor(self._fire)},
@@ -301,7 +303,8 @@ class Daemon:
 
             self._worker = Worker(WorkerConfig(self.config.dsn, self.config.workers,
                                                shutdown_s=self.config.shutdown_s,
-                                               name=self.name, poll_s=1.0, heartbeat_s=2.0))
+                                               name=self.name, poll_s=1.0, heartbeat_s=2.0),
+                                  graphs=self.graphs)
             worker_thread = threading.Thread(target=self._worker.run, name="worker",
                                              daemon=True)
         _event("started", f"daemon {self.name} started ({self.config.workers} workers)")

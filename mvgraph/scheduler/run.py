@@ -1,9 +1,9 @@
-"""A daemon with everything plugged in: clock schedules, freshness targets (a tick calling
-:func:`mvgraph.scheduler.lag.submit_due` every second), the wal-mode slot read
-every second, alerts (:mod:`mvgraph.scheduler.alerts`: a tick every ``alert_check_s``, the
-target tick's misses, the webhook when configured) and, when asked, Prometheus metrics and
-another HTTP server (the status page, started by the caller's ``http`` hook: :mod:`mvgraph.web`
-sits above this module)."""
+"""A daemon with everything plugged in: clock schedules, freshness targets (a tick of
+:class:`mvgraph.scheduler.lagwatch.TargetWatch` every second: one probe while nothing changed),
+the wal-mode slot read every second, alerts (:mod:`mvgraph.scheduler.alerts`: a tick every
+``alert_check_s``, the target tick's misses, the webhook when configured) and, when asked,
+Prometheus metrics and another HTTP server (the status page, started by the caller's ``http``
+hook: :mod:`mvgraph.web` sits above this module)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import psycopg
 from mvgraph.scheduler.alerts import Alerter
 from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
 from mvgraph.scheduler.health import Health
-from mvgraph.scheduler.lag import submit_due
+from mvgraph.scheduler.lagwatch import TargetWatch
 from mvgraph.scheduler.metrics import Metrics, serve
 from mvgraph.scheduler.webhook import Webhook
 from mvgraph.tracking import wal
@@ -40,8 +40,10 @@ def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
                       deliver=webhook.send if webhook is not None else None,
                       on_sent=metrics.alerted)
 
+    watch = TargetWatch(daemon.graphs)  # one probe a tick while nothing changed
+
     def targets(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        result = submit_due(conn, claimed_by=config.name)
+        result = watch.tick(conn, claimed_by=config.name)
         metrics.observe_tick(result)
         alerter.targets(conn, result.decisions)
 
