@@ -993,6 +993,11 @@ SELECT clock_timestamp()
 -- A kept worker connection drops any session-level advisory lock a failed run left behind.
 SELECT pg_advisory_unlock_all()
 
+-- name: schedule_work
+-- Whether a run of a schedule ended and was not closed yet, or a waiting slot (overlap queue)
+-- exists: the daemon's look every check_s (one statement; the closing is done only then).
+SELECT EXISTS (SELECT FROM mvgraph.schedule_ends()) OR EXISTS (SELECT FROM mvgraph.waiting_slots())
+
 -- name: schedule_ends
 -- Slots whose job has ended and whose end is not yet written to the schedule, oldest end
 -- first; locked so that each end is counted by one daemon.
@@ -1023,6 +1028,14 @@ SELECT mvgraph.pause_all_schedules()
 -- name: wal_level
 SELECT current_setting('wal_level'), (SELECT oid::bigint FROM pg_database
                                       WHERE datname = current_database())
+
+-- name: wal_in_use
+-- Whether this database has wal-mode tracking: a table in 'wal' mode, or its slot (the
+-- daemon reads the slot every second only then).
+SELECT EXISTS (SELECT FROM mvgraph.table_mode m WHERE m.mode = 'wal')
+    OR EXISTS (SELECT FROM pg_replication_slots
+                WHERE slot_name = 'mvgraph_' || (SELECT oid FROM pg_database
+                                                  WHERE datname = current_database()))
 
 -- name: wal_slot
 -- The database's slot, if any, and the WAL it keeps (bytes from its restart point to now).

@@ -44,6 +44,7 @@ import psycopg
 from mvgraph import maintenance
 from mvgraph.db import outage
 from mvgraph.db.connect import connect
+from mvgraph.db.listen import wait_notifies
 from mvgraph.db.queries import query
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
 from mvgraph.graph import MVGraph
@@ -173,7 +174,7 @@ class Worker:
                     last_poll = time.monotonic()
                     self._claim(conn)
                 woken = False
-                for _ in conn.notifies(timeout=min(1.0, self.config.poll_s), stop_after=1):
+                if wait_notifies(conn, min(1.0, self.config.poll_s)):
                     woken = True
                 if woken:
                     self._claim(conn)

@@ -36,6 +36,16 @@ class _Kept:
     token: tuple[object, ...] | None  # the probe's digests read before the facts (None: redo)
     facts: TargetFacts
     read_at: float  # time.monotonic() of the reading
+    params: dict[str, str]  # the probe's parameters for these facts
+
+
+def _params(facts: TargetFacts) -> dict[str, str]:
+    """The probe's oid arrays as array literals (dumped once, not at every tick)."""
+    def array(oids: list[int]) -> str:
+        return "{" + ",".join(map(str, oids)) + "}"
+
+    return {"mvs": array(list(facts.mv_oids)), "pair_mvs": array([p[0] for p in facts.pairs]),
+            "pair_inputs": array([p[1] for p in facts.pairs])}
 
 
 class TargetWatch:
@@ -54,9 +64,8 @@ class TargetWatch:
         kept = self._kept
         facts = kept.facts if kept is not None else TargetFacts([], {})
         with translated():
-            row = conn.execute(_PROBE, {
-                "mvs": list(facts.mv_oids), "pair_mvs": [p[0] for p in facts.pairs],
-                "pair_inputs": [p[1] for p in facts.pairs]}).fetchone()
+            row = conn.execute(_PROBE, kept.params if kept is not None else _params(facts)
+                               ).fetchone()
         assert row is not None
         token, now = tuple(row[:-1]), row[-1]
         assert isinstance(now, datetime)
@@ -69,6 +78,6 @@ class TargetWatch:
         fresh = read_facts(conn, self.graphs.graph(conn, str(row[0])))
         self.full_reads += 1
         same = (fresh.mv_oids, fresh.pairs) == (facts.mv_oids, facts.pairs)
-        self._kept = _Kept(token if same else None, fresh, read_at)
+        self._kept = _Kept(token if same else None, fresh, read_at, _params(fresh))
         return submit_due(conn, now if now.tzinfo else now.replace(tzinfo=UTC),
                           claimed_by=claimed_by, facts=fresh)
