@@ -190,10 +190,12 @@ def test_the_cap_holds_across_workers(conn: Conn, db_dsn: str) -> None:
         f"CREATE MATERIALIZED VIEW v{i} AS SELECT pg_sleep(0.3)::text AS nap WITH NO DATA;"
         for i in range(10)))
     conn.execute("UPDATE mvgraph.setting SET value = '2' WHERE key = 'max_concurrent_jobs'")
-    jobs = [mvgraph.submit(f"REFRESH MATERIALIZED VIEW v{i} RESTRICT", dsn=db_dsn)
-            for i in range(10)]
     most = 0
     with worker(db_dsn, "-c", "2"), worker(db_dsn, "-c", "2"), worker(db_dsn, "-c", "2"):
+        # submitted once the three workers listen (submitted before, the first worker to start
+        # could run all ten before the others are up and the loop below looks)
+        jobs = [mvgraph.submit(f"REFRESH MATERIALIZED VIEW v{i} RESTRICT", dsn=db_dsn)
+                for i in range(10)]
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             row = conn.execute("SELECT count(*) FILTER (WHERE status = 'running'), "
