@@ -87,9 +87,10 @@ def tree_env(tree: Path | str | None = None) -> dict[str, str]:
 def tree_cli(tree: Path | str | None, *args: str,
              check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``python -m mvgraph ARGS`` with mvgraph imported from ``tree``."""
-    # run from the tree: ``python -m`` puts the working directory first on sys.path
+    # in the tree's directory: ``python -m`` puts the working directory first on sys.path, ahead
+    # of PYTHONPATH, so run from another checkout it would import that checkout's mvgraph
     result = subprocess.run([sys.executable, "-m", "mvgraph", *args], capture_output=True,
-                            text=True, env=tree_env(tree), cwd=tree or REPO)
+                            text=True, env=tree_env(tree), cwd=str(tree or REPO))
     if check and result.returncode != 0:
         raise RuntimeError(f"mvgraph {' '.join(args)} ({tree}) exited {result.returncode}:\n"
                            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")

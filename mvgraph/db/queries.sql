@@ -835,6 +835,40 @@ SELECT u.mv::bigint, u.input::bigint, min(c.at)
    AND c.xid IS DISTINCT FROM s.refresh_xid
  GROUP BY 1, 2
 
+-- name: lag_probe
+-- The freshness tick's "did anything change" (mvgraph.scheduler.lagwatch adds the catalog
+-- fingerprint in front): digests of what the targets' facts were read from: the targets with
+-- their latest jobs; the refresh records and populated flags of their cascades' views
+-- (%(mvs)s); the changes those refreshes did not see, for the (view, input) pairs whose changes
+-- count (as first_changes); the tracking modes and the triggers of tracked tables; mvgraph's
+-- event triggers; and the server's clock. Each digest is small and read by index or from a
+-- small table, so an idle tick costs one cheap round trip.
+SELECT (SELECT md5(coalesce(string_agg(concat_ws(',', s.id, s.view_oid, s.view_name,
+                                                 s.target_lag, s.owner, s.created_at, s.last_job,
+                                                 j.status, j.finished_at), ';' ORDER BY s.id),
+                            ''))
+          FROM mvgraph.schedule s
+          LEFT JOIN mvgraph.job j ON j.id = s.last_job
+         WHERE s.kind = 'lag' AND s.enabled AND NOT s.is_broken),
+       (SELECT count(*) || ':' || coalesce(bit_xor(s.xmin::text::bigint), 0)
+          FROM mvgraph.mv_state s WHERE s.mv = ANY(%(mvs)s::oid[]))
+       || '/' || (SELECT count(*) FILTER (WHERE c.relispopulated)
+                    FROM pg_class c WHERE c.oid = ANY(%(mvs)s::oid[])),
+       (SELECT count(*) || ':' || coalesce(min(c.at)::text, '') || ':'
+               || coalesce(max(c.at)::text, '')
+          FROM unnest(%(pair_mvs)s::oid[], %(pair_inputs)s::oid[]) AS u(mv, input)
+          JOIN mvgraph.mv_state s ON s.mv = u.mv AND s.snapshot IS NOT NULL
+          JOIN mvgraph.changes c ON c.relid = u.input
+         WHERE NOT pg_visible_in_snapshot(c.xid, s.snapshot)
+           AND c.xid IS DISTINCT FROM s.refresh_xid),
+       (SELECT count(*) || ':' || coalesce(bit_xor(m.xmin::text::bigint), 0)
+          FROM mvgraph.table_mode m)
+       || '/' || (SELECT count(*) || ':' || coalesce(bit_xor(t.xmin::text::bigint), 0)
+                    FROM pg_trigger t WHERE t.tgrelid IN (SELECT relid FROM mvgraph.table_mode)),
+       (SELECT coalesce(string_agg(e.evtname || ':' || e.evtenabled::text, ',' ORDER BY e.evtname), '')
+          FROM pg_event_trigger e),
+       clock_timestamp()
+
 -- name: lag_schedules
 -- Freshness targets that may fire (enabled, not broken, view present), with the status and
 -- end of the latest job each one submitted (its last_job).
@@ -986,6 +1020,11 @@ SELECT clock_timestamp()
 -- A kept worker connection drops any session-level advisory lock a failed run left behind.
 SELECT pg_advisory_unlock_all()
 
+-- name: schedule_work
+-- Whether a run of a schedule ended and was not closed yet, or a waiting slot (overlap queue)
+-- exists: the daemon's look every check_s (one statement; the closing is done only then).
+SELECT EXISTS (SELECT FROM mvgraph.schedule_ends()) OR EXISTS (SELECT FROM mvgraph.waiting_slots())
+
 -- name: schedule_ends
 -- Slots whose job has ended and whose end is not yet written to the schedule, oldest end
 -- first; locked so that each end is counted by one daemon.
@@ -1016,6 +1055,14 @@ SELECT mvgraph.pause_all_schedules()
 -- name: wal_level
 SELECT current_setting('wal_level'), (SELECT oid::bigint FROM pg_database
                                       WHERE datname = current_database())
+
+-- name: wal_in_use
+-- Whether this database has wal-mode tracking: a table in 'wal' mode, or its slot (the
+-- daemon reads the slot every second only then).
+SELECT EXISTS (SELECT FROM mvgraph.table_mode m WHERE m.mode = 'wal')
+    OR EXISTS (SELECT FROM pg_replication_slots
+                WHERE slot_name = 'mvgraph_' || (SELECT oid FROM pg_database
+                                                  WHERE datname = current_database()))
 
 -- name: wal_slot
 -- The database's slot, if any, and the WAL it keeps (bytes from its restart point to now).

@@ -44,9 +44,9 @@ from typing import Any
 import psycopg
 
 from mvgraph import maintenance
-from mvgraph.catalog import catalog_fingerprint
 from mvgraph.db import outage
 from mvgraph.db.connect import connect
+from mvgraph.db.listen import wait_notifies
 from mvgraph.db.queries import query
 from mvgraph.errors import ConnectionFailed, MvgraphError, UsageError
 from mvgraph.graph import MVGraph
@@ -57,6 +57,7 @@ from mvgraph.model.results import StepResult
 from mvgraph.model.status import JobKind, JobStatus, RunStatus
 from mvgraph.rebuild.control import Control
 from mvgraph.refresh.executor import Executor, RefreshReport, StopMode
+from mvgraph.refresh.graphcache import GraphCache
 from mvgraph.retrylog import Outage
 from mvgraph.security import logins
 
@@ -97,14 +98,15 @@ class _Running:
 class Worker:
     """Claims and runs jobs until stopped."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, graphs: GraphCache | None = None) -> None:
+        """``graphs``: the planning-graph cache to share (a daemon's); default: its own."""
         config.check()
         self.config = config
         self._stopping = threading.Event()
         self._hurry = threading.Event()  # the grace period is over: cancel running steps
         self._jobs: dict[int, _Running] = {}
         self._lock = threading.Lock()
-        self._graph: tuple[str, MVGraph] | None = None  # (catalog fingerprint, its graph)
+        self._graphs = graphs or GraphCache()  # the catalog's graph, by fingerprint
         self._idle_conns: dict[str, list[Conn]] = {}  # job connections kept, by their DSN
         self._spare_claims: list[Conn] = []  # claim connections of freed slots, kept
         self._worker_user: str | None = None  # this worker's own login
@@ -176,7 +178,7 @@ class Worker:
                     last_poll = time.monotonic()
                     self._claim(conn)
                 woken = False
-                for _ in conn.notifies(timeout=min(1.0, self.config.poll_s), stop_after=1):
+                if wait_notifies(conn, min(1.0, self.config.poll_s)):
                     woken = True
                 if woken:
                     self._claim(conn)
@@ -427,18 +429,9 @@ class Worker:
         """The catalog's graph for planning, read again only when the catalog's fingerprint
         changed (DDL); the fingerprint is read first (by the claim, when given), so DDL that
         commits while the graph is read makes the next job read it again. Shared by this
-        worker's jobs: planning and running only read it."""
-        from mvgraph.refresh.service import planning_graph
-
-        fingerprint = fingerprint or catalog_fingerprint(conn)
-        with self._lock:
-            cached = self._graph
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1]
-        graph = planning_graph(conn)
-        with self._lock:
-            self._graph = (fingerprint, graph)
-        return graph
+        worker's jobs (and, in a daemon, its freshness tick): planning and running only read
+        it."""
+        return self._graphs.graph(conn, fingerprint)
 
     def _execute(self, conn: Conn, job: ClaimedJob) -> RefreshReport | None:
         """Run a claimed job by its kind: a refresh plan, a SQL statement, a creation (the

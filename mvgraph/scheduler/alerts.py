@@ -13,7 +13,8 @@ kind                event                                                  objec
 ``worker_silent``   the same for a ``mvgraph worker``                      the worker
 =================== ====================================================== ===================
 
-Who detects what: every daemon looks, from a tick every ``alert_check_s`` (2 s), for broken
+Who detects what: every daemon looks, from a tick due ``alert_check_s`` (2 s) after a job was
+queued or ended (NOTIFY) and every 10 s otherwise (``run.ALERT_IDLE_S``), for broken
 schedules, failed jobs (an hour back) and silent daemons and workers (a day back) in the
 tables; its freshness-target tick (every second) checks each target's lag as it plans. Each
 event is *claimed* by ``mvgraph.raise_alert`` (a row of ``mvgraph.alert_sent`` keyed by kind

@@ -59,10 +59,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from mvgraph.db import outage
 from mvgraph.db.connect import connect
+from mvgraph.db.listen import wait_notifies
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
 from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
+from mvgraph.refresh.graphcache import GraphCache
 from mvgraph.retrylog import Outage
 from mvgraph.scheduler import store
 from mvgraph.scheduler.health import DEFAULT_MAX_AGE_S, Health
@@ -154,7 +156,9 @@ class _TickEntry:
     fn: Tick
     every_s: float
     name: str
-    due: float = 0.0
+    idle_s: float | None = None  # period while no job activity was heard (None: every_s)
+    due: float = 0.0  # seconds since the tick loop started
+    ran: float = 0.0  # when it last started
 
 
 class _FireExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
@@ -231,9 +235,11 @@ class Daemon:
         self._schedules: dict[int, Schedule] = {}
         self._armed: dict[int, Schedule] = {}  # those with an APScheduler job
         self._ticks: list[_TickEntry] = []
+        self._tick_wake = threading.Event()  # a tick became due sooner, or stopping
         self._listeners: list[Callable[[DaemonEvent], None]] = []
         self._stop_hooks: list[Callable[[], None]] = []
         self._pool = _Pool(config.dsn, self.name)
+        self.graphs = GraphCache()  # the catalog's graph, shared by ticks and the worker
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},  # private to this process, never shared
             executors={"default": _FireExecutor(self._fire)},
@@ -250,15 +256,18 @@ class Daemon:
         self._retry_log = Outage(log)  # one warning per outage of the listener's connection
 
     # ---- hooks ----------------------------------------------------------------------------------
-    def add_tick(self, fn: Tick, every_s: float, name: str | None = None) -> None:
+    def add_tick(self, fn: Tick, every_s: float, name: str | None = None, *,
+                 idle_s: float | None = None) -> None:
         """Call ``fn(conn)`` every ``every_s`` seconds (first soon after start) on a thread of
         its own with a pooled autocommit connection; an exception is logged, never fatal.
-        For target-lag planning (:meth:`fire` submits as a schedule) and metrics."""
-        if every_s <= 0:
+        For target-lag planning (:meth:`fire` submits as a schedule) and metrics. ``idle_s``
+        (longer): the period while the daemon hears of no job queued or ended (NOTIFY); such
+        news makes the tick due ``every_s`` after its last run again."""
+        if every_s <= 0 or (idle_s is not None and idle_s < every_s):
             raise UsageError("a tick's period must be positive")
         with self._lock:
             self._ticks.append(_TickEntry(fn, every_s,
-                                          name or str(getattr(fn, "__name__", "tick"))))
+                                          name or str(getattr(fn, "__name__", "tick")), idle_s))
 
     def add_listener(self, fn: Callable[[DaemonEvent], None]) -> None:
         """Call ``fn(event)`` for every :data:`DaemonEvent` (on the thread that caused it)."""
@@ -289,6 +298,7 @@ class Daemon:
     def stop(self) -> None:
         """Fire nothing more; running jobs get ``shutdown_s``, then are requeued."""
         self._stopping.set()
+        self._tick_wake.set()
 
     def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM / SIGINT when called in the main thread)."""
@@ -301,7 +311,8 @@ class Daemon:
 
             self._worker = Worker(WorkerConfig(self.config.dsn, self.config.workers,
                                                shutdown_s=self.config.shutdown_s,
-                                               name=self.name, poll_s=1.0, heartbeat_s=2.0))
+                                               name=self.name, poll_s=5.0, heartbeat_s=2.0),
+                                  graphs=self.graphs)
             worker_thread = threading.Thread(target=self._worker.run, name="worker",
                                              daemon=True)
         _event("started", f"daemon {self.name} started ({self.config.workers} workers)")
@@ -366,7 +377,7 @@ class Daemon:
                     self._resync(conn, first=True)
                 ends = False
                 changed: list[str] = []  # handled after the generator: it holds the connection
-                for note in conn.notifies(timeout=min(0.5, self.config.check_s), stop_after=50):
+                for note in wait_notifies(conn, min(0.5, self.config.check_s)):
                     if note.channel == store.CHANNEL:
                         if note.payload not in changed:
                             changed.append(note.payload)
@@ -377,9 +388,12 @@ class Daemon:
                 now = time.monotonic()
                 if self._stopping.is_set():
                     break
+                if ends:
+                    self._wake_ticks()
                 if ends or now - last_check >= self.config.check_s:
                     last_check = now
-                    self._close_ends(conn)
+                    if ends or self._schedule_work(conn):  # one statement when idle
+                        self._close_ends(conn)
                 if now - last_resync >= self.config.resync_s:
                     last_resync = now
                     self._resync(conn, first=False)
@@ -640,6 +654,12 @@ class Daemon:
         return c.next
 
     # ---- run ends -------------------------------------------------------------------------------
+    def _schedule_work(self, conn: Conn) -> bool:
+        """Whether a run ended unclosed or a waiting slot can be submitted (one statement)."""
+        with translated():
+            row = conn.execute(query("schedule_work")).fetchone()
+        return bool(row and row[0])
+
     def _close_ends(self, conn: Conn) -> None:
         """Write each ended run to its schedule (once across daemons), then submit the waiting
         slots (overlap queue) whose schedule is free."""
@@ -718,13 +738,31 @@ class Daemon:
         except (psycopg.Error, MvgraphError):
             pass  # the row goes stale instead
 
+    def _wake_ticks(self) -> None:
+        """Job activity was heard: ticks with an idle period are due ``every_s`` after their
+        last run again."""
+        with self._lock:
+            for t in self._ticks:
+                if t.idle_s is not None:
+                    t.due = min(t.due, t.ran + t.every_s)
+        self._tick_wake.set()
+
     def _tick_loop(self) -> None:
+        """Run the due ticks; sleep until the next one is due (or :meth:`_wake_ticks`)."""
         start = time.monotonic()
-        while not self._stopping.wait(0.1):
+        while not self._stopping.is_set():
             with self._lock:
-                due = [t for t in self._ticks if time.monotonic() - start >= t.due]
+                now = time.monotonic() - start
+                due = [t for t in self._ticks if now >= t.due]
+                nxt = min((t.due for t in self._ticks), default=now + 1.0)
+            if not due:
+                self._tick_wake.wait(min(max(nxt - now, 0.01), 1.0))
+                self._tick_wake.clear()
+                continue
             for t in due:
-                t.due = time.monotonic() - start + t.every_s
+                with self._lock:
+                    t.ran = time.monotonic() - start
+                    t.due = t.ran + (t.idle_s or t.every_s)
                 try:
                     with self._pool.conn() as conn:
                         t.fn(conn)

@@ -245,15 +245,34 @@ def batches(decisions: Iterable[Decision]) -> list[Batch]:
 
 # ---- facts from the database -----------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class TargetFacts:
+    """What :func:`read_targets` read, with what a probe needs to tell that it changed: the
+    oids of the cascades' views and the (view, input) pairs whose changes count."""
+
+    targets: list[LagTarget]
+    views: dict[RelationName, ViewState]
+    mv_oids: tuple[int, ...] = ()
+    pairs: tuple[tuple[int, int], ...] = ()
+    dated: bool = True  # no stats-mode input: every change the plan sees is in the change log
+
+
 def read_targets(conn: Conn, graph: MVGraph | None = None
                  ) -> tuple[list[LagTarget], dict[RelationName, ViewState]]:
     """The enabled freshness targets and the state of every view in their cascades."""
+    facts = read_facts(conn, graph)
+    return facts.targets, facts.views
+
+
+def read_facts(conn: Conn, graph: MVGraph | None = None) -> TargetFacts:
+    """As :func:`read_targets`, with the oids a probe (:mod:`mvgraph.scheduler.lagwatch`)
+    watches."""
     from mvgraph.refresh import changes
 
     with translated():
         rows = conn.execute(query("lag_schedules")).fetchall()
     if not rows:
-        return [], {}
+        return TargetFacts([], {})
     if graph is None:
         from mvgraph.catalog import catalog_graph
 
@@ -273,7 +292,7 @@ def read_targets(conn: Conn, graph: MVGraph | None = None
             last_failed=status in (JobStatus.FAILED, JobStatus.CANCELLED)))
     mvs = sorted({n for t in targets for n in t.cascade})
     if not mvs:
-        return targets, {}
+        return TargetFacts(targets, {})
     state = changes.read_state(conn, graph, mvs)
     facts = changes.gather_facts(conn, graph, mvs, state)
     rels = state.rels
@@ -300,7 +319,9 @@ def read_targets(conn: Conn, graph: MVGraph | None = None
                        or any(c.kind in _UNDATED for c in f.changes))
         views[m] = ViewState(m, refreshed, first.get(rels[m].oid), undated,
                              durations.get(str(m)))
-    return targets, views
+    dated = all(mode != "stats" for mode, _ in state.modes.values())
+    return TargetFacts(targets, views, tuple(rels[m].oid for m in mvs if m in rels),
+                       tuple(pairs), dated)
 
 
 def lag_report(conn: Conn, now: datetime | None = None, graph: MVGraph | None = None
@@ -346,17 +367,21 @@ class TickResult:
         return [d for d in self.decisions if d.verdict is Verdict.BUSY]
 
 
-def submit_due(conn: Conn, now: datetime | None = None, *,
-               claimed_by: str | None = None) -> TickResult:
+def submit_due(conn: Conn, now: datetime | None = None, *, claimed_by: str | None = None,
+               graph: MVGraph | None = None, facts: TargetFacts | None = None) -> TickResult:
     """Submit the due freshness targets: per owner, one CASCADE BACKWARD job for all of them,
     in one transaction with the claim of each target's episode slot (a target whose slot
     another daemon already claimed is left out; nothing claimed, nothing submitted) and the
     schedule's ``last_job``. Safe to call from several daemons at once, every second.
+    ``graph``: the catalog's graph (default: read now); ``facts``: already read.
     """
     from mvgraph.refresh.service import submit_refresh
     from mvgraph.scheduler import store
 
-    decisions = lag_report(conn, now)
+    if facts is None:
+        decisions = lag_report(conn, now, graph)
+    else:
+        decisions = plan(facts.targets, facts.views, now or _db_now(conn))
     firings: list[Firing] = []
     lost: list[Decision] = []
     failed: list[tuple[Decision, str]] = []

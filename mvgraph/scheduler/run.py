@@ -1,27 +1,32 @@
-"""A daemon with everything plugged in: clock schedules, freshness targets (a tick calling
-:func:`mvgraph.scheduler.lag.submit_due` every second), the wal-mode slot read
-every second, alerts (:mod:`mvgraph.scheduler.alerts`: a tick every ``alert_check_s``, the
-target tick's misses, the webhook when configured) and, when asked, Prometheus metrics and
-another HTTP server (the status page, started by the caller's ``http`` hook: :mod:`mvgraph.web`
-sits above this module)."""
+"""A daemon with everything plugged in: clock schedules, freshness targets (a tick of
+:class:`mvgraph.scheduler.lagwatch.TargetWatch` every second: one probe while nothing changed),
+the wal-mode slot read every second, alerts (:mod:`mvgraph.scheduler.alerts`: a tick every
+``alert_check_s``, the target tick's misses, the webhook when configured) and, when asked,
+Prometheus metrics and another HTTP server (the status page, started by the caller's ``http``
+hook: :mod:`mvgraph.web` sits above this module)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import psycopg
 
+from mvgraph.db.queries import query
+from mvgraph.errors import translated
 from mvgraph.scheduler.alerts import Alerter
 from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
 from mvgraph.scheduler.health import Health
-from mvgraph.scheduler.lag import submit_due
+from mvgraph.scheduler.lagwatch import TargetWatch
 from mvgraph.scheduler.metrics import Metrics, serve
 from mvgraph.scheduler.webhook import Webhook
 from mvgraph.tracking import wal
 
 TARGET_TICK_S = 1.0  # how often due freshness targets are looked for
 WAL_TICK_S = 1.0  # how often the wal-mode replication slot is read into the change log
+WAL_IDLE_S = 10.0  # how often a database without wal-mode tracking is looked at again
+ALERT_IDLE_S = 10.0  # the alert tick's period while no job is queued or ends
 
 
 def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
@@ -40,8 +45,10 @@ def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
                       deliver=webhook.send if webhook is not None else None,
                       on_sent=metrics.alerted)
 
+    watch = TargetWatch(daemon.graphs)  # one probe a tick while nothing changed
+
     def targets(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        result = submit_due(conn, claimed_by=config.name)
+        result = watch.tick(conn, claimed_by=config.name)
         metrics.observe_tick(result)
         alerter.targets(conn, result.decisions)
 
@@ -49,10 +56,32 @@ def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
         metrics.observe_alerts(alerter.check(conn))
 
     daemon.add_tick(targets, TARGET_TICK_S, name="freshness targets")
-    daemon.add_tick(wal.tick, WAL_TICK_S, name="wal slot")
-    daemon.add_tick(alerts, config.alert_check_s, name="alerts")
+    daemon.add_tick(WalTick(), WAL_TICK_S, name="wal slot")
+    # broken schedules and failed jobs follow a job's end (NOTIFY: the tick is due again at
+    # once); silences are minutes long
+    daemon.add_tick(alerts, config.alert_check_s, name="alerts", idle_s=max(
+        config.alert_check_s, min(ALERT_IDLE_S, config.alert_heartbeat_s / 6)))
     daemon.add_listener(lambda event: record(metrics, event))
     return daemon, metrics
+
+
+class WalTick:
+    """The wal tick: the slot is read every second while the database has wal-mode tracking
+    (a wal-mode table or the slot), looked for every :data:`WAL_IDLE_S` (a plan reads the slot
+    itself before it reads the change log: no change is missed meanwhile)."""
+
+    def __init__(self) -> None:
+        self._next_look = 0.0  # time.monotonic() of the next look
+        self._in_use = False
+
+    def __call__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        if time.monotonic() >= self._next_look:
+            with translated():
+                row = conn.execute(query("wal_in_use")).fetchone()
+            self._in_use = bool(row and row[0])
+            self._next_look = time.monotonic() + WAL_IDLE_S
+        if self._in_use:
+            wal.tick(conn)
 
 
 def record(metrics: Metrics, event: DaemonEvent) -> None:

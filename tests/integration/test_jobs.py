@@ -193,8 +193,8 @@ def test_the_cap_holds_across_workers(conn: Conn, db_dsn: str) -> None:
     conn.execute("UPDATE mvgraph.setting SET value = '2' WHERE key = 'max_concurrent_jobs'")
     most = 0
     with worker(db_dsn, "-c", "2"), worker(db_dsn, "-c", "2"), worker(db_dsn, "-c", "2"):
-        # submitted once all three workers are up: the first one alone could run them all
-        # while the others start
+        # submitted once the three workers listen (submitted before, the first worker to start
+        # could run all ten before the others are up and the loop below looks)
         jobs = [mvgraph.submit(f"REFRESH MATERIALIZED VIEW v{i} RESTRICT", dsn=db_dsn)
                 for i in range(10)]
         deadline = time.monotonic() + 40
