@@ -770,6 +770,14 @@ SELECT mvgraph.set_schedule_enabled(%(id)s, %(enabled)s, %(next_run)s)
 -- name: set_next_run
 SELECT mvgraph.set_next_run(%(id)s, %(next_run)s)
 
+-- name: fire_slots
+-- Fire the slots due at one instant in one statement: per slot (schedule order), the overlap
+-- rule, the claim (exactly once), the job owned by the schedule's owner, its link to the slot,
+-- the schedule's last start, last job and next run (0022_hot_firing.sql).
+SELECT schedule_id, slot, outcome, job_id, reason, submitted_at
+  FROM mvgraph.fire_slots(%(ids)s::bigint[], %(slots)s::timestamptz[], %(reasons)s::text[],
+                          %(next_runs)s::timestamptz[], %(by)s, %(options)s::jsonb, %(host)s)
+
 -- name: claim_slot
 -- Record a slot once: the unique (schedule, slot) key lets exactly one caller in; a row only
 -- when it was this one.

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -62,7 +63,7 @@ from mvgraph.db.connect import connect
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
-from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
+from mvgraph.model.status import JobKind, ScheduleKind, SlotStatus
 from mvgraph.retrylog import Outage
 from mvgraph.scheduler import store
 from mvgraph.scheduler.health import DEFAULT_MAX_AGE_S, Health
@@ -75,6 +76,7 @@ log = logging.getLogger("mvgraph.daemon")
 Conn = psycopg.Connection[tuple[object, ...]]
 MAX_BACKOFF_S = 30.0
 MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are only counted
+JOB_OPTIONS: dict[str, Any] = {"search_path": ["public"]}  # a schedule's job: names qualified
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,25 +160,56 @@ class _TickEntry:
 
 
 class _FireExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
-    """Runs a firing with the slot times APScheduler computed (its own executors drop them)."""
+    """Runs firings with the slot times APScheduler computed (its own executors drop them).
 
-    def __init__(self, fire: Callable[[int, list[datetime]], None], threads: int = 16) -> None:
+    The slots due at one instant are fired together: a dispatcher thread hands every firing
+    queued so far to ``fire`` as one batch (one statement), with at most ``batches`` batches in
+    flight; a burst queues up behind the first batch and goes in the next one."""
+
+    def __init__(self, fire: Callable[[list[tuple[int, list[datetime]]]], None],
+                 batches: int = 2) -> None:
         super().__init__()
         self._fire = fire
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fire")
+        self._queue: queue.SimpleQueue[tuple[str, list[datetime]] | None] = queue.SimpleQueue()
+        self._free = threading.Semaphore(batches)
+        self._pool = ThreadPoolExecutor(batches, thread_name_prefix="fire")
+        self._dispatcher: threading.Thread | None = None
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._dispatcher = threading.Thread(target=self._dispatch, name="fire-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
-        def go() -> None:
-            try:
-                self._fire(int(job.id), list(run_times))
-            except Exception:  # a bug: logged, the daemon goes on
-                log.exception("schedule %s: firing failed", job.id)
-            finally:
-                self._run_job_success(job.id, [])
+        self._queue.put((str(job.id), list(run_times)))
 
-        self._pool.submit(go)
+    def _dispatch(self) -> None:
+        while (first := self._queue.get()) is not None:
+            self._free.acquire()
+            batch, stop = [first], False
+            with suppress(queue.Empty):
+                while (more := self._queue.get_nowait()) is not None:
+                    batch.append(more)
+                stop = True  # None: shut down after this batch
+            self._pool.submit(self._run, batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[tuple[str, list[datetime]]]) -> None:
+        try:
+            self._fire([(int(job_id), times) for job_id, times in batch])
+        except Exception:  # a bug: logged, the daemon goes on
+            log.exception("schedules %s: firing failed", ", ".join(j for j, _ in batch))
+        finally:
+            self._free.release()
+            for job_id, _ in batch:
+                self._run_job_success(job_id, [])
 
     def shutdown(self, wait: bool = True) -> None:
+        self._queue.put(None)
+        if wait and self._dispatcher is not None:
+            self._dispatcher.join()
         self._pool.shutdown(wait)
 
 
@@ -236,7 +269,7 @@ class Daemon:
         self._pool = _Pool(config.dsn, self.name)
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},  # private to this process, never shared
-            executors={"default": _FireExecutor(self._fire)},
+            executors={"default": _FireExecutor(self._fire_due)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 100},
             timezone=UTC)
         self._daemon_id: int | None = None
@@ -512,83 +545,96 @@ class Daemon:
         _event("disarmed", f"schedule {sid} ({was.name}): {why}", schedule=sid)
 
     # ---- firing ---------------------------------------------------------------------------------
-    def _fire(self, sid: int, run_times: list[datetime]) -> None:
-        """APScheduler says slots are due (coalesced: the latest runs, earlier ones missed)."""
+    def _fire_due(self, due: list[tuple[int, list[datetime]]]) -> None:
+        """APScheduler says slots are due (per schedule coalesced: the latest runs, earlier
+        ones missed); those due together are fired by one statement."""
         if self._stopping.is_set():
             return
-        with self._lock:
-            s = self._armed.get(sid)
-        if s is None:
-            return
-        slot = run_times[-1]
-        try:
-            early = [t for t in run_times[:-1] if self._record(
-                s, t, SlotStatus.MISSED, "coalesced: the daemon was late", quiet=True)]
-            if early:  # one line for all of them
-                _event("missed", f"schedule {s.id} ({s.name}): {len(early)} slot"
-                                 f"{'' if len(early) == 1 else 's'} from {early[0].isoformat()} "
-                                 f"to {early[-1].isoformat()} coalesced: the daemon was late",
-                       schedule=s.id, slot=early[-1].isoformat())
-            if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
-                self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
-                return
+        todo: list[tuple[Schedule, datetime, str | None]] = []
+        for sid, run_times in due:
+            with self._lock:
+                s = self._armed.get(sid)
+            if s is None:
+                continue
+            slot = run_times[-1]
             try:
-                self._fire_slot(s, slot, None)
+                early = [t for t in run_times[:-1] if self._record(
+                    s, t, SlotStatus.MISSED, "coalesced: the daemon was late", quiet=True)]
+                if early:  # one line for all of them
+                    _event("missed", f"schedule {s.id} ({s.name}): {len(early)} slot"
+                                     f"{'' if len(early) == 1 else 's'} from "
+                                     f"{early[0].isoformat()} to {early[-1].isoformat()} "
+                                     "coalesced: the daemon was late",
+                           schedule=s.id, slot=early[-1].isoformat())
+                if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
+                    self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
+                    continue
+            except (psycopg.Error, MvgraphError) as exc:
+                self._not_fired([(s, run_times[0])], exc)
+                continue
+            todo.append((s, slot, None))
+        if not todo:
+            return
+        try:
+            try:
+                self._fire_slots(todo)
             except (psycopg.Error, MvgraphError) as exc:  # a pooled connection may have died:
-                log.info("schedule %d: slot %s: retrying (%s)", s.id, slot.isoformat(),
-                         _first_line(exc), extra={"event": "retry", "schedule": s.id})
-                self._fire_slot(s, slot, None)  # once more, on a new one (claims are atomic)
+                log.info("%d slot%s: retrying (%s)", len(todo), "" if len(todo) == 1 else "s",
+                         _first_line(exc), extra={"event": "retry"})
+                self._fire_slots(todo)  # once more, on a new one (the statement is atomic)
         except (psycopg.Error, MvgraphError) as exc:
-            if outage.session_lost(exc):  # the database is away: caught up when it is back
-                self._lost(s.id, run_times[0])
+            self._not_fired([(s, slot) for s, slot, _ in todo], exc)
+
+    def _not_fired(self, slots: list[tuple[Schedule, datetime]], exc: BaseException) -> None:
+        lost = outage.session_lost(exc)
+        for s, slot in slots:
+            if lost:  # the database is away: caught up when it is back
+                self._lost(s.id, slot)
             log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
                         slot.isoformat(), _first_line(exc),
                         extra={"event": "fire_failed", "schedule": s.id})
 
     def _fire_slot(self, s: Schedule, slot: datetime, reason: str | None) -> int | None:
-        """Claim ``slot`` and submit its job in one transaction (see the module doc)."""
-        skip: tuple[SlotStatus, str] | None = None
-        job: int | None = None
+        """Claim ``slot`` and submit its job in one statement (see the module doc)."""
+        return self._fire_slots([(s, slot, reason)]).get((s.id, slot))
+
+    def _fire_slots(self, todo: list[tuple[Schedule, datetime, str | None]]
+                    ) -> dict[tuple[int, datetime], int]:
+        """Claim slots and submit their jobs with one statement (``store.fire_slots``: the
+        overlap rule, exactly once, the owner's job, the next run); returns the jobs
+        submitted by (schedule id, slot)."""
+        known = {s.id: s for s, _, _ in todo}
+        firings = [store.Firing(s.id, slot, reason, s.next_slot()) for s, slot, reason in todo]
         with self._pool.conn() as conn:
-            with translated(), conn.transaction():
-                row = conn.execute(query("schedule_busy"), {"id": s.id}).fetchone()
-                busy, waiting = (bool(row[0]), bool(row[1])) if row else (False, False)
-                if busy and s.overlap is Overlap.QUEUE and not waiting:
-                    if store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, claimed_by=self.name,
-                                        reason="waits for the previous run (overlap queue)"):
-                        skip = (SlotStatus.FIRED, "waits for the previous run (overlap queue)")
-                elif busy:
-                    why = ("one run already waits (overlap queue)" if waiting
-                           else "the previous run was still going")
-                    if store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED, reason=why,
-                                        claimed_by=self.name):
-                        skip = (SlotStatus.SKIPPED, why)
-                elif store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, reason=reason,
-                                      claimed_by=self.name):
-                    job = self._submit(conn, s, slot)
-                store.set_next_run(conn, s.id, s.next_slot())
-            lateness = None
-            if job is not None:
-                got = conn.execute(query("job_submitted_at"), {"job": job}).fetchone()
-                at = got[0] if got and isinstance(got[0], datetime) else datetime.now(UTC)
-                lateness = (at - slot).total_seconds()
-        if job is not None and lateness is not None:
-            _event("fired", f"schedule {s.id} ({s.name}): slot {slot.isoformat()} fired job "
-                            f"{job} ({lateness * 1000:.0f} ms after its slot)"
-                            + (f"; {reason}" if reason else ""),
-                   schedule=s.id, job=job, slot=slot.isoformat())
-            self._emit(Fired(s.id, s.name, slot, job, lateness, reason))
-        elif skip is not None:
-            what = "waits" if skip[0] is SlotStatus.FIRED else skip[0].value
-            _event(what, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} {what}: "
-                         f"{skip[1]}", schedule=s.id, slot=slot.isoformat())
-            self._emit(Skipped(s.id, s.name, slot, skip[0], skip[1]))
-        return job
+            results = store.fire_slots(conn, firings, self.name, JOB_OPTIONS)
+        submitted: dict[tuple[int, datetime], int] = {}
+        for r in results:
+            s = known[r.schedule_id]
+            slot = r.slot
+            if r.outcome == "fired" and r.job_id is not None:
+                submitted[(s.id, slot)] = r.job_id
+                lateness = ((r.submitted_at or datetime.now(UTC)) - slot).total_seconds()
+                _event("fired", f"schedule {s.id} ({s.name}): slot {slot.isoformat()} fired "
+                                f"job {r.job_id} ({lateness * 1000:.0f} ms after its slot)"
+                                + (f"; {r.reason}" if r.reason else ""),
+                       schedule=s.id, job=r.job_id, slot=slot.isoformat())
+                self._emit(Fired(s.id, s.name, slot, r.job_id, lateness, r.reason))
+            elif r.outcome in ("waits", "skipped"):
+                status = SlotStatus.FIRED if r.outcome == "waits" else SlotStatus.SKIPPED
+                why = r.reason or ""
+                _event(r.outcome, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} "
+                                  f"{r.outcome}: {why}", schedule=s.id, slot=slot.isoformat())
+                self._emit(Skipped(s.id, s.name, slot, status, why))
+            elif r.outcome != "taken":  # gone, refused
+                log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
+                            slot.isoformat(), r.reason,
+                            extra={"event": "fire_failed", "schedule": s.id})
+        return submitted
 
     def _submit(self, conn: Conn, s: Schedule, slot: datetime) -> int:
         """Submit the schedule's statement, owned by the schedule's owner (a worker runs it
         logged in as the login that created the schedule); link the job to the slot."""
-        job = jobs.queue(conn, JobKind.REFRESH, s.what, {"search_path": ["public"]},
+        job = jobs.queue(conn, JobKind.REFRESH, s.what, JOB_OPTIONS,
                          for_schedules=[s.id])
         store.set_slot_job(conn, s.id, slot, job)
         return job
@@ -647,7 +693,8 @@ class Daemon:
         while True:
             with translated(), conn.transaction():
                 rows = conn.execute(query("schedule_ends")).fetchall()
-                for sid, slot, job, status, error, end in rows:
+                # schedules locked in id order, as fire_slots does: no deadlock with a firing
+                for sid, slot, job, status, error, end in sorted(rows, key=_by_schedule):
                     r = conn.execute(query("schedule_run_ended"), {
                         "id": sid, "slot": slot, "end": end, "status": status,
                         "error": error}).fetchone()
@@ -674,7 +721,8 @@ class Daemon:
     def _submit_waiting(self, conn: Conn) -> None:
         fired: list[tuple[Schedule, datetime, int]] = []
         with translated(), conn.transaction():
-            for sid, slot in conn.execute(query("waiting_slots")).fetchall():
+            for sid, slot in sorted(conn.execute(query("waiting_slots")).fetchall(),
+                                    key=_by_schedule):
                 assert isinstance(slot, datetime)
                 with self._lock:
                     s = self._schedules.get(int(str(sid)))
@@ -787,6 +835,12 @@ def live_daemons(conn: Conn, within_s: float = 10.0) -> list[DaemonInfo]:
 def _runnable(s: Schedule) -> bool:
     return (s.enabled and not s.is_broken and s.view_exists
             and s.timing.kind is not ScheduleKind.LAG)
+
+
+def _by_schedule(row: tuple[object, ...]) -> tuple[int, float]:
+    """Rows (schedule id, slot, ...) in the order fire_slots locks schedules."""
+    slot = row[1]
+    return int(str(row[0])), slot.timestamp() if isinstance(slot, datetime) else 0.0
 
 
 def _noop() -> None:  # APScheduler wants a callable; _FireExecutor calls Daemon._fire instead
