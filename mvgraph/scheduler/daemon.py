@@ -457,18 +457,23 @@ class Daemon:
             unfired = dict(self._unfired)
         rows = store.schedules(conn)
         seen = {s.id for s in rows}
+        behind: list[Schedule] = []
         for s in rows:
             with self._lock:
                 armed = self._armed.get(s.id)
             if first and _runnable(s) and (recovering or armed is None
                                            or armed.timing != s.timing):
-                # catch up first, then arm from the next slot after it: no slot in between
-                # is lost, none is seen twice
-                self._apply(s, self._catch_up(conn, s, unfired.get(s.id),
-                                              "the database was unavailable" if recovering
-                                              else "no daemon ran at the time"))
+                behind.append(s)
             else:
                 self._apply(s)
+        if behind:
+            # catch up first, then arm from the next slot after it: no slot in between is
+            # lost, none is seen twice
+            nexts = self._catch_up(conn, behind, unfired,
+                                   "the database was unavailable" if recovering
+                                   else "no daemon ran at the time")
+            for s in behind:
+                self._apply(s, nexts.get(s.id))
         with self._lock:
             gone = [i for i in self._schedules if i not in seen]
         for i in gone:
@@ -551,28 +556,30 @@ class Daemon:
         if self._stopping.is_set():
             return
         todo: list[tuple[Schedule, datetime, str | None]] = []
+        early: list[tuple[Schedule, list[datetime]]] = []
         for sid, run_times in due:
             with self._lock:
                 s = self._armed.get(sid)
             if s is None:
                 continue
-            slot = run_times[-1]
+            if len(run_times) > 1:
+                early.append((s, run_times[:-1]))
+            todo.append((s, run_times[-1], None))
+        if early:
             try:
-                early = [t for t in run_times[:-1] if self._record(
-                    s, t, SlotStatus.MISSED, "coalesced: the daemon was late", quiet=True)]
-                if early:  # one line for all of them
-                    _event("missed", f"schedule {s.id} ({s.name}): {len(early)} slot"
-                                     f"{'' if len(early) == 1 else 's'} from "
-                                     f"{early[0].isoformat()} to {early[-1].isoformat()} "
-                                     "coalesced: the daemon was late",
-                           schedule=s.id, slot=early[-1].isoformat())
-                if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
-                    self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
-                    continue
+                self._coalesced(early)
             except (psycopg.Error, MvgraphError) as exc:
-                self._not_fired([(s, run_times[0])], exc)
-                continue
-            todo.append((s, slot, None))
+                self._not_fired([(s, times[0]) for s, times in early], exc)
+                behind = {s.id for s, _ in early}
+                todo = [x for x in todo if x[0].id not in behind]
+        now = datetime.now(UTC)
+        grace = timedelta(seconds=self.config.misfire_grace_s)
+        for s, slot, _ in [x for x in todo if now - x[1] > grace]:
+            try:
+                self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
+            except (psycopg.Error, MvgraphError) as exc:
+                self._not_fired([(s, slot)], exc)
+        todo = [x for x in todo if now - x[1] <= grace]
         if not todo:
             return
         try:
@@ -584,6 +591,23 @@ class Daemon:
                 self._fire_slots(todo)  # once more, on a new one (the statement is atomic)
         except (psycopg.Error, MvgraphError) as exc:
             self._not_fired([(s, slot) for s, slot, _ in todo], exc)
+
+    def _coalesced(self, early: list[tuple[Schedule, list[datetime]]]) -> None:
+        """Record the slots APScheduler coalesced (the daemon was late) as missed, in one
+        statement; one line per schedule."""
+        why = "coalesced: the daemon was late"
+        with self._pool.conn() as conn:
+            recorded = store.record_slots(conn, [(s.id, t) for s, times in early for t in times],
+                                          SlotStatus.MISSED, why, self.name)
+        for s, times in early:
+            done = [t for t in times if (s.id, t) in recorded]
+            for t in done:
+                self._emit(Skipped(s.id, s.name, t, SlotStatus.MISSED, why))
+            if done:  # one line for all of them
+                _event("missed", f"schedule {s.id} ({s.name}): {len(done)} slot"
+                                 f"{'' if len(done) == 1 else 's'} from {done[0].isoformat()} "
+                                 f"to {done[-1].isoformat()} {why}",
+                       schedule=s.id, slot=done[-1].isoformat())
 
     def _not_fired(self, slots: list[tuple[Schedule, datetime]], exc: BaseException) -> None:
         lost = outage.session_lost(exc)
@@ -654,36 +678,52 @@ class Daemon:
             self._emit(Skipped(s.id, s.name, slot, status, reason))
         return done
 
-    def _catch_up(self, conn: Conn, s: Schedule, unfired: datetime | None = None,
-                  why: str = "no daemon ran at the time") -> datetime | None:
-        """Coalesce the slots missed since the last recorded one (or the schedule's creation;
+    def _catch_up(self, conn: Conn, behind: list[Schedule], unfired: dict[int, datetime],
+                  why: str) -> dict[int, datetime | None]:
+        """Coalesce each schedule's slots missed since the last recorded one (or its creation;
         or from ``unfired``, a slot that could not be recorded, when earlier) into at most one
         run (``timing.catch_up``); record the others as missed (slots recorded meanwhile keep
-        their row). Returns the first slot after those handled here."""
-        with translated():
-            row = conn.execute(query("last_clock_slot"), {"id": s.id}).fetchone()
-        last = row[0] if row and isinstance(row[0], datetime) else None
-        since = max(last, s.created_at) if last else s.created_at
-        if unfired is not None and unfired <= since:
-            since = unfired - timedelta(microseconds=1)
+        their row). A few statements for all the schedules: their last slots, the missed
+        rows, the catch-up runs. Returns each schedule's first slot after those handled."""
+        lasts = store.last_clock_slots(conn, [s.id for s in behind])
         now = datetime.now(UTC)
-        c = catch_up(s.timing, since, now, timedelta(seconds=self.config.misfire_grace_s))
-        if c.latest_missed is None:
-            return c.next
-        missed = [t for t in slots_between(s.timing, since, now, limit=100_000) if t != c.run]
-        recorded = sum(self._record(s, t, SlotStatus.MISSED, why, quiet=True)
-                       for t in missed[-MISSED_ROWS:])
-        if missed:  # one line for the whole gap, not one per slot
-            _event("missed", f"schedule {s.id} ({s.name}): {len(missed)} slot"
-                             f"{'' if len(missed) == 1 else 's'} missed from "
-                             f"{missed[0].isoformat()} to {missed[-1].isoformat()} ({why}; "
-                             f"{recorded} recorded)"
-                             + (f"; catch-up run for slot {c.run.isoformat()}" if c.run else ""),
-                   schedule=s.id, slot=missed[-1].isoformat())
-        if c.run is not None:
-            self._fire_slot(s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
-                            if c.skipped else "catch-up run for a missed slot")
-        return c.next
+        grace = timedelta(seconds=self.config.misfire_grace_s)
+        nexts: dict[int, datetime | None] = {}
+        gaps: list[tuple[Schedule, list[datetime], datetime | None]] = []
+        runs: list[tuple[Schedule, datetime, str | None]] = []
+        for s in behind:
+            last = lasts.get(s.id)
+            since = max(last, s.created_at) if last else s.created_at
+            first_unfired = unfired.get(s.id)
+            if first_unfired is not None and first_unfired <= since:
+                since = first_unfired - timedelta(microseconds=1)
+            c = catch_up(s.timing, since, now, grace)
+            nexts[s.id] = c.next
+            if c.latest_missed is None:
+                continue
+            missed = [t for t in slots_between(s.timing, since, now, limit=100_000)
+                      if t != c.run]
+            gaps.append((s, missed, c.run))
+            if c.run is not None:
+                runs.append((s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
+                             if c.skipped else "catch-up run for a missed slot"))
+        wanted = [(s.id, t) for s, missed, _ in gaps for t in missed[-MISSED_ROWS:]]
+        with self._pool.conn() as pooled:
+            recorded = store.record_slots(pooled, wanted, SlotStatus.MISSED, why, self.name)
+        for s, missed, run in gaps:
+            done = [t for t in missed[-MISSED_ROWS:] if (s.id, t) in recorded]
+            for t in done:
+                self._emit(Skipped(s.id, s.name, t, SlotStatus.MISSED, why))
+            if missed:  # one line for the whole gap, not one per slot
+                _event("missed", f"schedule {s.id} ({s.name}): {len(missed)} slot"
+                                 f"{'' if len(missed) == 1 else 's'} missed from "
+                                 f"{missed[0].isoformat()} to {missed[-1].isoformat()} ({why}; "
+                                 f"{len(done)} recorded)"
+                                 + (f"; catch-up run for slot {run.isoformat()}" if run else ""),
+                       schedule=s.id, slot=missed[-1].isoformat())
+        if runs:
+            self._fire_slots(runs)
+        return nexts
 
     # ---- run ends -------------------------------------------------------------------------------
     def _close_ends(self, conn: Conn) -> None:
@@ -691,17 +731,11 @@ class Daemon:
         slots (overlap queue) whose schedule is free."""
         ended: list[RunEnded] = []
         while True:
-            with translated(), conn.transaction():
-                rows = conn.execute(query("schedule_ends")).fetchall()
-                # schedules locked in id order, as fire_slots does: no deadlock with a firing
-                for sid, slot, job, status, error, end in sorted(rows, key=_by_schedule):
-                    r = conn.execute(query("schedule_run_ended"), {
-                        "id": sid, "slot": slot, "end": end, "status": status,
-                        "error": error}).fetchone()
-                    if r is not None:
-                        ended.append(RunEnded(int(str(sid)), str(r[0]), int(str(job)),
-                                              str(status), int(str(r[1])), bool(r[3]),
-                                              _opt(error)))
+            with translated():  # one statement (schedules locked in id order, as firings do)
+                rows = conn.execute(query("close_schedule_ends")).fetchall()
+            for sid, _slot, job, status, error, name, failures, broke in rows:
+                ended.append(RunEnded(int(str(sid)), str(name), int(str(job)), str(status),
+                                      int(str(failures)), bool(broke), _opt(error)))
             if len(rows) < 100:
                 break
         for e in ended:

@@ -394,6 +394,26 @@ def fire_slots(conn: Conn, firings: Sequence[Firing], claimed_by: str,
                        _str(r[4]), _time(r[5])) for r in rows]
 
 
+def record_slots(conn: Conn, slots: Sequence[tuple[int, datetime]], status: SlotStatus,
+                 reason: str, claimed_by: str) -> set[tuple[int, datetime]]:
+    """Record slots of schedules that do not run (e.g. missed) in one statement, each once
+    across all daemons; returns the (schedule id, slot) pairs this call recorded."""
+    if not slots:
+        return set()
+    with translated():
+        rows = conn.execute(query("record_slots"), {
+            "ids": [sid for sid, _ in slots], "slots": [slot for _, slot in slots],
+            "status": status.value, "reason": reason, "by": claimed_by}).fetchall()
+    return {(int(str(r[0])), r[1]) for r in rows if isinstance(r[1], datetime)}
+
+
+def last_clock_slots(conn: Conn, schedule_ids: Sequence[int]) -> dict[int, datetime]:
+    """The latest slot recorded by a daemon (not by run-now) of each schedule that has one."""
+    with translated():
+        rows = conn.execute(query("last_clock_slots"), {"ids": list(schedule_ids)}).fetchall()
+    return {int(str(r[0])): r[1] for r in rows if isinstance(r[1], datetime)}
+
+
 def set_slot_job(conn: Conn, schedule_id: int, slot: datetime, job_id: int) -> None:
     """Link a claimed slot to the job submitted for it (and the schedule's last start and
     last job)."""

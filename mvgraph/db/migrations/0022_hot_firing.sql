@@ -10,8 +10,11 @@
 --   that created it (as mvgraph.submit_for_schedules does), linked to the slot; the schedule gets
 --   its last start, last job and next run.
 --
--- Also: the mvgraph_schedules NOTIFY is not sent for the daemons' own bookkeeping of a firing
--- (next_run, last_start, last_job): each firing made every daemon read its schedule again.
+-- Also: mvgraph.close_schedule_ends writes the runs that ended to their schedules in one
+-- statement (it was a round trip per run, with the schedules locked meanwhile); the
+-- mvgraph_schedules NOTIFY is not sent for the daemons' own bookkeeping of a firing or a run end
+-- (next_run, last_start, last_job, last_end, ...): each made every daemon read the schedule
+-- again, a hundred times a second at a hundred firings a second.
 
 CREATE FUNCTION mvgraph.fire_slots(schedule_ids bigint[], slots timestamptz[], whys text[],
                                    next_runs timestamptz[], by_whom text, job_options jsonb,
@@ -101,8 +104,76 @@ BEGIN
 END
 $$;
 
+-- Record slots that do not run (missed: a catch-up, slots coalesced while a daemon was late) in
+-- one statement, once each (the unique key); returns those recorded by this call. Schedules
+-- removed meanwhile are left out.
+CREATE FUNCTION mvgraph.record_slots(schedule_ids bigint[], slots timestamptz[],
+                                     slot_status text, why text, by_whom text)
+RETURNS TABLE (schedule_id bigint, slot timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM mvgraph.require_level('worker', 'recording schedule slots');
+    RETURN QUERY
+    INSERT INTO mvgraph.schedule_slot_data AS ss (schedule_id, slot, status, manual, reason,
+                                                  claimed_by)
+    SELECT u.id, u.at, slot_status, false, why, by_whom
+      FROM unnest(schedule_ids, slots) AS u (id, at)
+     WHERE EXISTS (SELECT FROM mvgraph.schedule_data d WHERE d.id = u.id)
+     ORDER BY u.id, u.at
+    ON CONFLICT (schedule_id, slot) DO NOTHING
+    RETURNING ss.schedule_id, ss.slot;
+END
+$$;
+
+-- The latest slot recorded by a daemon (not by run-now) of each schedule.
+CREATE FUNCTION mvgraph.last_clock_slots(schedule_ids bigint[])
+RETURNS TABLE (schedule_id bigint, slot timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM mvgraph.require_level('worker', 'catching up schedules');
+    RETURN QUERY
+    SELECT u.id, (SELECT max(ss.slot) FROM mvgraph.schedule_slot_data ss
+                   WHERE ss.schedule_id = u.id AND NOT ss.manual)
+      FROM unnest(schedule_ids) AS u (id);
+END
+$$;
+
+-- The runs that ended, written to their schedules in one statement (at most 100 per call, each
+-- end once across daemons: the slots are locked, others' skipped): per slot as
+-- mvgraph.schedule_run_ended does, the schedules locked in id order (as fire_slots locks them).
+CREATE FUNCTION mvgraph.close_schedule_ends()
+RETURNS TABLE (schedule_id bigint, slot timestamptz, job_id bigint, status text, error text,
+               name text, failure_count integer, broke boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    e record;
+    r record;
+BEGIN
+    PERFORM mvgraph.require_level('worker', 'closing schedule runs');
+    FOR e IN SELECT x.* FROM mvgraph.schedule_ends() x ORDER BY x.schedule_id, x.slot LOOP
+        SELECT * INTO r
+          FROM mvgraph.schedule_run_ended(e.schedule_id, e.slot, e.finished_at, e.status,
+                                          e.error) x;
+        CONTINUE WHEN NOT FOUND;  -- the schedule is gone
+        schedule_id := e.schedule_id;
+        slot := e.slot;
+        job_id := e.job_id;
+        status := e.status;
+        error := e.error;
+        name := r.name;
+        failure_count := r.failure_count;
+        broke := r.broke;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- Daemons LISTEN on mvgraph_schedules: 'insert:ID', 'update:ID' or 'delete:ID'; an update that
--- only writes a firing's bookkeeping (next run, last start, last job) is not announced.
+-- only writes a firing's or a run end's bookkeeping (next run, last start, last job, last end,
+-- status and error, the failure count) is not announced; becoming broken is.
 CREATE OR REPLACE FUNCTION mvgraph.schedule_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -113,6 +184,10 @@ BEGIN
         o.next_run := NEW.next_run;
         o.last_start := NEW.last_start;
         o.last_job := NEW.last_job;
+        o.last_end := NEW.last_end;
+        o.last_status := NEW.last_status;
+        o.last_error := NEW.last_error;
+        o.failure_count := NEW.failure_count;
         o.updated_at := NEW.updated_at;
         IF o IS NOT DISTINCT FROM NEW THEN
             RETURN NULL;
@@ -125,13 +200,18 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION
-    mvgraph.fire_slots(bigint[], timestamptz[], text[], timestamptz[], text, jsonb, text)
-    FROM PUBLIC;
+    mvgraph.fire_slots(bigint[], timestamptz[], text[], timestamptz[], text, jsonb, text),
+    mvgraph.close_schedule_ends(), mvgraph.record_slots(bigint[], timestamptz[], text, text, text),
+    mvgraph.last_clock_slots(bigint[]) FROM PUBLIC;
 
 INSERT INTO mvgraph.level_grant (level, kind, object, privilege) VALUES
     ('worker', 'FUNCTION',
      'mvgraph.fire_slots(bigint[], timestamptz[], text[], timestamptz[], text, jsonb, text)',
-     'EXECUTE');
+     'EXECUTE'),
+    ('worker', 'FUNCTION', 'mvgraph.close_schedule_ends()', 'EXECUTE'),
+    ('worker', 'FUNCTION', 'mvgraph.record_slots(bigint[], timestamptz[], text, text, text)',
+     'EXECUTE'),
+    ('worker', 'FUNCTION', 'mvgraph.last_clock_slots(bigint[])', 'EXECUTE');
 
 -- Roles holding a level get its new rights.
 DO $$
