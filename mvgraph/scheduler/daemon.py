@@ -628,9 +628,18 @@ class Daemon:
         overlap rule, exactly once, the owner's job, the next run); returns the jobs
         submitted by (schedule id, slot)."""
         known = {s.id: s for s, _, _ in todo}
-        firings = [store.Firing(s.id, slot, reason, s.next_slot()) for s, slot, reason in todo]
+        calls: list[list[store.Firing]] = []  # one slot per schedule and statement
+        for s, slot, reason in sorted(todo, key=lambda x: x[1]):
+            firing = store.Firing(s.id, slot, reason, s.next_slot())
+            call = next((c for c in calls if all(f.schedule_id != s.id for f in c)), None)
+            if call is None:
+                calls.append([firing])
+            else:
+                call.append(firing)
+        results: list[store.FireResult] = []
         with self._pool.conn() as conn:
-            results = store.fire_slots(conn, firings, self.name, JOB_OPTIONS)
+            for firings in calls:
+                results += store.fire_slots(conn, firings, self.name, JOB_OPTIONS)
         submitted: dict[tuple[int, datetime], int] = {}
         for r in results:
             s = known[r.schedule_id]

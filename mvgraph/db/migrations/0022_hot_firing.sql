@@ -1,7 +1,8 @@
 -- Hot firing (issue 22): a daemon fires every slot due at one instant with ONE statement,
 -- mvgraph.fire_slots, instead of about ten round trips per slot (busy check, claim, submit, link,
--- next run, submitted time). Per slot, in schedule order (so that daemons firing the same slots
--- lock the schedules in one order and never deadlock), with the schedule row locked:
+-- next run, submitted time), set-based: a few statements for the whole batch, whatever its size.
+-- The schedules are locked in id order (so that daemons firing the same slots never deadlock);
+-- then per slot:
 --
 -- * the overlap rule: a run of the schedule still unfinished makes the slot `skipped`; with
 --   overlap = queue one slot waits (`fired` without a job; submitted when the run ends);
@@ -24,83 +25,98 @@ RETURNS TABLE (schedule_id bigint, slot timestamptz, outcome text, job_id bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    f        record;
-    s        mvgraph.schedule_data;
-    busy     boolean;
-    waiting  boolean;
-    st       text;
-    new_job  bigint;
-    n        integer;
+    f_ids      bigint[];
+    f_slots    timestamptz[];
+    f_outcomes text[];
+    f_jobs     bigint[];
+    f_reasons  text[];
+    f_next     timestamptz[];
+    job_seq    text := pg_get_serial_sequence('mvgraph.job_data', 'id');
 BEGIN
     PERFORM mvgraph.require_level('worker', 'firing schedules');
-    FOR f IN SELECT u.id, u.at, u.why, u.nxt
-               FROM unnest(schedule_ids, slots, whys, next_runs) AS u (id, at, why, nxt)
-              ORDER BY u.id, u.at LOOP
-        schedule_id := f.id;
-        slot := f.at;
-        job_id := NULL;
-        submitted_at := NULL;
-        SELECT * INTO s FROM mvgraph.schedule_data d WHERE d.id = f.id FOR UPDATE;
-        IF NOT FOUND THEN
-            outcome := 'gone';
-            reason := 'the schedule was removed';
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        IF mvgraph.statement_kind(s.what) <> 'refresh' OR s.owner IS NULL THEN
-            outcome := 'refused';
-            reason := format('a schedule submits REFRESH MATERIALIZED VIEW only, not: %s',
-                             left(s.what, 60));
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        busy := EXISTS (SELECT FROM mvgraph.schedule_slot_data ss
-                          JOIN mvgraph.job_data j ON j.id = ss.job_id
-                         WHERE ss.schedule_id = f.id
-                           AND j.status IN ('queued', 'running', 'suspended'));
-        waiting := EXISTS (SELECT FROM mvgraph.schedule_slot_data ss
-                            WHERE ss.schedule_id = f.id AND ss.status = 'fired'
-                              AND ss.job_id IS NULL AND NOT ss.ended AND NOT ss.manual);
-        IF busy AND s.overlap = 'queue' AND NOT waiting THEN
-            st := 'fired';
-            outcome := 'waits';
-            reason := 'waits for the previous run (overlap queue)';
-        ELSIF busy THEN
-            st := 'skipped';
-            outcome := 'skipped';
-            reason := CASE WHEN waiting THEN 'one run already waits (overlap queue)'
-                           ELSE 'the previous run was still going' END;
-        ELSE
-            st := 'fired';
-            outcome := 'fired';
-            reason := f.why;
-        END IF;
-        INSERT INTO mvgraph.schedule_slot_data (schedule_id, slot, status, manual, reason,
-                                                claimed_by)
-        VALUES (f.id, f.at, st, false, reason, by_whom)
-        ON CONFLICT (schedule_id, slot) DO NOTHING;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        IF n = 0 THEN
-            outcome := 'taken';  -- another daemon (or this one, earlier) recorded it
-            reason := NULL;
-        ELSIF outcome = 'fired' THEN
-            INSERT INTO mvgraph.job_data (kind, statement, status, background, options, host,
-                                          owner, login, submitted_at)
-            VALUES ('refresh', s.what, 'queued', true, job_options, job_host, s.owner, s.login,
-                    clock_timestamp())
-            RETURNING id, job_data.submitted_at INTO new_job, submitted_at;
-            job_id := new_job;
-            UPDATE mvgraph.schedule_slot_data ss SET job_id = new_job
-             WHERE ss.schedule_id = f.id AND ss.slot = f.at;
-            PERFORM pg_notify('mvgraph_jobs', new_job::text);
-        END IF;
-        UPDATE mvgraph.schedule_data d
-           SET next_run = f.nxt,
-               last_start = CASE WHEN job_id IS NULL THEN d.last_start ELSE now() END,
-               last_job = coalesce(job_id, d.last_job)
-         WHERE d.id = f.id;
-        RETURN NEXT;
-    END LOOP;
+    IF cardinality(schedule_ids) <> (SELECT count(DISTINCT i) FROM unnest(schedule_ids) i) THEN
+        RAISE EXCEPTION 'mvgraph.fire_slots: one slot per schedule and call'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the schedules, locked in id order: every claimer of their slots waits here (claim_slot,
+    -- fire_slots lock them; any other insert of a slot row waits on its foreign key), so the
+    -- checks below are the truth until this transaction ends
+    PERFORM FROM mvgraph.schedule_data d WHERE d.id = ANY (schedule_ids) ORDER BY d.id
+        FOR UPDATE;
+    -- per slot: the outcome, its reason, and the new job's id when it fires
+    WITH f AS (
+        SELECT u.id, u.at, u.why, u.nxt, s.id AS found, s.overlap,
+               mvgraph.statement_kind(s.what) = 'refresh' AND s.owner IS NOT NULL AS ok,
+               EXISTS (SELECT FROM mvgraph.schedule_slot_data ss
+                        WHERE ss.schedule_id = u.id AND ss.slot = u.at) AS taken,
+               EXISTS (SELECT FROM mvgraph.schedule_slot_data ss
+                         JOIN mvgraph.job_data j ON j.id = ss.job_id
+                        WHERE ss.schedule_id = u.id
+                          AND j.status IN ('queued', 'running', 'suspended')) AS busy,
+               EXISTS (SELECT FROM mvgraph.schedule_slot_data ss
+                        WHERE ss.schedule_id = u.id AND ss.status = 'fired'
+                          AND ss.job_id IS NULL AND NOT ss.ended AND NOT ss.manual) AS waiting,
+               s.what
+          FROM unnest(schedule_ids, slots, whys, next_runs) AS u (id, at, why, nxt)
+          LEFT JOIN mvgraph.schedule_data s ON s.id = u.id
+    ), o AS (
+        SELECT f.*,
+               CASE WHEN f.found IS NULL THEN 'gone'
+                    WHEN NOT f.ok THEN 'refused'
+                    WHEN f.taken THEN 'taken'
+                    WHEN f.busy AND f.overlap = 'queue' AND NOT f.waiting THEN 'waits'
+                    WHEN f.busy THEN 'skipped'
+                    ELSE 'fired' END AS outcome
+          FROM f
+    )
+    SELECT array_agg(o.id ORDER BY o.id), array_agg(o.at ORDER BY o.id),
+           array_agg(o.outcome ORDER BY o.id),
+           array_agg(CASE WHEN o.outcome = 'fired' THEN nextval(job_seq) END ORDER BY o.id),
+           array_agg(CASE o.outcome
+                         WHEN 'gone' THEN 'the schedule was removed'
+                         WHEN 'refused' THEN 'a schedule submits REFRESH MATERIALIZED VIEW '
+                                             || 'only, not: ' || left(o.what, 60)
+                         WHEN 'waits' THEN 'waits for the previous run (overlap queue)'
+                         WHEN 'skipped' THEN CASE WHEN o.waiting
+                                                  THEN 'one run already waits (overlap queue)'
+                                                  ELSE 'the previous run was still going' END
+                         WHEN 'fired' THEN o.why END ORDER BY o.id),
+           array_agg(o.nxt ORDER BY o.id)
+      INTO f_ids, f_slots, f_outcomes, f_jobs, f_reasons, f_next
+      FROM o;
+    -- the jobs: the schedule's REFRESH, owned by its owner, run logged in as its login
+    INSERT INTO mvgraph.job_data (id, kind, statement, status, background, options, host, owner,
+                                  login, submitted_at)
+    SELECT u.job, 'refresh', s.what, 'queued', true, job_options, job_host, s.owner, s.login,
+           clock_timestamp()
+      FROM unnest(f_ids, f_jobs) AS u (id, job)
+      JOIN mvgraph.schedule_data s ON s.id = u.id
+     WHERE u.job IS NOT NULL
+     ORDER BY u.job;
+    -- the claims, with their jobs
+    INSERT INTO mvgraph.schedule_slot_data (schedule_id, slot, status, job_id, manual, reason,
+                                            claimed_by)
+    SELECT u.id, u.at, CASE u.outcome WHEN 'skipped' THEN 'skipped' ELSE 'fired' END, u.job,
+           false, u.why, by_whom
+      FROM unnest(f_ids, f_slots, f_outcomes, f_jobs, f_reasons) AS u (id, at, outcome, job, why)
+     WHERE u.outcome IN ('fired', 'waits', 'skipped')
+     ORDER BY u.id
+    ON CONFLICT (schedule_id, slot) DO NOTHING;
+    -- the schedules' last start, last job and next run
+    UPDATE mvgraph.schedule_data d
+       SET next_run = u.nxt,
+           last_start = CASE WHEN u.job IS NULL THEN d.last_start ELSE now() END,
+           last_job = coalesce(u.job, d.last_job)
+      FROM unnest(f_ids, f_jobs, f_next, f_outcomes) AS u (id, job, nxt, outcome)
+     WHERE d.id = u.id AND u.outcome <> 'gone';
+    PERFORM pg_notify('mvgraph_jobs', u.job::text) FROM unnest(f_jobs) AS u (job)
+      WHERE u.job IS NOT NULL;
+    RETURN QUERY
+    SELECT u.id, u.at, u.outcome, u.job, CASE WHEN u.outcome = 'taken' THEN NULL ELSE u.why END,
+           j.submitted_at
+      FROM unnest(f_ids, f_slots, f_outcomes, f_jobs, f_reasons) AS u (id, at, outcome, job, why)
+      LEFT JOIN mvgraph.job_data j ON j.id = u.job
+     ORDER BY u.id;
 END
 $$;
 
