@@ -472,7 +472,10 @@ class Daemon:
             nexts = self._catch_up(conn, behind, unfired,
                                    "the database was unavailable" if recovering
                                    else "no daemon ran at the time")
-            for s in behind:
+            # the soonest first: with thousands of schedules, those due within the second are
+            # armed before the daily ones
+            never = datetime.max.replace(tzinfo=UTC)
+            for s in sorted(behind, key=lambda s: nexts.get(s.id) or never):
                 self._apply(s, nexts.get(s.id))
         with self._lock:
             gone = [i for i in self._schedules if i not in seen]
