@@ -19,14 +19,15 @@ clock), from the database afterwards:
   runs its refresh again) (two runs of one slot);
 * the daemon's CPU (``/proc/PID/stat`` utime + stime over the window, as a share of one core).
 
-``--compare DIR``: a second source tree (e.g. ``git worktree`` or ``git archive`` of main) run
-in the same server, alternating rounds (``PYTHONPATH=DIR``), each variant in its own database;
-the table shows both and the per-round p99 of slot -> refresh start.
+``--baseline DIR`` (alias ``--compare DIR``): a second source tree (e.g. ``git worktree`` or
+``git archive`` of main) run in the same server, alternating rounds (``PYTHONPATH=DIR``), each
+variant in its own database initialised by its own tree; the table shows both, and the per-round
+ratios this / baseline of the p99s (median and range).
 
 Goals (after the warm-up, 2 workers, 20 fires per second): slot -> refresh start p99
 <= 100 ms, 0 missed, 0 duplicates.
 Run: ``python benchmarks/daemon_lateness.py [--quick] [--rounds N] [--workers N]
-[--compare DIR] [--keep-log FILE] [--profile PREFIX]`` (py-spy: ``pip install py-spy``).
+[--baseline DIR] [--keep-log FILE] [--profile PREFIX]`` (py-spy: ``pip install py-spy``).
 """
 
 from __future__ import annotations
@@ -47,18 +48,21 @@ import psycopg
 from _common import (
     Result,
     Server,
+    add_baseline,
     database,
     median,
     print_table,
     progress,
+    ratio_result,
     server,
     server_note,
+    tree_env,
+    trees,
 )
 
 VIEWS = 20
 P99_GOAL_S = 0.100
 WARMUP_S = 3.0
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Per fired slot in the window: lateness to submitted, started, refresh step started; job
 # status; refresh steps of the job.
@@ -285,25 +289,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per variant")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds a round")
-    parser.add_argument("--compare", default=None,
-                        help="another source tree, run alternately (PYTHONPATH)")
+    add_baseline(parser)  # --baseline DIR, alias --compare DIR
     parser.add_argument("--keep-log", default=None, help="append the daemons' logs here")
     parser.add_argument("--profile", default=None,
                         help="py-spy record (collapsed stacks, idle too) to PREFIX.VARIANT.txt")
     args = parser.parse_args()
     run_s = args.seconds or (15.0 if args.quick else 60.0)
     rounds_n = args.rounds or (1 if args.quick else 3)
-    variants = {"this": REPO}
-    if args.compare:
-        variants = {"compare": os.path.abspath(args.compare), "this": REPO}
+    variants = trees(args)  # "this", and "baseline" with --baseline
     rounds: list[Round] = []
     with server() as srv:
         dsns: dict[str, str] = {}
         envs: dict[str, dict[str, str]] = {}
         stack = []
         for name, path in variants.items():
-            env = dict(os.environ, PYTHONPATH=path)
-            cm = database(srv, f"late_{name}")
+            env = tree_env(path)
+            cm = database(srv, f"late_{name}", tree=path)  # installed by its own tree
             dsns[name] = cm.__enter__()
             stack.append(cm)
             envs[name] = env
@@ -326,8 +327,26 @@ def main() -> None:
         rows: list[Result] = []
         for name in variants:
             rows += summary(name, rounds, args.quick)
+        if "baseline" in variants:
+            rows += ratio_rows(rounds)
         print_table(f"daemon lateness: {VIEWS} views every second, --workers {args.workers}, "
                     f"{rounds_n} x {run_s:g} s", rows, [server_note_safe(srv)], args.quick)
+
+
+def ratio_rows(rounds: list[Round]) -> list[Result]:
+    """Per-round ratios this / baseline of the p99s (rounds paired in order)."""
+    this = [r for r in rounds if r.variant == "this"]
+    base = [r for r in rounds if r.variant == "baseline"]
+    out = []
+    for key, label in (("submitted", "slot -> job submitted"),
+                       ("step", "slot -> refresh step started")):
+        pairs = [(getattr(a, key), getattr(b, key)) for a, b in zip(this, base, strict=False)]
+        ratios = [percentile(a, 99) / percentile(b, 99) for a, b in pairs
+                  if a and b and percentile(b, 99) > 0]
+        if ratios:
+            out.append(ratio_result(f"p99 {label}: this / baseline (per round)", ratios, 1.0,
+                                    quick=True))
+    return out
 
 
 def server_note_safe(srv: Server) -> str:

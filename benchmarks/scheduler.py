@@ -26,33 +26,42 @@ done every 50 ms), so that no slot is skipped because a previous refresh is stil
 scheduler's own lateness is measured, not the refresh throughput of a 2-core machine.
 
 Goals: start-up <= 3 s, memory <= 200 MB, p99 lateness <= 100 ms, duplicates 0.
-Run: ``python benchmarks/scheduler.py [--quick]``.
+Run: ``python benchmarks/scheduler.py [--quick] [--rounds N] [--baseline DIR]``. With
+``--baseline DIR`` (another mvgraph source tree, e.g. a ``git worktree`` of main) the daemon
+rounds alternate between the two trees, each on its own database initialised by its own tree;
+the table shows each tree's medians and ranges and the per-round ratio of the p99s.
 """
 
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from _common import (
     MVGRAPH_CLI,
     Result,
+    add_baseline,
     database,
     fmt_s,
     median,
-    parse_args,
     print_table,
     progress,
+    ratio_result,
     server,
     server_note,
     timed,
+    tree_env,
+    trees,
 )
 
 STARTUP_GOAL_S = 3.0
@@ -133,10 +142,7 @@ def daemon_available() -> bool:
 
 def populate(dsn: str, n: int, fast: int) -> float:
     """The views and the schedules; returns the seconds the INSERT ... SELECT took."""
-    from mvgraph.db.migrate import migrate
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)  # type: ignore[arg-type]
+    with psycopg.connect(dsn, autocommit=True) as conn:  # mvgraph installed by its own tree
         conn.execute("CREATE SCHEMA bench")
         for lo in range(1, n + 1, 1000):  # a fixed benchmark script, not user input
             conn.execute(SETUP % {"lo": lo, "hi": min(lo + 999, n)})  # type: ignore[arg-type]
@@ -178,11 +184,14 @@ def no_daemon_rows(dsn: str, n: int) -> list[Result]:
 
 
 @contextmanager
-def daemons(dsn: str, count: int) -> Iterator[list[subprocess.Popen[str]]]:
-    """``count`` daemons (``--workers 0``), stopped with SIGTERM (then SIGKILL) afterwards."""
+def daemons(dsn: str, count: int, tree: Path | None = None
+            ) -> Iterator[list[subprocess.Popen[str]]]:
+    """``count`` daemons (``--workers 0``) of the mvgraph in ``tree`` (default: this one),
+    stopped with SIGTERM (then SIGKILL) afterwards."""
     procs = [subprocess.Popen([sys.executable, "-m", "mvgraph", "daemon", "--workers", "0",
                                "--dsn", dsn], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, text=True) for _ in range(count)]
+                              stderr=subprocess.DEVNULL, text=True, env=tree_env(tree))
+             for _ in range(count)]
     try:
         yield procs
     finally:
@@ -240,14 +249,29 @@ def percentile(samples: Sequence[float], p: float) -> float:
     return samples[k]
 
 
-def one_daemon_rows(dsn: str, run_s: float, quick: bool) -> list[Result]:
-    """Start-up, memory and lateness with one daemon."""
-    rows: list[Result] = []
-    with psycopg.connect(dsn, autocommit=True) as conn, job_sink(dsn):
+@dataclass
+class Variant:
+    """One source tree's measurements over the rounds."""
+
+    tree: Path
+    dsn: str
+    startup: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    firings: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    missed: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def one_daemon(v: Variant, run_s: float) -> None:
+    """Start-up, memory and lateness with one daemon: one round."""
+    with psycopg.connect(v.dsn, autocommit=True) as conn, job_sink(v.dsn):
         conn.execute("DELETE FROM mvgraph.schedule_slot")
         spawned = server_time(conn)
         started = time.monotonic()
-        with daemons(dsn, 1) as (proc,):
+        with daemons(v.dsn, 1, v.tree) as (proc,):
             first = None
             while time.monotonic() - started < 60 and proc.poll() is None:
                 row = conn.execute("SELECT min(recorded_at) FROM mvgraph.schedule_slot"
@@ -257,40 +281,31 @@ def one_daemon_rows(dsn: str, run_s: float, quick: bool) -> list[Result]:
                     break
                 time.sleep(0.05)
             if first is None:
-                return [Result("daemon start-up", "no firing within 60 s (or it exited)",
-                               f"<= {STARTUP_GOAL_S:g} s", False)]
-            startup = (first - spawned).total_seconds()  # type: ignore[operator]
-            rows.append(Result("daemon start-up (spawn to first firing; includes <= 1 s to "
-                               "the next slot)", fmt_s(startup), f"<= {STARTUP_GOAL_S:g} s",
-                               None if quick else startup <= STARTUP_GOAL_S))
+                v.errors.append("no firing within 60 s (or the daemon exited)")
+                return
+            v.startup.append((first - spawned).total_seconds())  # type: ignore[operator]
             warm = server_time(conn)
-            progress(f"one daemon firing for {run_s:g} s")
+            progress(f"one daemon ({v.tree.name}) firing for {run_s:g} s")
             time.sleep(run_s)
             mb = rss_mb(proc.pid)
-            rows.append(Result("daemon resident memory (VmRSS)",
-                               f"{mb:.0f} MB" if mb is not None else "unknown",
-                               f"<= {MEMORY_GOAL_MB:g} MB",
-                               None if quick or mb is None else mb <= MEMORY_GOAL_MB))
+            if mb is not None:
+                v.rss.append(mb)
         samples = sorted(float(str(r[0])) for r in conn.execute(LATENESS, {"since": warm}))
     if not samples:
-        rows.append(Result("lateness of firings", "no firing recorded", "", False))
-        return rows
-    rate = len(samples) / run_s
-    rows.append(Result(f"lateness p50 ({len(samples):,} firings, {rate:.0f} per second)",
-                       f"{percentile(samples, 50) * 1000:.1f} ms"))
-    p99 = percentile(samples, 99)
-    rows.append(Result("lateness p99", f"{p99 * 1000:.1f} ms", f"<= {P99_GOAL_S * 1000:g} ms",
-                       None if quick else p99 <= P99_GOAL_S))
-    return rows
+        v.errors.append("no firing recorded")
+        return
+    v.firings.append(len(samples))
+    v.p50.append(percentile(samples, 50))
+    v.p99.append(percentile(samples, 99))
 
 
-def three_daemon_rows(dsn: str, run_s: float, quick: bool) -> list[Result]:
-    """Duplicates (and missed slots) with three daemons on one database."""
-    with psycopg.connect(dsn, autocommit=True) as conn, job_sink(dsn):
+def three_daemons(v: Variant, run_s: float) -> None:
+    """Duplicates (and missed slots) with three daemons on one database: one round."""
+    with psycopg.connect(v.dsn, autocommit=True) as conn, job_sink(v.dsn):
         conn.execute("DELETE FROM mvgraph.schedule_slot")
         since = server_time(conn)
-        with daemons(dsn, 3):
-            progress(f"three daemons firing for {run_s:g} s")
+        with daemons(v.dsn, 3, v.tree):
+            progress(f"three daemons ({v.tree.name}) firing for {run_s:g} s")
             time.sleep(3)  # start-up
             lo = server_time(conn)
             time.sleep(run_s)
@@ -299,25 +314,81 @@ def three_daemon_rows(dsn: str, run_s: float, quick: bool) -> list[Result]:
         row = conn.execute(DUPLICATES, {"since": since}).fetchone()
         missed = conn.execute(MISSED, {"lo": lo, "hi": hi}).fetchone()
     assert row is not None and missed is not None
-    extra_jobs, shared = int(str(row[0])), int(str(row[1]))
-    duplicates = extra_jobs + shared
-    return [Result("duplicates with 3 daemons (extra jobs for fired slots)", str(duplicates),
-                   "0", None if quick else duplicates == 0),
-            Result(f"missed one-second slots with 3 daemons ({run_s:g} s window)",
-                   str(missed[0]))]
+    v.duplicates.append(int(str(row[0])) + int(str(row[1])))
+    v.missed.append(int(str(missed[0])))
+
+
+def variant_rows(label: str, v: Variant, run_s: float, quick: bool) -> list[Result]:
+    """One source tree's rows: medians (and ranges) over the rounds."""
+    def ms(samples: list[float]) -> str:
+        if len(samples) == 1:
+            return f"{samples[0] * 1000:.1f} ms"
+        return (f"{median(samples) * 1000:.1f} ms ({min(samples) * 1000:.1f}-"
+                f"{max(samples) * 1000:.1f})")
+
+    rows: list[Result] = []
+    if v.startup:
+        rows.append(Result(f"{label}daemon start-up (spawn to first firing; includes <= 1 s "
+                           "to the next slot)", fmt_s(median(v.startup)),
+                           f"<= {STARTUP_GOAL_S:g} s",
+                           None if quick else median(v.startup) <= STARTUP_GOAL_S))
+    if v.rss:
+        rows.append(Result(f"{label}daemon resident memory (VmRSS)", f"{median(v.rss):.0f} MB",
+                           f"<= {MEMORY_GOAL_MB:g} MB",
+                           None if quick else median(v.rss) <= MEMORY_GOAL_MB))
+    if v.p99:
+        rate = median([float(n) for n in v.firings]) / run_s
+        rows.append(Result(f"{label}lateness p50 ({median([float(n) for n in v.firings]):,.0f} "
+                           f"firings per round, {rate:.0f} per second)", ms(v.p50)))
+        rows.append(Result(f"{label}lateness p99", ms(v.p99), f"<= {P99_GOAL_S * 1000:g} ms",
+                           None if quick else median(v.p99) <= P99_GOAL_S))
+    if v.duplicates:
+        rows.append(Result(f"{label}duplicates with 3 daemons (extra jobs for fired slots)",
+                           str(sum(v.duplicates)), "0",
+                           None if quick else sum(v.duplicates) == 0))
+        rows.append(Result(f"{label}missed one-second slots with 3 daemons ({run_s:g} s "
+                           "windows)", str(sum(v.missed))))
+    rows += [Result(f"{label}daemon", e, "", False) for e in v.errors]
+    return rows
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="daemon rounds per source tree (default 1, 3 with --baseline)")
+    add_baseline(parser)
+    args = parser.parse_args()
     n, fast, run_s = (1000, 10, 5.0) if args.quick else (10_000, FAST, 20.0)
-    with server() as srv, database(srv, "sched") as dsn:
-        progress(f"creating {n:,} views and schedules")
-        insert_s = populate(dsn, n, fast)
-        rows = [Result(f"INSERT ... SELECT of {n:,} schedules", fmt_s(insert_s))]
-        rows += no_daemon_rows(dsn, n)
+    found = trees(args)
+    rounds = args.rounds or (3 if "baseline" in found else 1)
+    with server() as srv, ExitStack() as stack:
+        variants: dict[str, Variant] = {}
+        rows: list[Result] = []
+        for name, tree in found.items():
+            dsn = stack.enter_context(database(srv, f"sched_{name}", tree=tree))
+            progress(f"{name}: creating {n:,} views and schedules")
+            insert_s = populate(dsn, n, fast)
+            if name == "this":
+                rows.append(Result(f"INSERT ... SELECT of {n:,} schedules", fmt_s(insert_s)))
+                rows += no_daemon_rows(dsn, n)
+            variants[name] = Variant(tree, dsn)
         if daemon_available():
-            rows += one_daemon_rows(dsn, run_s, args.quick)
-            rows += three_daemon_rows(dsn, run_s, args.quick)
+            order = list(variants)
+            for r in range(rounds):  # alternating: each tree goes first every other round
+                for name in order if r % 2 == 0 else order[::-1]:
+                    one_daemon(variants[name], run_s)
+                    three_daemons(variants[name], run_s)
+            for name, v in variants.items():
+                rows += variant_rows("" if len(variants) == 1 else f"{name}: ", v, run_s,
+                                     args.quick or name != "this")
+            base = variants.get("baseline")
+            this = variants["this"]
+            if base is not None and len(base.p99) == len(this.p99) and this.p99:
+                rows.append(ratio_result("p99 lateness this / baseline (per round)",
+                                         [a / b for a, b in zip(this.p99, base.p99,
+                                                                strict=True)],
+                                         1.0, quick=True))
         else:
             for metric, goal in (("daemon start-up", f"<= {STARTUP_GOAL_S:g} s"),
                                  ("daemon resident memory (VmRSS)", f"<= {MEMORY_GOAL_MB:g} MB"),
@@ -325,9 +396,14 @@ def main() -> None:
                                   f"p99 <= {P99_GOAL_S * 1000:g} ms"),
                                  ("duplicates with 3 daemons", "0")):
                 rows.append(Result(metric, NA, goal))
-        print_table(f"scheduler: {n:,} schedules, {fast} firing every second", rows,
-                    [server_note(srv), "daemons: --workers 0 with a job sink (queued jobs "
-                     "marked done every 50 ms)"], args.quick)
+        notes = [server_note(srv), "daemons: --workers 0 with a job sink (queued jobs marked "
+                 "done every 50 ms)", f"{rounds} round(s) of {run_s:g} s per source tree"
+                 + (", alternating; ranges are min-max over the rounds" if len(variants) > 1
+                    else "")]
+        if "baseline" in found:
+            notes.append(f"baseline: {found['baseline']}")
+        print_table(f"scheduler: {n:,} schedules, {fast} firing every second", rows, notes,
+                    args.quick)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,8 @@ _ADMIN_OBJECTS = {"grant_privileges", "revoke_privileges", "put_setting", "pause
 _WORKER_OBJECTS = {"claim_job", "claim_jobs", "claim_jobs_start", "job_heartbeat",
                    "submit_for_schedules", "schedule_ends", "schedule_run_ended",
                    "waiting_slots", "drop_waiting_slot", "daemon_register", "daemon_heartbeat",
-                   "daemon_remove"}
+                   "daemon_remove", "fire_slots", "close_schedule_ends", "record_slots",
+                   "last_clock_slots"}
 _VIEWER_OBJECTS = {"schema mvgraph", "schema scheduler", "job", "job_step", "jobs", "schedule",
                    "schedule_slot", "setting", "mv_state", "daemon", "schema_version", "changes",
                    "change_log", "write_log", "table_mode", "pg_task", "job_result"}

@@ -797,6 +797,14 @@ SELECT mvgraph.set_schedule_enabled(%(id)s, %(enabled)s, %(next_run)s)
 -- name: set_next_run
 SELECT mvgraph.set_next_run(%(id)s, %(next_run)s)
 
+-- name: fire_slots
+-- Fire the slots due at one instant in one statement: per slot (schedule order), the overlap
+-- rule, the claim (exactly once), the job owned by the schedule's owner, its link to the slot,
+-- the schedule's last start, last job and next run (0022_hot_firing.sql).
+SELECT schedule_id, slot, outcome, job_id, reason, submitted_at
+  FROM mvgraph.fire_slots(%(ids)s::bigint[], %(slots)s::timestamptz[], %(reasons)s::text[],
+                          %(next_runs)s::timestamptz[], %(by)s, %(options)s::jsonb, %(host)s)
+
 -- name: claim_slot
 -- Record a slot once: the unique (schedule, slot) key lets exactly one caller in; a row only
 -- when it was this one.
@@ -999,19 +1007,16 @@ SELECT (SELECT count(*) FROM mvgraph.daemon d
          WHERE w.heartbeat_at >= now() - make_interval(secs => greatest(%(silent)s,
                                                                          3 * w.heartbeat_s)))
 
--- name: last_clock_slot
--- The latest slot recorded for a schedule by a daemon (not by run-now).
-SELECT max(slot) FROM mvgraph.schedule_slot WHERE schedule_id = %(id)s AND NOT manual
+-- name: last_clock_slots
+-- The latest slot recorded by a daemon (not by run-now) of each schedule, in one statement.
+SELECT schedule_id, slot FROM mvgraph.last_clock_slots(%(ids)s::bigint[])
 
--- name: schedule_busy
--- Whether a run of the schedule is unfinished, and whether a slot waits for it (overlap queue:
--- a fired slot with no job yet).
-SELECT EXISTS (SELECT FROM mvgraph.schedule_slot ss JOIN mvgraph.job j ON j.id = ss.job_id
-                WHERE ss.schedule_id = %(id)s
-                  AND j.status IN ('queued', 'running', 'suspended')),
-       EXISTS (SELECT FROM mvgraph.schedule_slot ss
-                WHERE ss.schedule_id = %(id)s AND ss.status = 'fired' AND ss.job_id IS NULL
-                  AND NOT ss.ended AND NOT ss.manual)
+-- name: record_slots
+-- Slots that do not run (missed), recorded once each in one statement; returns those recorded
+-- by this call.
+SELECT schedule_id, slot
+  FROM mvgraph.record_slots(%(ids)s::bigint[], %(slots)s::timestamptz[], %(status)s, %(reason)s,
+                            %(by)s)
 
 -- name: clock_now
 SELECT clock_timestamp()
@@ -1025,17 +1030,11 @@ SELECT pg_advisory_unlock_all()
 -- exists: the daemon's look every check_s (one statement; the closing is done only then).
 SELECT EXISTS (SELECT FROM mvgraph.schedule_ends()) OR EXISTS (SELECT FROM mvgraph.waiting_slots())
 
--- name: schedule_ends
--- Slots whose job has ended and whose end is not yet written to the schedule, oldest end
--- first; locked so that each end is counted by one daemon.
-SELECT schedule_id, slot, job_id, status, error, finished_at FROM mvgraph.schedule_ends()
-
--- name: schedule_run_ended
--- A run ended: the slot is marked; last end, status and error; a failure counts, a success
--- resets the count; the schedule_max_failures-th failure in a row (default 16) marks the
--- schedule broken. The last column says that this very failure broke it.
-SELECT name, failure_count, is_broken, broke
-  FROM mvgraph.schedule_run_ended(%(id)s, %(slot)s, %(end)s, %(status)s, %(error)s)
+-- name: close_schedule_ends
+-- The runs that ended (at most 100), each written to its schedule once across daemons, in one
+-- statement (0022_hot_firing.sql); `broke`: this very failure made the schedule broken.
+SELECT schedule_id, slot, job_id, status, error, name, failure_count, broke
+  FROM mvgraph.close_schedule_ends()
 
 -- name: waiting_slots
 -- Slots kept waiting (overlap queue) whose schedule has no unfinished run any more.
@@ -1044,9 +1043,6 @@ SELECT schedule_id, slot FROM mvgraph.waiting_slots()
 -- name: drop_waiting_slot
 -- A waiting slot whose schedule is paused, broken or gone: it will not run.
 SELECT mvgraph.drop_waiting_slot(%(id)s, %(slot)s, %(reason)s)
-
--- name: job_submitted_at
-SELECT submitted_at FROM mvgraph.job WHERE id = %(job)s
 
 -- name: demo_pause_schedules
 -- `mvgraph demo` leaves its schedules paused: nothing fires in the demo database until asked.

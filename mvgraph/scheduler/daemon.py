@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -63,7 +64,7 @@ from mvgraph.db.listen import wait_notifies
 from mvgraph.db.queries import query
 from mvgraph.errors import MvgraphError, UsageError, translated
 from mvgraph.jobs import store as jobs
-from mvgraph.model.status import JobKind, Overlap, ScheduleKind, SlotStatus
+from mvgraph.model.status import JobKind, ScheduleKind, SlotStatus
 from mvgraph.refresh.graphcache import GraphCache
 from mvgraph.retrylog import Outage
 from mvgraph.scheduler import store
@@ -77,6 +78,7 @@ log = logging.getLogger("mvgraph.daemon")
 Conn = psycopg.Connection[tuple[object, ...]]
 MAX_BACKOFF_S = 30.0
 MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are only counted
+JOB_OPTIONS: dict[str, Any] = {"search_path": ["public"]}  # a schedule's job: names qualified
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,25 +164,56 @@ class _TickEntry:
 
 
 class _FireExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
-    """Runs a firing with the slot times APScheduler computed (its own executors drop them)."""
+    """Runs firings with the slot times APScheduler computed (its own executors drop them).
 
-    def __init__(self, fire: Callable[[int, list[datetime]], None], threads: int = 16) -> None:
+    The slots due at one instant are fired together: a dispatcher thread hands every firing
+    queued so far to ``fire`` as one batch (one statement), with at most ``batches`` batches in
+    flight; a burst queues up behind the first batch and goes in the next one."""
+
+    def __init__(self, fire: Callable[[list[tuple[int, list[datetime]]]], None],
+                 batches: int = 2) -> None:
         super().__init__()
         self._fire = fire
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fire")
+        self._queue: queue.SimpleQueue[tuple[str, list[datetime]] | None] = queue.SimpleQueue()
+        self._free = threading.Semaphore(batches)
+        self._pool = ThreadPoolExecutor(batches, thread_name_prefix="fire")
+        self._dispatcher: threading.Thread | None = None
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._dispatcher = threading.Thread(target=self._dispatch, name="fire-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
-        def go() -> None:
-            try:
-                self._fire(int(job.id), list(run_times))
-            except Exception:  # a bug: logged, the daemon goes on
-                log.exception("schedule %s: firing failed", job.id)
-            finally:
-                self._run_job_success(job.id, [])
+        self._queue.put((str(job.id), list(run_times)))
 
-        self._pool.submit(go)
+    def _dispatch(self) -> None:
+        while (first := self._queue.get()) is not None:
+            self._free.acquire()
+            batch, stop = [first], False
+            with suppress(queue.Empty):
+                while (more := self._queue.get_nowait()) is not None:
+                    batch.append(more)
+                stop = True  # None: shut down after this batch
+            self._pool.submit(self._run, batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[tuple[str, list[datetime]]]) -> None:
+        try:
+            self._fire([(int(job_id), times) for job_id, times in batch])
+        except Exception:  # a bug: logged, the daemon goes on
+            log.exception("schedules %s: firing failed", ", ".join(j for j, _ in batch))
+        finally:
+            self._free.release()
+            for job_id, _ in batch:
+                self._run_job_success(job_id, [])
 
     def shutdown(self, wait: bool = True) -> None:
+        self._queue.put(None)
+        if wait and self._dispatcher is not None:
+            self._dispatcher.join()
         self._pool.shutdown(wait)
 
 
@@ -242,7 +275,7 @@ class Daemon:
         self.graphs = GraphCache()  # the catalog's graph, shared by ticks and the worker
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},  # private to this process, never shared
-            executors={"default": _FireExecutor(self._fire)},
+            executors={"default": _FireExecutor(self._fire_due)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 100},
             timezone=UTC)
         self._daemon_id: int | None = None
@@ -438,18 +471,26 @@ class Daemon:
             unfired = dict(self._unfired)
         rows = store.schedules(conn)
         seen = {s.id for s in rows}
+        behind: list[Schedule] = []
         for s in rows:
             with self._lock:
                 armed = self._armed.get(s.id)
             if first and _runnable(s) and (recovering or armed is None
                                            or armed.timing != s.timing):
-                # catch up first, then arm from the next slot after it: no slot in between
-                # is lost, none is seen twice
-                self._apply(s, self._catch_up(conn, s, unfired.get(s.id),
-                                              "the database was unavailable" if recovering
-                                              else "no daemon ran at the time"))
+                behind.append(s)
             else:
                 self._apply(s)
+        if behind:
+            # catch up first, then arm from the next slot after it: no slot in between is
+            # lost, none is seen twice
+            nexts = self._catch_up(conn, behind, unfired,
+                                   "the database was unavailable" if recovering
+                                   else "no daemon ran at the time")
+            # the soonest first: with thousands of schedules, those due within the second are
+            # armed before the daily ones
+            never = datetime.max.replace(tzinfo=UTC)
+            for s in sorted(behind, key=lambda s: nexts.get(s.id) or never):
+                self._apply(s, nexts.get(s.id))
         with self._lock:
             gone = [i for i in self._schedules if i not in seen]
         for i in gone:
@@ -526,83 +567,124 @@ class Daemon:
         _event("disarmed", f"schedule {sid} ({was.name}): {why}", schedule=sid)
 
     # ---- firing ---------------------------------------------------------------------------------
-    def _fire(self, sid: int, run_times: list[datetime]) -> None:
-        """APScheduler says slots are due (coalesced: the latest runs, earlier ones missed)."""
+    def _fire_due(self, due: list[tuple[int, list[datetime]]]) -> None:
+        """APScheduler says slots are due (per schedule coalesced: the latest runs, earlier
+        ones missed); those due together are fired by one statement."""
         if self._stopping.is_set():
             return
-        with self._lock:
-            s = self._armed.get(sid)
-        if s is None:
-            return
-        slot = run_times[-1]
-        try:
-            early = [t for t in run_times[:-1] if self._record(
-                s, t, SlotStatus.MISSED, "coalesced: the daemon was late", quiet=True)]
-            if early:  # one line for all of them
-                _event("missed", f"schedule {s.id} ({s.name}): {len(early)} slot"
-                                 f"{'' if len(early) == 1 else 's'} from {early[0].isoformat()} "
-                                 f"to {early[-1].isoformat()} coalesced: the daemon was late",
-                       schedule=s.id, slot=early[-1].isoformat())
-            if datetime.now(UTC) - slot > timedelta(seconds=self.config.misfire_grace_s):
-                self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
-                return
+        todo: list[tuple[Schedule, datetime, str | None]] = []
+        early: list[tuple[Schedule, list[datetime]]] = []
+        for sid, run_times in due:
+            with self._lock:
+                s = self._armed.get(sid)
+            if s is None:
+                continue
+            if len(run_times) > 1:
+                early.append((s, run_times[:-1]))
+            todo.append((s, run_times[-1], None))
+        if early:
             try:
-                self._fire_slot(s, slot, None)
+                self._coalesced(early)
+            except (psycopg.Error, MvgraphError) as exc:
+                self._not_fired([(s, times[0]) for s, times in early], exc)
+                behind = {s.id for s, _ in early}
+                todo = [x for x in todo if x[0].id not in behind]
+        now = datetime.now(UTC)
+        grace = timedelta(seconds=self.config.misfire_grace_s)
+        for s, slot, _ in [x for x in todo if now - x[1] > grace]:
+            try:
+                self._record(s, slot, SlotStatus.MISSED, "later than the misfire grace")
+            except (psycopg.Error, MvgraphError) as exc:
+                self._not_fired([(s, slot)], exc)
+        todo = [x for x in todo if now - x[1] <= grace]
+        if not todo:
+            return
+        try:
+            try:
+                self._fire_slots(todo)
             except (psycopg.Error, MvgraphError) as exc:  # a pooled connection may have died:
-                log.info("schedule %d: slot %s: retrying (%s)", s.id, slot.isoformat(),
-                         _first_line(exc), extra={"event": "retry", "schedule": s.id})
-                self._fire_slot(s, slot, None)  # once more, on a new one (claims are atomic)
+                log.info("%d slot%s: retrying (%s)", len(todo), "" if len(todo) == 1 else "s",
+                         _first_line(exc), extra={"event": "retry"})
+                self._fire_slots(todo)  # once more, on a new one (the statement is atomic)
         except (psycopg.Error, MvgraphError) as exc:
-            if outage.session_lost(exc):  # the database is away: caught up when it is back
-                self._lost(s.id, run_times[0])
+            self._not_fired([(s, slot) for s, slot, _ in todo], exc)
+
+    def _coalesced(self, early: list[tuple[Schedule, list[datetime]]]) -> None:
+        """Record the slots APScheduler coalesced (the daemon was late) as missed, in one
+        statement; one line per schedule."""
+        why = "coalesced: the daemon was late"
+        with self._pool.conn() as conn:
+            recorded = store.record_slots(conn, [(s.id, t) for s, times in early for t in times],
+                                          SlotStatus.MISSED, why, self.name)
+        for s, times in early:
+            done = [t for t in times if (s.id, t) in recorded]
+            for t in done:
+                self._emit(Skipped(s.id, s.name, t, SlotStatus.MISSED, why))
+            if done:  # one line for all of them
+                _event("missed", f"schedule {s.id} ({s.name}): {len(done)} slot"
+                                 f"{'' if len(done) == 1 else 's'} from {done[0].isoformat()} "
+                                 f"to {done[-1].isoformat()} {why}",
+                       schedule=s.id, slot=done[-1].isoformat())
+
+    def _not_fired(self, slots: list[tuple[Schedule, datetime]], exc: BaseException) -> None:
+        lost = outage.session_lost(exc)
+        for s, slot in slots:
+            if lost:  # the database is away: caught up when it is back
+                self._lost(s.id, slot)
             log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
                         slot.isoformat(), _first_line(exc),
                         extra={"event": "fire_failed", "schedule": s.id})
 
     def _fire_slot(self, s: Schedule, slot: datetime, reason: str | None) -> int | None:
-        """Claim ``slot`` and submit its job in one transaction (see the module doc)."""
-        skip: tuple[SlotStatus, str] | None = None
-        job: int | None = None
+        """Claim ``slot`` and submit its job in one statement (see the module doc)."""
+        return self._fire_slots([(s, slot, reason)]).get((s.id, slot))
+
+    def _fire_slots(self, todo: list[tuple[Schedule, datetime, str | None]]
+                    ) -> dict[tuple[int, datetime], int]:
+        """Claim slots and submit their jobs with one statement (``store.fire_slots``: the
+        overlap rule, exactly once, the owner's job, the next run); returns the jobs
+        submitted by (schedule id, slot)."""
+        known = {s.id: s for s, _, _ in todo}
+        calls: list[list[store.Firing]] = []  # one slot per schedule and statement
+        for s, slot, reason in sorted(todo, key=lambda x: x[1]):
+            firing = store.Firing(s.id, slot, reason, s.next_slot())
+            call = next((c for c in calls if all(f.schedule_id != s.id for f in c)), None)
+            if call is None:
+                calls.append([firing])
+            else:
+                call.append(firing)
+        results: list[store.FireResult] = []
         with self._pool.conn() as conn:
-            with translated(), conn.transaction():
-                row = conn.execute(query("schedule_busy"), {"id": s.id}).fetchone()
-                busy, waiting = (bool(row[0]), bool(row[1])) if row else (False, False)
-                if busy and s.overlap is Overlap.QUEUE and not waiting:
-                    if store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, claimed_by=self.name,
-                                        reason="waits for the previous run (overlap queue)"):
-                        skip = (SlotStatus.FIRED, "waits for the previous run (overlap queue)")
-                elif busy:
-                    why = ("one run already waits (overlap queue)" if waiting
-                           else "the previous run was still going")
-                    if store.claim_slot(conn, s.id, slot, SlotStatus.SKIPPED, reason=why,
-                                        claimed_by=self.name):
-                        skip = (SlotStatus.SKIPPED, why)
-                elif store.claim_slot(conn, s.id, slot, SlotStatus.FIRED, reason=reason,
-                                      claimed_by=self.name):
-                    job = self._submit(conn, s, slot)
-                store.set_next_run(conn, s.id, s.next_slot())
-            lateness = None
-            if job is not None:
-                got = conn.execute(query("job_submitted_at"), {"job": job}).fetchone()
-                at = got[0] if got and isinstance(got[0], datetime) else datetime.now(UTC)
-                lateness = (at - slot).total_seconds()
-        if job is not None and lateness is not None:
-            _event("fired", f"schedule {s.id} ({s.name}): slot {slot.isoformat()} fired job "
-                            f"{job} ({lateness * 1000:.0f} ms after its slot)"
-                            + (f"; {reason}" if reason else ""),
-                   schedule=s.id, job=job, slot=slot.isoformat())
-            self._emit(Fired(s.id, s.name, slot, job, lateness, reason))
-        elif skip is not None:
-            what = "waits" if skip[0] is SlotStatus.FIRED else skip[0].value
-            _event(what, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} {what}: "
-                         f"{skip[1]}", schedule=s.id, slot=slot.isoformat())
-            self._emit(Skipped(s.id, s.name, slot, skip[0], skip[1]))
-        return job
+            for firings in calls:
+                results += store.fire_slots(conn, firings, self.name, JOB_OPTIONS)
+        submitted: dict[tuple[int, datetime], int] = {}
+        for r in results:
+            s = known[r.schedule_id]
+            slot = r.slot
+            if r.outcome == "fired" and r.job_id is not None:
+                submitted[(s.id, slot)] = r.job_id
+                lateness = ((r.submitted_at or datetime.now(UTC)) - slot).total_seconds()
+                _event("fired", f"schedule {s.id} ({s.name}): slot {slot.isoformat()} fired "
+                                f"job {r.job_id} ({lateness * 1000:.0f} ms after its slot)"
+                                + (f"; {r.reason}" if r.reason else ""),
+                       schedule=s.id, job=r.job_id, slot=slot.isoformat())
+                self._emit(Fired(s.id, s.name, slot, r.job_id, lateness, r.reason))
+            elif r.outcome in ("waits", "skipped"):
+                status = SlotStatus.FIRED if r.outcome == "waits" else SlotStatus.SKIPPED
+                why = r.reason or ""
+                _event(r.outcome, f"schedule {s.id} ({s.name}): slot {slot.isoformat()} "
+                                  f"{r.outcome}: {why}", schedule=s.id, slot=slot.isoformat())
+                self._emit(Skipped(s.id, s.name, slot, status, why))
+            elif r.outcome != "taken":  # gone, refused
+                log.warning("schedule %d (%s): slot %s not fired (%s)", s.id, s.name,
+                            slot.isoformat(), r.reason,
+                            extra={"event": "fire_failed", "schedule": s.id})
+        return submitted
 
     def _submit(self, conn: Conn, s: Schedule, slot: datetime) -> int:
         """Submit the schedule's statement, owned by the schedule's owner (a worker runs it
         logged in as the login that created the schedule); link the job to the slot."""
-        job = jobs.queue(conn, JobKind.REFRESH, s.what, {"search_path": ["public"]},
+        job = jobs.queue(conn, JobKind.REFRESH, s.what, JOB_OPTIONS,
                          for_schedules=[s.id])
         store.set_slot_job(conn, s.id, slot, job)
         return job
@@ -622,36 +704,52 @@ class Daemon:
             self._emit(Skipped(s.id, s.name, slot, status, reason))
         return done
 
-    def _catch_up(self, conn: Conn, s: Schedule, unfired: datetime | None = None,
-                  why: str = "no daemon ran at the time") -> datetime | None:
-        """Coalesce the slots missed since the last recorded one (or the schedule's creation;
+    def _catch_up(self, conn: Conn, behind: list[Schedule], unfired: dict[int, datetime],
+                  why: str) -> dict[int, datetime | None]:
+        """Coalesce each schedule's slots missed since the last recorded one (or its creation;
         or from ``unfired``, a slot that could not be recorded, when earlier) into at most one
         run (``timing.catch_up``); record the others as missed (slots recorded meanwhile keep
-        their row). Returns the first slot after those handled here."""
-        with translated():
-            row = conn.execute(query("last_clock_slot"), {"id": s.id}).fetchone()
-        last = row[0] if row and isinstance(row[0], datetime) else None
-        since = max(last, s.created_at) if last else s.created_at
-        if unfired is not None and unfired <= since:
-            since = unfired - timedelta(microseconds=1)
+        their row). A few statements for all the schedules: their last slots, the missed
+        rows, the catch-up runs. Returns each schedule's first slot after those handled."""
+        lasts = store.last_clock_slots(conn, [s.id for s in behind])
         now = datetime.now(UTC)
-        c = catch_up(s.timing, since, now, timedelta(seconds=self.config.misfire_grace_s))
-        if c.latest_missed is None:
-            return c.next
-        missed = [t for t in slots_between(s.timing, since, now, limit=100_000) if t != c.run]
-        recorded = sum(self._record(s, t, SlotStatus.MISSED, why, quiet=True)
-                       for t in missed[-MISSED_ROWS:])
-        if missed:  # one line for the whole gap, not one per slot
-            _event("missed", f"schedule {s.id} ({s.name}): {len(missed)} slot"
-                             f"{'' if len(missed) == 1 else 's'} missed from "
-                             f"{missed[0].isoformat()} to {missed[-1].isoformat()} ({why}; "
-                             f"{recorded} recorded)"
-                             + (f"; catch-up run for slot {c.run.isoformat()}" if c.run else ""),
-                   schedule=s.id, slot=missed[-1].isoformat())
-        if c.run is not None:
-            self._fire_slot(s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
-                            if c.skipped else "catch-up run for a missed slot")
-        return c.next
+        grace = timedelta(seconds=self.config.misfire_grace_s)
+        nexts: dict[int, datetime | None] = {}
+        gaps: list[tuple[Schedule, list[datetime], datetime | None]] = []
+        runs: list[tuple[Schedule, datetime, str | None]] = []
+        for s in behind:
+            last = lasts.get(s.id)
+            since = max(last, s.created_at) if last else s.created_at
+            first_unfired = unfired.get(s.id)
+            if first_unfired is not None and first_unfired <= since:
+                since = first_unfired - timedelta(microseconds=1)
+            c = catch_up(s.timing, since, now, grace)
+            nexts[s.id] = c.next
+            if c.latest_missed is None:
+                continue
+            missed = [t for t in slots_between(s.timing, since, now, limit=100_000)
+                      if t != c.run]
+            gaps.append((s, missed, c.run))
+            if c.run is not None:
+                runs.append((s, c.run, f"catch-up run for {c.skipped + 1} missed slots"
+                             if c.skipped else "catch-up run for a missed slot"))
+        wanted = [(s.id, t) for s, missed, _ in gaps for t in missed[-MISSED_ROWS:]]
+        with self._pool.conn() as pooled:
+            recorded = store.record_slots(pooled, wanted, SlotStatus.MISSED, why, self.name)
+        for s, missed, run in gaps:
+            done = [t for t in missed[-MISSED_ROWS:] if (s.id, t) in recorded]
+            for t in done:
+                self._emit(Skipped(s.id, s.name, t, SlotStatus.MISSED, why))
+            if missed:  # one line for the whole gap, not one per slot
+                _event("missed", f"schedule {s.id} ({s.name}): {len(missed)} slot"
+                                 f"{'' if len(missed) == 1 else 's'} missed from "
+                                 f"{missed[0].isoformat()} to {missed[-1].isoformat()} ({why}; "
+                                 f"{len(done)} recorded)"
+                                 + (f"; catch-up run for slot {run.isoformat()}" if run else ""),
+                       schedule=s.id, slot=missed[-1].isoformat())
+        if runs:
+            self._fire_slots(runs)
+        return nexts
 
     # ---- run ends -------------------------------------------------------------------------------
     def _schedule_work(self, conn: Conn) -> bool:
@@ -665,16 +763,11 @@ class Daemon:
         slots (overlap queue) whose schedule is free."""
         ended: list[RunEnded] = []
         while True:
-            with translated(), conn.transaction():
-                rows = conn.execute(query("schedule_ends")).fetchall()
-                for sid, slot, job, status, error, end in rows:
-                    r = conn.execute(query("schedule_run_ended"), {
-                        "id": sid, "slot": slot, "end": end, "status": status,
-                        "error": error}).fetchone()
-                    if r is not None:
-                        ended.append(RunEnded(int(str(sid)), str(r[0]), int(str(job)),
-                                              str(status), int(str(r[1])), bool(r[3]),
-                                              _opt(error)))
+            with translated():  # one statement (schedules locked in id order, as firings do)
+                rows = conn.execute(query("close_schedule_ends")).fetchall()
+            for sid, _slot, job, status, error, name, failures, broke in rows:
+                ended.append(RunEnded(int(str(sid)), str(name), int(str(job)), str(status),
+                                      int(str(failures)), bool(broke), _opt(error)))
             if len(rows) < 100:
                 break
         for e in ended:
@@ -694,7 +787,8 @@ class Daemon:
     def _submit_waiting(self, conn: Conn) -> None:
         fired: list[tuple[Schedule, datetime, int]] = []
         with translated(), conn.transaction():
-            for sid, slot in conn.execute(query("waiting_slots")).fetchall():
+            for sid, slot in sorted(conn.execute(query("waiting_slots")).fetchall(),
+                                    key=_by_schedule):
                 assert isinstance(slot, datetime)
                 with self._lock:
                     s = self._schedules.get(int(str(sid)))
@@ -825,6 +919,12 @@ def live_daemons(conn: Conn, within_s: float = 10.0) -> list[DaemonInfo]:
 def _runnable(s: Schedule) -> bool:
     return (s.enabled and not s.is_broken and s.view_exists
             and s.timing.kind is not ScheduleKind.LAG)
+
+
+def _by_schedule(row: tuple[object, ...]) -> tuple[int, float]:
+    """Rows (schedule id, slot, ...) in the order fire_slots locks schedules."""
+    slot = row[1]
+    return int(str(row[0])), slot.timestamp() if isinstance(slot, datetime) else 0.0
 
 
 def _noop() -> None:  # APScheduler wants a callable; _FireExecutor calls Daemon._fire instead

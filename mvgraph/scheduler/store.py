@@ -3,14 +3,17 @@ here, and only here (the SQL lives in ``queries.sql`` and ``0008_schedules.sql``
 
 For the daemon: :func:`schedules` reads the table (the only source of truth; LISTEN on
 :data:`CHANNEL` for changes, payload ``insert:ID`` / ``update:ID`` / ``delete:ID``);
-:func:`claim_slot` records a slot exactly once across every daemon (the unique key
-``(schedule_id, slot)``); :func:`set_slot_job` links the job it
-submitted; :func:`set_next_run` keeps ``next_run`` current for ``scheduler.pg_task``.
+:func:`fire_slots` fires the slots due at one instant in one statement (overlap rule, claim,
+job, next run); :func:`claim_slot` records a slot exactly once across every daemon (the unique
+key ``(schedule_id, slot)``); :func:`set_slot_job` links the job it submitted;
+:func:`set_next_run` keeps ``next_run`` current for ``scheduler.pg_task``.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -347,6 +350,68 @@ def claim_slot(conn: Conn, schedule_id: int, slot: datetime, status: SlotStatus,
             "manual": manual, "reason": reason,
             "by": claimed_by or f"{socket.gethostname()}:{conn.info.backend_pid}"}).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One slot to fire: its schedule, the slot, why (a catch-up) and the schedule's next run
+    to record."""
+
+    schedule_id: int
+    slot: datetime
+    reason: str | None
+    next_run: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """What firing one slot did: ``outcome`` is ``fired`` (``job_id`` submitted at
+    ``submitted_at``), ``waits`` (overlap queue), ``skipped`` (overlap), ``taken`` (already
+    recorded, by another daemon), ``gone`` (the schedule was removed) or ``refused``."""
+
+    schedule_id: int
+    slot: datetime
+    outcome: str
+    job_id: int | None
+    reason: str | None
+    submitted_at: datetime | None
+
+
+def fire_slots(conn: Conn, firings: Sequence[Firing], claimed_by: str,
+               options: dict[str, Any]) -> list[FireResult]:
+    """Fire slots in one statement (``mvgraph.fire_slots``): per slot the overlap rule, the
+    claim (exactly once across all daemons), the job (owned by the schedule's owner) linked to
+    the slot, and the schedule's next run; one result per slot, in schedule order."""
+    if not firings:
+        return []
+    with translated():
+        rows = conn.execute(query("fire_slots"), {
+            "ids": [f.schedule_id for f in firings], "slots": [f.slot for f in firings],
+            "reasons": [f.reason for f in firings],
+            "next_runs": [f.next_run for f in firings], "by": claimed_by,
+            "options": json.dumps(options), "host": socket.gethostname()}).fetchall()
+    return [FireResult(int(str(r[0])), _time(r[1]) or datetime.min, str(r[2]), _int(r[3]),
+                       _str(r[4]), _time(r[5])) for r in rows]
+
+
+def record_slots(conn: Conn, slots: Sequence[tuple[int, datetime]], status: SlotStatus,
+                 reason: str, claimed_by: str) -> set[tuple[int, datetime]]:
+    """Record slots of schedules that do not run (e.g. missed) in one statement, each once
+    across all daemons; returns the (schedule id, slot) pairs this call recorded."""
+    if not slots:
+        return set()
+    with translated():
+        rows = conn.execute(query("record_slots"), {
+            "ids": [sid for sid, _ in slots], "slots": [slot for _, slot in slots],
+            "status": status.value, "reason": reason, "by": claimed_by}).fetchall()
+    return {(int(str(r[0])), r[1]) for r in rows if isinstance(r[1], datetime)}
+
+
+def last_clock_slots(conn: Conn, schedule_ids: Sequence[int]) -> dict[int, datetime]:
+    """The latest slot recorded by a daemon (not by run-now) of each schedule that has one."""
+    with translated():
+        rows = conn.execute(query("last_clock_slots"), {"ids": list(schedule_ids)}).fetchall()
+    return {int(str(r[0])): r[1] for r in rows if isinstance(r[1], datetime)}
 
 
 def set_slot_job(conn: Conn, schedule_id: int, slot: datetime, job_id: int) -> None:
