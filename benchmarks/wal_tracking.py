@@ -149,6 +149,7 @@ class Consumer:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.pid = int(self.stdout.readline())
+        self.cpu0 = cpu_seconds(self.pid)
 
     def __enter__(self) -> Consumer:
         self.cpu0 = cpu_seconds(self.pid)

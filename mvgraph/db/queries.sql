@@ -1021,8 +1021,11 @@ SELECT pg_advisory_unlock(28022, 7823724)
 
 -- name: wal_target
 -- How far to consume: everything inserted in the WAL so far (each committed transaction's
--- commit record is below it), and whether it is flushed yet (decoding reads flushed WAL only).
-SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()
+-- commit record is below it), whether it is flushed yet (decoding reads flushed WAL only), and
+-- whether the slot already confirmed all of it (nothing to read: an idle server).
+SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn(),
+       coalesce((SELECT s.confirmed_flush_lsn >= pg_current_wal_insert_lsn()
+                   FROM pg_replication_slots s WHERE s.slot_name = %(slot)s), false)
 
 -- name: wal_flush
 -- A commit that wrote WAL, with synchronous_commit on, flushes the WAL up to its record (see

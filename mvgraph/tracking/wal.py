@@ -246,9 +246,11 @@ def _consume(conn: Conn, slot: str) -> int:
     due = conn.execute(query("wal_snapshot_due"), {"slot": slot}).fetchone()
     if due is not None and due[0] is True:  # keeps the slot's restart point close
         conn.execute(query("wal_log_snapshot"))
-    row = conn.execute(query("wal_target")).fetchone()
+    row = conn.execute(query("wal_target"), {"slot": slot}).fetchone()
     assert row is not None
-    upto, flushed = str(row[0]), bool(row[1])
+    upto, flushed, read = str(row[0]), bool(row[1]), row[2] is True
+    if read:  # every commit record is below what the slot confirmed: nothing to decode
+        return 0
     if not flushed:  # an asynchronous commit may be visible and not yet flushed
         with conn.transaction():
             conn.execute(query("wal_flush"))

@@ -227,16 +227,20 @@ def restart_lsn(conn: Conn) -> str:
 
 
 def test_reads_keep_the_slots_restart_point_close(conn: Conn) -> None:
-    """Every read decodes again from the slot's restart point: a read under load logs a
-    running-transactions record so that the point moves up with the reads (not only when the
-    background writer logs one, every 15 s)."""
+    """Every read decodes again from the slot's restart point: a read finding it more than 1 MB
+    behind logs a running-transactions record so that the point moves up with the reads (not
+    only when the background writer logs one, every 15 s). A record of the background writer
+    read first may hold the point back for one read, hence up to three reads."""
     load(conn)
-    for _ in range(2):
-        conn.execute("INSERT INTO test_table SELECT g, 1, 1 FROM generate_series(1000, 40000) g")
-        conn.execute("DELETE FROM test_table WHERE id >= 1000")  # more than 1 MB of WAL
-        before = str(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+    conn.execute("INSERT INTO test_table SELECT g, 1, 1 FROM generate_series(1000, 40000) g")
+    conn.execute("DELETE FROM test_table WHERE id >= 1000")  # more than 1 MB of WAL
+    before = str(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+    moved = False
+    for _ in range(3):
         wal.catch_up(conn)
-    assert conn.execute("SELECT %s::pg_lsn >= %s::pg_lsn", [restart_lsn(conn), before]
-                        ).fetchone() == (True,)
-    assert "input public.test_table changed (4 transactions" in verdict(conn, "mv1")
-
+        moved = conn.execute("SELECT %s::pg_lsn >= %s::pg_lsn", [restart_lsn(conn), before]
+                             ).fetchone() == (True,)
+        if moved:
+            break
+    assert moved
+    assert "input public.test_table changed (2 transactions" in verdict(conn, "mv1")
