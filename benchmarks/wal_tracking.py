@@ -13,6 +13,8 @@ does, and once more after the run; its server backend's CPU time (utime + stime 
 ``--baseline DIR``: another mvgraph tree (e.g. a checkout of an earlier commit) measured in the
 same run, in a database of its own initialised, tracked and read by that tree, the two sides
 alternating by round; printed also: each round's (wal / none) of this tree over the baseline's.
+``MVGRAPH_BENCH_WAL_STEADY=1``: wal mode only, long-lived slots read throughout (see
+:func:`steady`): the decoding cost a daemon sees after minutes, not in a fresh slot's first run.
 
 Goal: TPS wal / none >= 0.97 at 8 clients (median of the per-round ratios, each round's ratio
 being mean(wal) / mean(none) of its two runs each).
@@ -21,6 +23,7 @@ Run: ``python benchmarks/wal_tracking.py [--quick] [--baseline DIR]``.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -188,8 +191,73 @@ def run(dsn: str, mode: str, options: Sequence[str],
 Run = tuple[str, float, int, float | None]  # mode, TPS, transactions, consumer CPU s
 
 
+def restart_lag(dsn: str) -> int:
+    """Bytes of WAL between the database's slot's restart point and the current position."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn() - restart_lsn FROM "
+                           "pg_replication_slots WHERE database = current_database()").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def steady(args: argparse.Namespace) -> None:
+    """``MVGRAPH_BENCH_WAL_STEADY=1``: both sides in wal mode for the whole run, each slot read
+    every second by its consumer from start to end, as a long-lived daemon reads it (the none /
+    wal runs above make a new slot each run, whose restart point cannot trail by more than the
+    run). Rounds alternate the sides (a first, unmeasured round warms them); per run: TPS, the
+    consumer's CPU per transaction, the restart point's lag at the end."""
+    scale, seconds, rounds = (1, 3, 1) if args.quick else (10, 20, 3)
+    sides = trees(args)
+    got: dict[str, list[tuple[float, float, int]]] = {side: [] for side in sides}
+    with logical_server() as srv, ExitStack() as stack:
+        dsns = {side: stack.enter_context(database(srv, f"walsteady_{side}", tree=tree))
+                for side, tree in sides.items()}
+        notes_server = server_note(srv) + f", wal_level={srv.setting('wal_level')}"
+        consumers = {}
+        for side, dsn in dsns.items():
+            progress(f"{side}: pgbench -i -s {scale} (setup)")
+            pgbench(dsn, "-i", "-q", "-s", str(scale))
+            set_mode(dsn, "wal", sides[side])
+            consumers[side] = stack.enter_context(Consumer(dsn, sides[side]))
+        options = ["-c", "8", "-j", "2", "-T", str(seconds)]
+        for r in range(rounds + 1):
+            for side in (list(sides) if r % 2 == 0 else list(reversed(sides))):
+                prepare_run(dsns[side])
+                before = cpu_seconds(consumers[side].pid)
+                out = pgbench(dsns[side], *options)
+                cpu = cpu_seconds(consumers[side].pid) - before
+                tps, done = _TPS.search(out), _DONE.search(out)
+                if not tps or not done:
+                    raise RuntimeError(f"no tps line in pgbench output:\n{out}")
+                lag = restart_lag(dsns[side])
+                us = cpu / int(done.group(1)) * 1e6
+                progress(f"{side}, round {r}{' (warm-up)' if r == 0 else ''}: "
+                         f"{float(tps.group(1)):.1f} tps, consumer {us:.1f} us per transaction, "
+                         f"restart point {lag / 1e6:.1f} MB behind")
+                if r:
+                    got[side].append((float(tps.group(1)), us, lag))
+    rows = []
+    for side, runs in got.items():
+        rows += [Result(f"{side}: 8 clients, wal mode, TPS", spread([t for t, _, _ in runs])),
+                 Result(f"{side}: decoding CPU us per transaction (the reading backend)",
+                        spread([u for _, u, _ in runs])),
+                 Result(f"{side}: slot's restart point behind the WAL at a run's end, MB",
+                        spread([lag / 1e6 for _, _, lag in runs]))]
+    if "baseline" in got:
+        pairs = list(zip(got["this"], got["baseline"], strict=True))
+        rows += [Result("TPS this / baseline, per round", spread([a[0] / b[0] for a, b in pairs])),
+                 Result("decoding CPU this / baseline, per round",
+                        spread([a[1] / b[1] for a, b in pairs]))]
+    print_table("wal_tracking (steady): tracking mode wal with long-lived slots", rows,
+                [f"TPC-B-like, scale {scale}, 8 clients, {seconds} s runs, {rounds} rounds "
+                 "after a warm-up round, the sides alternating; slots read every "
+                 f"{EVERY_S:g} s throughout", notes_server], quick=args.quick)
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    if os.environ.get("MVGRAPH_BENCH_WAL_STEADY") == "1":
+        steady(args)
+        return
     scale, seconds, rounds = (1, 3, 1) if args.quick else (10, 12, 3)
     sides = trees(args)
     # side -> clients -> round -> runs (none, wal, wal, none or the reverse)
