@@ -1040,9 +1040,10 @@ UPDATE mvgraph.wal_flush SET at = now()
 -- about one interval of WAL instead of up to 30 s of it (a peek queues every change from the
 -- restart point on and only then skips the ones already consumed). Only when the role may run
 -- it (superusers; others need EXECUTE granted: the check is made before the call, which would
--- fail) and not on a standby; exactness does not depend on it.
+-- fail; PostgreSQL 16 and later) and not on a standby; exactness does not depend on it.
 SELECT pg_current_wal_insert_lsn() - s.restart_lsn > 1048576
-       AND has_function_privilege('pg_catalog.pg_log_standby_snapshot()', 'EXECUTE')
+       AND has_function_privilege(to_regprocedure('pg_catalog.pg_log_standby_snapshot()'),
+                                  'EXECUTE')
        AND NOT pg_is_in_recovery()
   FROM pg_replication_slots s
  WHERE s.slot_name = %(slot)s
