@@ -81,7 +81,8 @@ def tree_env(tree: Path | str | None = None) -> dict[str, str]:
     """The environment of a process that imports mvgraph from ``tree`` (default: this one)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(tree or REPO)
-    return env
+    env["PYTHONSAFEPATH"] = "1"  # not the working directory first: run from a checkout, `-m` and
+    return env                   # `-c` would import that checkout's mvgraph, whatever the tree
 
 
 def tree_cli(tree: Path | str | None, *args: str,

@@ -11,13 +11,18 @@ extra of each variant over none, and none / variant: the TPS ratio a CPU-bound s
 see (median and range of rounds; cache and frequency effects of the neighbours remain).
 ``--workload empty``: each transaction is one INSERT that writes no row (issue 17);
 ``--workload bulk``: one INSERT of 1,000 rows into pgbench_history (what a per-row cost shows).
+``--in-server``: the TPC-B-like transactions are run by a procedure in the server (a COMMIT per
+loop, ``synchronous_commit = off``), 20,000 a run by default, the backend's CPU read from
+``/proc/<pid>/stat``: no client, protocol or parsing in the measure, so the triggers' share of
+a transaction shows with far less noise (no perf needed; the server must be local).
 Run: ``python benchmarks/trigger_cost.py [--quick] [--transactions N] [--rounds N]
-[--workload tpcb|empty|bulk] [--variants a,b]``.
+[--workload tpcb|empty|bulk] [--variants a,b] [--in-server]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import subprocess
@@ -67,6 +72,44 @@ def cpu_us(dsn: str, transactions: int, scale: int, workload: str = "tpcb") -> f
     raise RuntimeError(f"no task-clock from perf:\n{err}")
 
 
+PROCEDURE = """
+CREATE PROCEDURE bench.tpcb(n integer, scale integer) LANGUAGE plpgsql AS $$
+DECLARE
+    a integer; t integer; b integer; d integer; x integer;
+BEGIN
+    FOR i IN 1..n LOOP
+        a := 1 + (random() * (100000 * scale - 1))::integer;
+        t := 1 + (random() * (10 * scale - 1))::integer;
+        b := 1 + (random() * (scale - 1))::integer;
+        d := (random() * 10000)::integer - 5000;
+        UPDATE pgbench_accounts SET abalance = abalance + d WHERE aid = a;
+        SELECT abalance INTO x FROM pgbench_accounts WHERE aid = a;
+        UPDATE pgbench_tellers SET tbalance = tbalance + d WHERE tid = t;
+        UPDATE pgbench_branches SET bbalance = bbalance + d WHERE bid = b;
+        INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (t, b, a, d, now());
+        COMMIT;
+    END LOOP;
+END
+$$"""
+
+
+def proc_cpu_us(dsn: str, transactions: int, scale: int) -> float:
+    """Backend CPU microseconds per TPC-B-like transaction run by ``bench.tpcb`` in the server
+    (utime + stime of the backend, ``/proc``)."""
+    def cpu(pid: int) -> float:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("CALL bench.tpcb(200, %s)", [scale])  # warm
+        pid = conn.info.backend_pid
+        before = cpu(pid)
+        conn.execute("CALL bench.tpcb(%s, %s)", [transactions, scale])
+        return (cpu(pid) - before) * 1e6 / transactions
+
+
 def run_one(conn: Conn, rng: random.Random, scale: int, workload: str = "tpcb") -> None:
     """One transaction of the workload (TPC-B-like by default)."""
     args = {"a": rng.randint(1, 100000 * scale), "t": rng.randint(1, 10 * scale),
@@ -83,9 +126,13 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=3000)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="tpcb")
+    parser.add_argument("--in-server", action="store_true",
+                        help="TPC-B-like transactions run by a procedure in the server")
     args = parser.parse_args()
     chosen = [v for v in args.variants.split(",") if v]
     scale, rounds, n = (1, 1, 300) if args.quick else (10, args.rounds, args.transactions)
+    if args.in_server and not args.quick and args.transactions == 3000:
+        n = 20000  # a run of about a second: the /proc clock ticks every 10 ms
     per: dict[str | None, list[float]] = {None: [], **{v: [] for v in chosen}}
     extra: dict[str, list[float]] = {v: [] for v in chosen}
     with server() as srv, database(srv, "cost") as dsn:
@@ -94,6 +141,8 @@ def main() -> None:
                        capture_output=True)
         with psycopg.connect(dsn, autocommit=True) as conn:
             install_functions(conn)
+            if args.in_server:
+                conn.execute(PROCEDURE)
             for rnd in range(rounds):
                 order: list[str | None] = [None, *chosen]
                 if rnd % 2:
@@ -101,7 +150,8 @@ def main() -> None:
                 got: dict[str | None, list[float]] = {}
                 for variant in [*order, *reversed(order)]:
                     use(conn, variant)
-                    value = cpu_us(dsn, n, scale, args.workload)
+                    value = proc_cpu_us(dsn, n, scale) if args.in_server else \
+                        cpu_us(dsn, n, scale, args.workload)
                     got.setdefault(variant, []).append(value)
                     progress(f"round {rnd + 1}, {variant or 'none'}: {value:,.0f} "
                              f"CPU us per transaction")
@@ -119,8 +169,12 @@ def main() -> None:
                            spread([b / x for b, x in zip(per[None], per[v], strict=True)])))
     print_table(f"trigger_cost: backend CPU time per {args.workload} transaction, by trigger "
                 "body",
-                rows, [f"{rounds} ABBA round(s) of {n} transactions from one connection, "
-                       f"pgbench -i -s {scale}, task-clock of the backend (perf stat)",
+                rows, [f"{rounds} ABBA round(s) of {n} transactions "
+                       + ("run by a procedure in the server, synchronous_commit off, "
+                          f"pgbench -i -s {scale}, utime + stime of the backend (/proc)"
+                          if args.in_server else
+                          f"from one connection, pgbench -i -s {scale}, task-clock of the "
+                          "backend (perf stat)"),
                        settings])
 
 

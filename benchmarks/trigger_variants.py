@@ -27,8 +27,12 @@ unlogged table in a ``bench`` schema (mvgraph is not involved):
 * ``transition``: the other candidate: four ``AFTER`` statement triggers (one event each, as
   PostgreSQL requires of transition tables) logging when the transition table has a row
   (TRUNCATE: always);
-* ``noop`` and ``guc_only``: not candidates (they log nothing): the cost of a plpgsql trigger
-  call that does nothing, and of one that only checks and sets the flag.
+* ``written_one``: ``written`` as one statement (``INSERT ... SELECT ... WHERE`` the statement
+  wrote something), no ``IF``;
+* ``noop``, ``noop_pinned`` and ``guc_only``: not candidates (they log nothing): the cost of a
+  plpgsql trigger call that does nothing (``noop_pinned``: ``SECURITY DEFINER`` with the pinned
+  search path and ``AFTER``, the call as mvgraph installs it), and of one that only checks and
+  sets the flag.
 
 Every round runs none and the variants in one order then in the reverse order (ABBA), at 1, 4
 and 8 clients, ``VACUUM`` of the pgbench tables and every log emptied before each run, fsync
@@ -119,6 +123,14 @@ BEGIN
     INSERT INTO bench.log_plain (relid, xid) VALUES (TG_RELID, pg_current_xact_id());
     RETURN NULL;
 END"""
+_WRITTEN_ONE = """
+BEGIN
+    INSERT INTO bench.log_plain (relid, xid)
+    SELECT TG_RELID, pg_current_xact_id()
+     WHERE pg_current_xact_id_if_assigned() IS NOT NULL OR TG_OP = 'TRUNCATE'
+        OR pg_relation_filenode(TG_RELID) IS NULL;
+    RETURN NULL;
+END"""
 _TRANSITION = """
 BEGIN
     IF TG_OP = 'TRUNCATE' OR EXISTS (SELECT FROM n) THEN
@@ -159,19 +171,23 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "per_xact": (_PER_XACT, False),
     "current": (_PLAIN, True),  # with the pinned search path (PINNED)
     "written": (_WRITTEN, True),
+    "written_one": (_WRITTEN_ONE, True),
     "counts": (_COUNTS, True),
     "transition": (_TRANSITION, True),
     "noop": (_NOOP, False),  # the floor: a plpgsql call that logs nothing
+    "noop_pinned": (_NOOP, True),  # the floor of mvgraph's call (definer, pinned, AFTER)
     "guc_only": (_GUC_ONLY, False),  # the flag's part of guc_plain, without the insert
 }
 
 
 #: variants whose function pins search_path = pg_catalog, pg_temp (as 0015 does)
-PINNED = frozenset({"current", "written", "counts", "transition"})
+PINNED = frozenset({"current", "written", "written_one", "counts", "transition", "noop_pinned"})
 #: variants not installed as one BEFORE statement trigger for all four events: their triggers
 #: as (timing and events, REFERENCING clause, function)
 TRIGGERS: dict[str, list[tuple[str, str, str]]] = {
     "written": [("AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "", "written")],
+    "written_one": [("AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "", "written_one")],
+    "noop_pinned": [("AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "", "noop_pinned")],
     "counts": [("AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "", "counts")],
     "transition": [("AFTER INSERT", "REFERENCING NEW TABLE AS n", "transition"),
                    ("AFTER UPDATE", "REFERENCING NEW TABLE AS n", "transition"),

@@ -1091,8 +1091,11 @@ SELECT pg_advisory_unlock(28022, 7823724)
 
 -- name: wal_target
 -- How far to consume: everything inserted in the WAL so far (each committed transaction's
--- commit record is below it), and whether it is flushed yet (decoding reads flushed WAL only).
-SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()
+-- commit record is below it), whether it is flushed yet (decoding reads flushed WAL only), and
+-- whether the slot already confirmed all of it (nothing to read: an idle server).
+SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn(),
+       coalesce((SELECT s.confirmed_flush_lsn >= pg_current_wal_insert_lsn()
+                   FROM pg_replication_slots s WHERE s.slot_name = %(slot)s), false)
 
 -- name: wal_flush
 -- A commit that wrote WAL, with synchronous_commit on, flushes the WAL up to its record (see
@@ -1100,9 +1103,30 @@ SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn() >= pg_curre
 SELECT set_config('synchronous_commit', 'on', true);
 UPDATE mvgraph.wal_flush SET at = now()
 
+-- name: wal_snapshot_due
+-- Whether to log a running-transactions record (the one the background writer logs every 15 s)
+-- before reading: the slot's restart point trails the WAL by more than 1 MB. The next advance
+-- can then move the restart point up to the previous such record, so each read decodes again
+-- about one interval of WAL instead of up to 30 s of it (a peek queues every change from the
+-- restart point on and only then skips the ones already consumed). Only when the role may run
+-- it (superusers; others need EXECUTE granted: the check is made before the call, which would
+-- fail; PostgreSQL 16 and later) and not on a standby; exactness does not depend on it.
+SELECT pg_current_wal_insert_lsn() - s.restart_lsn > 1048576
+       AND has_function_privilege(to_regprocedure('pg_catalog.pg_log_standby_snapshot()'),
+                                  'EXECUTE')
+       AND NOT pg_is_in_recovery()
+  FROM pg_replication_slots s
+ WHERE s.slot_name = %(slot)s
+
+-- name: wal_log_snapshot
+SELECT pg_log_standby_snapshot()
+
 -- name: wal_consume
 -- Decode the slot up to %(upto)s without moving it (peek: wal_advance moves it once this
--- committed, so a failure loses nothing; repeats are absorbed by the primary key). pgoutput,
+-- committed, so a failure loses nothing; a repeat adds a row mvgraph.changes deduplicates, as it
+-- does the trigger's). Into the index-less write_log, as the tracking trigger: no primary key
+-- to probe per row (a quarter of the reader's CPU per transaction, benchmarks/wal_tracking.py;
+-- the reader writes with its own rights, which change_log asked for as well). pgoutput,
 -- protocol 1: only the first byte and the relation oids are read. 'B' (begin): Int64 final LSN,
 -- Int64 commit time (microseconds since 2000), Int32 xid. 'I', 'U', 'D': Int32 relation oid.
 -- 'T' (truncate): Int32 count, Int8 options, Int32 oid each. The 32-bit xid becomes an xid8 by
@@ -1133,13 +1157,12 @@ up AS (  -- each relation written, with the partitioned tables above it (looked 
                              UNION
                              SELECT i.inhparent FROM pg_inherits i JOIN a ON i.inhrelid = a.oid)
                          SELECT a.oid FROM a) t(oid))
-INSERT INTO mvgraph.change_log (relid, xid, at)
-SELECT DISTINCT ON (up.oid, r.xid32) up.oid,
+INSERT INTO mvgraph.write_log (relid, xid, at)
+SELECT DISTINCT up.oid,
        (x.xmax - ((x.xmax %% 4294967296 - r.xid32) %% 4294967296 + 4294967296)
                  %% 4294967296)::text::xid8,
        coalesce(b.at, statement_timestamp())
   FROM r JOIN up ON up.relid = r.relid CROSS JOIN x LEFT JOIN b ON b.xid32 = r.xid32
-ON CONFLICT DO NOTHING
 
 -- name: wal_advance
 -- Move the slot once the rows are committed (never backwards: a slot refuses that).

@@ -355,7 +355,7 @@ def test_the_daemon_reads_the_wal_slot_continuously(db_dsn: str, conn: Conn) -> 
     run_script(conn, "CREATE TABLE wt (id int PRIMARY KEY); "
                      "CREATE MATERIALIZED VIEW wm AS SELECT count(*) AS n FROM wt;")
     mvgraph.track(conn, ["wt"], mode="wal")
-    logged = ("SELECT count(*) FROM mvgraph.change_log c JOIN pg_class r ON r.oid = c.relid "
+    logged = ("SELECT count(*) FROM mvgraph.changes c JOIN pg_class r ON r.oid = c.relid "
               "WHERE r.relname = 'wt' AND c.kind = 'w'")
     with daemon(db_dsn, "--workers", "0") as proc:
         for i in range(3):
