@@ -78,6 +78,7 @@ log = logging.getLogger("mvgraph.daemon")
 Conn = psycopg.Connection[tuple[object, ...]]
 MAX_BACKOFF_S = 30.0
 MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are only counted
+IDLE_AFTER_S = 30.0  # no job NOTIFY heard for this long: ended runs are looked for less often
 JOB_OPTIONS: dict[str, Any] = {"search_path": ["public"]}  # a schedule's job: names qualified
 
 
@@ -91,6 +92,7 @@ class DaemonConfig:
     misfire_grace_s: float = 60.0  # a missed slot still runs if no older than this
     heartbeat_s: float = 2.0
     check_s: float = 1.0  # look for ended runs (a job's end also NOTIFYs)
+    idle_check_s: float = 5.0  # the same look once no job was heard of for IDLE_AFTER_S
     shutdown_s: float = 30.0  # SIGTERM: running jobs may finish for this long
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     alert_webhook: str | None = field(default=None, repr=False)  # the URL may hold a token
@@ -396,7 +398,7 @@ class Daemon:
     def _listen_loop(self) -> None:
         conn: Conn | None = None
         backoff = 0.5
-        last_resync = last_beat = last_check = 0.0
+        last_resync = last_beat = last_check = last_job = 0.0
         while not self._stopping.is_set():
             try:
                 if conn is None or conn.closed:
@@ -423,7 +425,11 @@ class Daemon:
                     break
                 if ends:
                     self._wake_ticks()
-                if ends or now - last_check >= self.config.check_s:
+                if ends:
+                    last_job = now
+                every = self.config.check_s if now - last_job < IDLE_AFTER_S \
+                    else self.config.idle_check_s  # a NOTIFY lost is caught later when idle
+                if ends or now - last_check >= every:
                     last_check = now
                     if ends or self._schedule_work(conn):  # one statement when idle
                         self._close_ends(conn)
