@@ -44,14 +44,15 @@ def running_backend(conn: Conn, job: int) -> bool:
 def test_a_restart_requeues_the_jobs_it_cut_and_fails_none() -> None:
     """A `sql` job and a refresh job, each mid-statement when the server stops (`-m fast`:
     57P01 terminating connection due to administrator command): both go back to the queue
-    and end done; nothing is recorded failed."""
+    and end done; nothing is recorded failed. Each statement sleeps long enough (4 s) that the
+    two overlap even when the refresh job's first plan (the catalog read) is slow."""
     with cluster(bindir()) as pg:
         with connect(pg.uri) as c:
             init(c)
             run_script(c, "CREATE TABLE t (i int); CREATE TABLE base (x int); "
                           "INSERT INTO base VALUES (1); CREATE MATERIALIZED VIEW slow AS "
-                          "SELECT x, pg_sleep(1.5)::text AS s FROM base WITH NO DATA;")
-            statement = submit(c, "INSERT INTO t SELECT 1 FROM pg_sleep(1.5)")
+                          "SELECT x, pg_sleep(4)::text AS s FROM base WITH NO DATA;")
+            statement = submit(c, "INSERT INTO t SELECT 1 FROM pg_sleep(4)")
             refresh = submit(c, "REFRESH MATERIALIZED VIEW slow")
         with worker(pg.uri, "--concurrency", "2") as proc:
             with connect(pg.uri) as c:
