@@ -465,11 +465,6 @@ SELECT id, kind, statement, options, owner, attempt, login, settings, fingerprin
        event_triggers
   FROM mvgraph.claim_jobs_start(%(worker)s, %(lease)s, %(wanted)s)
 
--- name: claim_jobs
--- Up to %(wanted)s queued jobs, oldest first, in one statement (the cap applies).
-SELECT id, kind, statement, options, owner, attempt, login
-  FROM mvgraph.claim_jobs(%(worker)s, %(lease)s, %(wanted)s) ORDER BY id
-
 -- name: job_heartbeat
 SELECT mvgraph.job_heartbeat(%(job)s, %(attempt)s, %(lease)s)
 
@@ -925,71 +920,6 @@ SELECT mvgraph.raise_alert(%(kind)s, %(key)s, %(payload)s::jsonb, %(sender)s)
 -- name: purge_alerts
 SELECT mvgraph.purge_alerts()
 
--- name: alert_clock
--- The server's time and the earliest event alerts look at: at most a day back, never before
--- the schema had alerts (no flood of old events after the upgrade that added them).
-SELECT now(), greatest(now() - interval '1 day',
-                       (SELECT min(v.applied_at) FROM mvgraph.schema_version v
-                         WHERE v.name = 'alerts'))
-
--- name: alert_broken_schedules
--- Every broken schedule (for the metrics) and whether its breaking is still to be alerted: one
--- event per breaking, keyed by the schedule and when it broke.
-SELECT s.id, s.name, s.failure_count, s.last_job, coalesce(s.broken_at, s.updated_at), k.key,
-       coalesce(s.broken_at, s.updated_at) >= %(since)s
-       AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
-                        WHERE a.kind = 'schedule_broken' AND a.key = k.key)
-  FROM mvgraph.schedule s
- CROSS JOIN LATERAL (SELECT s.id::text || ':' || coalesce(
-                            (extract(epoch FROM s.broken_at) * 1000000)::bigint::text, '')
-                            AS key) k
- WHERE s.is_broken
- ORDER BY s.id
-
--- name: alert_failed_jobs
--- Failed background jobs (a foreground run's failure goes to its caller) not yet alerted,
--- oldest first (an hour back at most), with the schedules that submitted them.
-SELECT j.id, j.kind, j.finished_at,
-       coalesce((SELECT array_agg(DISTINCT s.name ORDER BY s.name)
-                   FROM mvgraph.schedule_slot ss JOIN mvgraph.schedule s ON s.id = ss.schedule_id
-                  WHERE ss.job_id = j.id), '{}')
-  FROM mvgraph.job j
- WHERE j.status = 'failed' AND j.background
-   AND j.finished_at >= greatest(%(since)s, now() - interval '1 hour')
-   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
-                    WHERE a.kind = 'job_failed' AND a.key = j.id::text)
- ORDER BY j.finished_at, j.id
- LIMIT 100
-
--- name: alert_silent_daemons
--- Daemons whose heartbeat stopped %(silent)s seconds (or three daemon heartbeats) ago or more,
--- not yet alerted: one event per silence, keyed by the row and its last heartbeat.
-SELECT d.id, d.name, d.heartbeat_at, k.key
-  FROM mvgraph.daemon d
- CROSS JOIN LATERAL (SELECT d.id::text || ':'
-                            || (extract(epoch FROM d.heartbeat_at) * 1000000)::bigint::text
-                            AS key) k
- WHERE d.heartbeat_at < now() - make_interval(secs => greatest(%(silent)s, 3 * %(beat)s))
-   AND d.heartbeat_at >= %(since)s
-   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
-                    WHERE a.kind = 'daemon_silent' AND a.key = k.key)
- ORDER BY d.heartbeat_at, d.id
-
--- name: alert_silent_workers
--- Workers whose heartbeat stopped %(silent)s seconds (or three of their own periods) ago or
--- more, not yet alerted. A daemon's own worker (its name) is left to the daemon's alert.
-SELECT w.id, w.name, w.heartbeat_at, k.key
-  FROM mvgraph.worker w
- CROSS JOIN LATERAL (SELECT w.id::text || ':'
-                            || (extract(epoch FROM w.heartbeat_at) * 1000000)::bigint::text
-                            AS key) k
- WHERE w.heartbeat_at < now() - make_interval(secs => greatest(%(silent)s, 3 * w.heartbeat_s))
-   AND w.heartbeat_at >= %(since)s
-   AND NOT EXISTS (SELECT FROM mvgraph.daemon d WHERE d.name = w.name)
-   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
-                    WHERE a.kind = 'worker_silent' AND a.key = k.key)
- ORDER BY w.heartbeat_at, w.id
-
 -- name: alert_recent_target_miss
 -- Whether the view's target had a target_missed alert lately (other than this very episode).
 SELECT EXISTS (SELECT FROM mvgraph.alert_sent a
@@ -997,15 +927,86 @@ SELECT EXISTS (SELECT FROM mvgraph.alert_sent a
                   AND a.key <> %(key)s
                   AND a.sent_at > now() - make_interval(secs => %(within)s))
 
--- name: alert_live
--- Daemons and workers whose heartbeat is recent (within %(silent)s seconds, or three of their
--- heartbeats).
-SELECT (SELECT count(*) FROM mvgraph.daemon d
+-- name: alert_look
+-- One look for alerts (mvgraph.scheduler.alerts), a row per finding, in the order to send them:
+-- 'broken' every broken schedule (for the metrics) and whether its breaking is still to be
+-- alerted (one event per breaking, keyed by the schedule and when it broke); 'failed' failed
+-- background jobs (a foreground run's failure goes to its caller) not yet alerted, oldest first,
+-- an hour back at most, with the schedules that submitted them; with %(silence)s, 'daemon' and
+-- 'worker' rows whose heartbeat stopped %(silent)s seconds (or three of their heartbeats) ago or
+-- more, not yet alerted (one event per silence, keyed by the row and its last heartbeat; a
+-- daemon's own worker, its name, is left to the daemon's alert); 'live' the daemons (num) and
+-- workers (job) heard from within that time. Events are looked for at most a day back and
+-- never before the schema had alerts (no flood of old events after the upgrade that added them).
+-- Columns: part, ord, id, name, num, job, at, key, new, names.
+WITH c AS (
+    SELECT greatest(now() - interval '1 day',
+                    (SELECT min(v.applied_at) FROM mvgraph.schema_version v
+                      WHERE v.name = 'alerts')) AS since
+)
+SELECT * FROM (
+SELECT 1 AS part, s.id AS ord, s.id, s.name::text, s.failure_count::int AS num, s.last_job AS job,
+       coalesce(s.broken_at, s.updated_at) AS at, k.key,
+       coalesce(s.broken_at, s.updated_at) >= c.since
+       AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                        WHERE a.kind = 'schedule_broken' AND a.key = k.key) AS new,
+       NULL::text[] AS names
+  FROM c, mvgraph.schedule s
+ CROSS JOIN LATERAL (SELECT s.id::text || ':' || coalesce(
+                            (extract(epoch FROM s.broken_at) * 1000000)::bigint::text, '')
+                            AS key) k
+ WHERE s.is_broken
+UNION ALL
+SELECT 2, row_number() OVER (ORDER BY f.finished_at, f.id), f.id, f.kind::text, NULL, NULL,
+       f.finished_at, NULL, true, f.names
+  FROM (SELECT j.id, j.kind, j.finished_at,
+               coalesce((SELECT array_agg(DISTINCT s.name::text ORDER BY s.name::text)
+                           FROM mvgraph.schedule_slot ss
+                           JOIN mvgraph.schedule s ON s.id = ss.schedule_id
+                          WHERE ss.job_id = j.id), '{}') AS names
+          FROM c, mvgraph.job j
+         WHERE j.status = 'failed' AND j.background
+           AND j.finished_at >= greatest(c.since, now() - interval '1 hour')
+           AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                            WHERE a.kind = 'job_failed' AND a.key = j.id::text)
+         ORDER BY j.finished_at, j.id
+         LIMIT 100) f
+UNION ALL
+SELECT 3, row_number() OVER (ORDER BY d.heartbeat_at, d.id), d.id, d.name::text, NULL, NULL,
+       d.heartbeat_at, k.key, true, NULL
+  FROM c, mvgraph.daemon d
+ CROSS JOIN LATERAL (SELECT d.id::text || ':'
+                            || (extract(epoch FROM d.heartbeat_at) * 1000000)::bigint::text
+                            AS key) k
+ WHERE %(silence)s
+   AND d.heartbeat_at < now() - make_interval(secs => greatest(%(silent)s, 3 * %(beat)s))
+   AND d.heartbeat_at >= c.since
+   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                    WHERE a.kind = 'daemon_silent' AND a.key = k.key)
+UNION ALL
+SELECT 4, row_number() OVER (ORDER BY w.heartbeat_at, w.id), w.id, w.name::text, NULL, NULL,
+       w.heartbeat_at, k.key, true, NULL
+  FROM c, mvgraph.worker w
+ CROSS JOIN LATERAL (SELECT w.id::text || ':'
+                            || (extract(epoch FROM w.heartbeat_at) * 1000000)::bigint::text
+                            AS key) k
+ WHERE %(silence)s
+   AND w.heartbeat_at < now() - make_interval(secs => greatest(%(silent)s, 3 * w.heartbeat_s))
+   AND w.heartbeat_at >= c.since
+   AND NOT EXISTS (SELECT FROM mvgraph.daemon d WHERE d.name = w.name)
+   AND NOT EXISTS (SELECT FROM mvgraph.alert_sent a
+                    WHERE a.kind = 'worker_silent' AND a.key = k.key)
+UNION ALL
+SELECT 5, 0, NULL, NULL,
+       (SELECT count(*) FROM mvgraph.daemon d
          WHERE d.heartbeat_at >= now() - make_interval(secs => greatest(%(silent)s,
-                                                                         3 * %(beat)s))),
+                                                                         3 * %(beat)s)))::int,
        (SELECT count(*) FROM mvgraph.worker w
          WHERE w.heartbeat_at >= now() - make_interval(secs => greatest(%(silent)s,
-                                                                         3 * w.heartbeat_s)))
+                                                                         3 * w.heartbeat_s))),
+       NULL, NULL, NULL, NULL
+) look
+ORDER BY part, ord
 
 -- name: last_clock_slots
 -- The latest slot recorded by a daemon (not by run-now) of each schedule, in one statement.
@@ -1020,10 +1021,6 @@ SELECT schedule_id, slot
 
 -- name: clock_now
 SELECT clock_timestamp()
-
--- name: unlock_all
--- A kept worker connection drops any session-level advisory lock a failed run left behind.
-SELECT pg_advisory_unlock_all()
 
 -- name: schedule_work
 -- Whether a run of a schedule ended and was not closed yet, or a waiting slot (overlap queue)
@@ -1383,13 +1380,6 @@ SELECT string_agg(DISTINCT b::text, ', ') FROM unnest(pg_blocking_pids(%(pid)s))
 
 -- name: rebuild_set_guc
 SELECT set_config(%(name)s, %(value)s, false)
-
--- name: rebuild_identity_sequences
--- Identity columns of a table and their sequences (old table's, to carry the position over).
-SELECT a.attname, pg_get_serial_sequence(format('%%I.%%I', n.nspname, c.relname), a.attname)
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE a.attrelid = %(oid)s AND a.attidentity <> '' AND NOT a.attisdropped
 
 -- name: rebuild_partitions
 -- The partitions of a partitioned table, with their bounds.

@@ -3,11 +3,11 @@
 One main loop claims jobs (``mvgraph.claim_jobs_start``: oldest first, ``FOR UPDATE SKIP LOCKED``,
 within ``max_concurrent_jobs`` across every worker) on a dedicated autocommit connection that
 LISTENs on ``mvgraph_jobs``, so a submitted job starts at once; polling every ``poll_s`` is the
-fallback; every ``heartbeat_s`` it also renews the worker's row in ``mvgraph.worker`` (deleted
-when it stops; a daemon alerts a row gone silent). Each job runs in a thread on its own
-connection; a heartbeat thread renews the lease of each (every ``heartbeat_s``, for ``lease_s``)
-and passes on cancel and suspend requests. A job
-whose worker died is requeued by the next claim after its lease expires, and resumes from its
+fallback; every ``heartbeat_s`` (``row_beat_s`` when set) it also renews the worker's row in
+``mvgraph.worker`` (deleted when it stops; a daemon alerts a row gone silent). Each job runs
+in a thread on its own connection; a heartbeat thread renews the lease of each (every
+``heartbeat_s``, for ``lease_s``) and passes on cancel and suspend requests. A job whose worker
+died is requeued by the next claim after its lease expires, and resumes from its
 first unfinished step. SIGTERM / SIGINT: claim nothing more, let running steps finish for up to
 ``shutdown_s``, then cancel them and requeue what is left. The database going away never stops
 the worker: it reconnects with backoff, and requeues the jobs it lost.
@@ -74,6 +74,7 @@ class WorkerConfig:
     concurrency: int = 1
     lease_s: float = 30.0
     heartbeat_s: float = 10.0
+    row_beat_s: float | None = None  # the mvgraph.worker row's period (default: heartbeat_s)
     poll_s: float = 5.0
     shutdown_s: float = 30.0
     housekeeping_s: float = 2.0  # purge and compaction after a job, at most this often
@@ -86,6 +87,13 @@ class WorkerConfig:
             raise UsageError("--concurrency must be at least 1")
         if not 0 < self.heartbeat_s < self.lease_s:
             raise UsageError("the heartbeat must be shorter than the lease (defaults: 10s, 30s)")
+        if self.row_beat_s is not None and self.row_beat_s <= 0:
+            raise UsageError("the worker row's heartbeat must be positive")
+
+    @property
+    def row_period_s(self) -> float:
+        """How often the worker's ``mvgraph.worker`` row is renewed."""
+        return self.heartbeat_s if self.row_beat_s is None else self.row_beat_s
 
 
 @dataclass
@@ -169,11 +177,11 @@ class Worker:
                     self._outage.ok()
                     backoff = 0.5
                     last_poll = last_beat = 0.0
-                if time.monotonic() - last_beat >= self.config.heartbeat_s:
+                if time.monotonic() - last_beat >= self.config.row_period_s:
                     last_beat = time.monotonic()  # this worker is alive (mvgraph.worker)
                     self._worker_id = store.beat_worker(
                         conn, self._worker_id, self.config.name, self.config.concurrency,
-                        self.config.heartbeat_s)
+                        self.config.row_period_s)
                 if time.monotonic() - last_poll >= self.config.poll_s:
                     last_poll = time.monotonic()
                     self._claim(conn)

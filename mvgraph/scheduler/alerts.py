@@ -131,36 +131,30 @@ class Alerter:
             if self._contact_since is None:
                 self._contact_since = now_mono
             in_contact = now_mono - self._contact_since
+        found: list[Alert] = []
+        broken: list[str] = []
+        live: tuple[int, int] = (0, 0)
         with translated():
-            clock = conn.execute(query("alert_clock")).fetchone()
-            assert clock is not None
-            since = clock[1]
-            found: list[Alert] = []
-            broken: list[str] = []
-            for sid, name, failures, job, at, key, new in conn.execute(
-                    query("alert_broken_schedules"), {"since": since}).fetchall():
+            rows = conn.execute(query("alert_look"), {
+                "silence": in_contact >= self.heartbeat_s, "silent": self.heartbeat_s,
+                "beat": self.daemon_heartbeat_s}).fetchall()
+        for part, _, oid, name, num, job, at, key, new, names in rows:
+            if part == 1:  # a broken schedule
                 broken.append(str(name))
                 if new:
-                    found.append(broken_alert(int(str(sid)), str(name), int(str(failures)),
+                    found.append(broken_alert(int(str(oid)), str(name), int(str(num)),
                                               _int(job), _time(at), str(key)))
-            for job, kind, at, schedules in conn.execute(query("alert_failed_jobs"),
-                                                         {"since": since}).fetchall():
-                found.append(failed_alert(int(str(job)), str(kind), _time(at),
-                                          [str(s) for s in _list(schedules)]))
-            if in_contact >= self.heartbeat_s:
-                args = {"since": since, "silent": self.heartbeat_s,
-                        "beat": self.daemon_heartbeat_s}
-                for what in ("daemon", "worker"):
-                    for pid, name, at, key in conn.execute(query(f"alert_silent_{what}s"),
-                                                           args).fetchall():
-                        found.append(silent_alert(what, int(str(pid)), str(name), _time(at),
-                                                  str(key)))
-            live = conn.execute(query("alert_live"), {
-                "silent": self.heartbeat_s, "beat": self.daemon_heartbeat_s}).fetchone()
+            elif part == 2:  # a failed job
+                found.append(failed_alert(int(str(oid)), str(name), _time(at),
+                                          [str(n) for n in _list(names)]))
+            elif part in (3, 4):  # a silent daemon or worker
+                found.append(silent_alert("daemon" if part == 3 else "worker", int(str(oid)),
+                                          str(name), _time(at), str(key)))
+            else:  # the live daemons and workers
+                live = (int(str(num)), int(str(job)))
         sent = tuple(a for a in found if self.send(conn, a))
         self._purge(conn, now_mono)
-        return AlertPass(sent, tuple(broken), int(str(live[0])) if live else 0,
-                         int(str(live[1])) if live else 0)
+        return AlertPass(sent, tuple(broken), *live)
 
     # ---- freshness targets (from the daemon's target tick) ----------------------------------
     def targets(self, conn: Conn, decisions: Iterable[Any]) -> list[Alert]:

@@ -78,6 +78,9 @@ log = logging.getLogger("mvgraph.daemon")
 Conn = psycopg.Connection[tuple[object, ...]]
 MAX_BACKOFF_S = 30.0
 MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are only counted
+# the in-process worker's mvgraph.worker row is renewed this often (its leases every 2 s); the
+# daemon's own heartbeat says every 2 s that both are alive
+IN_PROCESS_WORKER_ROW_S = 10.0
 IDLE_AFTER_S = 30.0  # no job NOTIFY heard for this long: ended runs are looked for less often
 JOB_OPTIONS: dict[str, Any] = {"search_path": ["public"]}  # a schedule's job: names qualified
 
@@ -346,7 +349,8 @@ class Daemon:
 
             self._worker = Worker(WorkerConfig(self.config.dsn, self.config.workers,
                                                shutdown_s=self.config.shutdown_s,
-                                               name=self.name, poll_s=5.0, heartbeat_s=2.0),
+                                               name=self.name, poll_s=5.0, heartbeat_s=2.0,
+                                               row_beat_s=IN_PROCESS_WORKER_ROW_S),
                                   graphs=self.graphs)
             worker_thread = threading.Thread(target=self._worker.run, name="worker",
                                              daemon=True)
