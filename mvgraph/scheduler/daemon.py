@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -82,6 +82,8 @@ MISSED_ROWS = 100  # missed slots recorded one by one per catch-up; more are onl
 # daemon's own heartbeat says every 2 s that both are alive
 IN_PROCESS_WORKER_ROW_S = 10.0
 IDLE_AFTER_S = 30.0  # no job NOTIFY heard for this long: ended runs are looked for less often
+FIRE_BATCHES = 2  # firing batches in flight at once (each on a pooled connection)
+QUIET_ARMING = 100  # a resync arming more schedules logs one line, not one per schedule
 JOB_OPTIONS: dict[str, Any] = {"search_path": ["public"]}  # a schedule's job: names qualified
 
 
@@ -254,6 +256,16 @@ class _Pool:
             else:
                 c.close()
 
+    def warm(self, count: int, prepare: Callable[[Conn], None]) -> None:
+        """Open ``count`` connections now, each passed to ``prepare`` once (at most: the
+        database may be away; the first use then connects)."""
+        try:
+            with ExitStack() as held:  # all held at once: count distinct connections
+                for _ in range(count):
+                    prepare(held.enter_context(self.conn()))
+        except (psycopg.Error, MvgraphError) as exc:
+            log.info("firing connections not opened ahead (%s)", _first_line(exc))
+
     def close(self) -> None:
         with self._lock:
             free, self._free = self._free, []
@@ -280,7 +292,7 @@ class Daemon:
         self.graphs = GraphCache()  # the catalog's graph, shared by ticks and the worker
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},  # private to this process, never shared
-            executors={"default": _FireExecutor(self._fire_due)},
+            executors={"default": _FireExecutor(self._fire_due, FIRE_BATCHES)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 100},
             timezone=UTC)
         self._daemon_id: int | None = None
@@ -408,6 +420,8 @@ class Daemon:
                 if conn is None or conn.closed:
                     conn = self._connect_listener()
                     self._retry_log.ok()
+                    # the firing connections, with fire_slots planned, before anything fires
+                    self._pool.warm(FIRE_BATCHES, lambda c: store.warm_firing(c, self.name))
                     self._resync(conn, first=True)
                     self._heartbeat(conn)
                     backoff = 0.5
@@ -482,6 +496,8 @@ class Daemon:
         rows = store.schedules(conn)
         seen = {s.id for s in rows}
         behind: list[Schedule] = []
+        quiet = len(rows) > QUIET_ARMING  # thousands of schedules: one line, not one each
+        armed_now = 0
         for s in rows:
             with self._lock:
                 armed = self._armed.get(s.id)
@@ -489,7 +505,7 @@ class Daemon:
                                            or armed.timing != s.timing):
                 behind.append(s)
             else:
-                self._apply(s)
+                armed_now += self._apply(s, quiet=quiet)
         if behind:
             # catch up first, then arm from the next slot after it: no slot in between is
             # lost, none is seen twice
@@ -500,7 +516,9 @@ class Daemon:
             # armed before the daily ones
             never = datetime.max.replace(tzinfo=UTC)
             for s in sorted(behind, key=lambda s: nexts.get(s.id) or never):
-                self._apply(s, nexts.get(s.id))
+                armed_now += self._apply(s, nexts.get(s.id), quiet=quiet)
+        if quiet and armed_now:
+            _event("armed", f"{armed_now} schedules armed (each is logged at debug level)")
         with self._lock:
             gone = [i for i in self._schedules if i not in seen]
         for i in gone:
@@ -541,9 +559,12 @@ class Daemon:
         else:
             self._forget(sid)
 
-    def _apply(self, s: Schedule, first_slot: datetime | None = None) -> None:
+    def _apply(self, s: Schedule, first_slot: datetime | None = None, *,
+               quiet: bool = False) -> bool:
         """Follow a schedule's row: arm, re-arm (new clock), disarm (paused, broken, gone);
-        ``first_slot``: the first slot to fire (after a catch-up), else the next one."""
+        ``first_slot``: the first slot to fire (after a catch-up), else the next one.
+        ``quiet``: arming is logged at debug level (the caller logs a summary). True when it
+        armed the schedule."""
         with self._lock:
             self._schedules[s.id] = s
             armed = self._armed.get(s.id)
@@ -551,16 +572,19 @@ class Daemon:
             if armed is not None:
                 self._disarm(s.id, "paused" if not s.enabled else
                              "broken" if s.is_broken else "not on a clock")
-            return
+            return False
         if armed is not None and armed.timing == s.timing and first_slot is None:
-            return
+            return False
         extra = {"next_run_time": first_slot} if first_slot is not None else {}
         self._scheduler.add_job(_noop, SlotTrigger(s.timing), id=str(s.id), name=s.name,
                                 replace_existing=True, **extra)
         with self._lock:
             self._armed[s.id] = s
-        _event("armed", f"schedule {s.id} ({s.name}): {'re-' if armed else ''}armed, "
-                        f"{SlotTrigger(s.timing)}", schedule=s.id)
+        if not quiet or log.isEnabledFor(logging.DEBUG):
+            (log.debug if quiet else log.info)(
+                f"schedule {s.id} ({s.name}): {'re-' if armed else ''}armed, "
+                f"{SlotTrigger(s.timing)}", extra={"event": "armed", "schedule": s.id})
+        return True
 
     def _forget(self, sid: int) -> None:
         with self._lock:

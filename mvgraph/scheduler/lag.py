@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -264,15 +264,19 @@ def read_targets(conn: Conn, graph: MVGraph | None = None
     return facts.targets, facts.views
 
 
-def read_facts(conn: Conn, graph: MVGraph | None = None) -> TargetFacts:
+def read_facts(conn: Conn, graph: MVGraph | Callable[[], MVGraph] | None = None
+               ) -> TargetFacts:
     """As :func:`read_targets`, with the oids a probe (:mod:`mvgraph.scheduler.lagwatch`)
-    watches."""
+    watches. ``graph`` may be a function giving it: called only when there are targets (the
+    catalog of 10,000 views costs a second of Python to load)."""
     from mvgraph.refresh import changes
 
     with translated():
         rows = conn.execute(query("lag_schedules")).fetchall()
     if not rows:
         return TargetFacts([], {})
+    if callable(graph):
+        graph = graph()
     if graph is None:
         from mvgraph.catalog import catalog_graph
 

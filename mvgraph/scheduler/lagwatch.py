@@ -75,7 +75,7 @@ class TargetWatch:
             if not any(d.verdict is Verdict.SUBMIT for d in decisions):
                 return TickResult(tuple(decisions), ())
         read_at = time.monotonic()
-        fresh = read_facts(conn, self.graphs.graph(conn, str(row[0])))
+        fresh = read_facts(conn, lambda: self.graphs.graph(conn, str(row[0])))
         self.full_reads += 1
         same = (fresh.mv_oids, fresh.pairs) == (facts.mv_oids, facts.pairs)
         self._kept = _Kept(token if same else None, fresh, read_at, _params(fresh))

@@ -111,3 +111,52 @@ def test_missed_slots_are_recorded_once_and_ends_closed_once(conn: Conn,
     row = conn.execute("SELECT last_status, last_error, failure_count FROM mvgraph.schedule_data "
                        "WHERE id = %s", [ids[0]]).fetchone()
     assert row == ("failed", "boom", 1)
+
+
+def test_purge_deletes_old_slots_whose_run_is_over_keeping_each_schedules_newest(
+        conn: Conn, ids: list[int]) -> None:
+    """Slot rows do not pile up: past the retention a worker's purge deletes those whose run
+    is over (ended, skipped, missed; run-now ones too), never a run still going or waiting,
+    nor a schedule's newest clock slot (a daemon catches up from it); a role that sees only
+    its own jobs purges no slot row."""
+    s1, s2, s3 = ids
+    old = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+    fire(conn, [s1, s2, s3], old)  # three jobs queued
+    conn.execute("UPDATE mvgraph.job_data j SET status = 'done', finished_at = now() "
+                 "FROM mvgraph.schedule_slot_data ss WHERE ss.job_id = j.id "
+                 "AND ss.schedule_id = %s", [s1])
+    conn.execute("UPDATE mvgraph.schedule_slot_data SET ended = true WHERE schedule_id = %s",
+                 [s1])  # s1's run is over and closed; s2's job still queued
+    assert fire(conn, [s3], old + timedelta(minutes=1))[s3].outcome == "waits"  # s3 waits
+    store.record_slots(conn, [(s1, old + timedelta(minutes=1)), (s1, old + timedelta(minutes=3))],
+                       SlotStatus.MISSED, "test", "t")
+    conn.execute("INSERT INTO mvgraph.schedule_slot_data (schedule_id, slot, status, reason) "
+                 "VALUES (%s, %s, 'skipped', 'test')", [s1, old + timedelta(minutes=2)])
+    conn.execute("INSERT INTO mvgraph.schedule_slot_data (schedule_id, slot, status, manual, "
+                 "ended) VALUES (%s, %s, 'fired', true, true)", [s1, old + timedelta(minutes=4)])
+    before = conn.execute("SELECT count(*) FROM mvgraph.schedule_slot_data").fetchone()
+
+    def slots() -> set[tuple[int, timedelta]]:
+        return {(int(str(r[0])), r[1] - old) for r in conn.execute(  # type: ignore[operator]
+            "SELECT schedule_id, slot FROM mvgraph.schedule_slot_data").fetchall()}
+
+    viewer = f"v_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {viewer}")
+    try:
+        conn.execute("SELECT mvgraph.grant_privileges(%s, 'operator')", [viewer])
+        conn.execute(f"SET ROLE {viewer}")
+        purged = conn.execute("SELECT mvgraph.purge_jobs(7)").fetchone()
+        conn.execute("RESET ROLE")
+        assert purged == (0,)
+        assert conn.execute("SELECT count(*) FROM mvgraph.schedule_slot_data").fetchone() \
+            == before, "an operator purges no slot row"
+        conn.execute("SELECT mvgraph.purge_jobs(7)")
+        assert slots() == {(s1, timedelta(minutes=3)),  # s1's newest clock slot
+                           (s2, timedelta(0)),  # its job is still queued
+                           (s3, timedelta(0)), (s3, timedelta(minutes=1))}  # queued, waiting
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute("DELETE FROM mvgraph.job_data")
+        conn.execute("SELECT mvgraph.revoke_privileges(%s)", [viewer])
+        conn.execute(f"DROP OWNED BY {viewer}")
+        conn.execute(f"DROP ROLE {viewer}")
