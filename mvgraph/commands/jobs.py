@@ -61,8 +61,8 @@ def worker(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     install(*logging.getLogger().handlers)  # psycopg's and others' records too
-    config = WorkerConfig(target, concurrency, lease, heartbeat, poll, shutdown_timeout,
-                          owner_dsn=owner_dsn)
+    config = WorkerConfig(target, concurrency=concurrency, lease_s=lease, heartbeat_s=heartbeat,
+                          poll_s=poll, shutdown_s=shutdown_timeout, owner_dsn=owner_dsn)
     Worker(replace(config, name=name) if name else config).run()
 
 

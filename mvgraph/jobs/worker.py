@@ -74,12 +74,12 @@ class WorkerConfig:
     concurrency: int = 1
     lease_s: float = 30.0
     heartbeat_s: float = 10.0
-    row_beat_s: float | None = None  # the mvgraph.worker row's period (default: heartbeat_s)
     poll_s: float = 5.0
     shutdown_s: float = 30.0
     housekeeping_s: float = 2.0  # purge and compaction after a job, at most this often
     owner_dsn: str | None = None  # how to log in as a job's login: a template with {role}
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    row_beat_s: float | None = None  # the mvgraph.worker row's period (default: heartbeat_s)
 
     def check(self) -> None:
         """Refuse settings that cannot work."""

@@ -157,7 +157,7 @@ class RunEnded:
 
 
 DaemonEvent = Fired | Skipped | RunEnded
-Tick = Callable[[Conn], None]
+Tick = Callable[[Conn], float | None]  # may return the seconds until it is due again
 
 
 @dataclass
@@ -312,7 +312,8 @@ class Daemon:
         its own with a pooled autocommit connection; an exception is logged, never fatal.
         For target-lag planning (:meth:`fire` submits as a schedule) and metrics. ``idle_s``
         (longer): the period while the daemon hears of no job queued or ended (NOTIFY); such
-        news makes the tick due ``every_s`` after its last run again."""
+        news makes the tick due ``every_s`` after its last run again. A tick that returns a
+        number is due that many seconds after it ran (at least ``every_s``)."""
         if every_s <= 0 or (idle_s is not None and idle_s < every_s):
             raise UsageError("a tick's period must be positive")
         with self._lock:
@@ -893,7 +894,10 @@ class Daemon:
                     t.due = t.ran + (t.idle_s or t.every_s)
                 try:
                     with self._pool.conn() as conn:
-                        t.fn(conn)
+                        wanted = t.fn(conn)
+                    if wanted is not None:
+                        with self._lock:
+                            t.due = t.ran + max(wanted, t.every_s)
                 except Exception as exc:
                     log.warning("tick %s failed: %s", t.name, _first_line(exc),
                                 extra={"event": "tick_failed"})

@@ -52,6 +52,7 @@ Conn = psycopg.Connection[tuple[object, ...]]
 log = logging.getLogger("mvgraph")
 
 BEHAVIOR = RefreshBehavior.CASCADE_BACKWARD  # what a freshness target's job always runs
+QUIET_TICK_S = 2.0  # the freshness tick's period while every target's margin allows it
 _UNDATED = frozenset({"stats", "always", "untracked", "not_tracked"})  # changed, unknown when
 
 
@@ -138,6 +139,19 @@ def default_margin(target_lag: timedelta) -> timedelta:
     (60.0, datetime.timedelta(seconds=1))
     """
     return min(max(target_lag / 10, timedelta(seconds=1)), timedelta(minutes=1))
+
+
+def tick_period(targets: Iterable[LagTarget]) -> float | None:
+    """Seconds until the freshness tick is due again: :data:`QUIET_TICK_S` while every
+    target's margin is at least that long (a write seen one tick later is still in time),
+    else None (the daemon's every second).
+
+    >>> tick_period([]), tick_period([LagTarget(1, RelationName("p", "v"), timedelta(seconds=5),
+    ...                                         frozenset(), "o")])
+    (2.0, None)
+    """
+    quiet = timedelta(seconds=QUIET_TICK_S)
+    return QUIET_TICK_S if all(default_margin(t.target_lag) >= quiet for t in targets) else None
 
 
 def default_retry(target_lag: timedelta) -> timedelta:

@@ -18,12 +18,13 @@ from mvgraph.errors import translated
 from mvgraph.scheduler.alerts import Alerter
 from mvgraph.scheduler.daemon import Daemon, DaemonConfig, DaemonEvent, Fired, RunEnded, Skipped
 from mvgraph.scheduler.health import Health
+from mvgraph.scheduler.lag import tick_period
 from mvgraph.scheduler.lagwatch import TargetWatch
 from mvgraph.scheduler.metrics import Metrics, serve
 from mvgraph.scheduler.webhook import Webhook
 from mvgraph.tracking import wal
 
-TARGET_TICK_S = 1.0  # how often due freshness targets are looked for
+TARGET_TICK_S = 1.0  # how often due freshness targets are looked for (2 s when lags allow)
 WAL_TICK_S = 1.0  # how often the wal-mode replication slot is read into the change log
 WAL_IDLE_S = 10.0  # how often a database without wal-mode tracking is looked at again
 ALERT_IDLE_S = 10.0  # the alert tick's period while no job is queued or ends
@@ -47,10 +48,12 @@ def build(config: DaemonConfig) -> tuple[Daemon, Metrics]:
 
     watch = TargetWatch(daemon.graphs)  # one probe a tick while nothing changed
 
-    def targets(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def targets(conn: psycopg.Connection[tuple[object, ...]]) -> float | None:
         result = watch.tick(conn, claimed_by=config.name)
         metrics.observe_tick(result)
         alerter.targets(conn, result.decisions)
+        # every 2 s while each target's margin covers that, and nothing was just submitted
+        return None if result.firings else tick_period(d.target for d in result.decisions)
 
     def alerts(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         metrics.observe_alerts(alerter.check(conn))

@@ -56,3 +56,39 @@ def test_a_due_target_is_submitted_from_the_probe(conn: Conn, db_dsn: str) -> No
     assert len(result.firings) == 1 and len(slots(conn)) == 2
     again = watch.tick(conn)  # its job waits for a worker: busy, nothing more
     assert again.firings == () and {d.verdict for d in again.decisions} == {Verdict.BUSY}
+
+
+def test_a_tick_that_asks_for_a_longer_period_gets_it(db_dsn: str) -> None:
+    """A daemon's tick returning a number is next due that many seconds after it ran (the
+    freshness tick asks for 2 s while every target's margin allows it), never sooner than
+    its own period."""
+    import threading
+    import time
+
+    from mvgraph.scheduler.daemon import Daemon, DaemonConfig
+
+    daemon = Daemon(DaemonConfig(db_dsn, workers=0, name="tick-period"))
+    calls: dict[str, list[float]] = {"asks": [], "plain": []}
+
+    def asks(_conn: Conn) -> float:
+        calls["asks"].append(time.monotonic())
+        return 0.6
+
+    def plain(_conn: Conn) -> None:
+        calls["plain"].append(time.monotonic())
+
+    daemon.add_tick(asks, 0.1, "asks")
+    daemon.add_tick(plain, 0.1, "plain")
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(calls["asks"]) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        daemon.stop()
+        runner.join(30)
+    assert len(calls["asks"]) >= 4, "the tick ran"
+    gaps = [b - a for a, b in zip(calls["asks"], calls["asks"][1:], strict=False)]
+    assert min(gaps) >= 0.55, gaps
+    assert len(calls["plain"]) > 2 * len(calls["asks"]), "the other tick kept its period"

@@ -13,6 +13,7 @@ from mvgraph.scheduler.lag import (
     current_lag,
     decide,
     plan,
+    tick_period,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -129,3 +130,12 @@ def test_targets_not_due_are_left_out_of_the_batch() -> None:
                      margin=NO_MARGIN)
     assert [d.verdict for d in decisions] == [Verdict.SUBMIT, Verdict.WAIT]
     assert [b.statement_targets for b in batches(decisions)] == [(n("a"),)]
+
+
+def test_the_tick_slows_to_2_s_only_while_every_margin_covers_it() -> None:
+    """A write is seen one tick late at most: 2 s ticks only when every target's margin (a
+    tenth of its lag) is at least 2 s; a short lag keeps the daemon's every second."""
+    assert tick_period([]) == 2.0
+    assert tick_period([target("a", lag=timedelta(seconds=20)), target("b")]) == 2.0
+    assert tick_period([target("a", lag=timedelta(seconds=19)), target("b")]) is None
+    assert tick_period([target("a", lag=timedelta(seconds=5))]) is None
