@@ -84,3 +84,30 @@ def test_the_server_side_fingerprint_is_the_query_s(conn: Conn) -> None:
     conn.execute("CREATE TABLE fp_parent (x int); CREATE TABLE fp_child () INHERITS (fp_parent)")
     second = both()
     assert second[0] == second[1] and second != first
+
+
+def test_the_server_side_fingerprint_reads_the_catalog_when_called(conn: Conn,
+                                                                     db_dsn: str) -> None:
+    """A claim's fingerprint is read after the claim, not as of the start of the claim's
+    statement: DDL committed meanwhile (then the job's submit) must change it, or the worker
+    plans the job with the graph from before the DDL."""
+    import threading
+
+    before = conn.execute(query("catalog_fingerprint")).fetchone()
+
+    def ddl_meanwhile() -> None:
+        with psycopg.connect(db_dsn, autocommit=True) as other:
+            other.execute("SELECT pg_sleep(0.5)")
+            other.execute("CREATE TABLE fp_meanwhile (x int)")
+
+    other = threading.Thread(target=ddl_meanwhile)
+    other.start()
+    try:  # the statement starts, sleeps 1.5 s (the DDL commits), then reads the fingerprint
+        row = conn.execute("WITH s AS MATERIALIZED (SELECT pg_sleep(1.5)) "
+                           "SELECT mvgraph.catalog_fingerprint() FROM s").fetchone()
+    finally:
+        other.join()
+    after = conn.execute(query("catalog_fingerprint")).fetchone()
+    assert before != after
+    assert row == after, "the fingerprint missed DDL committed while its statement ran"
+    conn.execute("DROP TABLE fp_meanwhile")
